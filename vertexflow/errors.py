@@ -1,0 +1,158 @@
+"""The exception tree of vertexflow.
+
+Every error vertexflow raises on purpose derives from :class:`VertexflowError`.
+Backends translate SDK and HTTP errors into these classes through a table
+(never by matching message text) and raise ``from`` the original, so callers
+decide what to do from the class alone::
+
+    VertexflowError
+    ├── ConfigError            bad config file, bad URL, unknown remote (exit 2)
+    ├── BackendError           anything a storage backend reports
+    │   ├── NotFound           the object, bucket or path does not exist
+    │   ├── AuthError          credentials rejected (fatal)
+    │   ├── AccessDenied       this one object or path may not be read or written
+    │   ├── InvalidKey         a key that this backend cannot store safely
+    │   ├── Conflict           the backend refuses because of the current state
+    │   ├── ObjectTooLarge     over the backend's per-object limit
+    │   ├── InsufficientStorage  disk full or quota exceeded
+    │   ├── ReadOnly           the destination refuses writes
+    │   ├── IntegrityError     the bytes stored differ from the bytes sent
+    │   ├── SourceChanged      the source object changed while it was read
+    │   ├── TransientError     worth retrying: 429/503/5xx, timeouts, resets
+    │   │   ├── Throttled      the server asked us to slow down
+    │   │   └── ConnectionFailed  the endpoint could not be reached
+    └── JobAborted             a fatal error stopped the whole job
+
+Two attributes steer the engine:
+
+* ``retryable``: the per-object retry loop tries again (with backoff) only
+  when this is true.
+* ``fatal``: the job stops instead of moving on to the next object, because
+  every other object would fail the same way (bad credentials, a missing
+  bucket, a full disk).
+
+``reason`` is a short stable word used to count failures in summaries.
+Messages never contain secrets: backends build them from the key, the
+backend's description and the server's error code.
+"""
+
+from __future__ import annotations
+
+
+class VertexflowError(Exception):
+    """Base of every error vertexflow raises on purpose."""
+
+    reason = "error"
+    retryable = False
+    fatal = False
+
+
+class ConfigError(VertexflowError):
+    """A malformed config file, URL or option; the message names what and where."""
+
+    reason = "config"
+    fatal = True
+
+
+class BackendError(VertexflowError):
+    """An error reported by (or about) a storage backend.
+
+    ``backend`` describes the backend (never with credentials); ``key`` is the
+    object key the error concerns, when there is one.
+    """
+
+    def __init__(self, message: str, *, backend: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.backend = backend
+        self.key = key
+
+    def __str__(self) -> str:
+        where = []
+        if self.backend:
+            where.append(self.backend)
+        if self.key:
+            where.append(f"key {self.key!r}")
+        return f"{self.message} ({', '.join(where)})" if where else self.message
+
+
+class NotFound(BackendError):
+    reason = "not_found"
+
+
+class AuthError(BackendError):
+    reason = "auth"
+    fatal = True
+
+
+class AccessDenied(BackendError):
+    reason = "access_denied"
+
+
+class InvalidKey(BackendError):
+    reason = "invalid_key"
+
+
+class Conflict(BackendError):
+    reason = "conflict"
+
+
+class ObjectTooLarge(BackendError):
+    reason = "too_large"
+
+
+class InsufficientStorage(BackendError):
+    reason = "no_space"
+    fatal = True
+
+
+class ReadOnly(BackendError):
+    reason = "read_only"
+    fatal = True
+
+
+class IntegrityError(BackendError):
+    """What the destination holds (or reports) differs from what was sent.
+
+    Retryable: a corrupted transfer usually succeeds on the next attempt.
+    """
+
+    reason = "integrity"
+    retryable = True
+
+
+class SourceChanged(BackendError):
+    """The source changed while being read; the torn copy was discarded."""
+
+    reason = "source_changed"
+    retryable = True
+
+
+class TransientError(BackendError):
+    """A failure that may pass: 5xx answers, timeouts, connection resets.
+
+    ``retry_after`` carries the server's Retry-After hint in seconds, if any.
+    """
+
+    reason = "transient"
+    retryable = True
+
+    def __init__(self, message: str, *, backend: str | None = None, key: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, backend=backend, key=key)
+        self.retry_after = retry_after
+
+
+class Throttled(TransientError):
+    reason = "throttled"
+
+
+class ConnectionFailed(TransientError):
+    reason = "connection"
+
+
+class JobAborted(VertexflowError):
+    """A fatal error stopped the job; ``cause`` is the error that did it."""
+
+    reason = "aborted"
+    fatal = True
