@@ -42,8 +42,8 @@ class ObjectInfo:
 class Features:
     """Optional abilities of a backend, asked for instead of probing methods.
 
-    server_side_copy: ``copy_within`` copies between keys of this backend
-        without the bytes passing through vertexflow.
+    server_side_copy: ``server_copy`` copies from another location of the same
+        store (``same_store``) without the bytes passing through vertexflow.
     native_hashes: hashes the backend reports in listings/stat without reading
         the content (for example ``("md5",)`` for Yandex.Disk, ``("sha256",)``
         for S3 objects written by vertexflow).

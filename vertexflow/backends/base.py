@@ -95,16 +95,25 @@ class Backend(abc.ABC):
     async def delete(self, key: str) -> None:
         """Remove an object. Idempotent: deleting an absent key succeeds."""
 
-    async def copy_within(self, src_key: str, dst_key: str) -> ObjectInfo:
-        """Server-side copy between two keys of this backend (``features.server_side_copy``)."""
+    async def server_copy(self, source: Backend, src: ObjectInfo, dst_key: str) -> ObjectInfo:
+        """Copy ``src`` (an object of ``source``) to ``dst_key`` without the bytes passing through us.
+
+        Only valid when ``features.server_side_copy`` and ``self.same_store(source)``.
+        Same guarantees as :meth:`put`: whole object or nothing; the returned
+        info carries ``hashes["sha256"]`` where the backend knows it.
+        """
         raise NotImplementedError(f"{self.describe()} has no server-side copy")
+
+    async def free_space(self) -> int | None:
+        """Bytes that may still be written here, or None if unknown or unlimited."""
+        return None
 
     def local_path(self, key: str) -> Path:
         """The file that holds ``key`` (``features.local_path``)."""
         raise NotImplementedError(f"{self.describe()} is not on local disk")
 
     def same_store(self, other: Backend) -> bool:
-        """True when ``copy_within`` of ``self`` can read objects of ``other``.
+        """True when ``self.server_copy`` can read objects of ``other``.
 
         For example two S3 locations on the same endpoint and credentials.
         """
