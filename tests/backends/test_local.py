@@ -1,0 +1,67 @@
+"""Local backend: the conformance suite plus what only local disk has."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from vertexflow.backends.local import TMP_PREFIX, LocalBackend
+from vertexflow.errors import InvalidKey
+
+from .conformance import BackendConformance, put_bytes
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[LocalBackend]:
+    b = LocalBackend(tmp_path / "root")
+    await b.check(write=True)
+    async with b:
+        yield b
+
+
+class TestLocalConformance(BackendConformance):
+    pass
+
+
+async def test_failed_put_leaves_no_temp_files(backend: LocalBackend) -> None:
+    from .conformance import failing_body
+    from vertexflow.model import ObjectInfo
+
+    data = os.urandom(2 * 1024 * 1024)
+    with pytest.raises(RuntimeError):
+        await backend.put(ObjectInfo(key="d/f", size=len(data)), failing_body(data, 1000))
+    leftovers = [p for p in backend.root.rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+async def test_symlinks_and_temp_files_are_not_listed(backend: LocalBackend, tmp_path: Path) -> None:
+    await put_bytes(backend, "real.txt", b"r")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret")
+    os.symlink(outside, backend.root / "link.txt")
+    (backend.root / f"{TMP_PREFIX}abc").write_text("partial")
+    assert [i.key async for i in backend.list()] == ["real.txt"]
+
+
+async def test_symlinked_directory_cannot_be_escaped_through(backend: LocalBackend, tmp_path: Path) -> None:
+    # a key is a path below the root; ".." never gets through
+    with pytest.raises(InvalidKey):
+        backend.local_path("a/../../outside.txt")
+
+
+async def test_segment_longer_than_the_filesystem_allows(backend: LocalBackend) -> None:
+    with pytest.raises(InvalidKey):
+        await put_bytes(backend, "x" * 300, b"1")
+
+
+async def test_missing_root_is_not_found(tmp_path: Path) -> None:
+    from vertexflow.errors import NotFound
+
+    b = LocalBackend(tmp_path / "does-not-exist")
+    with pytest.raises(NotFound):
+        await b.check()
+    with pytest.raises(NotFound):
+        [i async for i in b.list()]

@@ -1,0 +1,196 @@
+"""Typed configuration: named remotes read from a TOML (or JSON) file.
+
+Where the file comes from, first match wins: ``--config PATH``, the
+``VERTEXFLOW_CONFIG`` variable, ``$XDG_CONFIG_HOME/vertexflow/config.toml``
+(``~/.config/...``). No file is fine: ``s3://``, ``yadisk:`` and plain paths
+work from the environment alone.
+
+Example (``configs/remotes.toml`` holds a commented one)::
+
+    [remotes.minio-old]
+    type = "s3"
+    endpoint = "http://10.0.0.5:9000"
+    access_key_id_env = "OLD_MINIO_KEY"        # read the secret from a variable,
+    secret_access_key_env = "OLD_MINIO_SECRET" # or give `secret_access_key = "..."`
+
+Validation is done by pydantic; every error names the file and the dotted key
+(``remotes.minio-old.endpoint``). Secrets are ``SecretStr`` and never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from .errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _secret(value: SecretStr | None, env_name: str | None, environ: Mapping[str, str],
+            what: str) -> str | None:
+    if value is not None:
+        return value.get_secret_value()
+    if env_name is not None:
+        if env_name not in environ:
+            raise ConfigError(f"{what}: environment variable {env_name} is not set")
+        return environ[env_name]
+    return None
+
+
+class LocalRemote(_Strict):
+    type: Literal["local"]
+    path: str = Field(description="directory that is the remote's root")
+
+
+class S3Remote(_Strict):
+    type: Literal["s3"]
+    endpoint: str | None = Field(None, description="e.g. http://127.0.0.1:9000; AWS when omitted")
+    region: str | None = None
+    bucket: str | None = Field(None, description="fixed bucket; otherwise the first path segment")
+    access_key_id: SecretStr | None = None
+    access_key_id_env: str | None = None
+    secret_access_key: SecretStr | None = None
+    secret_access_key_env: str | None = None
+    session_token_env: str | None = None
+    profile: str | None = None
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    # 16 in-flight requests saturate a gigabit link with 8 MiB parts while
+    # keeping one process's memory near 16 x 8 MiB.
+    concurrency: int = Field(16, ge=1, le=1024)
+    part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024, le=5 * 1024 ** 3)
+    verify_tls: bool | str = True
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
+
+    def backend_kwargs(self, environ: Mapping[str, str], name: str) -> dict[str, Any]:
+        what = f"remote {name!r}"
+        return {
+            "endpoint_url": self.endpoint,
+            "region": self.region,
+            "access_key_id": _secret(self.access_key_id, self.access_key_id_env, environ, what),
+            "secret_access_key": _secret(self.secret_access_key, self.secret_access_key_env, environ, what),
+            "session_token": _secret(None, self.session_token_env, environ, what),
+            "profile": self.profile,
+            "addressing_style": self.addressing_style,
+            "max_concurrency": self.concurrency,
+            "part_size": self.part_size,
+            "multipart_threshold": self.part_size,
+            "verify_tls": self.verify_tls,
+            "name": name,
+        }
+
+
+class YandexDiskRemote(_Strict):
+    type: Literal["yandex_disk"]
+    token: SecretStr | None = None
+    token_env: str | None = Field(None, description="variable holding the OAuth token; YANDEX_DISK_TOKEN when neither is set")
+    base_url: str = "https://cloud-api.yandex.net/v1/disk"
+    root: str = "/"
+    request_timeout: float | None = Field(None, gt=0)
+    chunk_size_mb: int | None = Field(None, ge=1)
+    upload_concurrency: int | None = Field(None, ge=1, le=64)
+    directory_cache_ttl: float | None = Field(None, ge=0)
+    directory_cache_size: int | None = Field(None, ge=0)
+    pool_connections: int | None = Field(None, ge=1)
+    pool_maxsize: int | None = Field(None, ge=1)
+
+    def backend_kwargs(self, environ: Mapping[str, str], name: str) -> dict[str, Any]:
+        token = _secret(self.token, self.token_env, environ, f"remote {name!r}")
+        if token is None:
+            token = environ.get("YANDEX_DISK_TOKEN")
+        if not token:
+            raise ConfigError(f"remote {name!r}: no OAuth token (set token, token_env or YANDEX_DISK_TOKEN)")
+        kwargs: dict[str, Any] = {"token": token, "base_url": self.base_url, "name": name}
+        for field, arg, scale in (
+            ("request_timeout", "request_timeout", 1),
+            ("chunk_size_mb", "chunk_size", 1024 * 1024),
+            ("upload_concurrency", "upload_concurrency", 1),
+            ("directory_cache_ttl", "dir_cache_ttl", 1),
+            ("directory_cache_size", "dir_cache_size", 1),
+            ("pool_connections", "pool_connections", 1),
+            ("pool_maxsize", "pool_maxsize", 1),
+        ):
+            value = getattr(self, field)
+            if value is not None:
+                kwargs[arg] = value * scale
+        return kwargs
+
+
+Remote = Annotated[LocalRemote | S3Remote | YandexDiskRemote, Field(discriminator="type")]
+
+
+class Config(_Strict):
+    remotes: dict[str, Remote] = Field(default_factory=dict)
+    source: str | None = Field(None, exclude=True, description="where this config was read from")
+
+    @field_validator("remotes")
+    @classmethod
+    def _names(cls, remotes: dict[str, Remote]) -> dict[str, Remote]:
+        for name in remotes:
+            if not name or not all(c.isalnum() or c in "-_." for c in name) or name in ("s3", "yadisk", "file"):
+                raise ValueError(f"remote name {name!r} must be letters, digits, '-', '_' or '.', "
+                                 "and not a URL scheme")
+        return remotes
+
+
+def default_config_path(environ: Mapping[str, str] = os.environ) -> Path | None:
+    if environ.get("VERTEXFLOW_CONFIG"):
+        return Path(environ["VERTEXFLOW_CONFIG"])
+    base = Path(environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    candidate = base / "vertexflow" / "config.toml"
+    return candidate if candidate.is_file() else None
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                environ: Mapping[str, str] = os.environ) -> Config:
+    """Read and validate a config file; no path and no default file gives an empty config."""
+    explicit = path is not None or bool(environ.get("VERTEXFLOW_CONFIG"))
+    file = Path(path) if path is not None else default_config_path(environ)
+    if file is None:
+        return Config()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"config file {file} does not exist") from None
+        return Config()
+    except OSError as exc:
+        raise ConfigError(f"config file {file}: {exc.strerror}") from exc
+    try:
+        raw = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config file {file} is not valid {'JSON' if file.suffix == '.json' else 'TOML'}: {exc}") from exc
+    return parse_config(raw, source=str(file))
+
+
+def parse_config(raw: Mapping[str, Any], *, source: str = "<config>") -> Config:
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"config file {source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+    return config.model_copy(update={"source": source})
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    # drop the discriminator tag pydantic puts in the location ("remotes.x.s3.endpoint")
+    loc = [str(p) for p in error["loc"]]
+    if len(loc) > 2 and loc[0] == "remotes" and loc[2] in ("local", "s3", "yandex_disk"):
+        del loc[2]
+    msg = error["msg"]
+    if error["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{'.'.join(loc)}: {msg}"

@@ -1,0 +1,325 @@
+"""``copy SRC DST``: put every object of SRC under DST.
+
+The job is one pipeline (:mod:`vertexflow.pipeline.runner`): the source
+listing is streamed into a bounded queue and drained by ``transfers``
+workers. Each object is moved by the cheapest route its two ends allow,
+chosen once per job:
+
+* local -> local: one worker-thread call per object, or per batch of small
+  files, reading, hashing and writing each byte once (``copy_file_range``
+  when hashing is off);
+* same store (S3 -> S3 on one endpoint): the server copies;
+* local -> anywhere: a small file is read (and checked against its listed
+  version) in one thread call, then put from memory; a large one is streamed;
+* anything else: ``src.open`` streamed into ``dst.put``.
+
+Every transfer is checked: the destination reports the SHA-256 of the bytes
+it stored (computed in-stream), the byte count must match the listing, and
+when the source already knew a SHA-256 the two must agree. A mismatch is
+retried; after ``retry.attempts`` the object is reported as failed and the
+job goes on. Errors marked ``fatal`` (bad credentials, full disk, read-only
+destination) stop the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import anyio
+import structlog
+
+from ..backends.base import Backend
+from ..backends.local import SMALL_FILE, STREAM_BUFFER, LocalBackend
+from ..errors import IntegrityError, JobAborted, NotFound, SourceChanged, VertexflowError
+from ..model import SHA256, BodyFactory, ObjectInfo, body_from_bytes
+from ..pipeline.runner import StopSignal, run_pipeline
+from ..pipeline.stats import JobStats
+from ..retry import RetryPolicy, retry_call
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CopyOptions:
+    # 8 transfers keep a 2-core machine's disks and both cores busy; remote
+    # stores want more in flight (the CLI default for them is 16).
+    transfers: int = 8
+    #: listed objects waiting for a worker; bounds memory (an ObjectInfo is ~0.5 KB)
+    queue_size: int = 1024
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: hash every byte and check it against what the destination stored
+    verify: bool = True
+    #: small local files copied per worker-thread call (local -> local)
+    batch_files: int = 32
+    batch_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class _Batch:
+    items: list[ObjectInfo]
+
+
+class CopyJob:
+    """Copy every object of ``src`` (or only ``single_key``) to the same key under ``dst``."""
+
+    def __init__(self, src: Backend, dst: Backend, options: CopyOptions | None = None, *,
+                 single_key: str | None = None, stats: JobStats | None = None,
+                 stop: StopSignal | None = None) -> None:
+        self.src = src
+        self.dst = dst
+        self.options = options or CopyOptions()
+        self.single_key = single_key
+        self.stats = stats or JobStats()
+        self.stop = stop or StopSignal()
+        self._local_to_local = isinstance(dst, LocalBackend) and isinstance(src, LocalBackend)
+        self._server_side = dst.features.server_side_copy and dst.same_store(src)
+        self._local_source = isinstance(src, LocalBackend)
+        if self._local_to_local:
+            dst.hash_files = self.options.verify  # type: ignore[union-attr]
+
+    async def run(self) -> JobStats:
+        """Run to the end (or until stopped); fatal errors raise :class:`JobAborted`."""
+        await self.dst.check(write=True)
+        try:
+            await run_pipeline(self._items(), self._handle, workers=self.options.transfers,
+                               queue_size=self.options.queue_size, stop=self.stop)
+        except BaseExceptionGroup as group:
+            raise self._abort(_first_error(group)) from None
+        except VertexflowError as exc:
+            raise self._abort(exc) from None
+        finally:
+            self.stats.interrupted = self.stop.stopping
+            self.stats.finished = time.monotonic()
+        return self.stats
+
+    def _abort(self, exc: BaseException) -> BaseException:
+        if not isinstance(exc, VertexflowError):
+            return exc
+        self.stats.fatal = str(exc)
+        aborted = JobAborted(str(exc))
+        aborted.__cause__ = exc
+        return aborted
+
+    # -- producer ---------------------------------------------------------
+    async def _items(self) -> AsyncIterator[ObjectInfo | _Batch]:
+        stats = self.stats
+        batch: list[ObjectInfo] = []
+        batch_bytes = 0
+        async for info in self._listing():
+            stats.listed_objects += 1
+            stats.listed_bytes += info.size or 0
+            if self._local_to_local and (info.size or 0) <= SMALL_FILE:
+                batch.append(info)
+                batch_bytes += info.size or 0
+                if len(batch) >= self.options.batch_files or batch_bytes >= self.options.batch_bytes:
+                    yield _Batch(batch)
+                    batch, batch_bytes = [], 0
+            else:
+                yield info
+        if batch:
+            yield _Batch(batch)
+        stats.listing_done = True
+
+    async def _listing(self) -> AsyncIterator[ObjectInfo]:
+        if self.single_key is not None:
+            yield await self.src.stat(self.single_key)
+            return
+        async for info in self.src.list():
+            yield info
+
+    # -- workers ----------------------------------------------------------
+    async def _handle(self, item: ObjectInfo | _Batch) -> None:
+        if isinstance(item, _Batch):
+            await self._copy_batch(item.items)
+        else:
+            await self._copy_one(item)
+
+    async def _copy_batch(self, items: list[ObjectInfo]) -> None:
+        src, dst = self.src, self.dst
+        assert isinstance(src, LocalBackend) and isinstance(dst, LocalBackend)
+
+        def copy_all() -> list[ObjectInfo | Exception]:
+            out: list[ObjectInfo | Exception] = []
+            for info in items:
+                try:
+                    out.append(dst.copy_from_file(src.local_path(info.key), info, info))
+                except Exception as exc:  # each object succeeds or fails on its own
+                    out.append(exc)
+            return out
+
+        self.stats.in_flight += len(items)
+        try:
+            results = await dst.run_blocking(copy_all)
+        finally:
+            self.stats.in_flight -= len(items)
+        for info, result in zip(items, results, strict=True):
+            if isinstance(result, Exception):
+                if getattr(result, "fatal", False):
+                    raise result
+                if getattr(result, "retryable", False):
+                    self.stats.retries += 1
+                    await self._copy_one(info)  # the per-object path retries with backoff
+                else:
+                    self._failed(info, result)
+            else:
+                self._done(result)
+                self.stats.moved_bytes += result.size or 0
+
+    async def _copy_one(self, info: ObjectInfo) -> None:
+        self.stats.in_flight += 1
+        try:
+            result = await retry_call(lambda: self._transfer(info), self.options.retry,
+                                      on_retry=lambda exc, n, d: self._retrying(info, exc, n, d))
+        except Exception as exc:
+            if getattr(exc, "fatal", False):
+                raise
+            self._failed(info, exc)
+        else:
+            self._done(result)
+        finally:
+            self.stats.in_flight -= 1
+
+    def _done(self, result: ObjectInfo) -> None:
+        self.stats.done_objects += 1
+        self.stats.done_bytes += result.size or 0
+
+    def _failed(self, info: ObjectInfo, exc: BaseException) -> None:
+        self.stats.record_failure(info.key, exc)
+        log.error("object failed", key=info.key, reason=getattr(exc, "reason", type(exc).__name__),
+                  error=str(exc))
+
+    def _retrying(self, info: ObjectInfo, exc: BaseException, attempt: int, delay: float) -> None:
+        self.stats.retries += 1
+        log.warning("retrying", key=info.key, attempt=attempt, delay=round(delay, 2),
+                    reason=getattr(exc, "reason", "error"), error=str(exc))
+
+    async def _transfer(self, info: ObjectInfo) -> ObjectInfo:
+        src, dst = self.src, self.dst
+        if self._local_to_local:
+            assert isinstance(src, LocalBackend) and isinstance(dst, LocalBackend)
+            result = await dst.run_blocking(dst.copy_from_file, src.local_path(info.key), info, info)
+            self.stats.moved_bytes += result.size or 0
+            return self._verified(info, result)
+        if self._server_side:
+            result = await dst.server_copy(src, info, info.key)
+            self.stats.server_side_copies += 1
+            self.stats.moved_bytes += result.size or 0
+            return self._verified(info, result)
+        target = info
+        if self._local_source:
+            assert isinstance(src, LocalBackend)
+            if (info.size or 0) <= SMALL_FILE:
+                data = await src.run_blocking(src.read_file, info.key, info.version)
+                self.stats.moved_bytes += len(data)
+                return self._verified(info, await dst.put(info, body_from_bytes(data)))
+            if self.options.verify and SHA256 not in info.hashes:
+                # Stores that keep the SHA-256 beside the object (S3 metadata)
+                # need it before a multipart upload starts; hashing the file
+                # first also proves the upload matches the file as listed.
+                digest = await src.run_blocking(_hash_file, src, info)
+                target = replace(info, hashes={**info.hashes, SHA256: digest})
+        result = await dst.put(target, self._stream(info))
+        return self._verified(target, result)
+
+    def _stream(self, info: ObjectInfo) -> BodyFactory:
+        src, stats = self.src, self.stats
+
+        async def body() -> AsyncIterator[bytes]:
+            async with src.open(info.key, if_version=info.version) as chunks:
+                async for chunk in chunks:
+                    stats.moved_bytes += len(chunk)
+                    yield chunk
+
+        return body
+
+    def _verified(self, info: ObjectInfo, result: ObjectInfo) -> ObjectInfo:
+        if info.size is not None and result.size is not None and info.size != result.size:
+            raise SourceChanged(f"listed with {info.size} bytes, copied {result.size}",
+                                backend=self.dst.describe(), key=info.key)
+        expected, got = info.hashes.get(SHA256), result.hashes.get(SHA256)
+        if expected and got and expected != got:
+            raise IntegrityError("SHA-256 of the copy differs from the source's",
+                                 backend=self.dst.describe(), key=info.key)
+        return result
+
+
+def _hash_file(src: LocalBackend, info: ObjectInfo) -> str:
+    h = hashlib.sha256()
+    buf = bytearray(STREAM_BUFFER)
+    view = memoryview(buf)
+    with open(src.local_path(info.key), "rb", buffering=0) as f:
+        while n := f.readinto(view):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from a task group: a VertexflowError if there is one."""
+    flat: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for e in exc.exceptions:
+                walk(e)
+        else:
+            flat.append(exc)
+
+    walk(group)
+    for exc in flat:
+        if isinstance(exc, VertexflowError):
+            return exc
+    return flat[0]
+
+
+async def resolve_source(location: Any) -> tuple[Backend, str | None]:
+    """Open a source location: a tree, or a single object (``copy file.txt DST``).
+
+    Returns the backend and, for a single object, its key relative to that
+    backend. Raises :class:`NotFound` when there is nothing at the location.
+    """
+    backend: Backend = location.backend()
+    try:
+        await backend.check()
+        if isinstance(backend, LocalBackend):
+            if backend.root.is_file():
+                return await _single(backend, location)
+            return backend, None
+        async for _ in backend.list():
+            return backend, None
+        # nothing under it as a prefix: perhaps it names one object
+        split = location.split_last()
+        if split is not None:
+            parent_loc, name = split
+            parent = parent_loc.backend()
+            try:
+                await parent.stat(name)
+            except NotFound:
+                await parent.aclose()
+            else:
+                await backend.aclose()
+                return parent, name
+        if _has_path(location):
+            raise NotFound("nothing found at this source", backend=backend.describe())
+        return backend, None
+    except BaseException:
+        await backend.aclose()
+        raise
+
+
+async def _single(backend: LocalBackend, location: Any) -> tuple[Backend, str]:
+    parent_loc, name = location.split_last()
+    await backend.aclose()
+    return parent_loc.backend(), name
+
+
+def _has_path(location: Any) -> bool:
+    if location.kind == "s3":
+        return bool(location.args[1])
+    if location.kind == "yandex_disk":
+        return location.kwargs.get("root", "/").strip("/") != ""
+    return True
+

@@ -1,0 +1,75 @@
+"""Counters of a running job, read by the progress display and the summary.
+
+Memory stays flat: failures are counted by reason, and only the first
+``MAX_FAILURES_KEPT`` are kept with their keys and messages (the count of the
+rest is reported).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_FAILURES_KEPT = 1000
+
+
+@dataclass(slots=True)
+class Failure:
+    key: str
+    reason: str
+    message: str
+
+
+@dataclass(slots=True)
+class JobStats:
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    listed_objects: int = 0
+    listed_bytes: int = 0
+    listing_done: bool = False
+    done_objects: int = 0
+    done_bytes: int = 0
+    #: bytes moved so far, including objects still in flight (for the rate)
+    moved_bytes: int = 0
+    skipped_objects: int = 0
+    failed_objects: int = 0
+    retries: int = 0
+    server_side_copies: int = 0
+    in_flight: int = 0
+    failures_by_reason: Counter[str] = field(default_factory=Counter)
+    failures: list[Failure] = field(default_factory=list)
+    interrupted: bool = False
+    fatal: str | None = None
+
+    def record_failure(self, key: str, exc: BaseException) -> None:
+        reason = getattr(exc, "reason", type(exc).__name__)
+        self.failed_objects += 1
+        self.failures_by_reason[reason] += 1
+        if len(self.failures) < MAX_FAILURES_KEPT:
+            self.failures.append(Failure(key, reason, str(exc)))
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    def summary(self) -> dict[str, Any]:
+        seconds = self.elapsed
+        return {
+            "objects": self.done_objects,
+            "bytes": self.done_bytes,
+            "skipped": self.skipped_objects,
+            "failed": self.failed_objects,
+            "listed": self.listed_objects,
+            "seconds": round(seconds, 3),
+            "mb_per_s": round(self.done_bytes / 1e6 / seconds, 2) if seconds > 0 else 0.0,
+            "objects_per_s": round(self.done_objects / seconds, 1) if seconds > 0 else 0.0,
+            "retries": self.retries,
+            "server_side_copies": self.server_side_copies,
+            "failures_by_reason": dict(self.failures_by_reason),
+            "failures": [{"key": f.key, "reason": f.reason, "message": f.message} for f in self.failures],
+            "failures_not_shown": max(0, self.failed_objects - len(self.failures)),
+            "interrupted": self.interrupted,
+            "fatal_error": self.fatal,
+        }
