@@ -21,7 +21,7 @@ from rich.table import Table
 
 from . import __version__, logs
 from .config import Config, load_config
-from .errors import ConfigError, VertexflowError
+from .errors import ConfigError, VertexflowError, first_error
 from .locations import parse_location
 from .pipeline.progress import ProgressView, human_bytes
 from .pipeline.runner import StopSignal
@@ -130,7 +130,10 @@ def _run_job(job: Callable[[], Awaitable[None]], stats: JobStats, stop: StopSign
                 tg.cancel_scope.cancel()
 
     try:
-        run_async(main_task)
+        try:
+            run_async(main_task)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
     except VertexflowError as exc:
         stats.fatal = stats.fatal or str(exc)
         cause = exc.__cause__ if exc.__cause__ is not None else exc

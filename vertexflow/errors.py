@@ -156,3 +156,22 @@ class JobAborted(VertexflowError):
 
     reason = "aborted"
     fatal = True
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The error to report out of a (possibly nested) exception group.
+
+    Task groups wrap errors in groups; the report wants the first
+    :class:`VertexflowError` inside, else the first error of any kind.
+    """
+    flat: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for inner in e.exceptions:
+                walk(inner)
+        else:
+            flat.append(e)
+
+    walk(exc)
+    return next((e for e in flat if isinstance(e, VertexflowError)), flat[0])

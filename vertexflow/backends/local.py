@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -66,8 +66,12 @@ _ERRNO_MAP: dict[int, type[BackendError]] = {
 }
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _mtime(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC)
+    # integer arithmetic: a float timestamp rounds the microseconds
+    return _EPOCH + timedelta(microseconds=ns // 1000)
 
 
 def _version(st: os.stat_result) -> str:
@@ -81,8 +85,7 @@ def _info(key: str, st: os.stat_result) -> ObjectInfo:
 def _mtime_ns(info: ObjectInfo) -> int | None:
     if info.mtime is None:
         return None
-    # integer arithmetic: float timestamps lose the microseconds
-    delta = info.mtime - datetime(1970, 1, 1, tzinfo=UTC)
+    delta = info.mtime - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
@@ -135,7 +138,8 @@ class LocalBackend(Backend):
                 except OSError as exc:
                     raise self._error(exc, None, "creating the destination directory") from exc
                 if not os.access(self.root, os.W_OK):
-                    raise ReadOnly("destination directory is not writable", backend=self.describe())
+                    raise ReadOnly("destination directory is not writable (read-only file system or permissions)",
+                                   backend=self.describe())
                 # os.access is not enough (read-only mounts, root ignoring modes): try it.
                 probe_path = self.root / f"{TMP_PREFIX}probe-{os.getpid()}"
                 try:

@@ -34,7 +34,7 @@ import structlog
 
 from ..backends.base import Backend
 from ..backends.local import SMALL_FILE, STREAM_BUFFER, LocalBackend
-from ..errors import IntegrityError, JobAborted, NotFound, SourceChanged, VertexflowError
+from ..errors import IntegrityError, JobAborted, NotFound, SourceChanged, VertexflowError, first_error
 from ..model import SHA256, BodyFactory, ObjectInfo, body_from_bytes
 from ..pipeline.runner import StopSignal, run_pipeline
 from ..pipeline.stats import JobStats
@@ -83,12 +83,12 @@ class CopyJob:
 
     async def run(self) -> JobStats:
         """Run to the end (or until stopped); fatal errors raise :class:`JobAborted`."""
-        await self.dst.check(write=True)
         try:
+            await self.dst.check(write=True)
             await run_pipeline(self._items(), self._handle, workers=self.options.transfers,
                                queue_size=self.options.queue_size, stop=self.stop)
         except BaseExceptionGroup as group:
-            raise self._abort(_first_error(group)) from None
+            raise self._abort(first_error(group)) from None
         except VertexflowError as exc:
             raise self._abort(exc) from None
         finally:
@@ -255,24 +255,6 @@ def _hash_file(src: LocalBackend, info: ObjectInfo) -> str:
         while n := f.readinto(view):
             h.update(view[:n])
     return h.hexdigest()
-
-
-def _first_error(group: BaseExceptionGroup) -> BaseException:
-    """The error to report from a task group: a VertexflowError if there is one."""
-    flat: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for e in exc.exceptions:
-                walk(e)
-        else:
-            flat.append(exc)
-
-    walk(group)
-    for exc in flat:
-        if isinstance(exc, VertexflowError):
-            return exc
-    return flat[0]
 
 
 async def resolve_source(location: Any) -> tuple[Backend, str | None]:

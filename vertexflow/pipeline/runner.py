@@ -25,7 +25,6 @@ from contextlib import aclosing
 from typing import TypeVar
 
 import anyio
-from anyio.abc import CancelScope
 
 T = TypeVar("T")
 
@@ -33,7 +32,7 @@ T = TypeVar("T")
 class StopSignal:
     def __init__(self) -> None:
         self.graceful = anyio.Event()
-        self._scopes: list[CancelScope] = []
+        self._scopes: list[anyio.CancelScope] = []
         self.hard = False
 
     def request_graceful(self) -> None:
@@ -45,7 +44,7 @@ class StopSignal:
         for scope in self._scopes:
             scope.cancel()
 
-    def attach(self, scope: CancelScope) -> None:
+    def attach(self, scope: anyio.CancelScope) -> None:
         self._scopes.append(scope)
         if self.hard:
             scope.cancel()
