@@ -18,6 +18,14 @@ from vertexflow.testing.seaweedfs import SeaweedFS
 _bucket_ids = itertools.count()
 
 
+@pytest.fixture(autouse=True)
+def private_journal(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test gets its own journal (and CLI subprocesses inherit it)."""
+    path = str(tmp_path_factory.mktemp("journal") / "journal.db")
+    monkeypatch.setenv("VERTEXFLOW_JOURNAL", path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))

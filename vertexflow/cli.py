@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio
@@ -22,11 +25,13 @@ from rich.table import Table
 from . import __version__, logs
 from .config import Config, load_config
 from .errors import ConfigError, VertexflowError, first_error
+from .filters import Filter, parse_age, parse_size
 from .locations import parse_location
 from .pipeline.progress import ProgressView, human_bytes
 from .pipeline.runner import StopSignal
 from .pipeline.stats import JobStats
 from .retry import RetryPolicy
+from .state.journal import Journal, default_journal_path
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
 T = TypeVar("T")
@@ -73,47 +78,153 @@ def main(ctx: click.Context, config_path: str | None, log_format: str, log_level
     ctx.obj = Ctx(config_path)
 
 
+def transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by copy and sync."""
+    for opt in reversed([
+        click.option("--transfers", type=click.IntRange(1, 1024), default=None,
+                     help="Objects in flight at once [8 local, 16 remote]."),
+        click.option("--progress/--no-progress", default=None, help="Live progress bar on stderr [on for a terminal]."),
+        click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+        click.option("--no-verify", is_flag=True, help="Skip SHA-256 hashing (local copies use copy_file_range)."),
+        click.option("--retries", type=click.IntRange(1, 100), default=5, show_default=True,
+                     help="Attempts per object before it is reported as failed."),
+        click.option("--checksum", is_flag=True, help="Compare by SHA-256 instead of size and mtime."),
+        click.option("--size-only", is_flag=True, help="Compare by size alone."),
+        click.option("--dry-run", is_flag=True, help="Print the plan; change nothing."),
+        click.option("--order-by", type=click.Choice(["size,desc", "size,asc", "mtime,asc", "mtime,desc"]),
+                     default=None, help="Transfer order (plans everything first)."),
+        click.option("--journal", "journal_path", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_JOURNAL",
+                     help="Journal database [~/.local/state/vertexflow/journal.db]."),
+        click.option("--no-journal", is_flag=True, help="Keep no record (no resume, no incremental sync)."),
+        *filter_options,
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+filter_options = [
+    click.option("--include", multiple=True, metavar="GLOB", help="Only keys matching (repeatable)."),
+    click.option("--exclude", multiple=True, metavar="GLOB", help="Skip keys matching (repeatable)."),
+    click.option("--min-size", metavar="SIZE", help="Only objects at least this big (e.g. 1M)."),
+    click.option("--max-size", metavar="SIZE", help="Only objects at most this big (e.g. 1G)."),
+    click.option("--min-age", metavar="AGE", help="Only objects older than this (e.g. 7d)."),
+    click.option("--max-age", metavar="AGE", help="Only objects younger than this (e.g. 1h)."),
+    click.option("--prefix", default="", metavar="P", help="Only keys under this prefix."),
+    click.option("--ext", "extensions", metavar="LIST", help="Only these file extensions, e.g. jpg,png,mp4."),
+]
+
+
+def with_filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed(filter_options):
+        fn = opt(fn)
+    return fn
+
+
+def build_filter(kw: dict[str, Any]) -> Filter:
+    return Filter(
+        include=kw.pop("include", ()), exclude=kw.pop("exclude", ()),
+        min_size=parse_size(v) if (v := kw.pop("min_size", None)) else None,
+        max_size=parse_size(v) if (v := kw.pop("max_size", None)) else None,
+        min_age=parse_age(v) if (v := kw.pop("min_age", None)) else None,
+        max_age=parse_age(v) if (v := kw.pop("max_age", None)) else None,
+        prefix=kw.pop("prefix", "") or "",
+        extensions=tuple(e.strip().lower().lstrip(".") for e in (kw.pop("extensions", None) or "").split(",")
+                         if e.strip()),
+    )
+
+
 @main.command()
 @click.argument("src")
 @click.argument("dst")
-@click.option("--transfers", type=click.IntRange(1, 1024), default=None,
-              help="Objects in flight at once [8 local, 16 remote].")
-@click.option("--progress/--no-progress", default=None, help="Live progress bar on stderr [on for a terminal].")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--no-verify", is_flag=True, help="Skip SHA-256 hashing (local copies use copy_file_range).")
-@click.option("--retries", type=click.IntRange(1, 100), default=5, show_default=True,
-              help="Attempts per object before it is reported as failed.")
+@transfer_options
 @click.pass_obj
-def copy(obj: Ctx, src: str, dst: str, transfers: int | None, progress: bool | None, as_json: bool,
-         no_verify: bool, retries: int) -> None:
-    """Copy the contents of SRC under DST (a plain path is local disk).
+def copy(obj: Ctx, src: str, dst: str, **kw: Any) -> None:
+    """Copy the contents of SRC under DST, skipping objects already there unchanged.
 
     \b
     Locations: ./dir, /abs/dir, s3://bucket/prefix, yadisk:/path, or REMOTE:path
-    with a remote from the config file.
+    with a remote from the config file. Rerunning an interrupted copy resumes it.
     """
-    from .ops.copy import CopyJob, CopyOptions, resolve_source
+    _transfer(obj, "copy", src, dst, delete=False, max_delete=None, **kw)
 
+
+@main.command()
+@click.argument("src")
+@click.argument("dst")
+@transfer_options
+@click.option("--delete", is_flag=True, help="Delete destination objects that are not at the source.")
+@click.option("--max-delete", type=click.IntRange(0), default=None, help="Refuse to delete more than N objects.")
+@click.pass_obj
+def sync(obj: Ctx, src: str, dst: str, **kw: Any) -> None:
+    """Make DST like SRC: copy what is new or changed (and delete extras with --delete).
+
+    A repeated sync compares against the journal's record of DST, so it sends no
+    per-object requests for unchanged objects.
+    """
+    _transfer(obj, "sync", src, dst, **kw)
+
+
+def _transfer(obj: Ctx, mode: str, src: str, dst: str, *, delete: bool, max_delete: int | None,
+              transfers: int | None, progress: bool | None, as_json: bool, no_verify: bool, retries: int,
+              checksum: bool, size_only: bool, dry_run: bool, order_by: str | None, journal_path: str | None,
+              no_journal: bool, **filter_kw: Any) -> None:
+    from .ops.copy import CopyOptions, resolve_source
+    from .ops.sync import SyncJob, SyncOptions
+
+    if checksum and size_only:
+        fail("--checksum and --size-only exclude each other")
     try:
+        filt = build_filter(filter_kw)
         src_loc = parse_location(src, obj.config)
         dst_loc = parse_location(dst, obj.config)
     except ConfigError as exc:
         fail(str(exc))
     local_only = src_loc.kind == "local" and dst_loc.kind == "local"
-    options = CopyOptions(transfers=transfers or (8 if local_only else 16),
-                          retry=RetryPolicy(attempts=retries), verify=not no_verify)
-    show_progress = sys.stderr.isatty() if progress is None else progress
+    options = SyncOptions(
+        mode=mode, delete=delete, max_delete=max_delete, dry_run=dry_run, order_by=order_by, filter=filt,
+        compare="checksum" if checksum else "size_only" if size_only else "size_mtime",
+        copy=CopyOptions(transfers=transfers or (8 if local_only else 16),
+                         retry=RetryPolicy(attempts=retries), verify=not no_verify))
+    show_progress = (sys.stderr.isatty() if progress is None else progress) and not dry_run
     stats = JobStats()
     stop = StopSignal()
+    plan_lines: list[str] = []
+
+    def on_plan(d: Any) -> None:
+        if d.action in ("copy", "delete"):
+            line = f"{d.action} {d.key} ({d.why})"
+            if as_json:
+                plan_lines.append(line)
+            else:
+                click.echo(line)
 
     async def job() -> None:
         source, single_key = await resolve_source(src_loc)
-        async with source, dst_loc.backend() as target:
-            await CopyJob(source, target, options, single_key=single_key, stats=stats, stop=stop).run()
+        async with source, dst_loc.backend() as target, open_journal(journal_path, no_journal) as journal:
+            await SyncJob(source, target, journal, src_spec=src_loc.canonical, dst_spec=dst_loc.canonical,
+                          options=options,
+                          single_key=single_key, stats=stats, stop=stop, on_plan=on_plan).run()
 
     code = _run_job(job, stats, stop, show_progress)
-    _print_summary(stats, as_json, f"{src} -> {dst}")
+    _print_summary(stats, as_json, f"{src} -> {dst}" + (" (dry run)" if dry_run else ""),
+                   extra={"plan": plan_lines} if dry_run and as_json else None)
     sys.exit(code)
+
+
+@asynccontextmanager
+async def open_journal(path: str | None, disabled: bool) -> AsyncIterator[Journal]:
+    """The journal at ``path`` (or the default), or a throw-away one with ``--no-journal``."""
+    if disabled:
+        with tempfile.TemporaryDirectory(prefix="vertexflow-nojournal-") as tmp:
+            async with await Journal.open(os.path.join(tmp, "journal.db")) as journal:
+                yield journal
+        return
+    try:
+        journal = await Journal.open(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"cannot open the journal {path or default_journal_path()}: {exc}") from exc
+    async with journal:
+        yield journal
 
 
 def _run_job(job: Callable[[], Awaitable[None]], stats: JobStats, stop: StopSignal, show_progress: bool) -> int:
@@ -159,20 +270,28 @@ async def _watch_signals(stop: StopSignal) -> None:
                 stop.request_hard()
 
 
-def _print_summary(stats: JobStats, as_json: bool, title: str) -> None:
+def _print_summary(stats: JobStats, as_json: bool, title: str, extra: dict[str, Any] | None = None) -> None:
     summary = stats.summary()
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json.dumps({**summary, **(extra or {})}, indent=2))
         return
     console = Console()
     table = Table(title=title, show_header=False, box=None)
     table.add_row("objects copied", f"{stats.done_objects:,}")
+    if stats.skipped_objects:
+        table.add_row("unchanged (skipped)", f"{stats.skipped_objects:,}")
+    if stats.planned_deletes:
+        table.add_row("deleted", f"{stats.deleted_objects:,} of {stats.planned_deletes:,} planned")
     table.add_row("bytes", f"{stats.done_bytes:,} ({human_bytes(stats.done_bytes)})")
     table.add_row("seconds", f"{summary['seconds']:.2f}")
     table.add_row("throughput", f"{summary['mb_per_s']:.1f} MB/s, {summary['objects_per_s']:,.0f} objects/s")
     if stats.server_side_copies:
         table.add_row("server-side copies", f"{stats.server_side_copies:,}")
     table.add_row("retries", f"{stats.retries:,}")
+    if stats.requests:
+        table.add_row("requests", f"{stats.requests:,}")
+    if stats.job_id is not None:
+        table.add_row("journal job", f"{stats.job_id}" + (" (resumed)" if stats.resumed else ""))
     table.add_row("failed", f"{stats.failed_objects:,}")
     for reason, count in sorted(stats.failures_by_reason.items()):
         table.add_row(f"  {reason}", f"{count:,}")
@@ -183,6 +302,212 @@ def _print_summary(stats: JobStats, as_json: bool, title: str) -> None:
         click.echo(f"FAILED {f.key}: [{f.reason}] {f.message}", err=True)
     if summary["failures_not_shown"]:
         click.echo(f"... and {summary['failures_not_shown']:,} more failures", err=True)
+
+
+@main.command()
+@click.argument("src")
+@click.argument("dst")
+@click.option("--checksum", "mode", flag_value="checksum", default=True,
+              help="Compare sizes and content hashes (the default).")
+@click.option("--size-only", "mode", flag_value="size", help="Compare sizes only.")
+@click.option("--sample", default="100%", metavar="PCT", help="Check only this share of common objects, e.g. 5%.")
+@click.option("--fix", is_flag=True, help="Copy what is missing or different, then verify again.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--transfers", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Objects hashed at once.")
+@with_filter_options
+@click.pass_obj
+def verify(obj: Ctx, src: str, dst: str, mode: str, sample: str, fix: bool, as_json: bool, transfers: int,
+           **filter_kw: Any) -> None:
+    """Compare SRC and DST: report missing, extra and different objects (exit 1 if any)."""
+    from .ops.copy import CopyJob, CopyOptions, resolve_source
+    from .ops.verify import VerifyJob
+
+    try:
+        filt = build_filter(filter_kw)
+        fraction = float(sample.rstrip("%")) / 100
+        if not 0 < fraction <= 1:
+            raise ValueError
+        src_loc = parse_location(src, obj.config)
+        dst_loc = parse_location(dst, obj.config)
+    except ValueError:
+        fail(f"--sample {sample!r}: use a percentage between 0 and 100, e.g. 5%")
+    except ConfigError as exc:
+        fail(str(exc))
+
+    async def run() -> dict[str, Any]:
+        source, _ = await resolve_source(src_loc)
+        async with source, dst_loc.backend() as target:
+            job = VerifyJob(source, target, mode=mode, filt=filt, sample=fraction, workers=transfers)  # type: ignore[arg-type]
+            report = await job.run()
+            result: dict[str, Any] = {"before_fix": None, **report.as_dict()}
+            if fix and not report.ok:
+                keys = job.keys_to_fix()
+
+                async def items() -> AsyncIterator[Any]:
+                    for key in keys:
+                        yield await source.stat(key)
+
+                stats = JobStats()
+                await CopyJob(source, target, CopyOptions(transfers=transfers), items=items(), stats=stats).run()
+                again = await VerifyJob(source, target, mode=mode, filt=filt, sample=fraction,  # type: ignore[arg-type]
+                                        workers=transfers).run()
+                result = {"before_fix": report.as_dict(), "fixed": stats.done_objects, **again.as_dict()}
+            return result
+
+    try:
+        try:
+            result = run_async(run)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+    except VertexflowError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        _print_report(result)
+    sys.exit(EXIT_OK if result["ok"] else EXIT_PARTIAL)
+
+
+def _print_report(result: dict[str, Any]) -> None:
+    if result.get("before_fix"):
+        b = result["before_fix"]
+        click.echo(f"before --fix: {b['missing']} missing, {b['extra']} extra, {b['different']} different; "
+                   f"copied {result['fixed']}")
+    table = Table(title="verify", show_header=False, box=None)
+    for label, key in (("source objects", "src_objects"), ("destination objects", "dst_objects"),
+                       ("compared", "compared"), ("read and hashed", "hashed_both_sides"),
+                       ("matched", "matched"), ("missing at destination", "missing"),
+                       ("extra at destination", "extra"), ("different", "different")):
+        table.add_row(label, f"{result[key]:,}")
+    Console().print(table)
+    if result["problems"]:
+        problems = Table("kind", "key", "detail", title="problems")
+        for p in result["problems"]:
+            problems.add_row(p["kind"], p["key"], p["detail"])
+        Console().print(problems)
+    click.echo("OK: destination matches source" if result["ok"] else "MISMATCH", err=True)
+
+
+@main.group()
+def jobs() -> None:
+    """Jobs recorded in the journal: list, show, resume, forget."""
+
+
+@jobs.command("list")
+@click.option("--journal", "journal_path", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_JOURNAL")
+@click.option("--json", "as_json", is_flag=True)
+def jobs_list(journal_path: str | None, as_json: bool) -> None:
+    async def run() -> list[Any]:
+        async with open_journal(journal_path, False) as journal:
+            return await journal.list_jobs()
+
+    records = _journal_call(run)
+    if as_json:
+        click.echo(json.dumps([_job_dict(j) for j in records], indent=2))
+        return
+    table = Table("id", "kind", "state", "source", "destination", "objects", "failed", "updated")
+    for j in records:
+        s = j.summary or {}
+        table.add_row(str(j.id), j.kind, j.state, j.src, j.dst, str(s.get("objects", "")),
+                      str(s.get("failed", "")), _when(j.updated))
+    Console().print(table)
+
+
+@jobs.command("show")
+@click.argument("job_id", type=int)
+@click.option("--journal", "journal_path", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_JOURNAL")
+def jobs_show(job_id: int, journal_path: str | None) -> None:
+    async def run() -> tuple[Any, dict[str, int], list[Any]]:
+        async with open_journal(journal_path, False) as journal:
+            job = await journal.get_job(job_id)
+            if job is None:
+                raise ConfigError(f"no job {job_id} in the journal")
+            counts = await journal.job_counts(job_id)
+            failed = [r async for r in journal.iter_objects(job_id, states=("failed",))][:100]
+            return job, counts, failed
+
+    job, counts, failed = _journal_call(run)
+    click.echo(json.dumps({**_job_dict(job), "objects_by_state": counts,
+                           "failures": [{"key": r.key, "reason": r.reason, "message": r.message} for r in failed]},
+                          indent=2))
+
+
+@jobs.command("resume")
+@click.argument("job_id", type=int)
+@click.option("--journal", "journal_path", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_JOURNAL")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--progress/--no-progress", default=None)
+@click.pass_context
+def jobs_resume(ctx: click.Context, job_id: int, journal_path: str | None, as_json: bool,
+                progress: bool | None) -> None:
+    """Run an interrupted copy or sync again from where it stopped."""
+    async def run() -> Any:
+        async with open_journal(journal_path, False) as journal:
+            return await journal.get_job(job_id)
+
+    job = _journal_call(run)
+    if job is None:
+        fail(f"no job {job_id} in the journal")
+    if job.kind not in ("copy", "sync"):
+        fail(f"job {job_id} is a {job.kind} job; only copy and sync jobs resume")
+    o = job.options
+    f = o.get("filter", {})
+    args = [job.src, job.dst, "--journal", journal_path or str(default_journal_path())]
+    args += ["--checksum"] if o.get("compare") == "checksum" else ["--size-only"] if o.get("compare") == "size_only" else []
+    args += ["--delete"] if o.get("delete") else []
+    args += ["--order-by", o["order_by"]] if o.get("order_by") else []
+    for g in f.get("include", []):
+        args += ["--include", g]
+    for g in f.get("exclude", []):
+        args += ["--exclude", g]
+    for name in ("min_size", "max_size"):
+        if f.get(name) is not None:
+            args += [f"--{name.replace('_', '-')}", str(f[name])]
+    for name in ("min_age", "max_age"):
+        if f.get(name) is not None:
+            args += [f"--{name.replace('_', '-')}", f"{f[name]}s"]
+    if f.get("prefix"):
+        args += ["--prefix", f["prefix"]]
+    if f.get("extensions"):
+        args += ["--ext", ",".join(f["extensions"])]
+    args += ["--json"] if as_json else []
+    args += [] if progress is None else ["--progress" if progress else "--no-progress"]
+    command = copy if job.kind == "copy" else sync
+    ctx.invoke(command, **command.make_context(job.kind, args, parent=ctx.parent).params)
+
+
+@jobs.command("forget")
+@click.argument("job_id", type=int)
+@click.option("--journal", "journal_path", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_JOURNAL")
+def jobs_forget(job_id: int, journal_path: str | None) -> None:
+    """Remove a job and its object records from the journal."""
+    async def run() -> bool:
+        async with open_journal(journal_path, False) as journal:
+            return await journal.forget_job(job_id)
+
+    if not _journal_call(run):
+        fail(f"no job {job_id} in the journal")
+    click.echo(f"forgot job {job_id}")
+
+
+def _journal_call(fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return run_async(fn)
+    except VertexflowError as exc:
+        fail(str(exc))
+        raise  # unreachable: fail() exits
+
+
+def _job_dict(j: Any) -> dict[str, Any]:
+    return {"id": j.id, "kind": j.kind, "state": j.state, "src": j.src, "dst": j.dst, "options": j.options,
+            "created": _when(j.created), "updated": _when(j.updated), "summary": j.summary}
+
+
+def _when(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @main.command("ls")

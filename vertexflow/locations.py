@@ -41,6 +41,11 @@ class Location:
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
 
+    @property
+    def canonical(self) -> str:
+        """The spec with local paths made absolute: the same place always reads the same."""
+        return f"file://{self.args[0]}" if self.kind == "local" and "name" not in self.kwargs else self.spec
+
     def backend(self) -> Backend:
         return backend_class(self.kind)(*self.args, **self.kwargs)
 

@@ -33,6 +33,9 @@ class Backend(abc.ABC):
     #: URL scheme or remote type this class serves ("file", "s3", "yadisk").
     scheme: ClassVar[str]
     features: Features = Features()
+    #: network requests sent so far (listing pages, HEADs, PUTs...); backends
+    #: that talk to a server count them, for summaries and benchmarks
+    requests: int = 0
 
     @abc.abstractmethod
     def describe(self) -> str:

@@ -27,9 +27,8 @@ import hashlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
-import anyio
 import structlog
 
 from ..backends.base import Backend
@@ -63,16 +62,31 @@ class _Batch:
     items: list[ObjectInfo]
 
 
+class Recorder(Protocol):
+    """Told the outcome of every object (the sync job writes them to the journal)."""
+
+    def done(self, src: ObjectInfo, result: ObjectInfo) -> None: ...
+
+    def failed(self, src: ObjectInfo, exc: BaseException) -> None: ...
+
+
 class CopyJob:
-    """Copy every object of ``src`` (or only ``single_key``) to the same key under ``dst``."""
+    """Copy objects of ``src`` to the same keys under ``dst``.
+
+    Which objects: ``items`` when given (a plan), else only ``single_key``,
+    else the whole listing of ``src``.
+    """
 
     def __init__(self, src: Backend, dst: Backend, options: CopyOptions | None = None, *,
-                 single_key: str | None = None, stats: JobStats | None = None,
+                 single_key: str | None = None, items: AsyncIterator[ObjectInfo] | None = None,
+                 recorder: Recorder | None = None, stats: JobStats | None = None,
                  stop: StopSignal | None = None) -> None:
         self.src = src
         self.dst = dst
         self.options = options or CopyOptions()
         self.single_key = single_key
+        self.source_items = items
+        self.recorder = recorder
         self.stats = stats or JobStats()
         self.stop = stop or StopSignal()
         self._local_to_local = isinstance(dst, LocalBackend) and isinstance(src, LocalBackend)
@@ -125,6 +139,10 @@ class CopyJob:
         stats.listing_done = True
 
     async def _listing(self) -> AsyncIterator[ObjectInfo]:
+        if self.source_items is not None:
+            async for info in self.source_items:
+                yield info
+            return
         if self.single_key is not None:
             yield await self.src.stat(self.single_key)
             return
@@ -166,7 +184,7 @@ class CopyJob:
                 else:
                     self._failed(info, result)
             else:
-                self._done(result)
+                self._done(info, result)
                 self.stats.moved_bytes += result.size or 0
 
     async def _copy_one(self, info: ObjectInfo) -> None:
@@ -179,16 +197,20 @@ class CopyJob:
                 raise
             self._failed(info, exc)
         else:
-            self._done(result)
+            self._done(info, result)
         finally:
             self.stats.in_flight -= 1
 
-    def _done(self, result: ObjectInfo) -> None:
+    def _done(self, info: ObjectInfo, result: ObjectInfo) -> None:
         self.stats.done_objects += 1
         self.stats.done_bytes += result.size or 0
+        if self.recorder is not None:
+            self.recorder.done(info, result)
 
     def _failed(self, info: ObjectInfo, exc: BaseException) -> None:
         self.stats.record_failure(info.key, exc)
+        if self.recorder is not None:
+            self.recorder.failed(info, exc)
         log.error("object failed", key=info.key, reason=getattr(exc, "reason", type(exc).__name__),
                   error=str(exc))
 

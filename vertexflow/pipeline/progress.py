@@ -54,7 +54,10 @@ class ProgressView:
             line.append("[" + "█" * filled + "░" * (20 - filled) + "] ", style="cyan")
         line.append(f"{human_bytes(s.done_bytes)}/{bound}{human_bytes(s.listed_bytes)}  ")
         line.append(f"{human_bytes(rate)}/s  ", style="green")
-        line.append(f"objects {s.done_objects:,}/{bound}{total_objects:,}  ")
+        finished = s.done_objects + s.skipped_objects + s.failed_objects
+        line.append(f"objects {finished:,}/{bound}{total_objects:,}  ")
+        if s.skipped_objects:
+            line.append(f"(unchanged {s.skipped_objects:,}) ")
         if not s.listing_done:
             line.append("(listing) ", style="yellow")
         line.append(f"errors {s.failed_objects:,}  ", style="red" if s.failed_objects else "")

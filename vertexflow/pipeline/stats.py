@@ -42,6 +42,15 @@ class JobStats:
     failures: list[Failure] = field(default_factory=list)
     interrupted: bool = False
     fatal: str | None = None
+    #: journal job id, and whether this run continued an interrupted one
+    job_id: int | None = None
+    resumed: bool = False
+    #: requests sent to both backends (listing pages, HEADs, PUTs...)
+    requests: int = 0
+    planned_deletes: int = 0
+    deleted_objects: int = 0
+    #: deletes not done because some transfer failed
+    deletes_skipped: int = 0
 
     def record_failure(self, key: str, exc: BaseException) -> None:
         reason = getattr(exc, "reason", type(exc).__name__)
@@ -70,6 +79,12 @@ class JobStats:
             "failures_by_reason": dict(self.failures_by_reason),
             "failures": [{"key": f.key, "reason": f.reason, "message": f.message} for f in self.failures],
             "failures_not_shown": max(0, self.failed_objects - len(self.failures)),
+            "deleted": self.deleted_objects,
+            "planned_deletes": self.planned_deletes,
+            "deletes_skipped": self.deletes_skipped,
+            "requests": self.requests,
+            "job_id": self.job_id,
+            "resumed": self.resumed,
             "interrupted": self.interrupted,
             "fatal_error": self.fatal,
         }

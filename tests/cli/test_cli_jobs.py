@@ -1,0 +1,61 @@
+"""The journal from the command line: sync twice, jobs list/show/resume/forget, dry runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vertexflow.testing.sample_tree import make_tree, trees_equal
+
+from .helpers import vf
+
+
+def test_sync_twice_then_jobs(tmp_path: Path) -> None:
+    make_tree(tmp_path / "src", files=30)
+    first = vf("sync", str(tmp_path / "src"), str(tmp_path / "dst"), "--json")
+    assert first.code == 0, first.err
+    job_id = first.json()["job_id"]
+    second = vf("sync", str(tmp_path / "src"), str(tmp_path / "dst"), "--json").json()
+    assert (second["objects"], second["skipped"]) == (0, 30)
+    listed = vf("jobs", "list", "--json").json()
+    assert [j["id"] for j in listed][-1] == job_id and listed[-1]["state"] == "done"
+    shown = vf("jobs", "show", str(job_id))
+    assert shown.code == 0
+    assert '"copy:done": 30' in shown.out
+    assert vf("jobs", "forget", str(job_id)).code == 0
+    assert vf("jobs", "show", str(job_id)).code == 2
+
+
+def test_resume_by_id(tmp_path: Path) -> None:
+    make_tree(tmp_path / "src", files=10)
+    r = vf("sync", str(tmp_path / "src"), str(tmp_path / "dst"), "--json", "--exclude", "*0.bin")
+    job_id = r.json()["job_id"]
+    (tmp_path / "src" / "late.txt").write_text("added later")
+    again = vf("jobs", "resume", str(job_id), "--json")
+    assert again.code == 0, again.err
+    s = again.json()
+    assert s["objects"] == 1 and s["skipped"] == 9  # the filter came back with the job
+    assert (tmp_path / "dst" / "late.txt").read_text() == "added later"
+
+
+def test_dry_run_prints_plan_and_touches_nothing(tmp_path: Path) -> None:
+    make_tree(tmp_path / "src", files=3)
+    r = vf("sync", str(tmp_path / "src"), str(tmp_path / "dst"), "--dry-run")
+    assert r.code == 0, r.err
+    assert r.out.count("copy ") == 3
+    assert not (tmp_path / "dst").exists()
+
+
+def test_empty_source_delete_refused_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    make_tree(tmp_path / "dst", files=3)
+    r = vf("sync", str(tmp_path / "src"), str(tmp_path / "dst"), "--delete")
+    assert r.code == 2 and "refusing to delete 3 objects" in r.err
+    assert len(list((tmp_path / "dst").rglob("*.bin"))) == 3
+
+
+def test_copy_resumes_after_rerun(tmp_path: Path) -> None:
+    make_tree(tmp_path / "src", files=20)
+    vf("copy", str(tmp_path / "src"), str(tmp_path / "dst"), "--include", "dir00[0-4]/**")
+    r = vf("copy", str(tmp_path / "src"), str(tmp_path / "dst"), "--json").json()
+    assert r["skipped"] == 5 and r["objects"] == 15
+    assert trees_equal(tmp_path / "src", tmp_path / "dst") == []

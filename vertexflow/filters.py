@@ -1,0 +1,138 @@
+"""Object filters shared by copy, sync and verify.
+
+Glob rules follow rclone's: ``*`` matches within one path segment, ``**``
+across segments, ``?`` one character, ``[abc]`` a set, ``{a,b}`` either
+alternative. A pattern without "/" matches the last segment (the file name)
+anywhere in the tree; a pattern with "/" matches the whole key (a leading "/"
+anchors it at the root). Includes and excludes are checked in order given
+below: an object must match an include (if any is given) and no exclude.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from .errors import ConfigError
+from .model import ObjectInfo
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
+_AGE_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def parse_size(text: str) -> int:
+    """``100``, ``1.5M``, ``10k``, ``2G`` (binary units) -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?\s*", text.lower())
+    if not m:
+        raise ConfigError(f"invalid size {text!r}: use a number with an optional unit k, M, G or T")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+def parse_age(text: str) -> timedelta:
+    """``90s``, ``30m``, ``1h``, ``7d``, ``2w``, ``1y``, or combinations like ``1d12h``."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)", text.lower())
+    if not parts or "".join(n + u for n, u in parts) != text.lower().replace(" ", ""):
+        raise ConfigError(f"invalid age {text!r}: use a number with a unit (s, m, h, d, w, y), e.g. 7d")
+    return timedelta(seconds=sum(float(n) * _AGE_UNITS[u] for n, u in parts))
+
+
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    anchored = pattern.startswith("/")
+    body = pattern.lstrip("/")
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if body.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = body.find("]", i + 1)
+            if end < 0:
+                raise ConfigError(f"invalid glob {pattern!r}: unclosed '['")
+            out.append("[" + body[i + 1:end].replace("\\", "\\\\") + "]")
+            i = end
+        elif c == "{":
+            end = body.find("}", i + 1)
+            if end < 0:
+                raise ConfigError(f"invalid glob {pattern!r}: unclosed '{{'")
+            out.append("(?:" + "|".join(re.escape(a) for a in body[i + 1:end].split(",")) + ")")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    regex = "".join(out)
+    if "/" in body or anchored:
+        return re.compile(("^" if anchored else "^(?:.*/)?") + regex + "$")
+    return re.compile(r"^(?:.*/)?" + regex + "$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Filter:
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    min_size: int | None = None
+    max_size: int | None = None
+    #: objects must be at least / at most this old (by mtime)
+    min_age: timedelta | None = None
+    max_age: timedelta | None = None
+    #: only keys under this prefix (also passed to the listing, so it is cheap)
+    prefix: str = ""
+    #: only these file extensions (lower case, without the dot), e.g. ("jpg", "png")
+    extensions: Sequence[str] = ()
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    _inc: tuple[re.Pattern[str], ...] = field(init=False, repr=False, default=())
+    _exc: tuple[re.Pattern[str], ...] = field(init=False, repr=False, default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_inc", tuple(glob_to_regex(p) for p in self.include))
+        object.__setattr__(self, "_exc", tuple(glob_to_regex(p) for p in self.exclude))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.include or self.exclude or self.min_size is not None or self.max_size is not None
+                    or self.min_age or self.max_age or self.prefix or self.extensions)
+
+    def matches_key(self, key: str) -> bool:
+        if self.prefix and not key.startswith(self.prefix):
+            return False
+        if self.extensions:
+            ext = key.rsplit(".", 1)[-1].lower() if "." in key.rsplit("/", 1)[-1] else ""
+            if ext not in self.extensions:
+                return False
+        if self._inc and not any(r.match(key) for r in self._inc):
+            return False
+        return not any(r.match(key) for r in self._exc)
+
+    def matches(self, info: ObjectInfo) -> bool:
+        if not self.matches_key(info.key):
+            return False
+        if info.size is not None:
+            if self.min_size is not None and info.size < self.min_size:
+                return False
+            if self.max_size is not None and info.size > self.max_size:
+                return False
+        if (self.min_age or self.max_age) and info.mtime is not None:
+            age = self.now - info.mtime
+            if self.min_age and age < self.min_age:
+                return False
+            if self.max_age and age > self.max_age:
+                return False
+        return True
+
+    def describe(self) -> dict[str, object]:
+        """The filter as plain data (part of a job's fingerprint)."""
+        return {"include": list(self.include), "exclude": list(self.exclude), "min_size": self.min_size,
+                "max_size": self.max_size, "prefix": self.prefix, "extensions": list(self.extensions),
+                "min_age": self.min_age.total_seconds() if self.min_age else None,
+                "max_age": self.max_age.total_seconds() if self.max_age else None}
+
+
+NO_FILTER = Filter()

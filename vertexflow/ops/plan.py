@@ -1,0 +1,261 @@
+"""Planning: what to copy, skip or delete, from a sorted merge of two listings.
+
+Neither listing is ever held in memory: both sides are streamed in key order
+and merged like two sorted files. A backend that cannot list in order
+(``features.sorted_listing`` false) is spilled into a temporary SQLite table
+and read back ``ORDER BY key`` (SQLite's BINARY collation orders UTF-8 the
+way Python orders code points, and S3 orders keys).
+
+Whether an object present on both sides is unchanged is decided, in order:
+
+1. from the journal's record of the destination (``dest_index``): if the
+   destination object is still the version vertexflow wrote (same ETag or
+   version), the record says which source version it was copied from, so no
+   request is needed (this is what keeps a no-change sync to listing pages only);
+2. with ``checksum``: by SHA-256 of both sides (native where a backend has it,
+   otherwise read and hashed);
+3. otherwise by size, and by modification time where the destination keeps
+   source mtimes (local disk); on stores that stamp their own upload time (S3),
+   a destination newer than the source counts as up to date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import anyio
+
+from ..backends.base import Backend
+from ..errors import NotFound
+from ..filters import NO_FILTER, Filter
+from ..model import SHA256, ObjectInfo
+from ..state.journal import DestRecord, Journal
+
+Action = Literal["copy", "skip", "delete", "keep"]
+CompareMode = Literal["size_mtime", "checksum", "size_only"]
+
+#: pairs decided per journal look-up
+DECIDE_BATCH = 500
+#: mtime difference tolerated where the destination keeps mtimes (FAT-style
+#: filesystems round to 2 s; 1 s covers stores that keep whole seconds)
+MTIME_TOLERANCE = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action  # copy: send src; skip: already there; delete: dst-only object; keep: dst-only, kept
+    src: ObjectInfo | None
+    dst: ObjectInfo | None
+    why: str
+
+    @property
+    def key(self) -> str:
+        item = self.src or self.dst
+        assert item is not None
+        return item.key
+
+
+async def ordered_listing(backend: Backend, filt: Filter = NO_FILTER,
+                          spill_dir: str | None = None) -> AsyncIterator[ObjectInfo]:
+    """``backend``'s objects that pass ``filt``, in ascending key order."""
+    listing = backend.list(filt.prefix)
+    if backend.features.sorted_listing:
+        async with aclosing(listing):  # type: ignore[type-var]
+            async for info in listing:
+                if filt.matches(info):
+                    yield info
+        return
+    async for info in _spill_sorted(listing, filt, spill_dir):
+        yield info
+
+
+async def _spill_sorted(listing: AsyncIterator[ObjectInfo], filt: Filter,
+                        spill_dir: str | None) -> AsyncIterator[ObjectInfo]:
+    with tempfile.TemporaryDirectory(dir=spill_dir, prefix="vertexflow-sort-") as tmp:
+        db = sqlite3.connect(Path(tmp) / "sort.db", check_same_thread=False)
+        limiter = anyio.CapacityLimiter(1)
+
+        async def run(fn, *args):  # type: ignore[no-untyped-def]
+            return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+        try:
+            await run(db.execute, "CREATE TABLE l (key TEXT PRIMARY KEY, info TEXT) WITHOUT ROWID")
+            batch: list[tuple[str, str]] = []
+            async with aclosing(listing):  # type: ignore[type-var]
+                async for info in listing:
+                    if filt.matches(info):
+                        batch.append((info.key, _dump(info)))
+                    if len(batch) >= 5000:
+                        await run(_insert, db, batch)
+                        batch = []
+            await run(_insert, db, batch)
+            cur = await run(db.execute, "SELECT info FROM l ORDER BY key")
+            while rows := await run(cur.fetchmany, 2000):
+                for (blob,) in rows:
+                    yield _load(blob)
+        finally:
+            await run(db.close)
+
+
+def _insert(db: sqlite3.Connection, rows: list[tuple[str, str]]) -> None:
+    with db:
+        db.executemany("INSERT OR REPLACE INTO l VALUES (?, ?)", rows)
+
+
+def _dump(info: ObjectInfo) -> str:
+    return json.dumps([info.key, info.size, info.mtime.isoformat() if info.mtime else None,
+                       dict(info.hashes), info.etag, info.version])
+
+
+def _load(blob: str) -> ObjectInfo:
+    key, size, mtime, hashes, etag, version = json.loads(blob)
+    return ObjectInfo(key=key, size=size, mtime=datetime.fromisoformat(mtime) if mtime else None,
+                      hashes=hashes, etag=etag, version=version)
+
+
+async def empty_if_missing(listing: AsyncIterator[ObjectInfo]) -> AsyncIterator[ObjectInfo]:
+    """A destination that does not exist yet (a new directory) has nothing in it."""
+    try:
+        async with aclosing(listing):  # type: ignore[type-var]
+            async for info in listing:
+                yield info
+    except NotFound as exc:
+        if exc.key:  # an object vanished mid-listing is not an absent root
+            raise
+
+
+async def merge(left: AsyncIterator[ObjectInfo],
+                right: AsyncIterator[ObjectInfo]) -> AsyncIterator[tuple[ObjectInfo | None, ObjectInfo | None]]:
+    """Pair two key-ordered streams: (a, b) for a key on both sides, (a, None) or (None, b) otherwise."""
+    sentinel = None
+    a = await anext(left, sentinel)
+    b = await anext(right, sentinel)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a.key < b.key):
+            yield a, None
+            a = await anext(left, sentinel)
+        elif a is None or b.key < a.key:
+            yield None, b
+            b = await anext(right, sentinel)
+        else:
+            yield a, b
+            a = await anext(left, sentinel)
+            b = await anext(right, sentinel)
+
+
+class Planner:
+    """Turns the merged listings into decisions, in key order."""
+
+    def __init__(self, src: Backend, dst: Backend, *, journal: Journal | None, mode: CompareMode = "size_mtime",
+                 delete: bool = False, filt: Filter = NO_FILTER, spill_dir: str | None = None) -> None:
+        self.src, self.dst = src, dst
+        self.journal = journal
+        self.mode = mode
+        self.delete = delete
+        self.filter = filt
+        self.spill_dir = spill_dir
+        self.src_listed = 0
+        self.dst_listed = 0
+
+    async def decisions(self) -> AsyncIterator[Decision]:
+        src_items = self._count(ordered_listing(self.src, self.filter, self.spill_dir), "src_listed")
+        dst_items = self._count(empty_if_missing(ordered_listing(self.dst, self.filter, self.spill_dir)),
+                                "dst_listed")
+        batch: list[tuple[ObjectInfo | None, ObjectInfo | None]] = []
+        async with aclosing(src_items), aclosing(dst_items):  # type: ignore[type-var]
+            async for pair in merge(src_items, dst_items):
+                batch.append(pair)
+                if len(batch) >= DECIDE_BATCH:
+                    for d in await self._decide(batch):
+                        yield d
+                    batch = []
+            for d in await self._decide(batch):
+                yield d
+
+    async def _count(self, items: AsyncIterator[ObjectInfo], counter: str) -> AsyncIterator[ObjectInfo]:
+        async with aclosing(items):  # type: ignore[type-var]
+            async for info in items:
+                setattr(self, counter, getattr(self, counter) + 1)
+                yield info
+
+    async def _decide(self, pairs: Sequence[tuple[ObjectInfo | None, ObjectInfo | None]]) -> list[Decision]:
+        both = [d.key for s, d in pairs if s is not None and d is not None]
+        records: dict[str, DestRecord] = {}
+        if both and self.journal is not None:
+            records = await self.journal.dest_records(self.dst.describe(), both)
+        out = []
+        for s, d in pairs:
+            if d is None:
+                assert s is not None
+                out.append(Decision("copy", s, None, "missing at destination"))
+            elif s is None:
+                out.append(Decision("delete" if self.delete else "keep", None, d, "not at source"))
+            else:
+                out.append(await self.compare(s, d, records.get(s.key)))
+        return out
+
+    async def compare(self, s: ObjectInfo, d: ObjectInfo, rec: DestRecord | None) -> Decision:
+        """Decide for a key present on both sides; ``rec`` is the journal's record of the destination."""
+        if s.size is not None and d.size is not None and s.size != d.size:
+            return Decision("copy", s, d, "size differs")
+        if self.mode == "size_only":
+            return Decision("skip", s, d, "same size")
+        if rec is not None and rec.dst_version is not None and rec.dst_version == d.version:
+            # the destination is what we wrote; compare the source with what we copied then
+            if self.mode == "checksum":
+                src_sum = await object_sha256(self.src, s)
+                same = src_sum is not None and src_sum == rec.sha256
+                return Decision("skip" if same else "copy", s, d, "same SHA-256" if same else "SHA-256 differs")
+            if rec.src_version is not None and rec.src_version == s.version:
+                return Decision("skip", s, d, "unchanged since last copy")
+            if rec.src_mtime is not None and s.mtime is not None and rec.size == s.size \
+                    and abs(rec.src_mtime - s.mtime.timestamp()) <= MTIME_TOLERANCE:
+                return Decision("skip", s, d, "unchanged since last copy")
+            return Decision("copy", s, d, "source changed since last copy")
+        if self.mode == "checksum":
+            src_sum = await object_sha256(self.src, s)
+            dst_sum = await object_sha256(self.dst, d)
+            same = src_sum == dst_sum
+            return Decision("skip" if same else "copy", s, d, "same SHA-256" if same else "SHA-256 differs")
+        if s.mtime is None or d.mtime is None:
+            return Decision("skip", s, d, "same size")
+        delta = d.mtime.timestamp() - s.mtime.timestamp()
+        if self.dst.features.preserves_mtime:
+            if abs(delta) <= MTIME_TOLERANCE:
+                return Decision("skip", s, d, "same size and mtime")
+            return Decision("copy", s, d, "mtime differs")
+        if delta >= 0:
+            return Decision("skip", s, d, "same size, destination newer")
+        return Decision("copy", s, d, "source newer")
+
+
+async def object_sha256(backend: Backend, info: ObjectInfo) -> str:
+    """The SHA-256 of an object: the backend's own if it reports one, else read and hashed."""
+    if info.hashes.get(SHA256):
+        return info.hashes[SHA256]
+    if backend.features.local_path:
+        path = backend.local_path(info.key)
+
+        def do() -> str:
+            h = hashlib.sha256()
+            with open(path, "rb", buffering=0) as f:
+                buf = memoryview(bytearray(1 << 20))
+                while n := f.readinto(buf):
+                    h.update(buf[:n])
+            return h.hexdigest()
+
+        return await anyio.to_thread.run_sync(do)
+    h = hashlib.sha256()
+    async with backend.open(info.key) as chunks:
+        async for chunk in chunks:
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,263 @@
+"""``copy`` and ``sync``: plan from both listings, transfer what changed, delete extras.
+
+A run is recorded in the journal (:mod:`vertexflow.state.journal`) as a job.
+Running the same command again (or ``jobs resume ID``) finds the unfinished
+job and continues it: the plan is made again from fresh listings, and every
+object that the interrupted run finished is skipped because the journal's
+record of the destination says it is already there. Nothing is ever copied
+twice into one key at the same time, and every put replaces its key whole, so
+an object the crash caught in flight is simply sent again.
+
+Deletes (``sync --delete``) run only after every transfer, and never when the
+source listing failed, when the source is empty but the destination is not,
+when a transfer failed, or when there are more than ``max_delete`` of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import anyio
+import structlog
+
+from ..backends.base import Backend
+from ..errors import JobAborted, NotFound, first_error
+from ..filters import NO_FILTER, Filter
+from ..model import SHA256, ObjectInfo
+from ..pipeline.runner import StopSignal, run_pipeline
+from ..pipeline.stats import JobStats
+from ..state.journal import DestRecord, Journal, JobRecord, ObjectRecord
+from .copy import CopyJob, CopyOptions
+from .plan import CompareMode, Decision, Planner
+
+log = structlog.get_logger(__name__)
+
+#: seconds between journal flushes while a job runs; a crash loses at most this much record
+FLUSH_INTERVAL = 0.5
+DELETE_WORKERS = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncOptions:
+    mode: Literal["copy", "sync"] = "copy"
+    delete: bool = False
+    max_delete: int | None = None
+    compare: CompareMode = "size_mtime"
+    dry_run: bool = False
+    #: transfer order: "key" (streamed while listing) or "size,desc", "size,asc",
+    #: "mtime,asc", "mtime,desc" (the whole plan is made first, then sorted)
+    order_by: str | None = None
+    filter: Filter = NO_FILTER
+    copy: CopyOptions = field(default_factory=CopyOptions)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What makes two runs "the same job" (transfers and retries do not)."""
+        return {"mode": self.mode, "delete": self.delete, "compare": self.compare,
+                "filter": self.filter.describe(), "order_by": self.order_by}
+
+
+class _JournalRecorder:
+    """Buffers outcomes in memory and writes them to the journal in batches."""
+
+    def __init__(self, journal: Journal, job_id: int, dest: str) -> None:
+        self.journal, self.job_id, self.dest = journal, job_id, dest
+        self.objects: list[ObjectRecord] = []
+        self.dests: list[DestRecord] = []
+        self.forgotten: list[str] = []
+
+    def planned(self, d: Decision) -> None:
+        info = d.src if d.action == "copy" else d.dst
+        assert info is not None
+        self.objects.append(ObjectRecord(key=info.key, state="planned", action="copy" if d.action == "copy" else "delete",
+                                         size=info.size, mtime=info.mtime.timestamp() if info.mtime else None,
+                                         src_version=info.version, message=d.why))
+
+    def done(self, src: ObjectInfo, result: ObjectInfo) -> None:
+        sha = result.hashes.get(SHA256)
+        version = result.version or result.etag
+        self.objects.append(ObjectRecord(key=src.key, state="done", size=result.size, sha256=sha,
+                                         dst_version=version))
+        self.dests.append(DestRecord(key=src.key, dst_version=version, size=result.size,
+                                     src_mtime=src.mtime.timestamp() if src.mtime else None,
+                                     src_version=src.version, sha256=sha))
+
+    def failed(self, src: ObjectInfo, exc: BaseException) -> None:
+        self.objects.append(ObjectRecord(key=src.key, state="failed", reason=getattr(exc, "reason", "error"),
+                                         message=str(exc)))
+
+    def deleted(self, key: str) -> None:
+        self.objects.append(ObjectRecord(key=key, state="done", action="delete"))
+        self.forgotten.append(key)
+
+    async def flush(self) -> None:
+        objects, self.objects = self.objects, []
+        dests, self.dests = self.dests, []
+        forgotten, self.forgotten = self.forgotten, []
+        with anyio.CancelScope(shield=True):  # a record once made is never lost to a Ctrl-C
+            await self.journal.record_objects(self.job_id, objects)
+            await self.journal.record_dest(self.dest, dests)
+            if forgotten:
+                await self.journal.forget_dest(self.dest, forgotten)
+
+    async def flush_periodically(self) -> None:
+        while True:
+            await anyio.sleep(FLUSH_INTERVAL)
+            await self.flush()
+
+
+class SyncJob:
+    """One copy or sync run between two backends, recorded in ``journal``.
+
+    ``on_plan`` (dry runs) is called with every decision instead of acting on it.
+    """
+
+    def __init__(self, src: Backend, dst: Backend, journal: Journal, *, src_spec: str, dst_spec: str,
+                 options: SyncOptions | None = None, single_key: str | None = None,
+                 stats: JobStats | None = None, stop: StopSignal | None = None,
+                 on_plan: Callable[[Decision], None] | None = None) -> None:
+        self.src, self.dst, self.journal = src, dst, journal
+        self.src_spec, self.dst_spec = src_spec, dst_spec
+        self.options = options or SyncOptions()
+        self.single_key = single_key
+        self.stats = stats or JobStats()
+        self.stop = stop or StopSignal()
+        self.on_plan = on_plan
+        self.job: JobRecord | None = None
+        self.resumed = False
+        self.planned_deletes = 0
+        self.planner: Planner | None = None
+
+    async def run(self) -> JobStats:
+        """Run to the end; a fatal error raises (:class:`JobAborted` and friends)."""
+        if self.options.dry_run:
+            await self._dry_run()
+            return self.stats
+        self.job, self.resumed = await self.journal.start_job(self.options.mode, self.src_spec, self.dst_spec,
+                                                              self.options.fingerprint())
+        self.stats.job_id, self.stats.resumed = self.job.id, self.resumed
+        recorder = _JournalRecorder(self.journal, self.job.id, self.dst.describe())
+        state = "failed"
+        try:
+            await self._transfer_and_delete(recorder)
+            state = "interrupted" if self.stop.stopping else "done"
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        finally:
+            self.stats.requests = self.src.requests + self.dst.requests
+            with anyio.CancelScope(shield=True):
+                await self.journal.finish_job(self.job.id, state, self.stats.summary())
+        return self.stats
+
+    async def _transfer_and_delete(self, recorder: _JournalRecorder) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(recorder.flush_periodically)
+            try:
+                items = self._ordered_copies(recorder) if self.options.order_by else self._copies(recorder)
+                await CopyJob(self.src, self.dst, self.options.copy, items=items,
+                              recorder=recorder, stats=self.stats, stop=self.stop).run()
+                await recorder.flush()
+                if self.planned_deletes and not self.stop.stopping:
+                    await self._deletes(recorder)
+            finally:
+                tg.cancel_scope.cancel()
+                await recorder.flush()
+
+    # -- planning -----------------------------------------------------------
+    def _planner(self) -> Planner:
+        opts = self.options
+        self.planner = Planner(self.src, self.dst, journal=self.journal, mode=opts.compare,
+                               delete=opts.mode == "sync" and opts.delete, filt=opts.filter)
+        return self.planner
+
+    async def _decisions(self) -> AsyncIterator[Decision]:
+        if self.single_key is not None:
+            info = await self.src.stat(self.single_key)
+            try:
+                existing: ObjectInfo | None = await self.dst.stat(self.single_key)
+            except NotFound:
+                existing = None
+            if existing is None:
+                yield Decision("copy", info, None, "missing at destination")
+            else:
+                yield await self._planner().compare(info, existing, (
+                    await self.journal.dest_records(self.dst.describe(), [info.key])).get(info.key))
+            return
+        async for d in self._planner().decisions():
+            yield d
+
+    async def _copies(self, recorder: _JournalRecorder) -> AsyncIterator[ObjectInfo]:
+        """The source objects to transfer, recording the plan as it is made."""
+        async for d in self._decisions():
+            if d.action == "copy":
+                assert d.src is not None
+                recorder.planned(d)
+                yield d.src
+            elif d.action == "skip":
+                self.stats.listed_objects += 1
+                self.stats.skipped_objects += 1
+            elif d.action == "delete":
+                recorder.planned(d)
+                self.planned_deletes += 1
+
+    async def _ordered_copies(self, recorder: _JournalRecorder) -> AsyncIterator[ObjectInfo]:
+        """With ``order_by``: record the whole plan first, then read it back in that order."""
+        assert self.job is not None
+        await self.journal.clear_planned(self.job.id)
+        async for _ in self._copies(recorder):
+            if len(recorder.objects) >= 5000:
+                await recorder.flush()
+        await recorder.flush()
+        await self.journal.mark_planned(self.job.id)
+        rows = self.journal.iter_objects(self.job.id, states=("planned",), order_by=self.options.order_by or "key")
+        async with aclosing(rows):
+            async for r in rows:
+                yield ObjectInfo(key=r.key, size=r.size, version=r.src_version,
+                                 mtime=datetime.fromtimestamp(r.mtime, UTC) if r.mtime is not None else None)
+
+    async def _dry_run(self) -> None:
+        try:
+            await self.dst.check()
+        except NotFound:
+            if not self.dst.features.local_path:
+                raise  # a missing bucket is an error; a directory not made yet is empty
+        async for d in self._decisions():
+            if self.on_plan is not None:
+                self.on_plan(d)
+            if d.action == "copy":
+                self.stats.listed_objects += 1
+                self.stats.listed_bytes += d.src.size or 0 if d.src else 0
+            elif d.action == "skip":
+                self.stats.skipped_objects += 1
+            elif d.action == "delete":
+                self.planned_deletes += 1
+        self.stats.planned_deletes = self.planned_deletes
+        self.stats.listing_done = True
+        self.stats.requests = self.src.requests + self.dst.requests
+
+    # -- deleting ----------------------------------------------------------
+    async def _deletes(self, recorder: _JournalRecorder) -> None:
+        assert self.job is not None and self.planner is not None
+        n = self.planned_deletes
+        self.stats.planned_deletes = n
+        if self.planner.src_listed == 0:
+            raise JobAborted(f"the source listing came back empty: refusing to delete {n} objects "
+                             f"at {self.dst.describe()} (nothing was deleted)")
+        if self.options.max_delete is not None and n > self.options.max_delete:
+            raise JobAborted(f"{n} objects would be deleted, more than --max-delete {self.options.max_delete}: "
+                             "nothing was deleted")
+        if self.stats.failed_objects:
+            log.warning("not deleting: some transfers failed", planned_deletes=n)
+            self.stats.deletes_skipped = n
+            return
+        keys = self.journal.iter_objects(self.job.id, states=("planned",), action="delete")
+
+        async def delete(record: ObjectRecord) -> None:
+            await self.dst.delete(record.key)
+            recorder.deleted(record.key)
+            self.stats.deleted_objects += 1
+
+        await run_pipeline(keys, delete, workers=DELETE_WORKERS, queue_size=256, stop=self.stop)

@@ -1,0 +1,420 @@
+"""The journal: a SQLite database of jobs, their objects, and what each destination holds.
+
+Tables (the schema below is the documentation):
+
+* ``jobs``: one row per copy/sync/verify run: its kind, source, destination,
+  options, a fingerprint of those (rerunning the same command finds the
+  unfinished job and resumes it), state and final summary.
+* ``objects``: per job and key, the object's state (``planned``, ``done``,
+  ``failed``), the source version it was planned from, size, SHA-256, the
+  destination's version/ETag, and the failure reason.
+* ``dest_index``: per destination (its description) and key, what vertexflow
+  last wrote there: the destination version/ETag it got back, the source
+  size/mtime/version it copied, and the SHA-256. A later sync compares the
+  destination listing's ETag with this record instead of sending a HEAD per
+  object.
+* ``uploads``: multipart uploads in progress (upload id and completed parts),
+  so a resumed job continues a large upload instead of starting again.
+
+All access goes through one connection used by one thread at a time (anyio's
+worker threads behind a capacity limiter of 1); writes are batched into
+transactions by the callers (``record_objects`` takes lists). WAL mode keeps
+readers and the writer from blocking each other, and a crash loses at most the
+last uncommitted batch: the objects in it are copied again on resume, which is
+harmless because every put replaces its key atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id          INTEGER PRIMARY KEY,
+    kind        TEXT NOT NULL,             -- copy | sync | verify
+    src         TEXT NOT NULL,
+    dst         TEXT NOT NULL,
+    options     TEXT NOT NULL,             -- JSON
+    fingerprint TEXT NOT NULL,             -- sha256 of kind, src, dst, options
+    state       TEXT NOT NULL,             -- planning | running | done | failed | interrupted
+    planned     INTEGER NOT NULL DEFAULT 0, -- 1 once the whole plan is recorded
+    created     REAL NOT NULL,
+    updated     REAL NOT NULL,
+    summary     TEXT                       -- JSON summary of the last run
+);
+CREATE INDEX IF NOT EXISTS jobs_fingerprint ON jobs (fingerprint, state);
+
+CREATE TABLE IF NOT EXISTS objects (
+    job_id      INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    key         TEXT NOT NULL,
+    action      TEXT NOT NULL DEFAULT 'copy', -- copy | delete
+    state       TEXT NOT NULL,             -- planned | done | failed
+    size        INTEGER,
+    mtime       REAL,
+    src_version TEXT,
+    sha256      TEXT,
+    dst_version TEXT,
+    reason      TEXT,
+    message     TEXT,
+    PRIMARY KEY (job_id, key, action)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS dest_index (
+    dest        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    dst_version TEXT,
+    size        INTEGER,
+    src_mtime   REAL,
+    src_version TEXT,
+    sha256      TEXT,
+    PRIMARY KEY (dest, key)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS uploads (
+    dest        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    upload_id   TEXT NOT NULL,
+    src_version TEXT,
+    part_size   INTEGER NOT NULL,
+    parts       TEXT NOT NULL,             -- JSON list of completed parts
+    PRIMARY KEY (dest, key)
+) WITHOUT ROWID;
+"""
+
+#: Rows fetched per thread hop when streaming a plan back.
+FETCH_BATCH = 2000
+
+
+def default_journal_path(environ: Mapping[str, str] = os.environ) -> Path:
+    if environ.get("VERTEXFLOW_JOURNAL"):
+        return Path(environ["VERTEXFLOW_JOURNAL"])
+    base = Path(environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "vertexflow" / "journal.db"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: int
+    kind: str
+    src: str
+    dst: str
+    options: dict[str, Any]
+    state: str
+    planned: bool
+    created: float
+    updated: float
+    summary: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRecord:
+    key: str
+    state: str
+    action: str = "copy"
+    size: int | None = None
+    mtime: float | None = None
+    src_version: str | None = None
+    sha256: str | None = None
+    dst_version: str | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DestRecord:
+    key: str
+    dst_version: str | None
+    size: int | None
+    src_mtime: float | None
+    src_version: str | None
+    sha256: str | None
+
+
+def fingerprint(kind: str, src: str, dst: str, options: Mapping[str, Any]) -> str:
+    blob = json.dumps([kind, src, dst, options], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Journal:
+    """The journal database. Create with :meth:`open`; every method is async and thread-safe."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str] | None = None) -> Journal:
+        journal = cls(Path(path) if path is not None else default_journal_path())
+        await journal._run(journal._connect)
+        return journal
+
+    def _connect(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, fast commits
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(SCHEMA)
+        self._db = db
+
+    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "journal is closed"
+        return self._db
+
+    async def aclose(self) -> None:
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+
+    async def __aenter__(self) -> Journal:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- jobs -------------------------------------------------------------
+    async def start_job(self, kind: str, src: str, dst: str, options: Mapping[str, Any], *,
+                        resume: bool = True) -> tuple[JobRecord, bool]:
+        """The unfinished job with the same fingerprint (resumed), or a new one.
+
+        Returns ``(job, resumed)``.
+        """
+        fp = fingerprint(kind, src, dst, options)
+
+        def do() -> tuple[int, bool]:
+            now = time.time()
+            if resume:
+                row = self.db.execute(
+                    "SELECT id FROM jobs WHERE fingerprint = ? AND state NOT IN ('done') ORDER BY id DESC LIMIT 1",
+                    (fp,)).fetchone()
+                if row:
+                    self.db.execute("UPDATE jobs SET state = 'running', updated = ? WHERE id = ?", (now, row[0]))
+                    return row[0], True
+            cur = self.db.execute(
+                "INSERT INTO jobs (kind, src, dst, options, fingerprint, state, created, updated) "
+                "VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
+                (kind, src, dst, json.dumps(dict(options), sort_keys=True, default=str), fp, now, now))
+            return int(cur.lastrowid or 0), False
+
+        job_id, resumed = await self._run(do)
+        job = await self.get_job(job_id)
+        assert job is not None
+        return job, resumed
+
+    async def resume_job(self, job_id: int) -> JobRecord | None:
+        def do() -> None:
+            self.db.execute("UPDATE jobs SET state = 'running', updated = ? WHERE id = ?", (time.time(), job_id))
+
+        await self._run(do)
+        return await self.get_job(job_id)
+
+    async def mark_planned(self, job_id: int) -> None:
+        await self._run(lambda: self.db.execute("UPDATE jobs SET planned = 1 WHERE id = ?", (job_id,)))
+
+    async def finish_job(self, job_id: int, state: str, summary: Mapping[str, Any]) -> None:
+        def do() -> None:
+            self.db.execute("UPDATE jobs SET state = ?, updated = ?, summary = ? WHERE id = ?",
+                            (state, time.time(), json.dumps(dict(summary), default=str), job_id))
+
+        await self._run(do)
+
+    async def get_job(self, job_id: int) -> JobRecord | None:
+        def do() -> JobRecord | None:
+            row = self.db.execute(
+                "SELECT id, kind, src, dst, options, state, planned, created, updated, summary "
+                "FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return _job(row) if row else None
+
+        return await self._run(do)
+
+    async def list_jobs(self, limit: int = 50) -> list[JobRecord]:
+        def do() -> list[JobRecord]:
+            rows = self.db.execute(
+                "SELECT id, kind, src, dst, options, state, planned, created, updated, summary "
+                "FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            return [_job(r) for r in rows]
+
+        return await self._run(do)
+
+    async def forget_job(self, job_id: int) -> bool:
+        def do() -> bool:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM objects WHERE job_id = ?", (job_id,))
+            cur = self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            self.db.execute("COMMIT")
+            return cur.rowcount > 0
+
+        return await self._run(do)
+
+    async def job_counts(self, job_id: int) -> dict[str, int]:
+        def do() -> dict[str, int]:
+            rows = self.db.execute("SELECT action || ':' || state, count(*) FROM objects WHERE job_id = ? "
+                                   "GROUP BY action, state", (job_id,)).fetchall()
+            return {k: n for k, n in rows}
+
+        return await self._run(do)
+
+    # -- objects ----------------------------------------------------------
+    async def record_objects(self, job_id: int, records: Sequence[ObjectRecord]) -> None:
+        """Insert or update object rows in one transaction."""
+        if not records:
+            return
+
+        def do() -> None:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT INTO objects (job_id, key, action, state, size, mtime, src_version, sha256, dst_version, "
+                "reason, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (job_id, key, action) DO UPDATE SET state = excluded.state, "
+                "size = coalesce(excluded.size, size), mtime = coalesce(excluded.mtime, mtime), "
+                "src_version = coalesce(excluded.src_version, src_version), "
+                "sha256 = coalesce(excluded.sha256, sha256), dst_version = coalesce(excluded.dst_version, dst_version), "
+                "reason = excluded.reason, message = excluded.message",
+                [(job_id, r.key, r.action, r.state, r.size, r.mtime, r.src_version, r.sha256, r.dst_version,
+                  r.reason, r.message) for r in records])
+            self.db.execute("COMMIT")
+
+        await self._run(do)
+
+    def iter_objects(self, job_id: int, *, states: Iterable[str] = ("planned", "failed"), action: str = "copy",
+                     order_by: str = "key") -> Any:
+        """Async-iterate a job's object rows in the given order, fetched in batches."""
+        states = tuple(states)
+        order = {"key": "key", "size,asc": "size ASC, key", "size,desc": "size DESC, key",
+                 "mtime,asc": "mtime ASC, key", "mtime,desc": "mtime DESC, key"}.get(order_by)
+        if order is None:
+            raise ValueError(f"unknown order {order_by!r}")
+        marks = ",".join("?" * len(states))
+        sql = (f"SELECT key, state, action, size, mtime, src_version, sha256, dst_version, reason, message "
+               f"FROM objects WHERE job_id = ? AND action = ? AND state IN ({marks}) ORDER BY {order}")
+        return self._stream(sql, (job_id, action, *states))
+
+    async def _stream(self, sql: str, params: tuple[Any, ...]):  # type: ignore[no-untyped-def]
+        # A dedicated connection: the cursor stays open across thread hops
+        # while the main connection keeps recording results.
+        db = await self._run(lambda: sqlite3.connect(self.path, check_same_thread=False, timeout=30))
+        try:
+            cur = await self._run(db.execute, sql, params)
+            while True:
+                rows = await self._run(cur.fetchmany, FETCH_BATCH)
+                if not rows:
+                    return
+                for row in rows:
+                    yield ObjectRecord(*row)
+        finally:
+            await self._run(db.close)
+
+    async def clear_planned(self, job_id: int) -> None:
+        """Drop rows still ``planned`` from an earlier run before planning again."""
+        await self._run(lambda: self.db.execute("DELETE FROM objects WHERE job_id = ? AND state = 'planned'",
+                                                (job_id,)))
+
+    async def object_states(self, job_id: int, keys: Sequence[str], action: str = "copy") -> dict[str, ObjectRecord]:
+        """The rows of ``keys`` (those that exist) for one job."""
+
+        def do() -> dict[str, ObjectRecord]:
+            out: dict[str, ObjectRecord] = {}
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in self.db.execute(
+                        f"SELECT key, state, action, size, mtime, src_version, sha256, dst_version, reason, message "
+                        f"FROM objects WHERE job_id = ? AND action = ? AND key IN ({marks})",
+                        (job_id, action, *chunk)):
+                    out[row[0]] = ObjectRecord(*row)
+            return out
+
+        return await self._run(do)
+
+    # -- destination index --------------------------------------------------
+    async def dest_records(self, dest: str, keys: Sequence[str]) -> dict[str, DestRecord]:
+        def do() -> dict[str, DestRecord]:
+            out: dict[str, DestRecord] = {}
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in self.db.execute(
+                        f"SELECT key, dst_version, size, src_mtime, src_version, sha256 FROM dest_index "
+                        f"WHERE dest = ? AND key IN ({marks})", (dest, *chunk)):
+                    out[row[0]] = DestRecord(*row)
+            return out
+
+        return await self._run(do)
+
+    async def record_dest(self, dest: str, records: Sequence[DestRecord]) -> None:
+        if not records:
+            return
+
+        def do() -> None:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO dest_index (dest, key, dst_version, size, src_mtime, src_version, sha256) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(dest, r.key, r.dst_version, r.size, r.src_mtime, r.src_version, r.sha256) for r in records])
+            self.db.execute("COMMIT")
+
+        await self._run(do)
+
+    async def forget_dest(self, dest: str, keys: Sequence[str]) -> None:
+        def do() -> None:
+            self.db.execute("BEGIN")
+            self.db.executemany("DELETE FROM dest_index WHERE dest = ? AND key = ?", [(dest, k) for k in keys])
+            self.db.execute("COMMIT")
+
+        await self._run(do)
+
+    # -- multipart uploads ----------------------------------------------------
+    async def get_upload(self, dest: str, key: str) -> dict[str, Any] | None:
+        def do() -> dict[str, Any] | None:
+            row = self.db.execute("SELECT upload_id, src_version, part_size, parts FROM uploads "
+                                  "WHERE dest = ? AND key = ?", (dest, key)).fetchone()
+            if not row:
+                return None
+            return {"upload_id": row[0], "src_version": row[1], "part_size": row[2], "parts": json.loads(row[3])}
+
+        return await self._run(do)
+
+    async def save_upload(self, dest: str, key: str, state: Mapping[str, Any]) -> None:
+        def do() -> None:
+            self.db.execute(
+                "INSERT OR REPLACE INTO uploads (dest, key, upload_id, src_version, part_size, parts) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (dest, key, state["upload_id"], state.get("src_version"), state["part_size"],
+                 json.dumps(state["parts"])))
+
+        await self._run(do)
+
+    async def drop_upload(self, dest: str, key: str) -> None:
+        await self._run(lambda: self.db.execute("DELETE FROM uploads WHERE dest = ? AND key = ?", (dest, key)))
+
+    async def uploads_for(self, dest: str) -> list[tuple[str, str]]:
+        def do() -> list[tuple[str, str]]:
+            return [(k, u) for k, u in self.db.execute("SELECT key, upload_id FROM uploads WHERE dest = ?", (dest,))]
+
+        return await self._run(do)
+
+
+def _job(row: tuple[Any, ...]) -> JobRecord:
+    return JobRecord(id=row[0], kind=row[1], src=row[2], dst=row[3], options=json.loads(row[4]), state=row[5],
+                     planned=bool(row[6]), created=row[7], updated=row[8],
+                     summary=json.loads(row[9]) if row[9] else None)
+
+
+def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
