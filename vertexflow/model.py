@@ -52,6 +52,8 @@ class Features:
     max_object_size: the largest object ``put`` accepts, if limited.
     preserves_mtime: ``put`` stores ``info.mtime`` and reports it back.
     sorted_listing: ``list`` yields keys in ascending code-point order.
+    resumable_uploads: ``put`` accepts a ``checkpoint`` and continues a large
+        upload that an earlier, interrupted run started.
     """
 
     server_side_copy: bool = False
@@ -60,6 +62,7 @@ class Features:
     max_object_size: int | None = None
     preserves_mtime: bool = False
     sorted_listing: bool = False
+    resumable_uploads: bool = False
 
 
 def body_from_bytes(data: bytes) -> BodyFactory:
