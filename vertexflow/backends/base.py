@@ -21,10 +21,31 @@ import abc
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol
 
 from ..errors import InvalidKey
 from ..model import BodyFactory, Features, ObjectInfo
+
+
+class UploadCheckpoint(Protocol):
+    """Durable state of one large upload, so that a later run can continue it.
+
+    Given to :meth:`Backend.put` by the engine (backed by the journal) where
+    ``features.resumable_uploads``. The backend saves its state (for S3: the
+    upload id, part size and completed parts with their checksums) after each
+    part, loads it at the start of a put, and clears it when the upload is
+    completed or aborted. On resume the body is still replayed from byte 0:
+    the backend hashes every byte, checks that the bytes of each recorded
+    part still give that part's checksum (so a changed source is caught) and
+    sends only the parts that are missing.
+    """
+
+    async def load(self) -> Mapping[str, Any] | None: ...
+
+    async def save(self, state: Mapping[str, Any]) -> None: ...
+
+    async def clear(self) -> None: ...
 
 
 class Backend(abc.ABC):
