@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import structlog
 
-from ..backends.base import Backend
+from ..backends.base import Backend, UploadCheckpoint
 from ..backends.local import SMALL_FILE, STREAM_BUFFER, LocalBackend
 from ..errors import IntegrityError, JobAborted, NotFound, SourceChanged, VertexflowError, first_error
 from ..model import SHA256, BodyFactory, ObjectInfo, body_from_bytes
@@ -79,7 +79,9 @@ class CopyJob:
 
     def __init__(self, src: Backend, dst: Backend, options: CopyOptions | None = None, *,
                  single_key: str | None = None, items: AsyncIterator[ObjectInfo] | None = None,
-                 recorder: Recorder | None = None, stats: JobStats | None = None,
+                 recorder: Recorder | None = None,
+                 checkpoints: Callable[[ObjectInfo], UploadCheckpoint] | None = None,
+                 stats: JobStats | None = None,
                  stop: StopSignal | None = None) -> None:
         self.src = src
         self.dst = dst
@@ -87,6 +89,8 @@ class CopyJob:
         self.single_key = single_key
         self.source_items = items
         self.recorder = recorder
+        #: gives the durable checkpoint of an object's upload (from the journal)
+        self.checkpoints = checkpoints
         self.stats = stats or JobStats()
         self.stop = stop or StopSignal()
         self._local_to_local = isinstance(dst, LocalBackend) and isinstance(src, LocalBackend)
@@ -244,7 +248,10 @@ class CopyJob:
                 # first also proves the upload matches the file as listed.
                 digest = await src.run_blocking(_hash_file, src, info)
                 target = replace(info, hashes={**info.hashes, SHA256: digest})
-        result = await dst.put(target, self._stream(info))
+        if dst.features.resumable_uploads and self.checkpoints is not None:
+            result = await dst.put(target, self._stream(info), checkpoint=self.checkpoints(info))  # type: ignore[call-arg]
+        else:
+            result = await dst.put(target, self._stream(info))
         return self._verified(target, result)
 
     def _stream(self, info: ObjectInfo) -> BodyFactory:

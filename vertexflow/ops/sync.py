@@ -30,7 +30,7 @@ from ..filters import NO_FILTER, Filter
 from ..model import SHA256, ObjectInfo
 from ..pipeline.runner import StopSignal, run_pipeline
 from ..pipeline.stats import JobStats
-from ..state.journal import DestRecord, Journal, JobRecord, ObjectRecord
+from ..state.journal import DestRecord, Journal, JournalCheckpoint, JobRecord, ObjectRecord
 from .copy import CopyJob, CopyOptions
 from .plan import CompareMode, Decision, Planner
 
@@ -157,8 +157,10 @@ class SyncJob:
             tg.start_soon(recorder.flush_periodically)
             try:
                 items = self._ordered_copies(recorder) if self.options.order_by else self._copies(recorder)
-                await CopyJob(self.src, self.dst, self.options.copy, items=items,
-                              recorder=recorder, stats=self.stats, stop=self.stop).run()
+                dest = self.dst.describe()
+                await CopyJob(self.src, self.dst, self.options.copy, items=items, recorder=recorder,
+                              checkpoints=lambda info: JournalCheckpoint(self.journal, dest, info.key, info.version),
+                              stats=self.stats, stop=self.stop).run()
                 await recorder.flush()
                 if self.planned_deletes and not self.stop.stopping:
                     await self._deletes(recorder)

@@ -418,3 +418,21 @@ def _job(row: tuple[Any, ...]) -> JobRecord:
 def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+class JournalCheckpoint:
+    """An :class:`~vertexflow.backends.base.UploadCheckpoint` kept in the journal's ``uploads`` table."""
+
+    def __init__(self, journal: Journal, dest: str, key: str, src_version: str | None) -> None:
+        self.journal, self.dest, self.key, self.src_version = journal, dest, key, src_version
+
+    async def load(self) -> Mapping[str, Any] | None:
+        return await self.journal.get_upload(self.dest, self.key)
+
+    async def save(self, state: Mapping[str, Any]) -> None:
+        with anyio.CancelScope(shield=True):  # the upload exists on the server: never lose its id
+            await self.journal.save_upload(self.dest, self.key, {**state, "src_version": self.src_version})
+
+    async def clear(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.journal.drop_upload(self.dest, self.key)
