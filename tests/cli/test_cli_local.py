@@ -116,3 +116,26 @@ def test_ctrl_c_stops_gracefully_leaving_only_whole_files(tmp_path: Path) -> Non
 def test_python_dash_m_and_version() -> None:
     r = vf("--version")
     assert r.code == 0 and "vertexflow" in r.out
+
+
+def test_kill_9_then_rerun_completes_without_leftovers(tmp_path: Path) -> None:
+    make_tree(tmp_path / "src", files=20_000, min_size=1024, max_size=8 * 1024)
+    proc = subprocess.Popen([sys.executable, "-m", "vertexflow", "copy", str(tmp_path / "src"),
+                             str(tmp_path / "dst"), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (tmp_path / "dst").exists() and sum(1 for _ in (tmp_path / "dst").rglob("*.bin")) > 2000:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    partial = sum(1 for _ in (tmp_path / "dst").rglob("*.bin"))
+    assert 0 < partial < 20_000, "the kill came too late to test anything"
+    r = vf("copy", str(tmp_path / "src"), str(tmp_path / "dst"), "--json")
+    assert r.code == 0, r.err
+    s = r.json()
+    assert s["resumed"] is True
+    assert s["objects"] + s["skipped"] == 20_000
+    assert s["skipped"] >= partial - 100  # what the journal recorded before the kill is not sent again
+    assert trees_equal(tmp_path / "src", tmp_path / "dst") == []
+    assert not list((tmp_path / "dst").rglob(f"{TMP_PREFIX}*"))

@@ -1,8 +1,10 @@
 """Local disk backend.
 
 Writes are atomic: bytes go to a temporary file in the destination directory
-(named ``.vertexflow-tmp-<random>``, skipped by listings), which is renamed
-over the key only when complete. Blocking file work runs in worker threads,
+(named ``.vertexflow-tmp-<host>-<pid>-<random>``, skipped by listings), which
+is renamed over the key only when complete. A process killed outright (kill
+-9, power loss) leaves its temporary files behind; the next listing of that
+directory removes those whose process, on this host, is gone. Blocking file work runs in worker threads,
 and each thread call does as much as it can (a small file's whole
 read-hash-write is one call) because each hand-off costs ~100-250 µs.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import socket
 import stat as stat_mod
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
@@ -191,6 +194,7 @@ class LocalBackend(Backend):
                     items = []
                     for e in it:
                         if e.name.startswith(TMP_PREFIX):
+                            _sweep_if_orphaned(e)
                             continue
                         try:
                             is_dir = e.is_dir(follow_symlinks=False)
@@ -351,7 +355,7 @@ class LocalBackend(Backend):
             self._ensure_dir(path.parent)
         except OSError as exc:
             raise self._error(exc, key, "creating the directory") from exc
-        tmp = path.parent / f"{TMP_PREFIX}{os.urandom(8).hex()}"
+        tmp = path.parent / f"{TMP_PREFIX}{_HOST_TAG}-{os.getpid()}-{os.urandom(6).hex()}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
@@ -529,6 +533,28 @@ class LocalBackend(Backend):
     def run_blocking(self, fn, *args):  # type: ignore[no-untyped-def]
         """Run blocking ``fn(*args)`` in this backend's bounded thread pool."""
         return self._run(fn, *args)
+
+
+_HOST_TAG = hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
+
+
+def _sweep_if_orphaned(entry: os.DirEntry[str]) -> None:
+    """Remove a temporary file left by a dead vertexflow process of this host."""
+    parts = entry.name[len(TMP_PREFIX):].split("-")
+    if len(parts) != 3 or parts[0] != _HOST_TAG or not parts[1].isdigit():
+        return  # another host's, or an old-style name: not ours to judge
+    try:
+        os.kill(int(parts[1]), 0)
+        return  # still running
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return  # alive, owned by someone else
+    try:
+        os.unlink(entry.path)
+        log.info("removed a temporary file left by a killed run", path=entry.path)
+    except OSError:
+        pass
 
 
 def _next_page(walker: Iterator[ObjectInfo]) -> list[ObjectInfo]:
