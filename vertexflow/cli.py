@@ -583,6 +583,44 @@ def demo(workdir: str | None, files: int, as_json: bool) -> None:
     sys.exit(code)
 
 
+@main.group()
+def emulate() -> None:
+    """Run a local emulator of a storage service, to rehearse without a real account."""
+
+
+@emulate.command("yandex-disk")
+@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--token", default=None, help="Accept only this OAuth token [any non-empty token].")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Keep state in this directory (survives restarts) [in memory].")
+@click.option("--latency", type=float, default=0.0, help="Seconds added to every API request.")
+@click.option("--rate-limit", type=click.FloatRange(0, 1), default=0.0, help="Share of requests answered 429.")
+@click.option("--retry-after", type=float, default=1.0, help="Retry-After seconds sent with 429s.")
+@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, help="Share of requests answered 5xx.")
+@click.option("--lock-rate", type=click.FloatRange(0, 1), default=0.0, help="Share of requests answered 423.")
+@click.option("--async-upload-rate", type=click.FloatRange(0, 1), default=0.0,
+              help="Share of uploads answered 202 and finished later.")
+@click.option("--async-delay", type=float, default=0.2, help="Seconds an asynchronous operation stays in progress.")
+@click.option("--total-space", default="10G", help="Disk size, e.g. 10G.")
+@click.option("--max-file-size", default="1G", help="Largest file accepted (1G free, 50G paid accounts).")
+@click.option("--paid", is_flag=True, help="Report a paid account.")
+@click.option("--seed", type=int, default=0, help="Seed for the injected faults.")
+def emulate_yandex_disk(port: int, host: str, token: str | None, data_dir: str | None, total_space: str,
+                        max_file_size: str, **knobs: Any) -> None:
+    """The Yandex.Disk REST API on HOST:PORT (point a remote's base_url, or
+    YANDEX_DISK_API_URL, at http://HOST:PORT/v1/disk)."""
+    from pathlib import Path
+
+    from .testing.yandex_disk import serve
+
+    try:
+        sizes = {"total_space": parse_size(total_space), "max_file_size": parse_size(max_file_size)}
+    except ConfigError as exc:
+        fail(str(exc))
+    serve(port, host=host, token=token, data_dir=Path(data_dir) if data_dir else None, **sizes, **knobs)
+
+
 def entry() -> None:  # pragma: no cover - console script shim
     main()
 

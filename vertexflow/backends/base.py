@@ -57,6 +57,8 @@ class Backend(abc.ABC):
     #: network requests sent so far (listing pages, HEADs, PUTs...); backends
     #: that talk to a server count them, for summaries and benchmarks
     requests: int = 0
+    #: single requests the backend retried by itself (a listing page, a stat)
+    retries: int = 0
 
     @abc.abstractmethod
     def describe(self) -> str:

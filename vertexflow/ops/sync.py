@@ -25,7 +25,7 @@ import anyio
 import structlog
 
 from ..backends.base import Backend
-from ..errors import JobAborted, NotFound, first_error
+from ..errors import InsufficientStorage, JobAborted, NotFound, first_error
 from ..filters import NO_FILTER, Filter
 from ..model import SHA256, ObjectInfo
 from ..pipeline.runner import StopSignal, run_pipeline
@@ -148,6 +148,7 @@ class SyncJob:
             raise first_error(group) from None
         finally:
             self.stats.requests = self.src.requests + self.dst.requests
+            self.stats.retries += self.src.retries + self.dst.retries
             with anyio.CancelScope(shield=True):
                 await self.journal.finish_job(self.job.id, state, self.stats.summary())
         return self.stats
@@ -156,7 +157,13 @@ class SyncJob:
         async with anyio.create_task_group() as tg:
             tg.start_soon(recorder.flush_periodically)
             try:
-                items = self._ordered_copies(recorder) if self.options.order_by else self._copies(recorder)
+                # A store with a quota (Yandex.Disk) gets the whole plan first, so that a
+                # copy that cannot fit fails before the first byte is sent.
+                quota = None if self.dst.features.local_path else await self.dst.free_space()
+                if self.options.order_by or quota is not None:
+                    items = self._ordered_copies(recorder, quota)
+                else:
+                    items = self._copies(recorder)
                 dest = self.dst.describe()
                 await CopyJob(self.src, self.dst, self.options.copy, items=items, recorder=recorder,
                               checkpoints=lambda info: JournalCheckpoint(self.journal, dest, info.key, info.version),
@@ -205,8 +212,8 @@ class SyncJob:
                 recorder.planned(d)
                 self.planned_deletes += 1
 
-    async def _ordered_copies(self, recorder: _JournalRecorder) -> AsyncIterator[ObjectInfo]:
-        """With ``order_by``: record the whole plan first, then read it back in that order."""
+    async def _ordered_copies(self, recorder: _JournalRecorder, quota: int | None) -> AsyncIterator[ObjectInfo]:
+        """Record the whole plan first, check it fits ``quota``, then read it back in order."""
         assert self.job is not None
         await self.journal.clear_planned(self.job.id)
         async for _ in self._copies(recorder):
@@ -214,6 +221,12 @@ class SyncJob:
                 await recorder.flush()
         await recorder.flush()
         await self.journal.mark_planned(self.job.id)
+        if quota is not None:
+            needed = await self.journal.planned_bytes(self.job.id)
+            if needed > quota:
+                raise InsufficientStorage(
+                    f"the copy needs {needed:,} bytes but only {quota:,} are free; nothing was copied",
+                    backend=self.dst.describe())
         rows = self.journal.iter_objects(self.job.id, states=("planned",), order_by=self.options.order_by or "key")
         async with aclosing(rows):
             async for r in rows:

@@ -319,6 +319,15 @@ class Journal:
         finally:
             await self._run(db.close)
 
+    async def planned_bytes(self, job_id: int) -> int:
+        """Bytes of the objects still planned for copying."""
+        def do() -> int:
+            row = self.db.execute("SELECT coalesce(sum(size), 0) FROM objects WHERE job_id = ? AND action = 'copy' "
+                                  "AND state = 'planned'", (job_id,)).fetchone()
+            return int(row[0])
+
+        return await self._run(do)
+
     async def clear_planned(self, job_id: int) -> None:
         """Drop rows still ``planned`` from an earlier run before planning again."""
         await self._run(lambda: self.db.execute("DELETE FROM objects WHERE job_id = ? AND state = 'planned'",
