@@ -274,6 +274,7 @@ def _print_summary(stats: JobStats, as_json: bool, title: str, extra: dict[str, 
     summary = stats.summary()
     if as_json:
         click.echo(json.dumps({**summary, **(extra or {})}, indent=2))
+        _print_failures(stats, summary)
         return
     console = Console()
     table = Table(title=title, show_header=False, box=None)
@@ -298,6 +299,10 @@ def _print_summary(stats: JobStats, as_json: bool, title: str, extra: dict[str, 
     if stats.interrupted:
         table.add_row("interrupted", "yes: objects not listed above were not copied")
     console.print(table)
+    _print_failures(stats, summary)
+
+
+def _print_failures(stats: JobStats, summary: dict[str, Any]) -> None:
     for f in stats.failures:
         click.echo(f"FAILED {f.key}: [{f.reason}] {f.message}", err=True)
     if summary["failures_not_shown"]:

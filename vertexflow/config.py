@@ -68,6 +68,9 @@ class S3Remote(_Strict):
     concurrency: int = Field(16, ge=1, le=1024)
     part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024, le=5 * 1024 ** 3)
     verify_tls: bool | str = True
+    #: the server lists keys in byte order (real S3 does); false makes vertexflow
+    #: sort listings itself, through a temporary SQLite file
+    sorted_listing: bool = True
 
     @field_validator("endpoint")
     @classmethod
@@ -90,6 +93,7 @@ class S3Remote(_Strict):
             "part_size": self.part_size,
             "multipart_threshold": self.part_size,
             "verify_tls": self.verify_tls,
+            "sorted_listing": self.sorted_listing,
             "name": name,
         }
 
