@@ -392,15 +392,7 @@ class LocalBackend(Backend):
             closed = True
             return _Written(size, digest, final_ns)
         except BaseException as exc:
-            if not closed:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            _discard(None if closed else fd, tmp)
             if isinstance(exc, OSError):
                 raise self._error(exc, key, "write") from exc
             raise
@@ -530,6 +522,18 @@ class LocalBackend(Backend):
         except OSError as exc:
             raise self._error(exc, key, "read") from exc
 
+    def sha256(self, key: str) -> str:
+        """Blocking: SHA-256 of a file, read once through one reused buffer."""
+        h = hashlib.sha256()
+        view = memoryview(bytearray(STREAM_BUFFER))
+        try:
+            with open(self.local_path(key), "rb", buffering=0) as f:
+                while n := f.readinto(view):
+                    h.update(view[:n])
+        except OSError as exc:
+            raise self._error(exc, key, "read") from exc
+        return h.hexdigest()
+
     def run_blocking(self, fn, *args):  # type: ignore[no-untyped-def]
         """Run blocking ``fn(*args)`` in this backend's bounded thread pool."""
         return self._run(fn, *args)
@@ -611,11 +615,13 @@ def _copy_kernel(fd_in: int, fd_out: int, size: int) -> int:
         total += n
 
 
-def _discard(fd: int, tmp: Path) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
+def _discard(fd: int | None, tmp: Path) -> None:
+    """Close (if still open) and remove a temporary file, ignoring what already went."""
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     try:
         os.unlink(tmp)
     except OSError:

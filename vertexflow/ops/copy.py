@@ -23,7 +23,6 @@ destination) stop the job.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -32,7 +31,7 @@ from typing import Any, Protocol
 import structlog
 
 from ..backends.base import Backend, UploadCheckpoint
-from ..backends.local import SMALL_FILE, STREAM_BUFFER, LocalBackend
+from ..backends.local import SMALL_FILE, LocalBackend
 from ..errors import IntegrityError, JobAborted, NotFound, SourceChanged, VertexflowError, first_error
 from ..model import SHA256, BodyFactory, ObjectInfo, body_from_bytes
 from ..pipeline.runner import StopSignal, run_pipeline
@@ -246,7 +245,7 @@ class CopyJob:
                 # Stores that keep the SHA-256 beside the object (S3 metadata)
                 # need it before a multipart upload starts; hashing the file
                 # first also proves the upload matches the file as listed.
-                digest = await src.run_blocking(_hash_file, src, info)
+                digest = await src.run_blocking(src.sha256, info.key)
                 target = replace(info, hashes={**info.hashes, SHA256: digest})
         if dst.features.resumable_uploads and self.checkpoints is not None:
             result = await dst.put(target, self._stream(info), checkpoint=self.checkpoints(info))  # type: ignore[call-arg]
@@ -274,16 +273,6 @@ class CopyJob:
             raise IntegrityError("SHA-256 of the copy differs from the source's",
                                  backend=self.dst.describe(), key=info.key)
         return result
-
-
-def _hash_file(src: LocalBackend, info: ObjectInfo) -> str:
-    h = hashlib.sha256()
-    buf = bytearray(STREAM_BUFFER)
-    view = memoryview(buf)
-    with open(src.local_path(info.key), "rb", buffering=0) as f:
-        while n := f.readinto(view):
-            h.update(view[:n])
-    return h.hexdigest()
 
 
 async def resolve_source(location: Any) -> tuple[Backend, str | None]:

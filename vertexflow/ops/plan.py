@@ -35,6 +35,7 @@ from typing import Literal
 import anyio
 
 from ..backends.base import Backend
+from ..backends.local import LocalBackend
 from ..errors import NotFound
 from ..filters import NO_FILTER, Filter
 from ..model import SHA256, ObjectInfo
@@ -242,18 +243,8 @@ async def object_sha256(backend: Backend, info: ObjectInfo) -> str:
     """The SHA-256 of an object: the backend's own if it reports one, else read and hashed."""
     if info.hashes.get(SHA256):
         return info.hashes[SHA256]
-    if backend.features.local_path:
-        path = backend.local_path(info.key)
-
-        def do() -> str:
-            h = hashlib.sha256()
-            with open(path, "rb", buffering=0) as f:
-                buf = memoryview(bytearray(1 << 20))
-                while n := f.readinto(buf):
-                    h.update(buf[:n])
-            return h.hexdigest()
-
-        return await anyio.to_thread.run_sync(do)
+    if isinstance(backend, LocalBackend):
+        return await backend.run_blocking(backend.sha256, info.key)
     h = hashlib.sha256()
     async with backend.open(info.key) as chunks:
         async for chunk in chunks:
