@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+import anyio
 import structlog
 
 from ..backends.base import Backend, UploadCheckpoint
@@ -54,6 +55,12 @@ class CopyOptions:
     #: small local files copied per worker-thread call (local -> local)
     batch_files: int = 32
     batch_bytes: int = 4 * 1024 * 1024
+    #: objects above ``large_object`` bytes in flight at once. Each streams
+    #: through a backend that keeps a few parts in memory (S3: parts in flight
+    #: x part size), so this, not ``transfers``, bounds memory for big files:
+    #: 4 x 4 parts x 8 MiB = 128 MiB. Small objects still use every transfer slot.
+    large_transfers: int = 4
+    large_object: int = 8 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -90,6 +97,7 @@ class CopyJob:
         self.recorder = recorder
         #: gives the durable checkpoint of an object's upload (from the journal)
         self.checkpoints = checkpoints
+        self._large_slots = anyio.CapacityLimiter(self.options.large_transfers)
         self.stats = stats or JobStats()
         self.stop = stop or StopSignal()
         self._local_to_local = isinstance(dst, LocalBackend) and isinstance(src, LocalBackend)
@@ -193,8 +201,11 @@ class CopyJob:
     async def _copy_one(self, info: ObjectInfo) -> None:
         self.stats.in_flight += 1
         try:
-            result = await retry_call(lambda: self._transfer(info), self.options.retry,
-                                      on_retry=lambda exc, n, d: self._retrying(info, exc, n, d))
+            if (info.size or 0) > self.options.large_object and not self._local_to_local:
+                async with self._large_slots:
+                    result = await self._transfer_with_retries(info)
+            else:
+                result = await self._transfer_with_retries(info)
         except Exception as exc:
             if getattr(exc, "fatal", False):
                 raise
@@ -203,6 +214,10 @@ class CopyJob:
             self._done(info, result)
         finally:
             self.stats.in_flight -= 1
+
+    async def _transfer_with_retries(self, info: ObjectInfo) -> ObjectInfo:
+        return await retry_call(lambda: self._transfer(info), self.options.retry,
+                                on_retry=lambda exc, n, d: self._retrying(info, exc, n, d))
 
     def _done(self, info: ObjectInfo, result: ObjectInfo) -> None:
         self.stats.done_objects += 1
