@@ -15,12 +15,28 @@ import botocore.exceptions as bce
 import pytest
 
 from vertexflow.backends.s3 import S3Backend, translate_error
-from vertexflow.errors import (AuthError, ConnectionFailed, IntegrityError, InvalidKey, NotFound,
-                               ObjectTooLarge, SourceChanged, Throttled, TransientError)
+from vertexflow.errors import (
+    AuthError,
+    ConnectionFailed,
+    IntegrityError,
+    InvalidKey,
+    NotFound,
+    ObjectTooLarge,
+    SourceChanged,
+    Throttled,
+    TransientError,
+)
 from vertexflow.model import MD5, SHA256, ObjectInfo, body_from_bytes
 from vertexflow.testing.seaweedfs import SeaweedFS
 
-from .conformance import BackendConformance, chunked_body, failing_body, get_bytes, keys, put_bytes
+from .conformance import (
+    BackendConformance,
+    chunked_body,
+    failing_body,
+    get_bytes,
+    keys,
+    put_bytes,
+)
 
 pytestmark = pytest.mark.s3
 
@@ -432,3 +448,236 @@ async def test_two_servers_with_different_credentials(seaweed: SeaweedFS, tmp_pa
         async with make_backend(seaweed, "second-bucket", endpoint_url=other.endpoint) as wrong:
             with pytest.raises(AuthError):
                 await wrong.check()
+
+
+# -- the fast path -----------------------------------------------------------------------------
+
+
+def test_signer_matches_botocore() -> None:
+    # same request, same instant: our SigV4 and botocore's must agree byte for byte
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import ReadOnlyCredentials
+
+    from vertexflow.backends.s3.sigv4 import Signer, canonical_query, quote_path
+
+    creds = ReadOnlyCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "token/+=")
+    now = 1_700_000_000.0
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    for method, key, params in [("PUT", "sp ace/ü+%25~*?#.txt", {}),
+                                ("GET", "", {"list-type": "2", "prefix": "a b/ü+", "delimiter": "/",
+                                             "continuation-token": "x+y/z=="})]:
+        path = f"/bucket/{quote_path(key)}"
+        ours = {"x-amz-meta-sha256": "ab" * 32}
+        Signer("eu-west-1").sign(method, "127.0.0.1:9000", path, canonical_query(params), ours, "cd" * 32,
+                                 creds, now=now)
+        request = AWSRequest(method=method, url=f"http://127.0.0.1:9000{path}", params=params,
+                             headers={"host": "127.0.0.1:9000", **{k: v for k, v in ours.items()
+                                                                    if k != "authorization"}})
+        request.context["timestamp"] = stamp
+        auth = S3SigV4Auth(creds, "s3", "eu-west-1")
+        signature = auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
+        assert ours["authorization"].endswith(f"Signature={signature}"), (method, key)
+
+
+async def test_damaged_small_put_is_refused_by_the_server(backend: S3Backend) -> None:
+    # the fast path's Content-MD5 is what SeaweedFS checks (it ignores x-amz-content-sha256)
+    import base64
+
+    fast = await backend._fast_client()
+    await put_bytes(backend, "k", b"old")
+    sent = b"what was sent"
+    wrong_md5 = base64.b64encode(hashlib.md5(b"what was meant").digest()).decode()
+    with pytest.raises(IntegrityError, match="BadDigest"):
+        await backend._call("PutObject", "k", lambda: fast.put_object(
+            "root/dir/k", sent, hashlib.sha256(sent).hexdigest(), wrong_md5, {}))
+    assert await get_bytes(backend, "k") == b"old"
+
+
+async def test_fast_path_answers_the_same_as_boto(backend: S3Backend, raw: Any, s3_bucket: str) -> None:
+    data = os.urandom(5000)
+    stored = await put_bytes(backend, "d/x y+z", data)
+    head = raw.head_object(Bucket=s3_bucket, Key="root/dir/d/x y+z")
+    info = await backend.stat("d/x y+z")
+    assert info.etag == stored.etag == head["ETag"].strip('"')
+    assert info.mtime == head["LastModified"]
+    assert info.hashes == {SHA256: hashlib.sha256(data).hexdigest(), MD5: hashlib.md5(data).hexdigest()}
+    listed = [i async for i in backend.list("d/")]
+    assert [(i.key, i.size, i.etag, i.mtime) for i in listed] == [("d/x y+z", 5000, info.etag, info.mtime)]
+
+
+# -- request counting -------------------------------------------------------------------------
+
+
+async def test_every_request_is_counted(small_parts: S3Backend) -> None:
+    b = small_parts
+    start = b.requests
+    await put_bytes(b, "small", b"x")                        # PutObject
+    await b.stat("small")                                    # HeadObject
+    assert await get_bytes(b, "small") == b"x"               # GetObject
+    assert b.requests - start == 3
+    data = os.urandom(2 * PART + 1)
+    before = b.requests
+    await put_bytes(b, "big", data)                          # Create, 3 parts, Complete
+    assert b.requests - before == 5
+    before = b.requests
+    assert await get_bytes(b, "big") == data                 # first GET and 2 ranged GETs
+    assert b.requests - before == 3
+    before = b.requests
+    await b.delete("small")                                  # DeleteObject
+    assert b.requests - before == 1
+    assert b.retries == 0
+
+
+def walk_pages(raw: Any, bucket: str, prefix: str) -> int:
+    """ListObjectsV2 pages a directory-by-directory walk of ``prefix`` takes (SeaweedFS lists that way)."""
+    pages = 0
+    for page in raw.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        pages += 1
+        for common in page.get("CommonPrefixes", ()):
+            pages += walk_pages(raw, bucket, common["Prefix"])
+    return pages
+
+
+@pytest.mark.slow
+async def test_unchanged_sync_sends_only_listing_requests(seaweed: SeaweedFS, s3_bucket: str, raw: Any,
+                                                          tmp_path: Path) -> None:
+    from vertexflow.backends.local import LocalBackend
+    from vertexflow.ops.sync import SyncJob, SyncOptions
+    from vertexflow.state.journal import Journal
+
+    src = tmp_path / "src"
+    for d, count in [("a", 1200), ("b", 700), ("b/c", 100)]:  # one directory over a listing page
+        (src / d).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            (src / d / f"{i:04d}.txt").write_bytes(os.urandom(i % 700))
+
+    async def run(journal: Journal) -> Any:
+        async with LocalBackend(src) as s, make_backend(seaweed, s3_bucket, "sync") as d:
+            return await SyncJob(s, d, journal, src_spec=str(src), dst_spec=f"s3://{s3_bucket}/sync",
+                                 options=SyncOptions(mode="sync")).run()
+
+    async with await Journal.open(tmp_path / "journal.db") as journal:
+        first = await run(journal)
+        assert first.done_objects == 2000
+        # HeadBucket (the destination check), the listing of the empty prefix, and one PUT each
+        assert first.requests == 1 + 1 + 2000
+        second = await run(journal)
+    assert (second.done_objects, second.skipped_objects) == (0, 2000)
+    pages = walk_pages(raw, s3_bucket, "sync/")
+    assert pages == 1 + 2 + 1 + 1  # sync/, a/ (two pages), b/, b/c/
+    # the destination check and the listing: no request per object
+    assert second.requests == 1 + pages
+
+
+# -- resumable multipart uploads ------------------------------------------------------------
+
+
+class MemoryCheckpoint:
+    """An UploadCheckpoint in memory that remembers every save."""
+
+    def __init__(self, state: dict[str, Any] | None = None) -> None:
+        self.state = state
+        self.saves: list[dict[str, Any]] = []
+
+    async def load(self) -> dict[str, Any] | None:
+        return self.state
+
+    async def save(self, state: Any) -> None:
+        self.state = dict(state)
+        self.saves.append(self.state)
+
+    async def clear(self) -> None:
+        self.state = None
+
+
+def interrupted_upload(raw: Any, bucket: str, key: str, data: bytes, parts: int, *,
+                       part_size: int = PART, sha256: str | None = None) -> dict[str, Any]:
+    """Start an upload of ``data`` and send its first ``parts`` parts, as a killed run leaves it; its checkpoint state."""
+    import base64
+
+    kwargs: dict[str, Any] = {"Metadata": {"sha256": sha256}} if sha256 else {}
+    upload_id = raw.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256",
+                                            **kwargs)["UploadId"]
+    saved = []
+    for n in range(1, parts + 1):
+        part = data[(n - 1) * part_size:n * part_size]
+        digest = hashlib.sha256(part).digest()
+        etag = raw.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n, Body=part,
+                               ChecksumSHA256=base64.b64encode(digest).decode())["ETag"]
+        saved.append({"number": n, "etag": etag.strip('"'), "sha256": digest.hex(), "size": len(part)})
+    return {"upload_id": upload_id, "part_size": part_size, "sha256": sha256, "parts": saved}
+
+
+async def test_upload_saves_its_checkpoint_after_each_part(small_parts: S3Backend, raw: Any,
+                                                           s3_bucket: str) -> None:
+    data = os.urandom(3 * PART + 10)
+    checkpoint = MemoryCheckpoint()
+    await small_parts.put(ObjectInfo(key="c", size=len(data)), body_from_bytes(data), checkpoint=checkpoint)
+    # one save once the upload exists, then one per part, each holding every part done so far
+    assert [len(s["parts"]) for s in checkpoint.saves] == [0, 1, 2, 3, 4]
+    last = checkpoint.saves[-1]
+    assert last["part_size"] == PART and last["sha256"] is None
+    assert [p["sha256"] for p in last["parts"]] == [
+        hashlib.sha256(data[i:i + PART]).hexdigest() for i in range(0, len(data), PART)]
+    assert checkpoint.state is None  # cleared once completed
+    assert uploads(raw, s3_bucket) == []
+
+
+async def test_resume_sends_only_the_missing_parts(small_parts: S3Backend, raw: Any, s3_bucket: str) -> None:
+    data = os.urandom(4 * PART + 7)
+    checkpoint = MemoryCheckpoint(interrupted_upload(raw, s3_bucket, "mp/r", data, 2))
+    before = small_parts.requests
+    stored = await small_parts.put(ObjectInfo(key="r", size=len(data)), chunked_body(data, MiB),
+                                   checkpoint=checkpoint)
+    # ListParts, parts 3-5, CompleteMultipartUpload
+    assert small_parts.requests - before == 1 + 3 + 1
+    assert stored.hashes[SHA256] == hashlib.sha256(data).hexdigest()
+    assert stored.etag is not None and stored.etag.endswith("-5")
+    assert await get_bytes(small_parts, "r") == data
+    assert checkpoint.state is None
+    assert uploads(raw, s3_bucket) == []
+
+
+async def test_resume_with_a_changed_source_starts_again(small_parts: S3Backend, raw: Any,
+                                                         s3_bucket: str) -> None:
+    old = os.urandom(3 * PART)
+    checkpoint = MemoryCheckpoint(interrupted_upload(raw, s3_bucket, "mp/r", old, 2))
+    new = old[:PART] + os.urandom(2 * PART)  # part 1 the same, part 2 changed
+    stored = await small_parts.put(ObjectInfo(key="r", size=len(new)), body_from_bytes(new),
+                                   checkpoint=checkpoint)
+    assert stored.hashes[SHA256] == hashlib.sha256(new).hexdigest()
+    assert await get_bytes(small_parts, "r") == new
+    assert checkpoint.state is None
+    assert uploads(raw, s3_bucket) == []  # the interrupted upload was aborted
+
+
+@pytest.mark.parametrize("change", ["part_size", "sha256", "vanished"])
+async def test_unusable_checkpoint_gives_a_fresh_upload(small_parts: S3Backend, raw: Any, s3_bucket: str,
+                                                        change: str) -> None:
+    data = os.urandom(2 * PART + 3)
+    state = interrupted_upload(raw, s3_bucket, "mp/u", data, 1)
+    if change == "part_size":
+        state["part_size"] = 1024  # smaller than S3 allows: not a state this backend saved
+    elif change == "sha256":
+        state["sha256"] = hashlib.sha256(b"an older source").hexdigest()
+    else:
+        raw.abort_multipart_upload(Bucket=s3_bucket, Key="mp/u", UploadId=state["upload_id"])
+    checkpoint = MemoryCheckpoint(state)
+    info = ObjectInfo(key="u", size=len(data), hashes={SHA256: hashlib.sha256(data).hexdigest()})
+    await small_parts.put(info, body_from_bytes(data), checkpoint=checkpoint)
+    assert await get_bytes(small_parts, "u") == data
+    assert checkpoint.saves[0]["upload_id"] != state["upload_id"]
+    assert checkpoint.state is None
+    assert uploads(raw, s3_bucket) == []  # the old upload, left by a lost run, was aborted
+
+
+async def test_failed_resumed_upload_is_aborted_and_forgotten(small_parts: S3Backend, raw: Any,
+                                                              s3_bucket: str) -> None:
+    data = os.urandom(3 * PART)
+    checkpoint = MemoryCheckpoint(interrupted_upload(raw, s3_bucket, "mp/f", data, 1))
+    with pytest.raises(RuntimeError, match="source broke"):
+        await small_parts.put(ObjectInfo(key="f", size=len(data)), failing_body(data, 2 * PART + 1),
+                              checkpoint=checkpoint)
+    assert checkpoint.state is None
+    assert uploads(raw, s3_bucket) == []

@@ -87,9 +87,13 @@ CREATE TABLE IF NOT EXISTS uploads (
     src_version TEXT,
     part_size   INTEGER NOT NULL,
     parts       TEXT NOT NULL,             -- JSON list of completed parts
+    extra       TEXT,                      -- JSON object: the rest of the backend's saved state
     PRIMARY KEY (dest, key)
 ) WITHOUT ROWID;
 """
+
+#: keys of an upload's saved state that have their own column; the rest goes to ``extra``
+_UPLOAD_COLUMNS = ("upload_id", "src_version", "part_size", "parts")
 
 #: Rows fetched per thread hop when streaming a plan back.
 FETCH_BATCH = 2000
@@ -166,6 +170,8 @@ class Journal:
         db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, fast commits
         db.execute("PRAGMA foreign_keys=ON")
         db.executescript(SCHEMA)
+        if "extra" not in {row[1] for row in db.execute("PRAGMA table_info(uploads)")}:
+            db.execute("ALTER TABLE uploads ADD COLUMN extra TEXT")  # journals made before the column
         self._db = db
 
     async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
@@ -390,21 +396,23 @@ class Journal:
     # -- multipart uploads ----------------------------------------------------
     async def get_upload(self, dest: str, key: str) -> dict[str, Any] | None:
         def do() -> dict[str, Any] | None:
-            row = self.db.execute("SELECT upload_id, src_version, part_size, parts FROM uploads "
+            row = self.db.execute("SELECT upload_id, src_version, part_size, parts, extra FROM uploads "
                                   "WHERE dest = ? AND key = ?", (dest, key)).fetchone()
             if not row:
                 return None
-            return {"upload_id": row[0], "src_version": row[1], "part_size": row[2], "parts": json.loads(row[3])}
+            return {**json.loads(row[4] or "{}"), "upload_id": row[0], "src_version": row[1],
+                    "part_size": row[2], "parts": json.loads(row[3])}
 
         return await self._run(do)
 
     async def save_upload(self, dest: str, key: str, state: Mapping[str, Any]) -> None:
         def do() -> None:
             self.db.execute(
-                "INSERT OR REPLACE INTO uploads (dest, key, upload_id, src_version, part_size, parts) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO uploads (dest, key, upload_id, src_version, part_size, parts, extra) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (dest, key, state["upload_id"], state.get("src_version"), state["part_size"],
-                 json.dumps(state["parts"])))
+                 json.dumps(state["parts"]),
+                 json.dumps({k: v for k, v in state.items() if k not in _UPLOAD_COLUMNS})))
 
         await self._run(do)
 

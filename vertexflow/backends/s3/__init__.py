@@ -1,0 +1,34 @@
+"""S3 and S3-compatible stores (AWS, SeaweedFS, MinIO, Ceph RGW).
+
+A backend is a bucket and an optional prefix, treated as a folder: keys are
+relative to ``prefix/``. Credentials, region and endpoint left as None come
+from botocore's usual chain (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``, ``AWS_PROFILE``,
+config files).
+
+Uploads up to ``multipart_threshold`` are one PutObject signed with the
+body's SHA-256 and carrying its Content-MD5 (which the server checks), the
+SHA-256 also kept as user metadata (``x-amz-meta-sha256``) so that later
+listings/stats know it, and the answer's ETag compared with the body's MD5. Larger uploads are multipart
+with a bounded number of parts in flight, each with Content-MD5 and a SHA-256
+checksum; they resume from a checkpoint after a killed run, and any other
+failure or cancellation aborts them. Downloads larger than the threshold
+fetch ranges in parallel, pinned to one ETag.
+
+Modules:
+
+* :mod:`.backend`: :class:`S3Backend`, the contract's methods;
+* :mod:`.fastpath` and :mod:`.sigv4`: the hot single requests (PutObject,
+  GetObject, HeadObject, ListObjectsV2) on aiohttp with our own signer;
+  everything else goes through aioboto3;
+* :mod:`.upload`: multipart uploads and their checkpoints;
+* :mod:`.download`: ranged parallel downloads;
+* :mod:`.listing`: listings in key order;
+* :mod:`.errors`: the one table that maps S3 errors to ours;
+* :mod:`.common`: limits and small helpers.
+"""
+
+from .backend import S3Backend
+from .errors import ERROR_TABLE, translate_error
+
+__all__ = ["ERROR_TABLE", "S3Backend", "translate_error"]

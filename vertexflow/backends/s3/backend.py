@@ -1,0 +1,705 @@
+"""The S3 backend: a bucket and an optional prefix of an S3-compatible store."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    aclosing,
+    asynccontextmanager,
+    contextmanager,
+)
+from dataclasses import replace
+from email.utils import parsedate_to_datetime
+from functools import partial
+from typing import Any, ClassVar
+
+import aioboto3
+import anyio
+import botocore.exceptions as bce
+import botocore.httpsession
+import structlog
+from aiobotocore.config import AioConfig
+
+from ...errors import (
+    AccessDenied,
+    BackendError,
+    ConfigError,
+    ConnectionFailed,
+    IntegrityError,
+    InvalidKey,
+    NotFound,
+    ObjectTooLarge,
+    SourceChanged,
+    TransientError,
+)
+from ...model import MD5, SHA256, BodyFactory, Features, ObjectInfo
+from ...retry import RetryPolicy, retry_call
+from ..base import Backend, UploadCheckpoint, check_key
+from . import listing
+from .common import (
+    ABORT_TIMEOUT,
+    CHECK_TIMEOUT,
+    CONNECT_TIMEOUT,
+    COPY_PART_SIZE,
+    MAX_KEY_BYTES,
+    MAX_OBJECT_SIZE,
+    MAX_PARTS,
+    MAX_SINGLE_COPY,
+    MIN_PART_SIZE,
+    READ_TIMEOUT,
+    REQUEST_ATTEMPTS,
+    MiB,
+    b64,
+    close_iterator,
+    empty,
+    etag_is_content_md5,
+    first_error,
+    md5_hashes,
+    md5_sha256,
+    off_loop,
+    quote_etag,
+    strip_etag,
+    utc,
+)
+from .download import Download
+from .errors import S3HTTPError, translate_error
+from .fastpath import FastS3, Target
+from .upload import BodyReader, SourceDiffers, Upload, Uploads
+
+log = structlog.get_logger(__name__)
+
+#: Idempotent single requests (a listing page, a stat, a small PutObject, a
+#: ranged part) are retried here: the fast path has no retries of its own,
+#: and botocore does not retry a body cut mid-read.
+REQUEST_RETRY = RetryPolicy(attempts=4, base_delay=0.2, max_delay=5.0, deadline=60.0)
+
+
+class _Final(Exception):
+    """Carries an error past retry_call, which would retry anything marked retryable."""
+
+    def __init__(self, error: BackendError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class S3Backend(Backend):
+    """A bucket (and prefix) of an S3-compatible store.
+
+    Defaults and why:
+
+    * ``max_concurrency`` (16): how many requests the engine runs at once; it
+      sizes the connection pools.
+    * ``part_size`` (8 MiB) and ``multipart_threshold`` (8 MiB): the AWS CLI's
+      defaults; at least 5 MiB, S3's minimum part. The part size grows for
+      objects of known size that would need more than 10,000 parts.
+    * ``download_concurrency`` / ``upload_concurrency`` (4): ranged parts in
+      flight per object; memory per large transfer is about this times ``part_size``.
+    * ``sorted_listing`` (True): S3 lists keys in UTF-8 byte order, which the
+      sync planner merges without sorting. Servers that list directory by
+      directory (SeaweedFS, recognised by its Server header) are walked level
+      by level to keep that order; any other server caught out of order stops
+      the listing with a ConfigError. False makes the planner sort instead.
+    * ``verify_tls`` (None): None or True verify as botocore does (honouring
+      ``AWS_CA_BUNDLE``); False turns verification off; a string is a CA bundle path.
+
+    ``requests`` counts every HTTP request sent (botocore's retries included),
+    ``retries`` every request sent again after a failure.
+    """
+
+    scheme: ClassVar[str] = "s3"
+    features = Features(
+        server_side_copy=True,
+        native_hashes=(MD5,),
+        sorted_listing=True,
+        max_object_size=MAX_OBJECT_SIZE,
+        preserves_mtime=False,
+        resumable_uploads=True,
+    )
+    #: Largest object copied with one CopyObject; bigger ones use UploadPartCopy.
+    single_copy_limit: int = MAX_SINGLE_COPY
+    copy_part_size: int = COPY_PART_SIZE
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        session_token: str | None = None,
+        profile: str | None = None,
+        addressing_style: str = "auto",
+        max_concurrency: int = 16,
+        part_size: int = 8 * MiB,
+        multipart_threshold: int = 8 * MiB,
+        download_concurrency: int = 4,
+        upload_concurrency: int = 4,
+        verify_tls: bool | str | None = None,
+        sorted_listing: bool = True,
+        name: str | None = None,
+    ) -> None:
+        if not bucket:
+            raise ConfigError("S3 bucket name is empty")
+        if part_size < MIN_PART_SIZE:
+            raise ConfigError(f"S3 part_size must be at least {MIN_PART_SIZE} bytes (5 MiB)")
+        if addressing_style not in ("auto", "path", "virtual"):
+            raise ConfigError(f"S3 addressing_style must be auto, path or virtual, not {addressing_style!r}")
+        if min(max_concurrency, download_concurrency, upload_concurrency, multipart_threshold) < 1:
+            raise ConfigError("S3 concurrency and multipart_threshold must be positive")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        if self.prefix:
+            check_key(self.prefix, backend=f"s3://{bucket}")
+        self._root = f"{self.prefix}/" if self.prefix else ""
+        self._endpoint_url = endpoint_url
+        self._region = region
+        self._access_key_id = access_key_id
+        self._secret_access_key = secret_access_key
+        self._session_token = session_token
+        self._profile = profile
+        self._addressing_style = addressing_style
+        self._max_concurrency = max_concurrency
+        self._part_size = part_size
+        self._threshold = multipart_threshold
+        self._download_concurrency = download_concurrency
+        self._upload_concurrency = upload_concurrency
+        self._verify_tls = verify_tls
+        self._name = name
+        self.requests = 0
+        self.retries = 0
+        self._session: Any = None
+        self._s3: Any = None
+        self._fast: FastS3 | None = None
+        #: learnt from the first answer: see listing.lists_by_directory
+        self._lists_by_directory: bool | None = None
+        if not sorted_listing:
+            self.features = replace(type(self).features, sorted_listing=False)
+        self._uploads = Uploads(self)
+        self._stack = AsyncExitStack()
+        self._client_lock = anyio.Lock()
+
+    # -- identity ----------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint URL in use (explicit, from the environment, or AWS's own)."""
+        if self._s3 is not None:
+            return str(self._s3.meta.endpoint_url)
+        return (self._endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL") or "AWS")
+
+    def describe(self) -> str:
+        """``s3://bucket/prefix`` (``name:bucket/prefix`` for a named remote), plus `` at ENDPOINT`` off AWS."""
+        path = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
+        where = f"{self._name}:{path}" if self._name else f"s3://{path}"
+        endpoint = self.endpoint
+        if endpoint != "AWS" and ".amazonaws.com" not in endpoint:
+            where += f" at {endpoint}"
+        return where
+
+    def _identity(self) -> tuple[str, str | None, str | None]:
+        region = self._region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        key = self._access_key_id or os.environ.get("AWS_ACCESS_KEY_ID")
+        if key is None:
+            profile = self._profile or os.environ.get("AWS_PROFILE")
+            key = f"profile:{profile}" if profile else None
+        endpoint = (self._endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+                    or os.environ.get("AWS_ENDPOINT_URL") or "AWS")
+        return endpoint.rstrip("/"), region, key
+
+    def same_store(self, other: Backend) -> bool:
+        """Same endpoint, region and access key: CopyObject can read ``other``'s buckets."""
+        return isinstance(other, S3Backend) and self._identity() == other._identity()
+
+    # -- clients ---------------------------------------------------------------
+
+    async def _client(self) -> Any:
+        """The aioboto3 client (multipart, copy, delete, bucket checks)."""
+        if self._s3 is None:
+            async with self._client_lock:
+                if self._s3 is None:
+                    self._s3 = await self._make_client()
+        return self._s3
+
+    async def _fast_client(self) -> FastS3:
+        """The fast path (PutObject, GetObject, HeadObject, ListObjectsV2), addressed and signed as the boto client would."""
+        if self._fast is None:
+            client = await self._client()
+            async with self._client_lock:
+                if self._fast is None:
+                    with self._errors("connect"):
+                        self._fast = await self._make_fast(client)
+        return self._fast
+
+    async def _make_client(self) -> Any:
+        try:
+            self._session = aioboto3.Session(
+                aws_access_key_id=self._access_key_id,
+                aws_secret_access_key=self._secret_access_key,
+                aws_session_token=self._session_token,
+                profile_name=self._profile,
+                region_name=self._region,
+            )
+        except bce.ProfileNotFound as exc:
+            raise ConfigError(f"AWS profile {self._profile!r} not found") from exc
+        config = AioConfig(
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
+            retries={"mode": "standard", "total_max_attempts": REQUEST_ATTEMPTS},
+            max_pool_connections=self._connections(),
+            s3={"addressing_style": self._addressing_style},
+        )
+        kwargs: dict[str, Any] = {"config": config}
+        if self._endpoint_url:
+            kwargs["endpoint_url"] = self._endpoint_url
+        # True means "verify as botocore does by default", which honours AWS_CA_BUNDLE
+        if self._verify_tls is False or isinstance(self._verify_tls, str):
+            kwargs["verify"] = self._verify_tls
+        client = await self._stack.enter_async_context(self._session.client("s3", **kwargs))
+        # once per HTTP request botocore sends, and once per retry it makes
+        client.meta.events.register("before-send.s3", self._count_boto_request)
+        client.meta.events.register("request-created.s3", self._count_boto_retry)
+        return client
+
+    def _count_boto_request(self, **_: Any) -> None:
+        self.requests += 1
+
+    def _count_boto_retry(self, request: Any, **_: Any) -> None:
+        if request.context.get("retries", {}).get("attempt", 1) > 1:
+            self.retries += 1
+
+    def _count_request(self) -> None:
+        self.requests += 1
+
+    def _connections(self) -> int:
+        # one connection per concurrent request plus the ranged parts of one
+        # large object: the engine's limit is the real bound
+        return self._max_concurrency + max(self._download_concurrency, self._upload_concurrency)
+
+    async def _make_fast(self, client: Any) -> FastS3:
+        credentials = await self._session.get_credentials()
+        if credentials is None:
+            raise bce.NoCredentialsError()
+        target = await Target.resolve(client, self.bucket)
+        fast = FastS3(target, credentials, connections=self._connections(),
+                      ssl_context=self._ssl_context(target.origin), on_request=self._count_request)
+        self._stack.push_async_callback(fast.aclose)
+        return fast
+
+    def _ssl_context(self, origin: str) -> ssl.SSLContext | bool:
+        """TLS verification as botocore does it: ``verify_tls``, else AWS_CA_BUNDLE, else its bundle."""
+        if not origin.startswith("https:") or self._verify_tls is False:
+            return False
+        cafile = (self._verify_tls if isinstance(self._verify_tls, str)
+                  else os.environ.get("AWS_CA_BUNDLE") or botocore.httpsession.get_cert_path(True))
+        return ssl.create_default_context(cafile=cafile)
+
+    async def aclose(self) -> None:
+        async with self._client_lock:
+            stack, self._stack = self._stack, AsyncExitStack()
+            self._s3 = self._fast = None
+            await stack.aclose()
+
+    # -- keys and errors ---------------------------------------------------------
+
+    def _full_key(self, key: str) -> str:
+        check_key(key, backend=self.describe())
+        full = self._root + key
+        if len(full.encode("utf-8")) > MAX_KEY_BYTES:
+            raise InvalidKey(f"key is longer than S3's {MAX_KEY_BYTES} bytes", backend=self.describe(),
+                             key=key)
+        return full
+
+    @contextmanager
+    def _errors(self, op: str, key: str | None = None) -> Iterator[None]:
+        """Translate SDK, fast-path and transport errors raised inside into our exceptions."""
+        try:
+            yield
+        except BackendError:
+            raise
+        except Exception as exc:
+            mapped = translate_error(exc, backend=self.describe(), endpoint=self.endpoint, key=key, op=op)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    def _fail(self, cls: type[BackendError], key: str) -> Callable[[str], BackendError]:
+        return lambda message: cls(message, backend=self.describe(), key=key)
+
+    async def _call(self, op: str, key: str | None, fn: Callable[[], Awaitable[Any]],
+                    *, retry: bool = False) -> Any:
+        """One request with errors translated.
+
+        With ``retry=True`` (idempotent requests only) transient failures are
+        tried again here. Other errors, even those the engine retries whole
+        objects for (SourceChanged, IntegrityError), are final for the request.
+        """
+        async def once() -> Any:
+            with self._errors(op, key):
+                return await fn()
+
+        if not retry:
+            return await once()
+
+        async def attempt() -> Any:
+            try:
+                return await once()
+            except TransientError:
+                raise
+            except BackendError as exc:
+                raise _Final(exc) from exc
+
+        def retrying(*_: Any) -> None:
+            self.retries += 1
+
+        try:
+            return await retry_call(attempt, REQUEST_RETRY, on_retry=retrying)
+        except _Final as final:
+            raise final.error from final.error.__cause__
+
+    # -- check -------------------------------------------------------------------
+
+    async def check(self, *, write: bool = False) -> None:
+        """HeadBucket (and a one-key listing to name a 403), bounded by CHECK_TIMEOUT."""
+        client = await self._client()
+        with anyio.move_on_after(CHECK_TIMEOUT):
+            await self._check_bucket(client)
+            return
+        raise ConnectionFailed(f"no answer from {self.endpoint} within {CHECK_TIMEOUT:.0f} s",
+                               backend=self.describe())
+
+    async def _check_bucket(self, client: Any) -> None:
+        try:
+            head = await self._call("HeadBucket", None, lambda: client.head_bucket(Bucket=self.bucket))
+        except NotFound as exc:
+            raise NotFound(f"bucket {self.bucket!r} does not exist", backend=self.describe()) from exc
+        except AccessDenied:
+            # HEAD answers carry no error code: a listing tells bad credentials
+            # (AuthError) from a bucket we may not list (AccessDenied)
+            await self._call("ListObjectsV2", None, lambda: client.list_objects_v2(
+                Bucket=self.bucket, MaxKeys=1, Prefix=self._root))
+            return
+        if self._lists_by_directory is None:
+            self._lists_by_directory = listing.lists_by_directory(
+                head.get("ResponseMetadata", {}).get("HTTPHeaders", {}))
+
+    # -- list / stat -----------------------------------------------------------------
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """ListObjectsV2 page by page, each page retried on its own.
+
+        With ``sorted_listing`` the order is checked as it streams: a server
+        that breaks it stops the listing (a merge of unsorted listings would
+        plan wrong copies and deletions) instead of being trusted silently.
+        """
+        fast = await self._fast_client()
+        previous: str | None = None
+        async with aclosing(self._raw_listing(fast, self._root + prefix)) as items:
+            async for item in items:
+                if self.features.sorted_listing:
+                    self._check_order(previous, item["Key"])
+                    previous = item["Key"]
+                info = self._listed(item)
+                if info is not None:
+                    yield info
+
+    def _check_order(self, previous: str | None, key: str) -> None:
+        if previous is not None and key <= previous:
+            raise ConfigError(f"{self.describe()}: the server listed {key!r} after {previous!r}, "
+                              "not in key order; set sorted_listing = false for this remote")
+
+    async def _raw_listing(self, fast: FastS3, prefix: str) -> AsyncIterator[dict[str, Any]]:
+        """ListObjectsV2 items (dicts) under ``prefix``: flat pages, or a walk where the server needs it."""
+        page = partial(self._list_page, fast)
+        if self.features.sorted_listing and self._lists_by_directory is None:
+            # no answer seen yet: one page to see the Server header, used if it is a flat lister's
+            first = await page(prefix, None, None)
+            self._lists_by_directory = listing.lists_by_directory({"server": fast.server or ""})
+            if not self._lists_by_directory:
+                async with aclosing(listing.flat(page, prefix, first)) as items:
+                    async for item in items:
+                        yield item
+                return
+        if self.features.sorted_listing and self._lists_by_directory:
+            items = listing.walk(page, prefix)
+        else:
+            items = listing.flat(page, prefix)
+        async with aclosing(items):
+            async for item in items:
+                yield item
+
+    async def _list_page(self, fast: FastS3, prefix: str, token: str | None,
+                         delimiter: str | None) -> dict[str, Any]:
+        return await self._call("ListObjectsV2", None, lambda: fast.list_page(prefix, token, delimiter),
+                                retry=True)
+
+    def _listed(self, item: dict[str, Any]) -> ObjectInfo | None:
+        full: str = item["Key"]
+        if full.endswith("/"):
+            return None  # a "directory marker" made by consoles and some tools
+        key = full[len(self._root):]
+        try:
+            check_key(key)
+        except InvalidKey:
+            # "a//b" or "./x" cannot be named on other backends, nor read back
+            # through this contract; say so instead of failing the whole listing
+            log.warning("s3.key_skipped", backend=self.describe(), key=full,
+                        reason="empty, '.' or '..' segment")
+            return None
+        etag = strip_etag(item.get("ETag"))
+        return ObjectInfo(key=key, size=int(item["Size"]), mtime=utc(item.get("LastModified")),
+                          etag=etag, version=etag, hashes=md5_hashes(etag))
+
+    async def stat(self, key: str) -> ObjectInfo:
+        full = self._full_key(key)
+        fast = await self._fast_client()
+        headers = await self._call("HeadObject", key, lambda: fast.head_object(full), retry=True)
+        return self._info_from_head(key, headers)
+
+    @staticmethod
+    def _info_from_head(key: str, headers: Mapping[str, str]) -> ObjectInfo:
+        etag = strip_etag(headers.get("ETag"))
+        hashes = md5_hashes(etag)
+        sha256 = headers.get(f"x-amz-meta-{SHA256}")
+        if sha256:
+            hashes[SHA256] = sha256.lower()
+        modified = headers.get("Last-Modified")
+        return ObjectInfo(key=key, size=int(headers["Content-Length"]),
+                          mtime=utc(parsedate_to_datetime(modified)) if modified else None,
+                          etag=etag, version=etag, hashes=hashes)
+
+    # -- open --------------------------------------------------------------------------
+
+    def open(self, key: str, *, offset: int = 0, length: int | None = None,
+             if_version: str | None = None) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """GetObject with Range and If-Match; beyond ``multipart_threshold`` the rest comes as
+        parallel ranged GETs (``download_concurrency`` in flight), pinned to the first answer's ETag.
+        A whole object read in one answer is checked against a plain-MD5 ETag."""
+        full = self._full_key(key)
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError("offset and length must not be negative")
+        return self._open(key, full, offset, length, if_version)
+
+    @asynccontextmanager
+    async def _open(self, key: str, full: str, offset: int, length: int | None,
+                    if_version: str | None) -> AsyncIterator[AsyncIterator[bytes]]:
+        fast = await self._fast_client()
+        if length == 0:
+            await self._check_version(key, if_version)
+            yield empty()
+            return
+        first = min(length, self._threshold) if length is not None else self._threshold
+        async with AsyncExitStack() as stack:
+            response = await self._get_first(fast, stack, key, full, offset, offset + first - 1, if_version)
+            if response is None:  # offset at or past the end
+                yield empty()
+                return
+
+            async def read(n: int) -> bytes:
+                with self._errors("GetObject", key):
+                    return await response.content.readexactly(n)
+
+            pin = if_version or strip_etag(response.headers.get("ETag"))
+            download = Download(describe=self.describe, key=key, headers=response.headers, offset=offset,
+                                end=None if length is None else offset + length, read=read,
+                                fetch=partial(self._get_range, fast, key, full, pin=pin),
+                                part_size=self._part_size, concurrency=self._download_concurrency)
+            if not download.has_ranges:  # a small object: no task group to set up
+                async with aclosing(download.stream(None)) as stream:
+                    yield stream
+                return
+            with first_error():
+                async with anyio.create_task_group() as tg:
+                    stream = download.stream(tg)
+                    try:
+                        yield stream
+                    finally:
+                        await stream.aclose()
+                        tg.cancel_scope.cancel()
+
+    async def _check_version(self, key: str, if_version: str | None) -> None:
+        info = await self.stat(key)
+        if if_version is not None and info.version != if_version.strip('"'):
+            raise SourceChanged("object changed since it was listed", backend=self.describe(), key=key)
+
+    async def _get_first(self, fast: FastS3, stack: AsyncExitStack, key: str, full: str, first: int,
+                         last: int, if_version: str | None) -> Any:
+        """The first answer, kept open in ``stack``; None when the object ends before ``first``."""
+        if_match = quote_etag(if_version) if if_version else None
+
+        async def get() -> Any:
+            try:
+                return await stack.enter_async_context(
+                    fast.get_object(full, first=first, last=last, if_match=if_match))
+            except S3HTTPError as exc:
+                if exc.code != "InvalidRange":
+                    raise
+                return None
+
+        response = await self._call("GetObject", key, get, retry=True)
+        if response is None:  # 416: the object is empty or shorter than the offset
+            await self._check_version(key, if_version)
+        return response
+
+    async def _get_range(self, fast: FastS3, key: str, full: str, first: int, last: int, *,
+                         pin: str | None) -> bytes:
+        if_match = quote_etag(pin) if pin else None
+        return await self._call("GetObject", key, lambda: fast.get_range(full, first, last, if_match),
+                                retry=True)
+
+    # -- put -----------------------------------------------------------------------
+
+    async def put(self, info: ObjectInfo, body: BodyFactory, *,
+                  checkpoint: UploadCheckpoint | None = None) -> ObjectInfo:
+        """PutObject up to ``multipart_threshold``, multipart above (resumed from ``checkpoint``, see :mod:`.upload`)."""
+        if info.size is not None and info.size > MAX_OBJECT_SIZE:
+            raise ObjectTooLarge(f"{info.size} bytes is over S3's 5 TiB limit",
+                                 backend=self.describe(), key=info.key)
+        full = self._full_key(info.key)
+        try:
+            return await self._put(info, full, body, checkpoint)
+        except SourceDiffers as exc:
+            # the upload the checkpoint saved is aborted and the checkpoint cleared: start afresh
+            log.info("s3.resume_discarded", backend=self.describe(), key=info.key, reason=str(exc))
+            return await self._put(info, full, body, checkpoint)
+
+    async def _put(self, info: ObjectInfo, full: str, body: BodyFactory,
+                   checkpoint: UploadCheckpoint | None) -> ObjectInfo:
+        it = body()
+        try:
+            reader = BodyReader(it, info.size, self._fail(SourceChanged, info.key))
+            head, ended = await reader.read_head(self._threshold)
+            if ended:
+                reader.check_end()
+                return await self._put_single(info, full, b"".join(head))
+            client = await self._client()
+            return await self._uploads.put(client, info, full, reader, head, checkpoint)
+        finally:
+            await close_iterator(it)
+
+    async def _put_single(self, info: ObjectInfo, full: str, data: bytes) -> ObjectInfo:
+        key = info.key
+        md5, sha = await off_loop(lambda: md5_sha256(data), len(data))
+        sha_hex = sha.hex()
+        self._check_expected_sha(info, sha_hex)
+        fast = await self._fast_client()
+        # the server checks Content-MD5 before storing; the ETag is compared too, for servers that do not
+        headers = await self._call("PutObject", key, lambda: fast.put_object(
+            full, data, sha_hex, b64(md5), {SHA256: sha_hex}), retry=True)
+        etag = strip_etag(headers.get("ETag"))
+        if etag_is_content_md5(etag, headers) and etag != md5.hex():
+            await self._delete_corrupt(key, full)
+            raise IntegrityError(f"server reports MD5 {etag}, sent {md5.hex()}",
+                                 backend=self.describe(), key=key)
+        hashes = {SHA256: sha_hex, **md5_hashes(etag)}
+        return ObjectInfo(key=key, size=len(data), etag=etag, version=etag, hashes=hashes)
+
+    def _check_expected_sha(self, info: ObjectInfo, actual: str) -> None:
+        expected = info.hashes.get(SHA256)
+        if expected is not None and expected.lower() != actual:
+            raise IntegrityError(f"content SHA-256 {actual} differs from the expected {expected}",
+                                 backend=self.describe(), key=info.key)
+
+    def _part_size_for(self, size: int | None) -> int:
+        """``part_size``, grown (in whole MiB) when a known size would need more than 10,000 parts."""
+        if size is None:
+            return self._part_size
+        needed = -(-size // MAX_PARTS)
+        return max(self._part_size, -(-needed // MiB) * MiB)
+
+    async def _delete_corrupt(self, key: str, full: str) -> None:
+        # what the server stored is not what we sent: it must not stay visible
+        client = await self._client()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
+            await self._call("DeleteObject", key, lambda: client.delete_object(Bucket=self.bucket, Key=full))
+
+    # -- delete / copy ---------------------------------------------------------------
+
+    async def delete(self, key: str) -> None:
+        full = self._full_key(key)
+        client = await self._client()
+        try:
+            await self._call("DeleteObject", key, lambda: client.delete_object(Bucket=self.bucket, Key=full))
+        except NotFound:
+            # S3 answers 204 for an absent key; some servers say NoSuchKey.
+            # A missing bucket is still an error.
+            if not await self._bucket_exists(client):
+                raise
+
+    async def _bucket_exists(self, client: Any) -> bool:
+        try:
+            await self._call("HeadBucket", None, lambda: client.head_bucket(Bucket=self.bucket))
+        except NotFound:
+            return False
+        return True
+
+    async def server_copy(self, source: Backend, src: ObjectInfo, dst_key: str) -> ObjectInfo:
+        """CopyObject (UploadPartCopy above 5 GiB) from any bucket of the same store; keeps the sha256 metadata.
+
+        When ``src.version`` is set the copy fails with SourceChanged if the
+        source is no longer that version.
+        """
+        if not isinstance(source, S3Backend) or not self.same_store(source):
+            raise NotImplementedError(f"{self.describe()} cannot copy from {source.describe()}")
+        dst_full = self._full_key(dst_key)
+        src_full = source._full_key(src.key)
+        client = await self._client()
+        copy_source = {"Bucket": source.bucket, "Key": src_full}
+        size = src.size if src.size is not None else (await source.stat(src.key)).size
+        if size is not None and size > self.single_copy_limit:
+            await self._copy_multipart(client, source, src, copy_source, dst_key, dst_full)
+        else:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": dst_full, "CopySource": copy_source,
+                                      "MetadataDirective": "COPY"}
+            if src.version:
+                kwargs["CopySourceIfMatch"] = quote_etag(src.version)
+            await self._call("CopyObject", dst_key, lambda: client.copy_object(**kwargs))
+        copied = await self.stat(dst_key)
+        if SHA256 not in copied.hashes and SHA256 in src.hashes:
+            copied = replace(copied, hashes={**copied.hashes, SHA256: src.hashes[SHA256]})
+        return copied
+
+    async def _copy_multipart(self, client: Any, source: S3Backend, src: ObjectInfo,
+                              copy_source: dict[str, str], dst_key: str, dst_full: str) -> None:
+        head = await source.stat(src.key)
+        if src.version and head.version != src.version.strip('"'):
+            raise SourceChanged("source changed before the copy", backend=source.describe(), key=src.key)
+        assert head.size is not None
+        part_size = max(self.copy_part_size, self._part_size_for(head.size))
+        # the metadata is given again: a multipart upload does not copy it
+        upload = await self._uploads.create(client, dst_key, dst_full, sha256=head.hashes.get(SHA256),
+                                            part_size=part_size, checksums=False)
+        try:
+            await self._copy_parts(client, dst_key, dst_full, upload, copy_source, head)
+            await self._uploads.complete(client, dst_key, dst_full, upload)
+        except BaseException:
+            await self._uploads.abort(client, dst_key, dst_full, upload.upload_id)
+            raise
+
+    async def _copy_parts(self, client: Any, key: str, full: str, upload: Upload,
+                          copy_source: dict[str, str], head: ObjectInfo) -> None:
+        assert head.size is not None and head.version is not None
+        in_flight = anyio.Semaphore(self._upload_concurrency)
+
+        async def copy_part(number: int, first: int, last: int) -> None:
+            async with in_flight:
+                response = await self._call("UploadPartCopy", key, lambda: client.upload_part_copy(
+                    Bucket=self.bucket, Key=full, UploadId=upload.upload_id, PartNumber=number,
+                    CopySource=copy_source, CopySourceRange=f"bytes={first}-{last}",
+                    CopySourceIfMatch=quote_etag(head.version)))
+            result = response["CopyPartResult"]
+            part = {"PartNumber": number, "ETag": result["ETag"]}
+            if result.get("ChecksumSHA256"):
+                part["ChecksumSHA256"] = result["ChecksumSHA256"]
+            upload.parts[number] = part
+
+        with first_error():
+            async with anyio.create_task_group() as tg:
+                for number, first in enumerate(range(0, head.size, upload.part_size), start=1):
+                    tg.start_soon(copy_part, number, first, min(head.size, first + upload.part_size) - 1)

@@ -1,0 +1,134 @@
+"""Limits, defaults and small helpers shared by the S3 modules."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+
+from ...model import MD5
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+# S3's own limits.
+MAX_OBJECT_SIZE = 5 * TiB
+MAX_PARTS = 10_000
+MIN_PART_SIZE = 5 * MiB
+MAX_SINGLE_COPY = 5 * GiB
+MAX_KEY_BYTES = 1024
+
+#: Chunk size for streamed GET bodies: big enough that per-chunk overhead is
+#: small, small enough not to matter for memory.
+READ_CHUNK = 1 * MiB
+#: Below this, hashing on the event loop is cheaper than a thread hop (~100-250 µs).
+INLINE_HASH_LIMIT = 256 * KiB
+#: Part size for server-side multipart copies: few requests, each well under 5 GiB.
+COPY_PART_SIZE = 512 * MiB
+#: Seconds a shielded multipart abort may take after an error or cancellation.
+ABORT_TIMEOUT = 30.0
+#: Seconds check() waits in all before calling the endpoint unreachable.
+CHECK_TIMEOUT = 15.0
+#: Connect timeout: a dead endpoint fails fast, the engine retries.
+CONNECT_TIMEOUT = 5.0
+#: Read timeout per socket read, not per request.
+READ_TIMEOUT = 60.0
+#: Attempts per request (1 try + 2 retries), as botocore's standard mode: the
+#: engine retries whole objects on top.
+REQUEST_ATTEMPTS = 3
+
+_PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
+_MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-\d+$")
+
+
+def strip_etag(etag: str | None) -> str | None:
+    return etag.strip('"') if etag else None
+
+
+def quote_etag(version: str) -> str:
+    return version if version.startswith('"') else f'"{version}"'
+
+
+def md5_hashes(etag: str | None) -> dict[str, str]:
+    """{"md5": etag} when the ETag is a plain MD5 of the content (single-part upload)."""
+    return {MD5: etag} if etag and _PLAIN_MD5.match(etag) else {}
+
+
+def etag_is_content_md5(etag: str | None, headers: Mapping[str, Any], *, multipart: bool = False) -> bool:
+    """True when ``etag`` should be the MD5 of the bytes sent (``md5-N`` of the part MD5s if ``multipart``).
+
+    ``headers`` are the answer's (lower-case names) or botocore's parsed
+    response. With SSE-KMS or SSE-C AWS answers ETags that look like MD5s but
+    are not, so only unencrypted or SSE-S3 objects are compared.
+    """
+    sse_c = headers.get("SSECustomerAlgorithm") or headers.get("x-amz-server-side-encryption-customer-algorithm")
+    sse = headers.get("ServerSideEncryption") or headers.get("x-amz-server-side-encryption")
+    if sse_c or sse == "aws:kms":
+        return False
+    pattern = _MULTIPART_ETAG if multipart else _PLAIN_MD5
+    return bool(etag and pattern.match(etag))
+
+
+def utc(when: datetime | None) -> datetime | None:
+    # botocore gives listings in local time and HEAD answers in UTC
+    return when.astimezone(UTC) if when is not None else None
+
+
+def b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def md5_sha256(data: bytes) -> tuple[bytes, bytes]:
+    return hashlib.md5(data, usedforsecurity=False).digest(), hashlib.sha256(data).digest()
+
+
+async def off_loop(fn: Callable[[], Any], size: int) -> Any:
+    """Run a hashing call in a worker thread when the data is big (hashlib releases the GIL)."""
+    if size >= INLINE_HASH_LIMIT:
+        return await anyio.to_thread.run_sync(fn)
+    return fn()
+
+
+@contextmanager
+def first_error() -> Iterator[None]:
+    """Re-raise the first real error out of an anyio task group's ExceptionGroup.
+
+    Callers expect our exception classes, not groups; the cancellations of
+    sibling tasks are only consequences of that first error.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        cancelled = anyio.get_cancelled_exc_class()
+        real = [e for e in leaves if not isinstance(e, cancelled)]
+        if not real:
+            raise
+        # the error keeps its own cause (the SDK error); the group adds nothing
+        raise real[0] from real[0].__cause__
+
+
+def _leaves(group: BaseExceptionGroup) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+async def close_iterator(it: AsyncIterator[bytes]) -> None:
+    if isinstance(it, AsyncGenerator):
+        await it.aclose()
+
+
+async def empty() -> AsyncIterator[bytes]:
+    return
+    yield  # pragma: no cover - makes this an async generator

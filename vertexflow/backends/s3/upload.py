@@ -1,0 +1,385 @@
+"""Multipart uploads: parts in flight, verified completion, and resuming after a killed run.
+
+A checkpoint (:class:`~vertexflow.backends.base.UploadCheckpoint`) holds::
+
+    {"upload_id": str, "part_size": int, "sha256": str | None,   # the metadata given at creation
+     "parts": [{"number": int, "etag": str, "sha256": hex, "size": int}, ...]}
+
+It is saved right after CreateMultipartUpload (so a run killed at any later
+moment leaves a record of its upload) and after every completed part, and
+cleared once the upload is completed or aborted. An upload that cannot be
+aborted (the server is unreachable) keeps its checkpoint, to be resumed or
+aborted by the next run.
+
+On resume the saved upload is kept only if the server still has it
+(ListParts), its part size is the one saved, and it was created with the
+SHA-256 metadata this put would give. Parts count as done only where the
+server lists them with the saved ETag and size; the body is replayed from
+byte 0 and every byte hashed, and a done part is skipped only when its bytes
+hash to the saved SHA-256. A part that does not (the source changed) aborts
+the upload, clears the checkpoint, and the put starts again from byte 0 with
+a fresh upload. A saved upload that is not kept is aborted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import aclosing
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import botocore.exceptions as bce
+import structlog
+
+from ...errors import BackendError, IntegrityError, ObjectTooLarge, TransientError
+from ...model import SHA256, ObjectInfo
+from ..base import UploadCheckpoint
+from .common import (
+    ABORT_TIMEOUT,
+    MAX_PARTS,
+    MIN_PART_SIZE,
+    b64,
+    etag_is_content_md5,
+    first_error,
+    md5_sha256,
+    off_loop,
+    strip_etag,
+)
+from .errors import error_code
+
+if TYPE_CHECKING:
+    from .backend import S3Backend
+
+log = structlog.get_logger(__name__)
+
+
+class SourceDiffers(Exception):
+    """A part the checkpoint recorded hashes differently now: the upload was aborted; start again."""
+
+
+class BodyReader:
+    """Reads a put body, counting bytes and refusing more than the announced size."""
+
+    def __init__(self, it: AsyncIterator[bytes], expected: int | None, fail: Callable[[str], BackendError]):
+        self._it = it
+        self._expected = expected
+        self._fail = fail
+        self.count = 0
+
+    async def chunk(self) -> bytes | None:
+        """The next non-empty chunk, or None at the end."""
+        async for chunk in self._it:
+            if not chunk:
+                continue
+            self.count += len(chunk)
+            if self._expected is not None and self.count > self._expected:
+                raise self._fail(f"body is longer than the announced {self._expected} bytes")
+            return chunk
+        return None
+
+    async def read_head(self, limit: int) -> tuple[list[bytes], bool]:
+        """Chunks until more than ``limit`` bytes are read or the body ends; True when it ended."""
+        chunks: list[bytes] = []
+        while self.count <= limit:
+            chunk = await self.chunk()
+            if chunk is None:
+                return chunks, True
+            chunks.append(chunk)
+        return chunks, False
+
+    def check_end(self) -> None:
+        if self._expected is not None and self.count != self._expected:
+            raise self._fail(f"body has {self.count} bytes, {self._expected} announced")
+
+    async def parts(self, head: list[bytes], size: int) -> AsyncIterator[bytes]:
+        """Re-chunk ``head`` and then the rest of the body into parts of exactly ``size`` (the last shorter)."""
+        buf = bytearray()
+        pending = deque(head)
+        while True:
+            chunk = pending.popleft() if pending else await self.chunk()
+            if chunk is None:
+                break
+            buf += chunk
+            while len(buf) >= size:
+                with memoryview(buf) as view:
+                    part = bytes(view[:size])
+                del buf[:size]
+                yield part
+        if buf:
+            yield bytes(buf)
+
+
+@dataclass(frozen=True, slots=True)
+class PartRecord:
+    """A completed part as the checkpoint keeps it."""
+
+    number: int
+    etag: str
+    sha256: str
+    size: int
+
+
+@dataclass(slots=True)
+class Upload:
+    """A multipart upload in progress: running hashes, the parts for Complete, and what a checkpoint saves."""
+
+    upload_id: str
+    part_size: int
+    metadata_sha256: str | None = None
+    whole_sha256: Any = field(default_factory=hashlib.sha256)
+    part_md5s: dict[int, bytes] = field(default_factory=dict)
+    #: the parts for CompleteMultipartUpload
+    parts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: parts known to be on the server (saved in the checkpoint)
+    done: dict[int, PartRecord] = field(default_factory=dict)
+    #: parts of a resumed upload still to be matched against the replayed body
+    unverified: dict[int, PartRecord] = field(default_factory=dict)
+    skipped: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"upload_id": self.upload_id, "part_size": self.part_size, "sha256": self.metadata_sha256,
+                "parts": [asdict(self.done[n]) for n in sorted(self.done)]}
+
+
+class _Saver:
+    """Saves an upload's snapshot to its checkpoint, one save at a time, shielded from cancellation."""
+
+    def __init__(self, checkpoint: UploadCheckpoint | None, upload: Upload) -> None:
+        self.checkpoint = checkpoint
+        self.upload = upload
+        self._lock = anyio.Lock()
+
+    async def save(self) -> None:
+        if self.checkpoint is None:
+            return
+        # the snapshot is taken under the lock, so a later save never holds fewer parts
+        async with self._lock:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
+                await self.checkpoint.save(self.upload.snapshot())
+
+
+async def clear(checkpoint: UploadCheckpoint | None) -> None:
+    if checkpoint is not None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
+            await checkpoint.clear()
+
+
+class Uploads:
+    """The multipart requests of one backend: create, parts, complete, abort, resume."""
+
+    def __init__(self, backend: S3Backend) -> None:
+        self.b = backend
+
+    # -- one put -----------------------------------------------------------------------
+
+    async def put(self, client: Any, info: ObjectInfo, full: str, reader: BodyReader, head: list[bytes],
+                  checkpoint: UploadCheckpoint | None) -> ObjectInfo:
+        """Upload the rest of ``reader`` (``head`` already read) in parts; see the module docstring."""
+        key = info.key
+        sha256 = info.hashes.get(SHA256)
+        sha256 = sha256.lower() if sha256 else None
+        state = await checkpoint.load() if checkpoint is not None else None
+        upload = await self._resumed(client, key, full, state, sha256) if state else None
+        if upload is None:
+            upload = await self.create(client, key, full, sha256=sha256,
+                                       part_size=self.b._part_size_for(info.size), checkpoint=checkpoint)
+        else:
+            log.info("s3.upload_resumed", backend=self.b.describe(), key=key, upload_id=upload.upload_id,
+                     parts_done=len(upload.unverified))
+        saver = _Saver(checkpoint, upload)
+        try:
+            async with aclosing(reader.parts(head, upload.part_size)) as parts:
+                await self._send_parts(client, info, full, upload, parts, saver)
+            reader.check_end()
+            sha = upload.whole_sha256.hexdigest()
+            self.b._check_expected_sha(info, sha)
+            etag, response = await self.complete(client, key, full, upload)
+        except SourceDiffers:
+            await self.abort(client, key, full, upload.upload_id)
+            await clear(checkpoint)
+            raise
+        except BaseException:
+            # a checkpoint whose upload could not be aborted stays, for the next run to finish or abort
+            if await self.abort(client, key, full, upload.upload_id):
+                await clear(checkpoint)
+            raise
+        await clear(checkpoint)
+        if etag_is_content_md5(etag, response, multipart=True):
+            await self._verify_multipart_etag(client, key, full, upload, etag)
+        return ObjectInfo(key=key, size=reader.count, etag=etag, version=etag, hashes={SHA256: sha})
+
+    async def _resumed(self, client: Any, key: str, full: str, state: Mapping[str, Any],
+                       sha256: str | None) -> Upload | None:
+        """The saved upload if it can be continued, its server-confirmed parts in ``unverified``; else None.
+
+        A saved upload that is not continued is aborted.
+        """
+        upload_id = state.get("upload_id")
+        if not isinstance(upload_id, str):
+            return None
+        try:
+            part_size = int(state["part_size"])
+            saved = [PartRecord(int(p["number"]), str(p["etag"]), str(p["sha256"]), int(p["size"]))
+                     for p in state["parts"]]
+        except (KeyError, TypeError, ValueError):
+            saved, part_size = [], 0
+        usable = part_size >= MIN_PART_SIZE and state.get("sha256") == sha256
+        on_server = await self._list_parts(client, key, full, upload_id) if usable else None
+        if on_server is None:
+            if not usable:
+                await self.abort(client, key, full, upload_id)
+            return None  # else the server no longer has it: nothing to abort
+        upload = Upload(upload_id=upload_id, part_size=part_size, metadata_sha256=sha256)
+        for part in saved:
+            if on_server.get(part.number) == (part.etag, part.size):
+                upload.unverified[part.number] = part
+                upload.done[part.number] = part
+        return upload
+
+    async def _list_parts(self, client: Any, key: str, full: str,
+                          upload_id: str) -> dict[int, tuple[str, int]] | None:
+        """{part number: (ETag, size)} the server holds for the upload, or None if it has no such upload."""
+        parts: dict[int, tuple[str, int]] = {}
+        marker = 0
+        while True:
+            async def page(marker: int = marker) -> dict[str, Any] | None:
+                try:
+                    return await client.list_parts(Bucket=self.b.bucket, Key=full, UploadId=upload_id,
+                                                   PartNumberMarker=marker)
+                except bce.ClientError as exc:
+                    if error_code(exc) in ("NoSuchUpload", "NoSuchKey", "404"):
+                        return None
+                    raise
+
+            response = await self.b._call("ListParts", key, page, retry=True)
+            if response is None:
+                return None
+            for p in response.get("Parts", ()):
+                parts[int(p["PartNumber"])] = (strip_etag(p["ETag"]) or "", int(p["Size"]))
+            if not response.get("IsTruncated"):
+                return parts
+            marker = int(response["NextPartNumberMarker"])
+
+    # -- parts -------------------------------------------------------------------------
+
+    async def _send_parts(self, client: Any, info: ObjectInfo, full: str, upload: Upload,
+                          parts: AsyncIterator[bytes], saver: _Saver) -> None:
+        """Hash each part in-stream; skip the verified parts of a resumed upload, upload the others."""
+        in_flight = anyio.Semaphore(self.b._upload_concurrency)
+        with first_error():
+            async with anyio.create_task_group() as tg:
+                number = 0
+                async for part in parts:
+                    number += 1
+                    if number > MAX_PARTS:
+                        raise ObjectTooLarge(f"more than {MAX_PARTS} parts of {len(part)} bytes",
+                                             backend=self.b.describe(), key=info.key)
+                    md5, sha = await off_loop(lambda p=part: self._hash_part(upload, p), len(part))
+                    upload.part_md5s[number] = md5
+                    saved = upload.unverified.pop(number, None)
+                    if saved is not None:
+                        if (saved.sha256, saved.size) != (sha.hex(), len(part)):
+                            raise SourceDiffers(f"part {number} differs from the interrupted upload's")
+                        upload.parts[number] = {"PartNumber": number, "ETag": f'"{saved.etag}"',
+                                                "ChecksumSHA256": b64(sha)}
+                        upload.skipped += 1
+                        continue
+                    await in_flight.acquire()
+                    tg.start_soon(self._upload_part, client, info.key, full, upload, number, part,
+                                  md5, sha, in_flight, saver)
+                    del part  # the task holds it now; keep memory to the parts in flight
+
+    @staticmethod
+    def _hash_part(upload: Upload, part: bytes) -> tuple[bytes, bytes]:
+        upload.whole_sha256.update(part)
+        return md5_sha256(part)
+
+    async def _upload_part(self, client: Any, key: str, full: str, upload: Upload, number: int,
+                           part: bytes, md5: bytes, sha: bytes, in_flight: anyio.Semaphore,
+                           saver: _Saver) -> None:
+        try:
+            response = await self.b._call("UploadPart", key, lambda: client.upload_part(
+                Bucket=self.b.bucket, Key=full, UploadId=upload.upload_id, PartNumber=number,
+                Body=part, ContentMD5=b64(md5), ChecksumSHA256=b64(sha)))
+        finally:
+            in_flight.release()
+        etag = strip_etag(response.get("ETag"))
+        if etag_is_content_md5(etag, response) and etag != md5.hex():
+            raise IntegrityError(f"part {number}: server reports MD5 {etag}, sent {md5.hex()}",
+                                 backend=self.b.describe(), key=key)
+        upload.parts[number] = {"PartNumber": number, "ETag": response["ETag"],
+                                "ChecksumSHA256": response.get("ChecksumSHA256") or b64(sha)}
+        upload.done[number] = PartRecord(number, etag or "", sha.hex(), len(part))
+        await saver.save()
+
+    # -- create / complete / abort ------------------------------------------------------
+
+    async def create(self, client: Any, key: str, full: str, *, sha256: str | None, part_size: int,
+                     checksums: bool = True, checkpoint: UploadCheckpoint | None = None) -> Upload:
+        """CreateMultipartUpload, shielded, and saved to ``checkpoint`` before anything else can happen."""
+        kwargs: dict[str, Any] = {"Bucket": self.b.bucket, "Key": full}
+        if checksums:
+            kwargs["ChecksumAlgorithm"] = "SHA256"
+        if sha256:
+            kwargs["Metadata"] = {SHA256: sha256}
+        # Shielded: cancelled mid-request, the server may hold an upload whose
+        # id we never learnt and so could never abort.
+        response = None
+        with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
+            response = await self.b._call("CreateMultipartUpload", key,
+                                         lambda: client.create_multipart_upload(**kwargs))
+        if response is None:
+            raise TransientError(f"CreateMultipartUpload: no answer within {ABORT_TIMEOUT:.0f} s",
+                                 backend=self.b.describe(), key=key)
+        upload = Upload(upload_id=response["UploadId"], part_size=part_size, metadata_sha256=sha256)
+        await _Saver(checkpoint, upload).save()
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            if await self.abort(client, key, full, upload.upload_id):
+                await clear(checkpoint)
+            raise
+        return upload
+
+    async def complete(self, client: Any, key: str, full: str, upload: Upload) -> tuple[str | None, dict[str, Any]]:
+        parts = [upload.parts[n] for n in sorted(upload.parts)]
+        response = await self.b._call("CompleteMultipartUpload", key, lambda: client.complete_multipart_upload(
+            Bucket=self.b.bucket, Key=full, UploadId=upload.upload_id, MultipartUpload={"Parts": parts}))
+        etag = strip_etag(response.get("ETag"))
+        if not etag:  # Ceph RGW answers an empty ETag here; HeadObject has it
+            etag = (await self.b.stat(key)).etag
+        return etag, response
+
+    async def _verify_multipart_etag(self, client: Any, key: str, full: str, upload: Upload,
+                                     etag: str | None) -> None:
+        """Compare an ``md5-N`` ETag with the MD5 of our part MD5s (the usual S3 scheme)."""
+        digests = b"".join(upload.part_md5s[n] for n in sorted(upload.part_md5s))
+        ours = f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(upload.part_md5s)}"
+        if etag != ours:
+            await self.b._delete_corrupt(key, full)
+            raise IntegrityError(f"server reports multipart ETag {etag}, expected {ours}",
+                                 backend=self.b.describe(), key=key)
+
+    async def abort(self, client: Any, key: str, full: str, upload_id: str) -> bool:
+        """Abort a multipart upload, even while being cancelled, within ABORT_TIMEOUT; True if it is gone."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
+            async def abort() -> None:
+                try:
+                    await client.abort_multipart_upload(Bucket=self.b.bucket, Key=full, UploadId=upload_id)
+                except bce.ClientError as exc:
+                    if error_code(exc) != "NoSuchUpload":  # already gone is what we want
+                        raise
+
+            try:
+                await self.b._call("AbortMultipartUpload", key, abort)
+            except BackendError as exc:
+                log.warning("s3.abort_failed", backend=self.b.describe(), key=key,
+                            upload_id=upload_id, error=str(exc))
+                return False
+            return True
+        log.warning("s3.abort_failed", backend=self.b.describe(), key=key, upload_id=upload_id,
+                    error=f"no answer within {ABORT_TIMEOUT:.0f} s")
+        return False
