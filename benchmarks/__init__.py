@@ -1,0 +1,1 @@
+"""vertexflow's benchmark harness: ``python benchmarks/run.py`` (see README.md)."""
