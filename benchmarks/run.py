@@ -18,6 +18,7 @@ import os
 import platform
 import shlex
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +41,7 @@ from benchmarks.scenarios import (
 )
 
 HERE = Path(__file__).resolve().parent
-GROUPS = ("local", "s3-up", "s3-down", "rss")
+GROUPS = ("local", "s3-up", "s3-down", "rss", "plan", "sync")
 ALIASES = {"s3": ("s3-up", "s3-down"), "all": GROUPS}
 
 
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         if scratch.warning:
             say(f"WARNING: {scratch.warning}")
         specs = datasets.specs(args.quick)
-        wanted = list(args.dataset_labels) if set(args.groups) - {"rss"} else []
+        wanted = list(args.dataset_labels) if set(args.groups) - {"rss", "plan", "sync"} else []
         if "rss" in args.groups:
             wanted.append("C")
         for label in wanted:
@@ -234,9 +235,13 @@ def main(argv: list[str] | None = None) -> int:
             scratch.close(say)
         os.close(lock)
 
-    if not results:
+    latest = "quick-latest" if args.quick else "latest"
+    if results:
+        write_report(args, argv, results, ds, scratch, started, code, versions, gnu_time, interrupted)
+    if not interrupted:
+        run_extra_scripts(args, latest)
+    if not results and not {"plan", "sync"} & set(args.groups):
         return 130 if interrupted else 1
-    write_report(args, argv, results, ds, scratch, started, code, versions, gnu_time, interrupted)
     return 130 if interrupted else 0
 
 
@@ -337,6 +342,26 @@ def write_report(args: argparse.Namespace, argv: list[str] | None, results: list
     path, text = report.write(results, meta, args.out, stem, latest)
     print(text)
     say(f"report written to {path} (and {latest}.md/.json beside it)")
+
+
+def run_extra_scripts(args: argparse.Namespace, latest: str) -> None:
+    """The planning-RSS and no-change-sync benchmarks, each its own script, reported beside the table."""
+    scripts = []
+    if "plan" in args.groups:
+        scripts.append(["plan_rss.py"] + (["--count", "100000"] if args.quick else []))
+    if "sync" in args.groups:
+        scripts.append(["sync_nochange.py"] + (["--quick"] if args.quick else []))
+    sections = []
+    for script, *script_args in scripts:
+        say(f"running {script} {' '.join(script_args)}")
+        out = subprocess.run([sys.executable, str(HERE / script), *script_args, "--data-dir", str(args.data_dir)]
+                             if script == "sync_nochange.py" else [sys.executable, str(HERE / script), *script_args],
+                             capture_output=True, text=True, timeout=3600)
+        body = out.stdout if out.returncode == 0 else f"FAILED ({out.returncode}):\n{out.stderr[-3000:]}"
+        sections.append(f"## {script} {' '.join(script_args)}\n\n```\n{body.strip()}\n```\n")
+        print(sections[-1])
+    if sections:
+        (args.out / f"{latest}-extra.md").write_text("# vertexflow: planning and no-change sync\n\n" + "\n".join(sections))
 
 
 if __name__ == "__main__":
