@@ -27,6 +27,7 @@ from .config import Config, load_config
 from .errors import ConfigError, VertexflowError, first_error
 from .filters import Filter, parse_age, parse_size
 from .locations import parse_location
+from .middleware.options import JobMiddleware, middleware_options
 from .pipeline.progress import ProgressView, human_bytes
 from .pipeline.runner import StopSignal
 from .pipeline.stats import JobStats
@@ -97,6 +98,7 @@ def transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Journal database [~/.local/state/vertexflow/journal.db]."),
         click.option("--no-journal", is_flag=True, help="Keep no record (no resume, no incremental sync)."),
         *filter_options,
+        *middleware_options,
     ]):
         fn = opt(fn)
     return fn
@@ -185,6 +187,11 @@ def _transfer(obj: Ctx, mode: str, src: str, dst: str, *, delete: bool, max_dele
         compare="checksum" if checksum else "size_only" if size_only else "size_mtime",
         copy=CopyOptions(transfers=transfers or (8 if local_only else 16),
                          retry=RetryPolicy(attempts=retries), verify=not no_verify))
+    try:  # stages, bandwidth limits, adaptive concurrency: decorators around the two backends
+        layers = JobMiddleware.from_cli(filter_kw, config=obj.config, src=src_loc, dst=dst_loc,
+                                        transfers=options.copy.transfers, retry=options.copy.retry)
+    except ConfigError as exc:
+        fail(str(exc))
     show_progress = (sys.stderr.isatty() if progress is None else progress) and not dry_run
     stats = JobStats()
     stop = StopSignal()
@@ -201,7 +208,8 @@ def _transfer(obj: Ctx, mode: str, src: str, dst: str, *, delete: bool, max_dele
     async def job() -> None:
         source, single_key = await resolve_source(src_loc)
         async with source, dst_loc.backend() as target, open_journal(journal_path, no_journal) as journal:
-            await SyncJob(source, target, journal, src_spec=src_loc.canonical, dst_spec=dst_loc.canonical,
+            await SyncJob(layers.source(source, stats), layers.destination(target, stats), journal,
+                          src_spec=src_loc.canonical, dst_spec=dst_loc.canonical,
                           options=options,
                           single_key=single_key, stats=stats, stop=stop, on_plan=on_plan).run()
 
@@ -289,6 +297,8 @@ def _print_summary(stats: JobStats, as_json: bool, title: str, extra: dict[str, 
     if stats.server_side_copies:
         table.add_row("server-side copies", f"{stats.server_side_copies:,}")
     table.add_row("retries", f"{stats.retries:,}")
+    for name, reporter in stats.reporters.items():
+        table.add_row(name, reporter.describe())
     if stats.requests:
         table.add_row("requests", f"{stats.requests:,}")
     if stats.job_id is not None:

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -46,9 +46,26 @@ def _secret(value: SecretStr | None, env_name: str | None, environ: Mapping[str,
     return None
 
 
+def _check_bwlimit(value: str | None) -> str | None:
+    if value is not None:
+        from .throttle import parse_bwlimit
+
+        try:
+            parse_bwlimit(value, "bwlimit")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+#: This remote's own bandwidth limit, as for --bwlimit: "10M", "10M:1M" (up:down),
+#: or a timetable "08:00,512k 19:00,10M 23:00,off" (vertexflow.throttle).
+BwLimit = Annotated[str | None, AfterValidator(_check_bwlimit)]
+
+
 class LocalRemote(_Strict):
     type: Literal["local"]
     path: str = Field(description="directory that is the remote's root")
+    bwlimit: BwLimit = None
 
 
 class S3Remote(_Strict):
@@ -71,6 +88,7 @@ class S3Remote(_Strict):
     #: the server lists keys in byte order (real S3 does); false makes vertexflow
     #: sort listings itself, through a temporary SQLite file
     sorted_listing: bool = True
+    bwlimit: BwLimit = None
 
     @field_validator("endpoint")
     @classmethod
@@ -111,6 +129,7 @@ class YandexDiskRemote(_Strict):
     directory_cache_size: int | None = Field(None, ge=0)
     pool_connections: int | None = Field(None, ge=1)
     pool_maxsize: int | None = Field(None, ge=1)
+    bwlimit: BwLimit = None
 
     def backend_kwargs(self, environ: Mapping[str, str], name: str) -> dict[str, Any]:
         token = _secret(self.token, self.token_env, environ, f"remote {name!r}")

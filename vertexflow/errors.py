@@ -17,6 +17,7 @@ decide what to do from the class alone::
     │   ├── InsufficientStorage  disk full or quota exceeded
     │   ├── ReadOnly           the destination refuses writes
     │   ├── IntegrityError     the bytes stored differ from the bytes sent
+    │   │   └── CorruptData    a stored object fails its own check (a chunk part, a compressed frame)
     │   ├── SourceChanged      the source object changed while it was read
     │   ├── TransientError     worth retrying: 429/503/5xx, timeouts, resets
     │   │   ├── Throttled      the server asked us to slow down
@@ -119,6 +120,16 @@ class IntegrityError(BackendError):
 
     reason = "integrity"
     retryable = True
+
+
+class CorruptData(IntegrityError):
+    """What is stored fails its own check (a chunk part's SHA-256, a compressed frame's checksum).
+
+    Not retryable: reading the same stored bytes again gives the same answer.
+    """
+
+    reason = "corrupt"
+    retryable = False
 
 
 class SourceChanged(BackendError):

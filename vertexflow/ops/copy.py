@@ -38,6 +38,7 @@ from ..model import SHA256, BodyFactory, ObjectInfo, body_from_bytes
 from ..pipeline.runner import StopSignal, run_pipeline
 from ..pipeline.stats import JobStats
 from ..retry import RetryPolicy, retry_call
+from ..transforms import TransformedBackend
 
 log = structlog.get_logger(__name__)
 
@@ -103,6 +104,8 @@ class CopyJob:
         self._local_to_local = isinstance(dst, LocalBackend) and isinstance(src, LocalBackend)
         self._server_side = dst.features.server_side_copy and dst.same_store(src)
         self._local_source = isinstance(src, LocalBackend)
+        # stages hash every byte as it streams, and store other bytes: no first pass over a file
+        self._hashes_in_stream = isinstance(dst, TransformedBackend)
         if self._local_to_local:
             dst.hash_files = self.options.verify  # type: ignore[union-attr]
 
@@ -137,7 +140,7 @@ class CopyJob:
         async for info in self._listing():
             stats.listed_objects += 1
             stats.listed_bytes += info.size or 0
-            if self._local_to_local and (info.size or 0) <= SMALL_FILE:
+            if self._local_source and not self._server_side and (info.size or 0) <= SMALL_FILE:
                 batch.append(info)
                 batch_bytes += info.size or 0
                 if len(batch) >= self.options.batch_files or batch_bytes >= self.options.batch_bytes:
@@ -168,6 +171,10 @@ class CopyJob:
             await self._copy_one(item)
 
     async def _copy_batch(self, items: list[ObjectInfo]) -> None:
+        """Small local files: one worker-thread call reads (and, local -> local, writes) them all."""
+        if not self._local_to_local:
+            await self._put_batch(items)
+            return
         src, dst = self.src, self.dst
         assert isinstance(src, LocalBackend) and isinstance(dst, LocalBackend)
 
@@ -187,25 +194,64 @@ class CopyJob:
             self.stats.in_flight -= len(items)
         for info, result in zip(items, results, strict=True):
             if isinstance(result, Exception):
-                if getattr(result, "fatal", False):
-                    raise result
-                if getattr(result, "retryable", False):
-                    self.stats.retries += 1
-                    await self._copy_one(info)  # the per-object path retries with backoff
-                else:
-                    self._failed(info, result)
+                await self._after_batch_failure(info, result)
             else:
                 self._done(info, result)
                 self.stats.moved_bytes += result.size or 0
 
-    async def _copy_one(self, info: ObjectInfo) -> None:
+    async def _put_batch(self, items: list[ObjectInfo]) -> None:
+        """Read a batch of small local files in one thread call, then put them one by one.
+
+        Each put keeps this worker's one slot of ``transfers``; a file that
+        fails (to read or to put) goes through the per-object path, which
+        retries with backoff.
+        """
+        src = self.src
+        assert isinstance(src, LocalBackend)
+
+        def read_all() -> list[bytes | Exception]:
+            out: list[bytes | Exception] = []
+            for info in items:
+                try:
+                    out.append(src.read_file(info.key, info.version))
+                except Exception as exc:  # each object succeeds or fails on its own
+                    out.append(exc)
+            return out
+
+        for info, data in zip(items, await src.run_blocking(read_all), strict=True):
+            if isinstance(data, Exception):
+                await self._after_batch_failure(info, data)
+                continue
+            self.stats.in_flight += 1
+            try:
+                result = self._verified(info, await self.dst.put(info, body_from_bytes(data)))
+            except Exception as exc:
+                await self._after_batch_failure(info, exc)
+            else:
+                self.stats.moved_bytes += len(data)
+                self._done(info, result)
+            finally:
+                self.stats.in_flight -= 1
+
+    async def _after_batch_failure(self, info: ObjectInfo, exc: Exception) -> None:
+        """A batched object failed: stop the job, try again on the per-object path, or report it."""
+        if getattr(exc, "fatal", False):
+            raise exc
+        if getattr(exc, "retryable", False) and self.options.retry.attempts > 1:
+            self._retrying(info, exc, 1, 0.0)
+            await self._copy_one(info, attempts_used=1)  # retries with backoff
+        else:
+            self._failed(info, exc)
+
+    async def _copy_one(self, info: ObjectInfo, attempts_used: int = 0) -> None:
         self.stats.in_flight += 1
+        policy = replace(self.options.retry, attempts=self.options.retry.attempts - attempts_used)
         try:
             if (info.size or 0) > self.options.large_object and not self._local_to_local:
                 async with self._large_slots:
-                    result = await self._transfer_with_retries(info)
+                    result = await self._transfer_with_retries(info, policy)
             else:
-                result = await self._transfer_with_retries(info)
+                result = await self._transfer_with_retries(info, policy)
         except Exception as exc:
             if getattr(exc, "fatal", False):
                 raise
@@ -215,8 +261,8 @@ class CopyJob:
         finally:
             self.stats.in_flight -= 1
 
-    async def _transfer_with_retries(self, info: ObjectInfo) -> ObjectInfo:
-        return await retry_call(lambda: self._transfer(info), self.options.retry,
+    async def _transfer_with_retries(self, info: ObjectInfo, policy: RetryPolicy) -> ObjectInfo:
+        return await retry_call(lambda: self._transfer(info), policy,
                                 on_retry=lambda exc, n, d: self._retrying(info, exc, n, d))
 
     def _done(self, info: ObjectInfo, result: ObjectInfo) -> None:
@@ -256,7 +302,7 @@ class CopyJob:
                 data = await src.run_blocking(src.read_file, info.key, info.version)
                 self.stats.moved_bytes += len(data)
                 return self._verified(info, await dst.put(info, body_from_bytes(data)))
-            if self.options.verify and SHA256 not in info.hashes:
+            if self.options.verify and SHA256 not in info.hashes and not self._hashes_in_stream:
                 # Stores that keep the SHA-256 beside the object (S3 metadata)
                 # need it before a multipart upload starts; hashing the file
                 # first also proves the upload matches the file as listed.

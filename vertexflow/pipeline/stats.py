@@ -51,6 +51,9 @@ class JobStats:
     deleted_objects: int = 0
     #: deletes not done because some transfer failed
     deletes_skipped: int = 0
+    #: counters of the stages and middleware around the backends (vertexflow.middleware.wrap):
+    #: name -> an object with ``as_dict()`` and ``describe()``, reported under that name
+    reporters: dict[str, Any] = field(default_factory=dict)
 
     def record_failure(self, key: str, exc: BaseException) -> None:
         reason = getattr(exc, "reason", type(exc).__name__)
@@ -87,4 +90,5 @@ class JobStats:
             "resumed": self.resumed,
             "interrupted": self.interrupted,
             "fatal_error": self.fatal,
+            **{name: r.as_dict() for name, r in self.reporters.items()},
         }

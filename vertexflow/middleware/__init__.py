@@ -1,0 +1,13 @@
+"""Decorators around a backend: cross-cutting concerns that backends never see.
+
+* :mod:`.throttled`: bandwidth limits (token buckets of :mod:`vertexflow.throttle`)
+  on the bytes read through ``open`` and written through ``put``;
+* :mod:`.adaptive`: AIMD concurrency per remote, cut when the store says
+  "slow down" and grown back on success;
+* :class:`vertexflow.transforms.TransformedBackend`: the hash, compress and
+  chunk stages;
+* :mod:`.base`: the delegating base class.
+
+:func:`.wrap.wrap` assembles them in one place and fixes their order;
+:mod:`.options` maps the command line onto it.
+"""

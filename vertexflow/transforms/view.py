@@ -1,0 +1,170 @@
+"""A backend seen through its stages: objects go in transformed and come out restored.
+
+:class:`TransformedBackend` decorates a backend. ``put`` runs the stages a
+user turned on; ``list``, ``stat``, ``open`` and ``delete`` speak of the
+objects' own keys and contents, whatever form they are stored in. The engine
+copies to and from it like any backend, and never learns about stages.
+
+The stored form of an object is recorded in the ``version`` this view hands
+out (``<suffix>|<the store's version>``), so reading an object found by a
+listing needs no probing; a key given without one is looked up in every form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from dataclasses import replace
+
+from ..backends.base import Backend, UploadCheckpoint
+from ..errors import ConfigError, NotFound
+from ..middleware.base import BackendWrapper
+from ..model import SHA256, BodyFactory, ObjectInfo
+from .chunking import MANIFEST_NAME, MANIFEST_SUFFIX
+from .config import Stages
+from .reading import Reader, candidate_suffixes, logical
+from .stages import ChunkStage, CompressStage, Content, HashStage, Item, Sink, Stage, TransformCounters
+from .work import CpuLane
+
+_SEP = "|"
+
+
+def tag(suffix: str, version: str | None) -> str:
+    return f"{suffix}{_SEP}{version or ''}"
+
+
+def untag(version: str | None, suffixes: list[str]) -> tuple[str, str | None] | None:
+    if version is None or _SEP not in version:
+        return None
+    suffix, _, inner = version.partition(_SEP)
+    if suffix not in suffixes:
+        return None
+    return suffix, inner or None
+
+
+class TransformedBackend(BackendWrapper):
+    """``inner`` with ``stages`` applied on the way in and undone on the way out."""
+
+    def __init__(self, inner: Backend, stages: Stages, counters: TransformCounters | None = None) -> None:
+        super().__init__(inner)
+        limit = inner.features.max_object_size
+        if stages.chunk_size and limit and stages.chunk_size > limit:
+            raise ConfigError(f"--chunk-size {stages.chunk_size} is over {inner.describe()}'s limit of "
+                              f"{limit} bytes per object")
+        self.stages = stages
+        self.counters = counters or TransformCounters()
+        self._codecs = stages.decodes_codecs
+        self._chunks = stages.decodes_chunks
+        self._decoding = self._codecs or self._chunks
+        self._suffixes = candidate_suffixes(codecs=self._codecs, chunks=self._chunks)
+        self._hash_lane = CpuLane(stages.hash_threads)
+        self._compress_lane = CpuLane(stages.compress_threads)
+        if self._decoding:
+            # stored names differ from keys, so neither their order nor the store's hashes hold
+            self.features = replace(self.features, sorted_listing=False, native_hashes=())
+        self.features = replace(self.features, server_side_copy=False, resumable_uploads=False,
+                                max_object_size=None if stages.chunk_size else self.features.max_object_size)
+        self._chain = self._build_chain()
+        self._reader = Reader(inner, self._compress_lane, self._hash_lane, describe=self.describe())
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} [{self.stages.describe()}]"
+
+    def _build_chain(self) -> Stage:
+        s, sink = self.stages, Sink(self.inner)
+        where = self.describe()
+        stage: Stage = sink
+        changed = False  # a stage below changes the bytes
+        for i, name in reversed(list(enumerate(s.order))):
+            if name == "hash":
+                stage = HashStage(stage, s.hashes, self._hash_lane, head=i == 0, adjacent=not changed, backend=where)
+            elif name == "compress":
+                assert s.codec is not None
+                stage = CompressStage(stage, s.codec, self._compress_lane, self.counters, force=s.force_compress)
+                changed = True
+            else:
+                assert s.chunk_size is not None
+                stage = ChunkStage(stage, sink, s.chunk_size, self.counters, retry=s.retry, spill_dir=s.spill_dir,
+                                   backend=where)
+                changed = True
+        if changed and s.order[0] != "hash":
+            # the content's SHA-256 is taken before anything changes it: the engine checks copies with it
+            stage = HashStage(stage, (SHA256,), self._hash_lane, head=True, adjacent=False, backend=where)
+        return stage
+
+    # -- writing ----------------------------------------------------------
+    async def put(self, info: ObjectInfo, body: BodyFactory, *,
+                  checkpoint: UploadCheckpoint | None = None) -> ObjectInfo:
+        content = Content()
+        item = Item(key=info.key, size=info.size, mtime=info.mtime, origin=info.key, content=content,
+                    expected_sha256=info.hashes.get(SHA256), digests=content.digests)
+        stored = await self._chain.put(item, body)
+        hashes = dict(content.digests)
+        if SHA256 not in hashes and SHA256 in stored.reported:
+            hashes[SHA256] = stored.reported[SHA256]
+        size = content.size if content.size is not None else stored.size
+        version = tag(stored.key[len(info.key):], stored.version) if self._decoding else stored.version
+        return ObjectInfo(key=info.key, size=size, mtime=stored.mtime, hashes=hashes, version=version)
+
+    # -- reading ------------------------------------------------------------
+    def _logical_info(self, key: str, suffix: str, info: ObjectInfo) -> ObjectInfo:
+        if not suffix:
+            return replace(info, key=key, version=tag("", info.version))
+        # the content's size and hashes are not known without reading it
+        return ObjectInfo(key=key, size=None, mtime=info.mtime, version=tag(suffix, info.version or info.etag))
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:  # type: ignore[override]
+        async with aclosing(self.inner.list(prefix)) as items:  # type: ignore[type-var]
+            async for info in items:
+                if not self._decoding:
+                    yield info
+                    continue
+                found = logical(info.key, codecs=self._codecs, chunks=self._chunks)
+                if found is not None and found[0].startswith(prefix):
+                    yield self._logical_info(found[0], found[1], info)
+
+    async def stat(self, key: str) -> ObjectInfo:
+        if not self._decoding:
+            return await self.inner.stat(key)
+        for suffix in self._suffixes:
+            try:
+                info = await self.inner.stat(key + suffix)
+            except NotFound:
+                continue
+            return self._logical_info(key, suffix, info)
+        raise NotFound("no such object in any stored form", backend=self.describe(), key=key)
+
+    def open(self, key: str, *, offset: int = 0, length: int | None = None,
+             if_version: str | None = None) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        if not self._decoding:
+            return self.inner.open(key, offset=offset, length=length, if_version=if_version)
+        return self._open(key, offset, length, if_version)
+
+    @asynccontextmanager
+    async def _open(self, key: str, offset: int, length: int | None,
+                    if_version: str | None) -> AsyncIterator[AsyncIterator[bytes]]:
+        found = untag(if_version, self._suffixes)
+        if found is None:
+            found = untag((await self.stat(key)).version, self._suffixes)
+            assert found is not None
+        async with self._reader.open(key, found[0], found[1], offset, length) as chunks:
+            yield chunks
+
+    async def delete(self, key: str) -> None:
+        if not self._decoding:
+            await self.inner.delete(key)
+            return
+        for suffix in self._suffixes:
+            entry = key + suffix
+            await self.inner.delete(entry)  # a manifest goes first: the object is gone at once
+            if suffix.endswith(MANIFEST_SUFFIX):
+                await self._delete_folder(entry[:-len(MANIFEST_NAME)])
+
+    async def _delete_folder(self, folder: str) -> None:
+        try:
+            async with aclosing(self.inner.list(folder)) as items:  # type: ignore[type-var]
+                keys = [info.key async for info in items]
+        except NotFound:
+            return
+        for k in keys:
+            await self.inner.delete(k)
