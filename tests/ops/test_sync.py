@@ -22,6 +22,7 @@ from vertexflow.ops.sync import SyncJob, SyncOptions
 from vertexflow.pipeline.runner import StopSignal
 from vertexflow.retry import RetryPolicy
 from vertexflow.state.journal import Journal
+from vertexflow.middleware.base import BackendWrapper
 from vertexflow.testing.faults import FaultyBackend
 from vertexflow.testing.sample_tree import make_tree, trees_equal
 
@@ -185,7 +186,7 @@ async def test_interrupted_sync_resumes_without_resending(journal: Journal, tmp_
     assert trees_equal(tmp_path / "src", tmp_path / "dst") == []
 
 
-class ShuffledListing(FaultyBackend):
+class ShuffledListing(BackendWrapper):
     """A backend that lists in no particular order (as some stores do)."""
 
     def __init__(self, inner: LocalBackend) -> None:

@@ -169,7 +169,7 @@ def check_key(key: str, *, backend: str | None = None) -> str:
         raise InvalidKey("key is absolute (starts with '/')", backend=backend, key=key)
     for part in key.split("/"):
         if part in ("", ".", ".."):
-            raise InvalidKey(f"key has an empty, '.' or '..' segment", backend=backend, key=key)
+            raise InvalidKey("key has an empty, '.' or '..' segment", backend=backend, key=key)
     return key
 
 
