@@ -41,7 +41,9 @@ from benchmarks.scenarios import (
 )
 
 HERE = Path(__file__).resolve().parent
-GROUPS = ("local", "s3-up", "s3-down", "rss", "plan", "sync")
+GROUPS = ("local", "s3-up", "s3-down", "rss", "plan", "sync", "yandex", "stages")
+#: groups run by their own scripts, reported in latest-extra.md
+EXTRA = {"plan": "plan_rss.py", "sync": "sync_nochange.py", "yandex": "yandex_rows.py", "stages": "stages.py"}
 ALIASES = {"s3": ("s3-up", "s3-down"), "all": GROUPS}
 
 
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         if scratch.warning:
             say(f"WARNING: {scratch.warning}")
         specs = datasets.specs(args.quick)
-        wanted = list(args.dataset_labels) if set(args.groups) - {"rss", "plan", "sync"} else []
+        wanted = list(args.dataset_labels) if set(args.groups) - {"rss", *EXTRA} else []
         if "rss" in args.groups:
             wanted.append("C")
         for label in wanted:
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         write_report(args, argv, results, ds, scratch, started, code, versions, gnu_time, interrupted)
     if not interrupted:
         run_extra_scripts(args, latest)
-    if not results and not {"plan", "sync"} & set(args.groups):
+    if not results and not set(EXTRA) & set(args.groups):
         return 130 if interrupted else 1
     return 130 if interrupted else 0
 
@@ -345,23 +347,28 @@ def write_report(args: argparse.Namespace, argv: list[str] | None, results: list
 
 
 def run_extra_scripts(args: argparse.Namespace, latest: str) -> None:
-    """The planning-RSS and no-change-sync benchmarks, each its own script, reported beside the table."""
+    """The groups that are scripts of their own (planning RSS, no-change sync, Yandex rows, stages)."""
     scripts = []
-    if "plan" in args.groups:
-        scripts.append(["plan_rss.py"] + (["--count", "100000"] if args.quick else []))
-    if "sync" in args.groups:
-        scripts.append(["sync_nochange.py"] + (["--quick"] if args.quick else []))
+    for group, script in EXTRA.items():
+        if group in args.groups:
+            if args.quick:
+                extra = ["--count", "100000"] if group == "plan" else ["--quick"]
+            else:
+                extra = []
+            if group == "sync":
+                extra += ["--data-dir", str(args.data_dir)]
+            scripts.append([script, *extra])
     sections = []
     for script, *script_args in scripts:
         say(f"running {script} {' '.join(script_args)}")
-        out = subprocess.run([sys.executable, str(HERE / script), *script_args, "--data-dir", str(args.data_dir)]
-                             if script == "sync_nochange.py" else [sys.executable, str(HERE / script), *script_args],
+        out = subprocess.run([sys.executable, str(HERE / script), *script_args],
                              capture_output=True, text=True, timeout=3600)
         body = out.stdout if out.returncode == 0 else f"FAILED ({out.returncode}):\n{out.stderr[-3000:]}"
         sections.append(f"## {script} {' '.join(script_args)}\n\n```\n{body.strip()}\n```\n")
         print(sections[-1])
     if sections:
-        (args.out / f"{latest}-extra.md").write_text("# vertexflow: planning and no-change sync\n\n" + "\n".join(sections))
+        (args.out / f"{latest}-extra.md").write_text("# vertexflow: planning, no-change sync, Yandex.Disk, stages\n\n"
+                                                     + "\n".join(sections))
 
 
 if __name__ == "__main__":
