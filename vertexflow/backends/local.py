@@ -48,6 +48,10 @@ SMALL_FILE = 1 << 20
 #: Buffer for streaming large files; big enough to amortise syscalls and
 #: thread hops, small enough to keep memory flat with many workers.
 STREAM_BUFFER = 4 << 20
+#: Buffer of the read-hash-write loops (local copies, hashing a file). Small
+#: enough that the bytes just read are still in the CPU cache when hashed and
+#: written: 1 MiB copied A (4 x 128 MiB) at ~1.85 GB/s here, 4 MiB at 0.6-1.8.
+COPY_BUFFER = 1 << 20
 #: Listing entries handed from the walker thread to the event loop per hop.
 LIST_PAGE = 1000
 #: Directories known to exist; bounded so millions of directories stay cheap.
@@ -525,7 +529,7 @@ class LocalBackend(Backend):
     def sha256(self, key: str) -> str:
         """Blocking: SHA-256 of a file, read once through one reused buffer."""
         h = hashlib.sha256()
-        view = memoryview(bytearray(STREAM_BUFFER))
+        view = memoryview(bytearray(COPY_BUFFER))
         try:
             with open(self.local_path(key), "rb", buffering=0) as f:
                 while n := f.readinto(view):
@@ -584,7 +588,7 @@ def _copy_hashing(fin, fd_out: int, size_hint: int) -> tuple[int, str]:  # type:
         _write_all(fd_out, memoryview(data))
         return len(data), h.hexdigest()
     # one reused buffer: a fresh bytes per read costs page faults and halves throughput
-    buf = bytearray(STREAM_BUFFER)
+    buf = bytearray(COPY_BUFFER)
     view = memoryview(buf)
     total = 0
     while True:
