@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,14 +29,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vertexflow.testing.sample_tree import make_tree  # noqa: E402
+from vertexflow.testing.yandex_disk.process import emulator_process  # noqa: E402
 
 LATENCY = 0.02
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def copy(src: str, dst: str, env: dict[str, str], transfers: int) -> dict[str, float]:
@@ -68,22 +62,12 @@ def main() -> None:
             with open(data / "big" / f"video{i}.bin", "wb") as f:
                 for _ in range(128):
                     f.write(os.urandom(1 << 20))
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "vertexflow", "emulate", "yandex-disk", "--port", str(port),
-                                   "--data-dir", str(Path(tmp) / "state"), "--latency", str(LATENCY),
-                                   "--total-space", "100G", "--max-file-size", "50G"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+        flags = ["--data-dir", str(Path(tmp) / "state"), "--latency", str(LATENCY),
+                 "--total-space", "100G", "--max-file-size", "50G"]
+        with emulator_process(*flags) as api_url:
             for concurrency in (3, 16):
                 env = {**os.environ, "YANDEX_DISK_TOKEN": "bench",
-                       "YANDEX_DISK_API_URL": f"http://127.0.0.1:{port}/v1/disk",
+                       "YANDEX_DISK_API_URL": api_url,
                        "YANDEX_UPLOAD_CONCURRENCY": str(concurrency)}
                 for label, sub in ((f"B ({small_files} files 1-64 KiB)", "small"),
                                    (f"A ({big_files} x 128 MiB)", "big")):
@@ -93,9 +77,6 @@ def main() -> None:
                     down = copy(remote, str(back), env, concurrency)
                     shutil.rmtree(back)
                     rows.append({"dataset": label, "concurrency": concurrency, "up": up, "down": down})
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     print(json.dumps(rows, indent=2))
     print("\n| dataset | concurrency | local -> Yandex objects/s | MB/s | Yandex -> local objects/s | MB/s |")
     print("|---|---:|---:|---:|---:|---:|")

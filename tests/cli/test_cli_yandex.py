@@ -2,48 +2,23 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from vertexflow.testing.sample_tree import make_tree, trees_equal
+from vertexflow.testing.yandex_disk.process import emulator_process
 
 from .helpers import vf
 
 TOKEN = "cli-token-7c1e"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def emulator_url(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "vertexflow", "emulate", "yandex-disk", "--port", str(port),
-                             "--token", TOKEN, "--data-dir", str(tmp_path / "yd-state")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the emulator did not start")
-        yield f"http://127.0.0.1:{port}/v1/disk"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with emulator_process("--token", TOKEN, "--data-dir", str(tmp_path / "yd-state")) as url:
+        yield url
 
 
 def test_copy_to_yandex_and_back(tmp_path: Path, emulator_url: str) -> None:
