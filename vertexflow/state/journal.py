@@ -31,7 +31,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,13 +222,6 @@ class Journal:
         assert job is not None
         return job, resumed
 
-    async def resume_job(self, job_id: int) -> JobRecord | None:
-        def do() -> None:
-            self.db.execute("UPDATE jobs SET state = 'running', updated = ? WHERE id = ?", (time.time(), job_id))
-
-        await self._run(do)
-        return await self.get_job(job_id)
-
     async def mark_planned(self, job_id: int) -> None:
         await self._run(lambda: self.db.execute("UPDATE jobs SET planned = 1 WHERE id = ?", (job_id,)))
 
@@ -339,23 +332,6 @@ class Journal:
         await self._run(lambda: self.db.execute("DELETE FROM objects WHERE job_id = ? AND state = 'planned'",
                                                 (job_id,)))
 
-    async def object_states(self, job_id: int, keys: Sequence[str], action: str = "copy") -> dict[str, ObjectRecord]:
-        """The rows of ``keys`` (those that exist) for one job."""
-
-        def do() -> dict[str, ObjectRecord]:
-            out: dict[str, ObjectRecord] = {}
-            for i in range(0, len(keys), 500):
-                chunk = keys[i:i + 500]
-                marks = ",".join("?" * len(chunk))
-                for row in self.db.execute(
-                        f"SELECT key, state, action, size, mtime, src_version, sha256, dst_version, reason, message "
-                        f"FROM objects WHERE job_id = ? AND action = ? AND key IN ({marks})",
-                        (job_id, action, *chunk)):
-                    out[row[0]] = ObjectRecord(*row)
-            return out
-
-        return await self._run(do)
-
     # -- destination index --------------------------------------------------
     async def dest_records(self, dest: str, keys: Sequence[str]) -> dict[str, DestRecord]:
         def do() -> dict[str, DestRecord]:
@@ -419,11 +395,6 @@ class Journal:
     async def drop_upload(self, dest: str, key: str) -> None:
         await self._run(lambda: self.db.execute("DELETE FROM uploads WHERE dest = ? AND key = ?", (dest, key)))
 
-    async def uploads_for(self, dest: str) -> list[tuple[str, str]]:
-        def do() -> list[tuple[str, str]]:
-            return [(k, u) for k, u in self.db.execute("SELECT key, upload_id FROM uploads WHERE dest = ?", (dest,))]
-
-        return await self._run(do)
 
 
 def _job(row: tuple[Any, ...]) -> JobRecord:
@@ -431,10 +402,6 @@ def _job(row: tuple[Any, ...]) -> JobRecord:
                      planned=bool(row[6]), created=row[7], updated=row[8],
                      summary=json.loads(row[9]) if row[9] else None)
 
-
-def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 class JournalCheckpoint:
