@@ -27,7 +27,7 @@ from .config import Config, load_config
 from .errors import ConfigError, VertexflowError, first_error
 from .filters import Filter, parse_age, parse_size
 from .locations import parse_location
-from .middleware.options import JobMiddleware, middleware_options
+from .middleware.options import JobMiddleware, as_arguments, given_options, middleware_options
 from .pipeline.progress import ProgressView, human_bytes
 from .pipeline.runner import StopSignal
 from .pipeline.stats import JobStats
@@ -79,6 +79,9 @@ def main(ctx: click.Context, config_path: str | None, log_format: str, log_level
     ctx.obj = Ctx(config_path)
 
 
+DEFAULT_RETRIES = 5
+
+
 def transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by copy and sync."""
     for opt in reversed([
@@ -87,7 +90,7 @@ def transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--progress/--no-progress", default=None, help="Live progress bar on stderr [on for a terminal]."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
         click.option("--no-verify", is_flag=True, help="Skip SHA-256 hashing (local copies use copy_file_range)."),
-        click.option("--retries", type=click.IntRange(1, 100), default=5, show_default=True,
+        click.option("--retries", type=click.IntRange(1, 100), default=DEFAULT_RETRIES, show_default=True,
                      help="Attempts per object before it is reported as failed."),
         click.option("--checksum", is_flag=True, help="Compare by SHA-256 instead of size and mtime."),
         click.option("--size-only", is_flag=True, help="Compare by size alone."),
@@ -182,7 +185,11 @@ def _transfer(obj: Ctx, mode: str, src: str, dst: str, *, delete: bool, max_dele
     except ConfigError as exc:
         fail(str(exc))
     local_only = src_loc.kind == "local" and dst_loc.kind == "local"
-    options = SyncOptions(
+    stage_options, replay = given_options(filter_kw)
+    replay.update({name: value for name, value in
+                   (("transfers", transfers), ("retries", retries), ("no_verify", no_verify))
+                   if value and not (name == "retries" and value == DEFAULT_RETRIES)})
+    options = SyncOptions(stages=stage_options, replay=replay,
         mode=mode, delete=delete, max_delete=max_delete, dry_run=dry_run, order_by=order_by, filter=filt,
         compare="checksum" if checksum else "size_only" if size_only else "size_mtime",
         copy=CopyOptions(transfers=transfers or (8 if local_only else 16),
@@ -486,6 +493,11 @@ def jobs_resume(ctx: click.Context, job_id: int, journal_path: str | None, as_js
         args += ["--prefix", f["prefix"]]
     if f.get("extensions"):
         args += ["--ext", ",".join(f["extensions"])]
+    replay = o.get("replay", {})
+    args += as_arguments({**o.get("stages", {}), **replay})
+    args += ["--transfers", str(replay["transfers"])] if replay.get("transfers") else []
+    args += ["--retries", str(replay["retries"])] if replay.get("retries") else []
+    args += ["--no-verify"] if replay.get("no_verify") else []
     args += ["--json"] if as_json else []
     args += [] if progress is None else ["--progress" if progress else "--no-progress"]
     command = copy if job.kind == "copy" else sync

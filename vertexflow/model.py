@@ -33,6 +33,12 @@ class ObjectInfo:
     hashes: Mapping[str, str] = field(default_factory=dict)
     etag: str | None = None
     version: str | None = None
+    #: user metadata kept with the object where the backend stores free-form
+    #: metadata (S3 ``x-amz-meta-*``); names are lower-case ASCII tokens
+    #: (``codec``, ``content-md5``...). ``put`` reads it when it sends the
+    #: object, so a mapping that fills while the body streams (the digests a
+    #: hash stage takes) is complete for an object sent in one request.
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
     def with_key(self, key: str) -> ObjectInfo:
         return replace(self, key=key)

@@ -63,3 +63,55 @@ async def test_orders_round_trip_over_yandex_disk(tmp_path: Path, order: str) ->
             keys = await stored_keys(yd)
     if "chunk" in order:  # parts of 64 KiB: many small uploads through the emulator
         assert any(k.endswith(".vfchunk/manifest.json") for k in keys)
+
+
+@pytest.mark.s3
+async def test_codec_and_digests_are_kept_as_s3_user_metadata(seaweed: SeaweedFS, s3_bucket: str) -> None:
+    text = b"metadata rides along with the object " * 2000
+    digests = {"sha256": hashlib.sha256(text).hexdigest(), "md5": hashlib.md5(text).hexdigest()}
+    async with s3(seaweed, s3_bucket, "meta") as store:
+        view = TransformedBackend(store, stages_for("hash,compress", hashes="sha256,md5,blake3"))
+        await view.put(ObjectInfo(key="notes.txt", size=len(text)), body_from_bytes(text))
+        # an independent client sees what a user of any S3 tool would
+        head = seaweed.boto3_client().head_object(Bucket=s3_bucket, Key="meta/notes.txt.zst")
+        meta = head["Metadata"]
+        assert meta["codec"] == "zstd"
+        assert meta["content-sha256"] == digests["sha256"] and meta["content-md5"] == digests["md5"]
+        assert len(meta["content-blake3"]) == 64 and meta["content-size"] == str(len(text))
+        # the stored bytes' own SHA-256 stays where the backend checks downloads against it
+        assert meta["sha256"] != digests["sha256"]
+        # a stat through the view gives the content's size and digests back without reading it
+        info = await view.stat("notes.txt")
+        assert info.size == len(text) and info.hashes["md5"] == digests["md5"]
+        # chunk parts carry nothing; the manifest carries the whole's digests
+        chunked = TransformedBackend(store, Stages.from_options(hashes="sha256,md5", chunk_size=len(text) // 3))
+        await chunked.put(ObjectInfo(key="big.bin", size=len(text)), body_from_bytes(text))
+        keys = [k for k in await stored_keys(store) if k.startswith("big.bin.vfchunk/")]
+        manifest = [k for k in keys if k.endswith("manifest.json")]
+        assert len(manifest) == 1 and len(keys) >= 4
+        client = seaweed.boto3_client()
+        assert client.head_object(Bucket=s3_bucket, Key=f"meta/{manifest[0]}")["Metadata"]["content-md5"] == digests["md5"]
+        part = next(k for k in keys if k not in manifest)
+        assert "content-md5" not in client.head_object(Bucket=s3_bucket, Key=f"meta/{part}")["Metadata"]
+
+
+async def test_codec_and_digests_are_kept_as_yandex_disk_custom_properties() -> None:
+    import aiohttp
+
+    from vertexflow.backends.yandex import YandexDiskBackend
+    from vertexflow.testing.yandex_disk import running_emulator
+
+    text = b"properties ride along with the file " * 2000
+    async with running_emulator() as emu:
+        async with YandexDiskBackend("/meta", token="t", base_url=emu.base_url) as yd:
+            view = TransformedBackend(yd, stages_for("hash,compress", hashes="sha256,md5"))
+            await view.put(ObjectInfo(key="notes.txt", size=len(text)), body_from_bytes(text))
+            # the listing brings the properties: the content's size is known without reading it
+            listed = [info async for info in view.list()]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{emu.base_url}/resources", params={"path": "disk:/meta/notes.txt.zst"},
+                                headers={"Authorization": "OAuth t"}) as resp:
+                props = (await resp.json())["custom_properties"]
+    assert props["codec"] == "zstd" and props["content-md5"] == hashlib.md5(text).hexdigest()
+    assert props["content-sha256"] == hashlib.sha256(text).hexdigest()
+    assert [(i.key, i.size, i.hashes["md5"]) for i in listed] == [("notes.txt", len(text), props["content-md5"])]

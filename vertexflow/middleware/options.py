@@ -9,6 +9,7 @@ destination gets the writing stages and the source the reading ones
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,37 @@ middleware_options = [
 ]
 _NAMES = ("hash_algorithms", "compress", "compress_force", "chunk_size", "stages", "decompress", "reassemble",
           "hash_threads", "compress_threads", "bwlimit", "bwlimit_up", "bwlimit_down", "adaptive")
+#: the options that change what is stored or read: a job's identity
+STAGE_NAMES = _NAMES[:7]
+_FLAG_OF = {"hash_algorithms": "--hash"}
+
+
+def given_options(kw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """This module's options that differ from their defaults, as ``(stage options, the others)``.
+
+    What a job records so that ``jobs resume`` can give them again (:func:`as_arguments`).
+    """
+    given = {n: kw[n] for n in _NAMES if kw.get(n) not in (None, False) and not (n == "adaptive" and kw[n])}
+    if kw.get("adaptive") is False:
+        given["adaptive"] = False
+    stages = {n: v for n, v in given.items() if n in STAGE_NAMES}
+    return stages, {n: v for n, v in given.items() if n not in STAGE_NAMES}
+
+
+def as_arguments(given: Mapping[str, Any]) -> list[str]:
+    """Command-line arguments that give ``given`` (from :func:`given_options`) again."""
+    args: list[str] = []
+    for name, value in given.items():
+        if name not in _NAMES:
+            continue
+        flag = _FLAG_OF.get(name, "--" + name.replace("_", "-"))
+        if value is True:
+            args.append(flag)
+        elif value is False:
+            args.append("--no-" + flag[2:])
+        else:
+            args += [flag, str(value)]
+    return args
 
 
 @dataclass(frozen=True, slots=True)

@@ -206,11 +206,18 @@ class Planner:
 
     async def compare(self, s: ObjectInfo, d: ObjectInfo, rec: DestRecord | None) -> Decision:
         """Decide for a key present on both sides; ``rec`` is the journal's record of the destination."""
-        if s.size is not None and d.size is not None and s.size != d.size:
+        ours = rec is not None and rec.dst_version is not None and rec.dst_version == d.version
+        # a stored form that hides the content's size (compressed, chunked) is
+        # sized from the journal's record of what we wrote there
+        d_size = rec.size if d.size is None and ours and rec is not None else d.size
+        if s.size is not None and d_size is not None and s.size != d_size:
             return Decision("copy", s, d, "size differs")
         if self.mode == "size_only":
+            if d_size is None:
+                return Decision("copy", s, d, "size unknown at destination")
             return Decision("skip", s, d, "same size")
-        if rec is not None and rec.dst_version is not None and rec.dst_version == d.version:
+        if ours:
+            assert rec is not None
             # the destination is what we wrote; compare the source with what we copied then
             if self.mode == "checksum":
                 src_sum = await object_sha256(self.src, s)

@@ -15,7 +15,7 @@ when a transfer failed, or when there are more than ``max_delete`` of them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,11 +53,20 @@ class SyncOptions:
     order_by: str | None = None
     filter: Filter = NO_FILTER
     copy: CopyOptions = field(default_factory=CopyOptions)
+    #: the stage options as given (``compress``, ``chunk_size``...): they change
+    #: what is stored, so a run with other stages is another job
+    stages: Mapping[str, Any] = field(default_factory=dict)
+    #: options that only change how a run goes (transfers, bandwidth...): kept
+    #: with the job so that ``jobs resume`` runs it the same way
+    replay: Mapping[str, Any] = field(default_factory=dict)
 
     def fingerprint(self) -> dict[str, Any]:
         """What makes two runs "the same job" (transfers and retries do not)."""
-        return {"mode": self.mode, "delete": self.delete, "compare": self.compare,
-                "filter": self.filter.describe(), "order_by": self.order_by}
+        out = {"mode": self.mode, "delete": self.delete, "compare": self.compare,
+               "filter": self.filter.describe(), "order_by": self.order_by}
+        if self.stages:  # absent when off, so that jobs recorded before stages existed still match
+            out["stages"] = dict(self.stages)
+        return out
 
 
 class _JournalRecorder:
@@ -137,7 +146,7 @@ class SyncJob:
             await self._dry_run()
             return self.stats
         self.job, self.resumed = await self.journal.start_job(self.options.mode, self.src_spec, self.dst_spec,
-                                                              self.options.fingerprint())
+                                                              self.options.fingerprint(), replay=self.options.replay)
         self.stats.job_id, self.stats.resumed = self.job.id, self.resumed
         recorder = _JournalRecorder(self.journal, self.job.id, self.dst.describe())
         state = "failed"

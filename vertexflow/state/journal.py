@@ -195,12 +195,15 @@ class Journal:
 
     # -- jobs -------------------------------------------------------------
     async def start_job(self, kind: str, src: str, dst: str, options: Mapping[str, Any], *,
-                        resume: bool = True) -> tuple[JobRecord, bool]:
+                        replay: Mapping[str, Any] | None = None, resume: bool = True) -> tuple[JobRecord, bool]:
         """The unfinished job with the same fingerprint (resumed), or a new one.
 
-        Returns ``(job, resumed)``.
+        ``options`` make the fingerprint; ``replay`` (how the run goes:
+        transfers, bandwidth...) is stored with them under ``"replay"`` but is
+        not part of it, and a resumed job takes the newest. Returns ``(job, resumed)``.
         """
         fp = fingerprint(kind, src, dst, options)
+        stored = json.dumps({**options, **({"replay": dict(replay)} if replay else {})}, sort_keys=True, default=str)
 
         def do() -> tuple[int, bool]:
             now = time.time()
@@ -209,12 +212,13 @@ class Journal:
                     "SELECT id FROM jobs WHERE fingerprint = ? AND state NOT IN ('done') ORDER BY id DESC LIMIT 1",
                     (fp,)).fetchone()
                 if row:
-                    self.db.execute("UPDATE jobs SET state = 'running', updated = ? WHERE id = ?", (now, row[0]))
+                    self.db.execute("UPDATE jobs SET state = 'running', updated = ?, options = ? WHERE id = ?",
+                                    (now, stored, row[0]))
                     return row[0], True
             cur = self.db.execute(
                 "INSERT INTO jobs (kind, src, dst, options, fingerprint, state, created, updated) "
                 "VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
-                (kind, src, dst, json.dumps(dict(options), sort_keys=True, default=str), fp, now, now))
+                (kind, src, dst, stored, fp, now, now))
             return int(cur.lastrowid or 0), False
 
         job_id, resumed = await self._run(do)

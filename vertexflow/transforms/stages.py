@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -57,6 +57,8 @@ class Item:
     expected_sha256: str | None = None
     #: digests of this stream, filled by a hash stage just above when its pass ends
     digests: dict[str, str] = field(default_factory=dict)
+    #: the stored object stands for the whole content (false for a chunk's parts)
+    whole: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +116,43 @@ class Sink:
 
     async def put(self, item: Item, body: BodyFactory) -> Stored:
         hashes = {SHA256: item.expected_sha256} if item.expected_sha256 else {}
-        r = await self.store.put(ObjectInfo(key=item.key, size=item.size, mtime=item.mtime, hashes=hashes), body)
+        r = await self.store.put(ObjectInfo(key=item.key, size=item.size, mtime=item.mtime, hashes=hashes,
+                                            metadata=StoredMetadata(item)), body)
         size = r.size if r.size is not None else 0
         return Stored(key=item.key, size=size, stored_bytes=size, sha256=r.hashes.get(SHA256),
                       reported=dict(r.hashes), version=r.version or r.etag, mtime=r.mtime)
+
+
+class StoredMetadata(Mapping[str, str]):
+    """The user metadata an item is stored with, read when the store sends it.
+
+    ``codec``: the codecs applied, in order (``zstd``); ``content-<algo>``
+    and ``content-size``: the original content's digests and size, present
+    once the head of the chain has seen its last byte, which is before the
+    send for any object put in one request. A chunk's parts carry nothing:
+    the manifest (which carries the whole's) describes them.
+    """
+
+    def __init__(self, item: Item) -> None:
+        self.item = item
+
+    def _entries(self) -> dict[str, str]:
+        out = {"codec": ",".join(self.item.encoding)} if self.item.encoding else {}
+        content = self.item.content
+        if self.item.whole:
+            out.update({f"content-{algo}": value for algo, value in content.digests.items()})
+            if content.size is not None and content.digests:
+                out["content-size"] = str(content.size)
+        return out
+
+    def __getitem__(self, name: str) -> str:
+        return self._entries()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries())
+
+    def __len__(self) -> int:
+        return len(self._entries())
 
 
 class HashStage:
@@ -348,7 +383,7 @@ class ChunkStage:
 
     def _part_item(self, item: Item, gen: str, index: int, size: int) -> Item:
         return Item(key=folder_of(item.key) + part_name(gen, index), size=size, mtime=item.mtime,
-                    origin=item.origin, content=item.content)
+                    origin=item.origin, content=item.content, whole=False)
 
     @staticmethod
     def _live_then_replayed(cutter: Cutter, body: BodyFactory, start: int, length: int) -> BodyFactory:
@@ -391,7 +426,7 @@ class ChunkStage:
                             chunk_size=self.chunk_size, parts=tuple(p for p, _ in parts))
         data = manifest.to_json()
         entry = Item(key=folder + MANIFEST_NAME, size=len(data), mtime=item.mtime, origin=item.origin,
-                     content=Content())
+                     content=item.content)  # the manifest stands for the whole: its metadata describes it
         stored = await self._send_manifest(entry, data)
         await self._remove_stale(folder, {MANIFEST_NAME, *(p.key for p, _ in parts)})
         self.counters.chunked_objects += 1

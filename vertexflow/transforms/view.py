@@ -110,8 +110,14 @@ class TransformedBackend(BackendWrapper):
     def _logical_info(self, key: str, suffix: str, info: ObjectInfo) -> ObjectInfo:
         if not suffix:
             return replace(info, key=key, version=tag("", info.version))
-        # the content's size and hashes are not known without reading it
-        return ObjectInfo(key=key, size=None, mtime=info.mtime, version=tag(suffix, info.version or info.etag))
+        # the content's size and hashes: from the metadata it was stored with,
+        # where the store gives it back (an S3 HEAD), else unknown without reading it
+        meta = info.metadata
+        hashes = {name[len("content-"):]: value for name, value in meta.items()
+                  if name.startswith("content-") and name != "content-size"}
+        size = meta.get("content-size", "")
+        return ObjectInfo(key=key, size=int(size) if size.isdigit() else None, mtime=info.mtime, hashes=hashes,
+                          version=tag(suffix, info.version or info.etag))
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:  # type: ignore[override]
         async with aclosing(self.inner.list(prefix)) as items:  # type: ignore[type-var]

@@ -60,9 +60,11 @@ from .common import (
     first_error,
     md5_hashes,
     md5_sha256,
+    metadata_of,
     off_loop,
     quote_etag,
     strip_etag,
+    user_metadata,
     utc,
 )
 from .download import Download
@@ -472,7 +474,7 @@ class S3Backend(Backend):
         modified = headers.get("Last-Modified")
         return ObjectInfo(key=key, size=int(headers["Content-Length"]),
                           mtime=utc(parsedate_to_datetime(modified)) if modified else None,
-                          etag=etag, version=etag, hashes=hashes)
+                          etag=etag, version=etag, hashes=hashes, metadata=metadata_of(headers))
 
     # -- open --------------------------------------------------------------------------
 
@@ -591,7 +593,7 @@ class S3Backend(Backend):
         fast = await self._fast_client()
         # the server checks Content-MD5 before storing; the ETag is compared too, for servers that do not
         headers = await self._call("PutObject", key, lambda: fast.put_object(
-            full, data, sha_hex, b64(md5), {SHA256: sha_hex}), retry=True)
+            full, data, sha_hex, b64(md5), user_metadata(info.metadata, **{SHA256: sha_hex})), retry=True)
         etag = strip_etag(headers.get("ETag"))
         if etag_is_content_md5(etag, headers) and etag != md5.hex():
             await self._delete_corrupt(key, full)
@@ -674,7 +676,7 @@ class S3Backend(Backend):
         part_size = max(self.copy_part_size, self._part_size_for(head.size))
         # the metadata is given again: a multipart upload does not copy it
         upload = await self._uploads.create(client, dst_key, dst_full, sha256=head.hashes.get(SHA256),
-                                            part_size=part_size, checksums=False)
+                                            metadata=head.metadata, part_size=part_size, checksums=False)
         try:
             await self._copy_parts(client, dst_key, dst_full, upload, copy_source, head)
             await self._uploads.complete(client, dst_key, dst_full, upload)

@@ -77,6 +77,37 @@ def etag_is_content_md5(etag: str | None, headers: Mapping[str, Any], *, multipa
     return bool(etag and pattern.match(etag))
 
 
+_META_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_META_PREFIX = "x-amz-meta-"
+#: S3 keeps at most 2 KiB of user metadata per object (names and values)
+_META_LIMIT = 2048
+
+
+def user_metadata(given: Mapping[str, str], **ours: str) -> dict[str, str]:
+    """The ``x-amz-meta-*`` entries to send: ``given`` (an ObjectInfo's metadata) and ours on top.
+
+    Entries S3 could not carry (a name that is not a lower-case token, a value
+    that is not printable ASCII) are dropped rather than failing the put, as
+    are the given entries past S3's 2 KiB limit; ours always fit.
+    """
+    out: dict[str, str] = {}
+    used = sum(len(k) + len(v) for k, v in ours.items())
+    for name, value in dict(given).items():
+        if name in ours or not _META_NAME.match(name) or not value.isascii() or not value.isprintable():
+            continue
+        used += len(name) + len(value)
+        if used > _META_LIMIT:
+            break
+        out[name] = value
+    out.update(ours)
+    return out
+
+
+def metadata_of(headers: Mapping[str, str]) -> dict[str, str]:
+    """The user metadata in a HEAD or GET answer's headers, names without ``x-amz-meta-``."""
+    return {k.lower()[len(_META_PREFIX):]: v for k, v in headers.items() if k.lower().startswith(_META_PREFIX)}
+
+
 def utc(when: datetime | None) -> datetime | None:
     # botocore gives listings in local time and HEAD answers in UTC
     return when.astimezone(UTC) if when is not None else None

@@ -47,6 +47,7 @@ from .common import (
     md5_sha256,
     off_loop,
     strip_etag,
+    user_metadata,
 )
 from .errors import error_code
 
@@ -184,7 +185,9 @@ class Uploads:
         state = await checkpoint.load() if checkpoint is not None else None
         upload = await self._resumed(client, key, full, state, sha256) if state else None
         if upload is None:
-            upload = await self.create(client, key, full, sha256=sha256,
+            # metadata known before the first byte is sent: a multipart upload
+            # fixes it at creation, so digests taken in-stream are not among it
+            upload = await self.create(client, key, full, sha256=sha256, metadata=info.metadata,
                                        part_size=self.b._part_size_for(info.size), checkpoint=checkpoint)
         else:
             log.info("s3.upload_resumed", backend=self.b.describe(), key=key, upload_id=upload.upload_id,
@@ -318,13 +321,15 @@ class Uploads:
     # -- create / complete / abort ------------------------------------------------------
 
     async def create(self, client: Any, key: str, full: str, *, sha256: str | None, part_size: int,
-                     checksums: bool = True, checkpoint: UploadCheckpoint | None = None) -> Upload:
+                     metadata: Mapping[str, str] | None = None, checksums: bool = True,
+                     checkpoint: UploadCheckpoint | None = None) -> Upload:
         """CreateMultipartUpload, shielded, and saved to ``checkpoint`` before anything else can happen."""
         kwargs: dict[str, Any] = {"Bucket": self.b.bucket, "Key": full}
         if checksums:
             kwargs["ChecksumAlgorithm"] = "SHA256"
-        if sha256:
-            kwargs["Metadata"] = {SHA256: sha256}
+        meta = user_metadata(metadata or {}, **({SHA256: sha256} if sha256 else {}))
+        if meta:
+            kwargs["Metadata"] = meta
         # Shielded: cancelled mid-request, the server may hold an upload whose
         # id we never learnt and so could never abort.
         response = None

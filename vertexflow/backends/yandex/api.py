@@ -7,6 +7,7 @@ requests leave out more). Timestamps look like ``2024-07-06T21:06:25+00:00``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,12 @@ def parse_time(value: Any) -> datetime | None:
 def _str(data: dict[str, Any], key: str) -> str | None:
     value = data.get(key)
     return value if isinstance(value, str) and value else None
+
+
+def _strings(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, dict):
+        return None
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def _int(data: dict[str, Any], key: str) -> int | None:
@@ -82,6 +89,8 @@ class Resource:
     revision: int | None = None
     public_url: str | None = None
     embedded: ResourceList | None = None
+    #: free-form properties (``PATCH /resources``); only string values are kept
+    custom_properties: Mapping[str, str] | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -97,7 +106,8 @@ class Resource:
             mime_type=_str(data, "mime_type"), media_type=_str(data, "media_type"),
             resource_id=_str(data, "resource_id"), revision=_int(data, "revision"),
             public_url=_str(data, "public_url"),
-            embedded=ResourceList.from_json(embedded) if isinstance(embedded, dict) else None)
+            embedded=ResourceList.from_json(embedded) if isinstance(embedded, dict) else None,
+            custom_properties=_strings(data.get("custom_properties")))
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,7 +82,7 @@ OPERATION_DEADLINE = 600.0
 #: Seconds a shielded clean-up (deleting a bad upload) may take.
 CLEANUP_TIMEOUT = 30.0
 
-_ITEM_FIELDS = ("name", "type", "size", "md5", "sha256", "modified", "revision")
+_ITEM_FIELDS = ("name", "type", "size", "md5", "sha256", "modified", "revision", "custom_properties")
 STAT_FIELDS = ",".join(_ITEM_FIELDS)
 LIST_FIELDS = ",".join(["type", "_embedded.total", "_embedded.limit", "_embedded.offset"]
                        + [f"_embedded.items.{f}" for f in _ITEM_FIELDS])
@@ -244,7 +244,7 @@ class YandexDiskBackend(Backend):
         if r.md5:
             hashes[MD5] = r.md5
         return ObjectInfo(key=key, size=r.size, mtime=r.modified, hashes=hashes, etag=r.md5,
-                          version=_version(r))
+                          version=_version(r), metadata=r.custom_properties or {})
 
     # -- contract ---------------------------------------------------------------
     async def check(self, *, write: bool = False) -> None:
@@ -397,9 +397,23 @@ class YandexDiskBackend(Backend):
             await self._discard(key)
             raise IntegrityError("the server's SHA-256 of the upload differs from the bytes sent",
                                  backend=self.describe(), key=key)
+        metadata = dict(info.metadata)  # read now: digests taken while the body streamed are in
+        if metadata:
+            stored = await self._set_properties(key, metadata)
         hashes = {SHA256: sent.sha256, **({MD5: stored.hashes[MD5]} if MD5 in stored.hashes else {})}
         return ObjectInfo(key=key, size=sent.size, mtime=stored.mtime, hashes=hashes, etag=stored.etag,
-                          version=stored.version or sent.sha256)
+                          version=stored.version or sent.sha256, metadata=stored.metadata)
+
+    async def _set_properties(self, key: str, metadata: dict[str, str]) -> ObjectInfo:
+        """Keep ``metadata`` as the file's custom properties; the answer is the file's new info.
+
+        A second request after the upload (the upload link takes none): a file
+        whose properties failed to be set is still whole, only undescribed.
+        """
+        _, body = await self._retry(lambda: self._client.call(
+            "PATCH", "/resources", {"path": self._path(key), "fields": STAT_FIELDS},
+            json_body={"custom_properties": metadata}, what="setting the file's properties", key=key))
+        return self._info(key, api.Resource.from_json(body))
 
     async def _upload(self, info: ObjectInfo, body: BodyFactory, parent: tuple[str, ...]) -> _Sent:
         key = info.key
