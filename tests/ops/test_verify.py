@@ -69,3 +69,28 @@ def test_cli_verify_json_and_fix(tmp_path: Path) -> None:
     os.unlink(dst / "extra.bin")
     ok = vf("verify", str(src), str(dst))
     assert ok.code == 0 and "OK" in ok.err
+
+
+async def test_an_object_deleted_while_verifying_is_a_difference_not_a_crash(tmp_path: Path) -> None:
+    from collections.abc import AsyncIterator
+
+    from vertexflow.middleware.base import BackendWrapper
+    from vertexflow.model import ObjectInfo
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, files=10)
+    make_tree(dst, files=10)
+    doomed = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*.bin"))[3]
+
+    class DeletesAfterListing(BackendWrapper):
+        """The destination as a busy platform sees it: a file goes between the listing and the read."""
+
+        async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:  # type: ignore[override]
+            async for info in self.inner.list(prefix):
+                yield info
+                if info.key == doomed:
+                    (dst / doomed).unlink()
+
+    report = await VerifyJob(LocalBackend(src), DeletesAfterListing(LocalBackend(dst))).run()
+    assert [(p.key, p.kind) for p in report.problems] == [(doomed, "missing")]
+    assert report.matched == 9 and not report.ok

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..backends.base import Backend
+from ..errors import NotFound
 from ..filters import NO_FILTER, Filter
 from ..model import MD5, SHA256, ObjectInfo
 from ..pipeline.runner import StopSignal, run_pipeline
@@ -130,8 +131,16 @@ class VerifyJob:
                     self.report.add(Difference(s.key, "different", f"{algo} differs"))
                 return
         self.report.hashed += 1
-        src_sum = await object_sha256(self.src, s)
-        dst_sum = await object_sha256(self.dst, d)
+        try:
+            src_sum = await object_sha256(self.src, s)
+        except NotFound:  # deleted since it was listed: the source no longer has it
+            self.report.add(Difference(s.key, "extra", "deleted at source while verifying"))
+            return
+        try:
+            dst_sum = await object_sha256(self.dst, d)
+        except NotFound:
+            self.report.add(Difference(s.key, "missing", "deleted at destination while verifying"))
+            return
         if src_sum == dst_sum:
             self.report.matched += 1
         else:
