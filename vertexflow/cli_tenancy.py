@@ -1,0 +1,289 @@
+"""``vertexflow company ...`` and ``vertexflow migrate ...``: the platform's companies and their storage.
+
+Both groups find the platform database with ``--db`` (``VERTEXFLOW_DB``)
+and the storage config with ``--storage-config`` (``VERTEXFLOW_STORAGE_CONFIG``).
+The work is done by :mod:`vertexflow.tenancy` and :mod:`vertexflow.ops.migrate`;
+this module only parses, prints and maps errors to exit codes (0 ok, 1 a
+check found problems or a migration failed and was rolled back, 2 bad input).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from .cli import build_filter, fail, open_journal, run_async, with_filter_options
+from .errors import ConfigError, MigrationFailed, VertexflowError, first_error
+from .tenancy.manager import DEFAULT_SUBFOLDERS, StorageManager
+
+T = TypeVar("T")
+
+
+class TenancyCtx:
+    def __init__(self, db: str | None, storage_config: str | None) -> None:
+        self.db, self.storage_config = db, storage_config
+
+    def manager(self) -> StorageManager:
+        if not self.db:
+            raise ConfigError("no platform database: give --db PATH or set VERTEXFLOW_DB")
+        return StorageManager.open(self.storage_config, self.db)
+
+
+def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--storage-config", "storage_config", type=click.Path(dir_okay=False),
+                      envvar="VERTEXFLOW_STORAGE_CONFIG",
+                      help="The platform's storage_config.json [every content type on local disk].")(fn)
+    return click.option("--db", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_DB",
+                        help="The platform's SQLite database.")(fn)
+
+
+def _run(ctx: TenancyCtx, fn: Callable[[StorageManager], Awaitable[T]]) -> T:
+    """Run ``fn`` with a manager; bad input exits 2 with the message."""
+
+    async def main() -> T:
+        async with ctx.manager() as manager:
+            return await fn(manager)
+
+    try:
+        return run_async(main)
+    except BaseException as exc:
+        err = first_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        if isinstance(err, MigrationFailed):
+            fail(str(err), 1)
+        if isinstance(err, VertexflowError):
+            fail(str(err))
+        raise
+
+
+def _echo(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+# -- company ---------------------------------------------------------------------
+@click.group()
+@_options
+@click.pass_context
+def company(ctx: click.Context, db: str | None, storage_config: str | None) -> None:
+    """Companies of the platform database and their storage."""
+    ctx.obj = TenancyCtx(db, storage_config)
+
+
+def _company_dict(m: StorageManager, c: Any) -> dict[str, Any]:
+    out = {"id": c.id, "slug": c.slug, "name": c.name, **c.placement.as_dict()}
+    if c.storage_connection_id is not None:
+        out["connection"] = m._registry().connection(c.storage_connection_id).name
+    return out
+
+
+@company.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def company_list(obj: TenancyCtx, as_json: bool) -> None:
+    async def run(m: StorageManager) -> list[dict[str, Any]]:
+        return [_company_dict(m, c) for c in m._registry().companies()]
+
+    rows = _run(obj, run)
+    _echo(rows, as_json, "\n".join(
+        f"{r['id']:>4}  {r['slug']:<24} {r.get('connection') or r['storage_type']}" for r in rows) or "(no companies)")
+
+
+@company.command("show")
+@click.argument("company_ref")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def company_show(obj: TenancyCtx, company_ref: str, as_json: bool) -> None:
+    """A company, where each content type of it is stored, and its migrations."""
+    async def run(m: StorageManager) -> dict[str, Any]:
+        c = m.company(company_ref)
+        out = _company_dict(m, c)
+        out["locations"] = {ct: m.target(c, ct).label() for ct in m.config.content_type_names()}
+        out["migrations"] = [r.as_dict() for r in m._registry().migrations(c.id)]
+        for r in out["migrations"]:
+            r.pop("report", None)
+        return out
+
+    data = _run(obj, run)
+    lines = [f"{k}: {v}" for k, v in data.items() if k not in ("locations", "migrations")]
+    lines += [f"  {ct}: {where}" for ct, where in data["locations"].items()]
+    lines += [f"  migration {r['id']}: {r['state']} -> {r['to'].get('name')} {r['message'] or ''}"
+              for r in data["migrations"]]
+    _echo(data, as_json, "\n".join(lines))
+
+
+@company.command("add")
+@click.argument("slug")
+@click.option("--name", default=None)
+@click.option("--storage-type", type=click.Choice(["default", "local", "minio", "yandex_disk"]), default="default",
+              show_default=True)
+@click.option("--connection", default=None, help="A storage connection (database or storage config) by name.")
+@click.option("--yandex-folder", default=None, help="Folder name on Yandex.Disk [the slug].")
+@click.pass_obj
+def company_add(obj: TenancyCtx, slug: str, name: str | None, storage_type: str, connection: str | None,
+                yandex_folder: str | None) -> None:
+    """Register a company (for rehearsals; the platform normally does this)."""
+    from .ops.migrate import resolve_target
+    from .tenancy.registry import Company, Placement
+
+    async def run(m: StorageManager) -> int:
+        conn_id, stype = None, storage_type
+        if connection:
+            probe = Company(0, slug, name, Placement(storage_type, None, yandex_folder))
+            placement, _ = resolve_target(m, probe, connection)
+            conn_id, stype = placement.storage_connection_id, placement.storage_type
+        return m._registry().add_company(slug, name=name, storage_type=stype, storage_connection_id=conn_id,
+                                         yandex_disk_folder_id=yandex_folder).id
+
+    click.echo(_run(obj, run))
+
+
+def _categories(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--subfolder", "subfolders", multiple=True, metavar="NAME",
+                      help=f"Subfolder of every category (repeatable) [{', '.join(DEFAULT_SUBFOLDERS)}].")(fn)
+    fn = click.option("--content-type", "content_types", multiple=True, metavar="NAME",
+                      help="Only this content type (repeatable) [all].")(fn)
+    fn = click.option("--json", "as_json", is_flag=True)(fn)
+    return click.option("--category", "categories", multiple=True, required=True, metavar="SLUG",
+                        help="Category slug (repeatable).")(fn)
+
+
+@company.command("provision")
+@click.argument("company_ref")
+@_categories
+@click.pass_obj
+def company_provision(obj: TenancyCtx, company_ref: str, categories: tuple[str, ...], subfolders: tuple[str, ...],
+                      content_types: tuple[str, ...], as_json: bool) -> None:
+    """Create COMPANY/CATEGORY/SUBFOLDER on the company's backend for every content type."""
+    async def run(m: StorageManager) -> dict[str, Any]:
+        c = m.company(company_ref)
+        report = await m.provision_company_storage(c.id, categories, subfolders or DEFAULT_SUBFOLDERS,
+                                                   content_types=content_types or None)
+        return report.as_dict()
+
+    data = _run(obj, run)
+    _echo(data, as_json, f"created {len(data['created'])}, already there {len(data['existing'])}")
+
+
+@company.command("verify")
+@click.argument("company_ref")
+@_categories
+@click.pass_obj
+def company_verify(obj: TenancyCtx, company_ref: str, categories: tuple[str, ...], subfolders: tuple[str, ...],
+                   content_types: tuple[str, ...], as_json: bool) -> None:
+    """Check the provisioned hierarchy; exit 1 and name what is missing."""
+    async def run(m: StorageManager) -> dict[str, Any]:
+        c = m.company(company_ref)
+        report = await m.verify_company_storage(c.id, categories, subfolders or DEFAULT_SUBFOLDERS,
+                                                content_types=content_types or None)
+        return report.as_dict()
+
+    data = _run(obj, run)
+    _echo(data, as_json, "ok" if data["ok"] else "missing:\n" + "\n".join(f"  {m}" for m in data["missing"]))
+    if not data["ok"]:
+        raise SystemExit(1)
+
+
+# -- migrate ---------------------------------------------------------------------
+@click.group()
+@_options
+@click.pass_context
+def migrate(ctx: click.Context, db: str | None, storage_config: str | None) -> None:
+    """Move a company to another backend (plan, quota, provision, copy, verify, switch), or back."""
+    ctx.obj = TenancyCtx(db, storage_config)
+
+
+@migrate.command("company")
+@click.argument("company_ref")
+@click.option("--to", "to", required=True, metavar="CONNECTION",
+              help="local, minio, yandex_disk, or a named connection.")
+@click.option("--live", is_flag=True, help="Dual-write while copying (in every process using the platform database), then "
+                   "incremental syncs and a short write fence (no downtime).")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change and record nothing.")
+@click.option("--category", "categories", multiple=True, metavar="SLUG", help="Also provision this category.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--journal", "journal_path", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_JOURNAL")
+@with_filter_options
+@click.pass_obj
+def migrate_company_cmd(obj: TenancyCtx, company_ref: str, to: str, live: bool, dry_run: bool,
+                        categories: tuple[str, ...], as_json: bool, journal_path: str | None, **kw: Any) -> None:
+    """Migrate COMPANY (id or slug) to CONNECTION."""
+    from .ops.migrate import migrate_company
+
+    try:
+        filt = build_filter(kw)
+    except ConfigError as exc:
+        fail(str(exc))
+
+    async def run(m: StorageManager) -> dict[str, Any]:
+        async with open_journal(journal_path, False) as journal:
+            result = await migrate_company(m, company_ref, to, live=live, filt=filt, dry_run=dry_run,
+                                           journal=journal, categories=categories)
+        return result.as_dict()
+
+    data = _run(obj, run)
+    if as_json:
+        _echo(data, True, "")
+        return
+    for p in data["plan"]:
+        click.echo(f"{p['content_type']}: {p['objects']} files, {p['bytes']:,} bytes  {p['from']} -> {p['to']}")
+    if data["state"] != "dry_run":
+        click.echo(f"migration {data['migration_id']}: {data['state']}: {data['message']} "
+                   f"(copied {data['copied']}, verified {data['verified']})")
+
+
+@migrate.command("rollback")
+@click.argument("company_ref")
+@click.option("--no-sync-back", is_flag=True, help="Do not copy changes made since the switch back to the old backend.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--journal", "journal_path", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_JOURNAL")
+@click.pass_obj
+def migrate_rollback(obj: TenancyCtx, company_ref: str, no_sync_back: bool, as_json: bool,
+                     journal_path: str | None) -> None:
+    """Return COMPANY to the backend its last migration moved it from."""
+    from .ops.migrate import rollback_company
+
+    async def run(m: StorageManager) -> dict[str, Any]:
+        async with open_journal(journal_path, False) as journal:
+            return (await rollback_company(m, company_ref, sync_back=not no_sync_back, journal=journal)).as_dict()
+
+    data = _run(obj, run)
+    _echo(data, as_json, f"{data['message']} (synced back {data['copied']} files)")
+
+
+@migrate.command("list")
+@click.argument("company_ref", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def migrate_list(obj: TenancyCtx, company_ref: str | None, as_json: bool) -> None:
+    """The migration records (of one company)."""
+    async def run(m: StorageManager) -> list[dict[str, Any]]:
+        cid = m.company(company_ref).id if company_ref else None
+        return [r.as_dict() for r in m._registry().migrations(cid)]
+
+    rows = _run(obj, run)
+    _echo(rows, as_json, "\n".join(
+        f"{r['id']:>4}  company {r['company_id']}  {r['from'].get('name')} -> {r['to'].get('name')}  "
+        f"{r['state']}  {r['message'] or ''}" for r in rows) or "(no migrations)")
+
+
+@migrate.command("abandon")
+@click.argument("migration_id", type=int)
+@click.pass_obj
+def migrate_abandon(obj: TenancyCtx, migration_id: int) -> None:
+    """Mark a migration that was interrupted (killed) as failed, so the company can be migrated again."""
+    async def run(m: StorageManager) -> str:
+        from .tenancy.live_state import LiveState
+        from .tenancy.registry import ACTIVE_STATES
+
+        rec = m._registry().migration(migration_id)
+        if rec.state not in ACTIVE_STATES:
+            raise ConfigError(f"migration {migration_id} is {rec.state}, not in progress")
+        # a live one: writes go to the old backend only again (and its write fence, if up, is lifted)
+        LiveState(m._registry()).clear(rec.company_id, migration_id)
+        m._registry().update_migration(migration_id, state="failed", message="abandoned by the operator",
+                                       final=True)
+        return rec.state
+
+    click.echo(f"migration {migration_id} marked failed (was {_run(obj, run)})")
