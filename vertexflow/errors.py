@@ -22,7 +22,11 @@ decide what to do from the class alone::
     │   ├── TransientError     worth retrying: 429/503/5xx, timeouts, resets
     │   │   ├── Throttled      the server asked us to slow down
     │   │   └── ConnectionFailed  the endpoint could not be reached
-    └── JobAborted             a fatal error stopped the whole job
+    ├── JobAborted             a fatal error stopped the whole job
+    ├── ClusterError           --cluster: no scheduler, no Dask, or a shard failed on every try
+    └── BackupError            a backup that cannot be read, checked or restored
+        ├── BadMetadata        metadata.json / SHA256SUMS malformed or disagreeing (names the field)
+        └── UnsafeArchive      an archive member that would escape the restore target
 
 Two attributes steer the engine:
 
@@ -169,6 +173,33 @@ class JobAborted(VertexflowError):
     fatal = True
 
 
+class ClusterError(VertexflowError):
+    """The Dask cluster of ``--cluster`` could not be used, or a shard failed on every try (exit 2)."""
+
+    reason = "cluster"
+    fatal = True
+
+
+class BackupError(VertexflowError):
+    """A backup is damaged, incomplete or unusable; the message names the backup and the part."""
+
+    reason = "backup"
+    fatal = True
+
+
+class BadMetadata(BackupError):
+    """A backup's metadata.json or SHA256SUMS is malformed, or the two disagree (possibly tampered)."""
+
+    reason = "bad_metadata"
+
+
+class UnsafeArchive(BackupError):
+    """An archive member would land outside the restore target (absolute path, "..",
+    a link, a device file or fifo); nothing was written."""
+
+    reason = "unsafe_archive"
+
+
 def first_error(exc: BaseException) -> BaseException:
     """The error to report out of a (possibly nested) exception group.
 
@@ -186,3 +217,17 @@ def first_error(exc: BaseException) -> BaseException:
 
     walk(exc)
     return next((e for e in flat if isinstance(e, VertexflowError)), flat[0])
+
+
+class MigrationFailed(VertexflowError):
+    """A company migration stopped; the company stays on (or went back to) its previous backend.
+
+    ``migration_id`` is the record in the platform database; the message says why.
+    """
+
+    reason = "migration"
+    fatal = True
+
+    def __init__(self, message: str, *, migration_id: int | None = None) -> None:
+        super().__init__(message)
+        self.migration_id = migration_id

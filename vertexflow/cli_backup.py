@@ -1,0 +1,290 @@
+"""``vertexflow backup create|list|verify|restore|prune`` (docs/backup.md).
+
+Exit status: 0 done; 1 a backup failed verification (each problem is named
+by part, object or member), or a restore refused a damaged or unsafe backup;
+2 usage, config or connection error, or a fatal error that stopped the job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from .errors import (
+    BackupError,
+    ConfigError,
+    IntegrityError,
+    VertexflowError,
+    first_error,
+)
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_FATAL = 0, 1, 2
+DEFAULT_TO = os.path.join(os.path.expanduser("~"), ".local", "state", "vertexflow", "backups")
+
+
+def _run(fn: Any, *, problems_exit: bool) -> Any:
+    """Run ``fn`` (async) and turn errors into an exit status: 1 for a bad backup, 2 for the rest."""
+    from .cli import fail, run_async
+
+    try:
+        try:
+            return run_async(fn)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+    except (BackupError, IntegrityError) as exc:
+        fail(str(exc), EXIT_PROBLEMS if problems_exit else EXIT_FATAL)
+    except VertexflowError as exc:
+        fail(str(exc), EXIT_FATAL)
+
+
+def _config(ctx: click.Context) -> Any:
+    from .cli import fail
+
+    try:
+        return ctx.obj.config
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _location(spec: str, config: Any) -> Any:
+    from .cli import fail
+    from .locations import parse_location
+
+    try:
+        return parse_location(spec, config)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _backup_location(spec: str, config: Any) -> tuple[Any, str]:
+    """``.../<id>/metadata.json`` or ``.../<id>``: the location holding the backup folder, and the id."""
+    from .cli import fail
+    from .ops.backup.metadata import METADATA, parse_id
+
+    loc = _location(spec, config)
+    split = loc.split_last()
+    if split and split[1] == METADATA:
+        loc = split[0]
+        split = loc.split_last()
+    if not split or parse_id(split[1]) is None:
+        fail(f"{spec!r} is not a backup: give its metadata.json or its folder (vertexflow-<type>-<time>)")
+    return split
+
+
+@click.group()
+def backup() -> None:
+    """Back up and restore the database and the storage tree (docs/backup.md)."""
+
+
+@backup.command("create")
+@click.option("--type", "kind", type=click.Choice(["full", "database", "storage"]), default="full", show_default=True)
+@click.option("--db", "db_path", envvar="VERTEXFLOW_DB", type=click.Path(dir_okay=False),
+              help="The SQLite database to copy (database and full).")
+@click.option("--storage", "storage", help="The storage tree to archive: a path, s3://..., yadisk:/..., NAME:path.")
+@click.option("--to", "to", envvar="VERTEXFLOW_BACKUP_TO", default=DEFAULT_TO, show_default=True,
+              help="Where backups are kept (a path, s3://..., yadisk:/..., NAME:path).")
+@click.option("--compress", "compress", default="gzip", show_default=True, help="gzip[:1-9] or zstd[:1-19].")
+@click.option("--chunk-size", default="100M", show_default=True, help="Largest part of the archive.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def create(ctx: click.Context, kind: str, db_path: str | None, storage: str | None, to: str, compress: str,
+           chunk_size: str, as_json: bool) -> None:
+    """Write a new backup to --to; metadata.json is written last."""
+    from .cli import fail
+    from .filters import parse_size
+    from .ops.backup.create import CreateOptions, create_backup
+    from .transforms.compression import parse_codec
+
+    config = _config(ctx)
+    try:
+        codec = parse_codec(compress)
+        size = parse_size(chunk_size)
+    except ConfigError as exc:
+        fail(str(exc))
+    if kind in ("full", "storage") and not storage:
+        fail(f"--type {kind} needs --storage URL")
+    if kind in ("full", "database") and not db_path:
+        fail(f"--type {kind} needs --db PATH (or VERTEXFLOW_DB)")
+    dest_loc = _location(to, config)
+    src_loc = _location(storage, config) if storage and kind != "database" else None
+
+    async def run() -> Any:
+        async with dest_loc.backend() as dest:
+            if src_loc is None:
+                return await create_backup(dest, CreateOptions(kind=kind, codec=codec, chunk_size=size,
+                                                               db_path=db_path))
+            async with src_loc.backend() as source:
+                await source.check()
+                return await create_backup(dest, CreateOptions(
+                    kind=kind, codec=codec, chunk_size=size, db_path=db_path if kind != "storage" else None,
+                    storage=source, storage_spec=src_loc.canonical))
+
+    result = _run(run, problems_exit=False)
+    meta = result.metadata
+    summary: dict[str, Any] = {"backup": meta.id, "location": f"{to.rstrip('/')}/{meta.id}", "type": meta.type,
+                               "seconds": round(result.seconds, 3), "skipped": result.skipped}
+    if meta.storage:
+        s = meta.storage
+        summary.update(parts=len(s.parts), files=s.files, bytes=s.bytes, stored_bytes=s.stream_size,
+                       mb_per_s=round(s.bytes / 1e6 / max(result.seconds, 1e-9), 1))
+    if meta.database:
+        summary.update(database_bytes=meta.database.size)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(f"backup {meta.id} written to {summary['location']}")
+        for k, v in summary.items():
+            if k not in ("backup", "location") and v not in (None, []):
+                click.echo(f"  {k}: {v}")
+
+
+@backup.command("list")
+@click.option("--to", "to", envvar="VERTEXFLOW_BACKUP_TO", default=DEFAULT_TO, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def list_(ctx: click.Context, to: str, as_json: bool) -> None:
+    """The backups at --to, oldest first; incomplete (interrupted or damaged) ones are marked."""
+    from .ops.backup.catalog import scan
+
+    loc = _location(to, _config(ctx))
+
+    async def run() -> Any:
+        async with loc.backend() as dest:
+            return await scan(dest)
+
+    entries = _run(run, problems_exit=False)
+    if as_json:
+        click.echo(json.dumps([e.as_dict() for e in entries], indent=2))
+        return
+    for e in entries:
+        state = "complete" if e.complete else ("INCOMPLETE" + (f" ({e.problem})" if e.problem else ""))
+        files = f"{e.metadata.storage.files} files" if e.metadata and e.metadata.storage else ""
+        click.echo(f"{e.id}\t{e.type}\t{e.created:%Y-%m-%dT%H:%M:%SZ}\t{e.size} bytes\t{files}\t{state}")
+    if not entries:
+        click.echo(f"no backups at {to}", err=True)
+
+
+@backup.command("verify")
+@click.argument("backup_spec", metavar="BACKUP")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def verify(ctx: click.Context, backup_spec: str, as_json: bool) -> None:
+    """Check every part's SHA-256, read the archive to its end, check the database copy (exit 1 on a problem)."""
+    from .ops.backup.reading import Opened, load_metadata
+    from .ops.backup.verify import verify_backup
+
+    loc, bid = _backup_location(backup_spec, _config(ctx))
+
+    async def run() -> Any:
+        async with loc.backend() as store:
+            meta = await load_metadata(store, bid)
+            return await verify_backup(Opened(store, bid, meta))
+
+    report = _run(run, problems_exit=True)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for p in report.problems:
+            click.echo(f"PROBLEM {p}")
+        click.echo(f"backup {bid}: {report.parts} parts, {report.files} files, {report.bytes} bytes: "
+                   + ("OK" if report.ok else f"{len(report.problems)} problem(s)"), err=not report.ok)
+    sys.exit(EXIT_OK if report.ok else EXIT_PROBLEMS)
+
+
+@backup.command("restore")
+@click.argument("backup_spec", metavar="BACKUP")
+@click.option("--target-storage", help="Where the storage goes: a remote NAME, a URL or a path "
+                                       "(default: where it was backed up from).")
+@click.option("--db-path", type=click.Path(dir_okay=False),
+              help="Where the database goes (default: where it was copied from); the old file is kept beside it.")
+@click.option("--only", "only", metavar="PREFIX", help="Restore only the files under this path.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def restore(ctx: click.Context, backup_spec: str, target_storage: str | None, db_path: str | None,
+            only: str | None, as_json: bool) -> None:
+    """Check the whole backup, then stream its files into the target and restore the database."""
+    from .ops.backup.reading import Opened, load_metadata
+    from .ops.backup.restore import restore_backup
+
+    config = _config(ctx)
+    loc, bid = _backup_location(backup_spec, config)
+
+    async def run() -> Any:
+        async with loc.backend() as store:
+            meta = await load_metadata(store, bid)
+            opened = Opened(store, bid, meta)
+            target = None
+            if meta.storage is not None:
+                target = _target_location(target_storage or meta.storage.source, config)
+            db = db_path or (meta.database.source if meta.database else None)
+            if target is None:
+                return await restore_backup(opened, target=None, db_path=db, only=only)
+            async with target.backend() as backend:
+                return await restore_backup(opened, target=backend, db_path=db, only=only)
+
+    result = _run(run, problems_exit=True)
+    out = {"backup": bid, "files": result.files, "bytes": result.bytes, "skipped": result.skipped,
+           "database": result.database, "kept_database": result.kept_database}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(f"restored backup {bid}: {result.files} files, {result.bytes} bytes"
+                   + (f" ({result.skipped} outside --only)" if only else ""))
+        if result.database:
+            click.echo(f"database restored to {result.database}"
+                       + (f"; the previous file is kept at {result.kept_database}" if result.kept_database else ""))
+
+
+def _target_location(value: str, config: Any) -> Any:
+    """A bare remote name means that remote's root; bare ``yandex_disk``/``yadisk`` the Yandex.Disk root."""
+    if value in config.remotes:
+        value = value + ":"
+    elif value in ("yandex_disk", "yadisk"):
+        value = "yadisk:/"
+    return _location(value, config)
+
+
+@backup.command("prune")
+@click.option("--keep", type=click.IntRange(1), default=7, show_default=True,
+              help="Complete backups kept per type (the newest).")
+@click.option("--to", "to", envvar="VERTEXFLOW_BACKUP_TO", default=DEFAULT_TO, show_default=True)
+@click.option("--grace", default="1h", show_default=True,
+              help="Leave incomplete backups written to within this long (they may still be running).")
+@click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def prune(ctx: click.Context, keep: int, to: str, grace: str, dry_run: bool, as_json: bool) -> None:
+    """Delete all but the newest --keep complete backups of each type, and interrupted ones, whole."""
+    from .cli import fail
+    from .filters import parse_age
+    from .ops.backup.catalog import delete_backup, plan_prune, scan
+
+    try:
+        grace_s = 0.0 if grace.strip() in ("0", "0s") else parse_age(grace).total_seconds()
+    except ConfigError as exc:
+        fail(str(exc))
+    loc = _location(to, _config(ctx))
+
+    async def run() -> Any:
+        async with loc.backend() as dest:
+            doomed = plan_prune(await scan(dest), keep, grace=grace_s, now=datetime.now(UTC))
+            if not dry_run:
+                for e in doomed:
+                    await delete_backup(dest, e)
+            return doomed
+
+    doomed = _run(run, problems_exit=False)
+    if as_json:
+        click.echo(json.dumps({"deleted" if not dry_run else "would_delete": [e.as_dict() for e in doomed]},
+                              indent=2))
+        return
+    for e in doomed:
+        click.echo(f"{'would delete' if dry_run else 'deleted'} {e.id} "
+                   f"({'complete' if e.complete else 'incomplete'}, {len(e.keys)} objects)")
+    if not doomed:
+        click.echo("nothing to prune", err=True)

@@ -1,0 +1,190 @@
+"""The storage tree as a compressed tar stream, produced while the objects are read.
+
+:func:`produce` lists the source, writes one tar member per object (header,
+the object's bytes as they arrive from ``open``, padding), compresses in
+worker threads and sends the compressed pieces into a bounded channel; the
+part writer on the other end puts them to the destination. Memory: the
+channel (a few pieces of at most a zstd frame's output) plus one read buffer.
+
+Local sources take a faster road for small files: a batch of them is read,
+framed as tar, hashed and compressed in one worker-thread hand-off (per-file
+hand-offs dominate otherwise). A small file that vanished between listing
+and reading is skipped and counted; any other read error fails the backup.
+
+Every archived file's SHA-256 is taken in-stream and written to
+``MEMBERS.sha256`` (spooled to a temporary file once past 4 MiB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import IO
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from ...backends.base import Backend
+from ...errors import SourceChanged
+from ...model import BodyFactory, ObjectInfo
+from ...transforms.compression import Codec, encoder
+from .metadata import member_line
+from .tarstream import end_of_archive, member_header, padding
+
+#: tar bytes gathered before one compress call (fewer, larger calls; zstd frames are 4 MiB anyway)
+FEED = 1024 * 1024
+#: a local file up to this size is read whole inside a batch
+SMALL = 1024 * 1024
+#: a batch of small local files: at most this many bytes or files per worker-thread hand-off
+BATCH_BYTES = 4 * 1024 * 1024
+BATCH_FILES = 256
+
+
+@dataclass(slots=True)
+class ArchiveStats:
+    files: int = 0
+    bytes: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+class ArchiveBuilder:
+    """Blocking: tar framing, member digests and compression of one archive. One thread at a time."""
+
+    def __init__(self, codec: Codec) -> None:
+        self._enc = encoder(codec)
+        self._plain = bytearray()
+        self._out: list[bytes] = []
+        self.offset = 0
+        self.stats = ArchiveStats()
+        # closed by the caller once MEMBERS.sha256 is stored
+        self.members: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024)  # noqa: SIM115
+        self._hash = hashlib.sha256()
+        self._key = ""
+
+    def _emit(self, data: bytes | memoryview) -> None:
+        self.offset += len(data)
+        if len(data) >= FEED:
+            self._compress()
+            self._out.extend(self._enc.feed(data))
+            return
+        self._plain += data
+        if len(self._plain) >= FEED:
+            self._compress()
+
+    def _compress(self) -> None:
+        if self._plain:
+            self._out.extend(self._enc.feed(self._plain))
+            self._plain = bytearray()
+
+    def begin(self, key: str, size: int, mtime: float) -> None:
+        self._key = key
+        self._hash = hashlib.sha256()
+        self._emit(member_header(key, size, mtime))
+
+    def data(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
+        self._emit(chunk)
+
+    def end(self, size: int) -> None:
+        self._emit(padding(size))
+        self.members.write(member_line(self._hash.hexdigest(), self._key))
+        self.stats.files += 1
+        self.stats.bytes += size
+
+    def add_local_batch(self, batch: list[tuple[ObjectInfo, str]]) -> None:
+        for info, path in batch:
+            try:
+                with open(path, "rb", buffering=0) as f:
+                    data = f.readall()
+            except FileNotFoundError:
+                self.stats.skipped.append(info.key)
+                continue
+            mtime = info.mtime.timestamp() if info.mtime else 0
+            self.begin(info.key, len(data), mtime)
+            self.data(data)
+            self.end(len(data))
+
+    def finish(self) -> None:
+        self._emit(end_of_archive(self.offset))
+        self._compress()
+        self._out.extend(self._enc.finish())
+
+    def take(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+
+async def produce(source: Backend, builder: ArchiveBuilder, send: MemoryObjectSendStream[bytes]) -> None:
+    """List ``source`` and send the compressed archive into ``send`` (closed at the end)."""
+    async with send:
+        batch: list[tuple[ObjectInfo, str]] = []
+        batch_bytes = 0
+
+        async def flush() -> None:
+            nonlocal batch, batch_bytes
+            if batch:
+                todo, batch, batch_bytes = batch, [], 0
+                await anyio.to_thread.run_sync(builder.add_local_batch, todo)
+                await _send(builder, send)
+
+        local = source.features.local_path
+        async for info in source.list():
+            size = info.size if info.size is not None else (await source.stat(info.key)).size or 0
+            if local and size <= SMALL:
+                batch.append((info, str(source.local_path(info.key))))
+                batch_bytes += size
+                if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_FILES:
+                    await flush()
+                continue
+            await flush()
+            await _stream_member(source, info, size, builder, send)
+        await flush()
+        await anyio.to_thread.run_sync(builder.finish)
+        await _send(builder, send)
+
+
+async def _stream_member(source: Backend, info: ObjectInfo, size: int, builder: ArchiveBuilder,
+                         send: MemoryObjectSendStream[bytes]) -> None:
+    builder.begin(info.key, size, info.mtime.timestamp() if info.mtime else 0)
+    got = 0
+    async with source.open(info.key, if_version=info.version) as chunks:
+        async for chunk in chunks:
+            got += len(chunk)
+            if got > size:
+                break
+            if len(chunk) >= 64 * 1024:
+                await anyio.to_thread.run_sync(builder.data, chunk)
+            else:
+                builder.data(chunk)
+            await _send(builder, send)
+    if got != size:
+        # the header already promised `size` bytes: the archive cannot hold this object
+        raise SourceChanged(f"object changed while it was archived: listed {size} bytes, read {got}",
+                            backend=source.describe(), key=info.key)
+    builder.end(size)
+    await _send(builder, send)
+
+
+async def _send(builder: ArchiveBuilder, send: MemoryObjectSendStream[bytes]) -> None:
+    for piece in builder.take():
+        if piece:
+            await send.send(piece)
+
+
+def spooled_body(f: IO[bytes]) -> BodyFactory:
+    """A replayable body over a spooled temporary file."""
+
+    async def body() -> AsyncIterator[bytes]:
+        f.seek(0)
+        while data := f.read(FEED):
+            yield data
+
+    return body
+
+
+def spooled_size(f: IO[bytes]) -> int:
+    f.seek(0, os.SEEK_END)
+    return f.tell()

@@ -1,0 +1,109 @@
+"""The SQLite side: an online copy by the backup API, its integrity check, and putting it back.
+
+All functions here are blocking; callers run them in a worker thread.
+
+The copy is taken in one ``backup()`` step (``pages=-1``): SQLite then holds
+a read transaction for the whole copy, so the copy is one consistent
+snapshot. In WAL mode writers go on meanwhile; in rollback-journal mode they
+wait (their busy timeout) for the few moments the copy takes. A stepwise
+copy would let writers in between steps, but SQLite restarts such a copy
+whenever another connection writes, so under a steady writer it might never
+finish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ...errors import BackupError, ConfigError
+
+READ = 1024 * 1024
+
+
+def snapshot(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Copy the live database ``source`` into the new file ``target``; check it; raise on failure."""
+    if not Path(source).is_file():
+        raise ConfigError(f"--db {str(source)!r}: no such database file")
+    try:
+        src = sqlite3.connect(f"file:{Path(source).absolute()}?mode=ro", uri=True, timeout=30)
+        try:
+            dst = sqlite3.connect(target)
+            try:
+                src.backup(dst, pages=-1)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(f"database {source}: the copy failed: {exc}") from exc
+    problem = integrity_problem(target)
+    if problem:
+        raise BackupError(f"database {source}: the copy fails its integrity check: {problem}")
+
+
+def integrity_problem(path: str | os.PathLike[str]) -> str | None:
+    """None when ``PRAGMA integrity_check`` says ok; else what it (or opening the file) said."""
+    try:
+        con = sqlite3.connect(f"file:{Path(path).absolute()}?mode=ro", uri=True)
+        try:
+            rows = con.execute("PRAGMA integrity_check").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    result = "; ".join(str(r[0]) for r in rows)
+    return None if result == "ok" else result
+
+
+def file_digest(path: str | os.PathLike[str]) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while data := f.read(READ):
+            h.update(data)
+            size += len(data)
+    return size, h.hexdigest()
+
+
+def restore_into(copy: str | os.PathLike[str], target: str | os.PathLike[str], *, now: datetime | None = None) -> str | None:
+    """Put the checked database file ``copy`` in place at ``target`` by the backup API.
+
+    An existing ``target`` is first copied (by the backup API, so consistently
+    even while open elsewhere) to ``<target>.before-restore-<UTC time>``,
+    whose path is returned. Connections open on ``target`` see the restored
+    content at their next transaction. The result is integrity-checked.
+    """
+    target = Path(target)
+    kept = None
+    if target.exists():
+        stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+        kept = f"{target}.before-restore-{stamp}"
+        old = sqlite3.connect(target, timeout=30)
+        try:
+            keep = sqlite3.connect(kept)
+            try:
+                old.backup(keep, pages=-1)
+            finally:
+                keep.close()
+        finally:
+            old.close()
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    src = sqlite3.connect(f"file:{Path(copy).absolute()}?mode=ro", uri=True)
+    try:
+        dst = sqlite3.connect(target, timeout=30)
+        try:
+            src.backup(dst, pages=-1)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    problem = integrity_problem(target)
+    if problem:
+        raise BackupError(f"database {target}: fails its integrity check after the restore: {problem}"
+                          + (f" (the previous file is kept at {kept})" if kept else ""))
+    return kept

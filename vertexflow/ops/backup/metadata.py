@@ -1,0 +1,298 @@
+"""The backup layout and its metadata: dataclasses, strict JSON (de)serialisation, SHA256SUMS.
+
+A backup is one folder ``<id>/`` at the destination (see ``docs/backup.md``)::
+
+    storage.tar.zst.part0000 ...   the compressed tar stream, cut into parts
+    MEMBERS.sha256                 "<sha256>  <path>" per archived file (sha256sum format)
+    database.sqlite3.zst           the database copy, compressed with the same codec
+    SHA256SUMS                     every stored file above, sha256sum format
+    metadata.json                  written last: a folder without it is incomplete
+
+Reading is strict: every field is type-checked and a bad one raises
+:class:`~vertexflow.errors.BadMetadata` naming it, and object names are
+matched against the only forms vertexflow writes, so a tampered metadata file
+can never make a reader touch a key outside the backup folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ...errors import BadMetadata
+
+FORMAT = "vertexflow.backup"
+VERSION = 1
+METADATA = "metadata.json"
+SHA256SUMS = "SHA256SUMS"
+MEMBERS = "MEMBERS.sha256"
+TYPES = ("full", "database", "storage")
+SUFFIX = {"zstd": "zst", "gzip": "gz"}
+ID_RE = re.compile(r"^vertexflow-(full|database|storage)-(\d{8}T\d{6}Z)(?:-(\d{1,4}))?$")
+_PART_RE = re.compile(r"^storage\.tar\.(zst|gz)\.part(\d{4,6})$")
+_DB_RE = re.compile(r"^database\.sqlite3\.(zst|gz)$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+
+
+def backup_id(kind: str, when: datetime, seq: int = 0) -> str:
+    """``vertexflow-full-20261124T131500Z`` (``-N`` appended when that second is taken)."""
+    base = f"vertexflow-{kind}-{when.astimezone(UTC).strftime(TIME_FORMAT)}"
+    return f"{base}-{seq}" if seq else base
+
+
+def parse_id(bid: str) -> tuple[str, datetime, int] | None:
+    """``(type, created, seq)`` of a backup id, or None if it is not one."""
+    m = ID_RE.match(bid)
+    if not m:
+        return None
+    when = datetime.strptime(m.group(2), TIME_FORMAT).replace(tzinfo=UTC)
+    return m.group(1), when, int(m.group(3) or 0)
+
+
+def part_name(codec: str, index: int) -> str:
+    return f"storage.tar.{SUFFIX[codec]}.part{index:04d}"
+
+
+def database_name(codec: str) -> str:
+    return f"database.sqlite3.{SUFFIX[codec]}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """One object of the backup folder as stored: its name, byte size and SHA-256."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSection:
+    source: str
+    compression: str  # "zstd" | "gzip"
+    level: int
+    chunk_size: int
+    parts: tuple[StoredFile, ...]
+    stream_size: int  # all parts joined (the compressed stream)
+    stream_sha256: str
+    files: int
+    bytes: int  # uncompressed content of the files
+    members: StoredFile  # MEMBERS.sha256
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSection:
+    source: str
+    compression: str
+    stored: StoredFile  # the compressed copy as stored
+    size: int  # the SQLite file itself
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    id: str
+    type: str
+    created: datetime
+    vertexflow_version: str
+    storage: StorageSection | None = None
+    database: DatabaseSection | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def stored_files(self) -> list[StoredFile]:
+        """Every object the backup holds besides SHA256SUMS and metadata.json, in write order."""
+        out: list[StoredFile] = []
+        if self.database:
+            out.append(self.database.stored)
+        if self.storage:
+            out.extend(self.storage.parts)
+            out.append(self.storage.members)
+        return out
+
+    def sha256sums(self) -> bytes:
+        """The SHA256SUMS file: ``sha256sum -c SHA256SUMS`` in the backup folder checks every stored file."""
+        return "".join(f"{f.sha256}  {f.name}\n" for f in self.stored_files()).encode()
+
+    def to_json(self) -> bytes:
+        doc: dict[str, Any] = {
+            "format": FORMAT, "version": VERSION, "id": self.id, "type": self.type,
+            "created": self.created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "vertexflow_version": self.vertexflow_version,
+            "source": {"storage": self.storage.source if self.storage else None,
+                       "database": self.database.source if self.database else None},
+            "storage": None, "database": None,
+        }
+        if self.storage:
+            s = self.storage
+            doc["storage"] = {
+                "compression": s.compression, "level": s.level, "chunk_size": s.chunk_size,
+                "parts": [asdict(p) for p in s.parts],
+                "stream": {"size": s.stream_size, "sha256": s.stream_sha256},
+                "files": s.files, "bytes": s.bytes, "members": asdict(s.members),
+            }
+        if self.database:
+            d = self.database
+            doc["database"] = {"compression": d.compression, "stored": asdict(d.stored),
+                               "size": d.size, "sha256": d.sha256}
+        return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, *, where: str) -> Metadata:
+        """Parse and check; raises :class:`BadMetadata` naming ``where`` and the bad field."""
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadMetadata(f"{where}: not valid JSON ({exc})") from None
+        r = _Reader(doc, where)
+        if r.get("format", str) != FORMAT:
+            raise BadMetadata(f"{where}: field 'format' is not {FORMAT!r}")
+        if r.get("version", int) != VERSION:
+            raise BadMetadata(f"{where}: field 'version' {doc.get('version')!r} is not supported "
+                              f"(this vertexflow reads {VERSION})")
+        bid = r.get("id", str)
+        parsed = parse_id(bid)
+        kind = r.get("type", str)
+        if parsed is None or parsed[0] != kind:
+            raise BadMetadata(f"{where}: field 'id' {bid!r} is not a backup id of type {kind!r}")
+        try:
+            created = datetime.strptime(r.get("created", str), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            raise BadMetadata(f"{where}: field 'created' is not a time like 2026-11-24T13:15:00Z") from None
+        source = r.sub("source")
+        storage = database = None
+        if doc.get("storage") is not None:
+            storage = _storage(r.sub("storage"), source.get("storage", str))
+        if doc.get("database") is not None:
+            database = _database(r.sub("database"), source.get("database", str))
+        want = {"full": (True, True), "storage": (True, False), "database": (False, True)}[kind]
+        if (storage is not None, database is not None) != want:
+            raise BadMetadata(f"{where}: fields 'storage'/'database' do not match type {kind!r}")
+        return cls(id=bid, type=kind, created=created, vertexflow_version=r.get("vertexflow_version", str),
+                   storage=storage, database=database)
+
+
+class _Reader:
+    """Typed field access that names the field path in its errors."""
+
+    def __init__(self, doc: Any, path: str) -> None:
+        if not isinstance(doc, dict):
+            raise BadMetadata(f"{path}: expected an object")
+        self.doc, self.path = doc, path
+
+    def get(self, name: str, kind: type) -> Any:
+        if name not in self.doc:
+            raise BadMetadata(f"{self.path}: field {name!r} is missing")
+        value = self.doc[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise BadMetadata(f"{self.path}: field {name!r} must be {kind.__name__}, not {type(value).__name__}")
+        if kind is int and value < 0:
+            raise BadMetadata(f"{self.path}: field {name!r} must not be negative")
+        return value
+
+    def sub(self, name: str) -> _Reader:
+        return _Reader(self.get(name, dict), f"{self.path}.{name}")
+
+    def sha(self, name: str) -> str:
+        value = self.get(name, str)
+        if not _HEX64.match(value):
+            raise BadMetadata(f"{self.path}: field {name!r} is not a lower-case hex SHA-256")
+        return value
+
+    def stored(self, pattern: re.Pattern[str]) -> StoredFile:
+        name = self.get("name", str)
+        if not pattern.match(name):
+            raise BadMetadata(f"{self.path}: field 'name' {name!r} is not a name vertexflow writes")
+        return StoredFile(name, self.get("size", int), self.sha("sha256"))
+
+
+def _codec(r: _Reader) -> str:
+    codec = r.get("compression", str)
+    if codec not in SUFFIX:
+        raise BadMetadata(f"{r.path}: field 'compression' must be one of {', '.join(SUFFIX)}")
+    return codec
+
+
+def _storage(r: _Reader, source: str) -> StorageSection:
+    codec = _codec(r)
+    raw_parts = r.get("parts", list)
+    parts = tuple(_Reader(p, f"{r.path}.parts[{i}]").stored(_PART_RE) for i, p in enumerate(raw_parts))
+    for i, p in enumerate(parts):
+        if p.name != part_name(codec, i):
+            raise BadMetadata(f"{r.path}.parts[{i}]: field 'name' {p.name!r} should be {part_name(codec, i)!r}")
+    stream = r.sub("stream")
+    members = r.sub("members").stored(re.compile(f"^{re.escape(MEMBERS)}$"))
+    section = StorageSection(source=source, compression=codec, level=r.get("level", int),
+                             chunk_size=r.get("chunk_size", int), parts=parts,
+                             stream_size=stream.get("size", int), stream_sha256=stream.sha("sha256"),
+                             files=r.get("files", int), bytes=r.get("bytes", int), members=members)
+    if not parts:
+        raise BadMetadata(f"{r.path}: field 'parts' is empty")
+    if sum(p.size for p in parts) != section.stream_size:
+        raise BadMetadata(f"{r.path}: the parts' sizes do not add up to field 'stream.size'")
+    if any(p.size > section.chunk_size for p in parts):
+        raise BadMetadata(f"{r.path}: a part is larger than field 'chunk_size'")
+    return section
+
+
+def _database(r: _Reader, source: str) -> DatabaseSection:
+    codec = _codec(r)
+    stored = r.sub("stored").stored(_DB_RE)
+    if stored.name != database_name(codec):
+        raise BadMetadata(f"{r.path}.stored: field 'name' should be {database_name(codec)!r}")
+    return DatabaseSection(source=source, compression=codec, stored=stored,
+                           size=r.get("size", int), sha256=r.sha("sha256"))
+
+
+def parse_sha256sums(data: bytes, *, where: str) -> dict[str, str]:
+    """``{name: sha256}`` from a SHA256SUMS file; raises :class:`BadMetadata` on a bad line."""
+    out: dict[str, str] = {}
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise BadMetadata(f"{where}: not UTF-8 text") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        m = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", line)
+        if not m:
+            raise BadMetadata(f"{where}: line {n} is not '<sha256>  <name>'")
+        out[m.group(2)] = m.group(1)
+    return out
+
+
+def check_agreement(meta: Metadata, sums: dict[str, str], *, where: str) -> None:
+    """metadata.json and SHA256SUMS must list the same files with the same hashes."""
+    listed = {f.name: f.sha256 for f in meta.stored_files()}
+    for name in sorted(set(listed) | set(sums)):
+        if name not in sums:
+            raise BadMetadata(f"{where}: {name} is in metadata.json but not in SHA256SUMS")
+        if name not in listed:
+            raise BadMetadata(f"{where}: {name} is in SHA256SUMS but not in metadata.json")
+        if listed[name] != sums[name]:
+            raise BadMetadata(f"{where}: metadata.json and SHA256SUMS disagree on the SHA-256 of {name}")
+
+
+# -- MEMBERS.sha256: sha256sum's own format, escapes included ------------------------
+
+def member_line(sha256: str, name: str) -> bytes:
+    """One line as ``sha256sum`` writes it: a name with a backslash or newline is escaped and the line starts with '\\'."""
+    if "\\" in name or "\n" in name or "\r" in name:
+        escaped = name.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+        return f"\\{sha256}  {escaped}\n".encode("utf-8", "surrogateescape")
+    return f"{sha256}  {name}\n".encode("utf-8", "surrogateescape")
+
+
+def parse_member_line(line: bytes, *, where: str) -> tuple[str, str]:
+    text = line.decode("utf-8", "surrogateescape").rstrip("\n")
+    escaped = text.startswith("\\")
+    if escaped:
+        text = text[1:]
+    m = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", text, re.DOTALL)
+    if not m:
+        raise BadMetadata(f"{where}: a line is not '<sha256>  <path>'")
+    name = m.group(2)
+    if escaped:
+        name = re.sub(r"\\(.)", lambda g: {"n": "\n", "r": "\r", "\\": "\\"}.get(g.group(1), g.group(1)), name)
+    return name, m.group(1)

@@ -1,0 +1,138 @@
+"""Opening an existing backup: its metadata (checked against SHA256SUMS), member list and database copy."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import anyio
+
+from ...backends.base import Backend
+from ...errors import BackupError, BadMetadata, CorruptData, NotFound
+from ...transforms.compression import CorruptInput, decoder
+from .database import integrity_problem
+from .metadata import (
+    METADATA,
+    SHA256SUMS,
+    Metadata,
+    StorageSection,
+    check_agreement,
+    parse_member_line,
+    parse_sha256sums,
+)
+from .parts import THREAD_MIN, read_object
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """The backend holding a backup, the backup's folder there (its id) and its checked metadata."""
+
+    folder: Backend
+    name: str
+    meta: Metadata
+
+    def key(self, name: str) -> str:
+        return f"{self.name}/{name}"
+
+
+async def load_metadata(folder: Backend, name: str) -> Metadata:
+    """Read and check metadata.json and SHA256SUMS of the backup in the folder ``name`` of ``folder``.
+
+    Raises :class:`BackupError` if there is no metadata.json (an incomplete
+    backup, or not a backup) and :class:`BadMetadata` if it is malformed, does
+    not belong to this folder, or disagrees with SHA256SUMS.
+    """
+    where = f"backup {name}"
+    try:
+        raw = await read_object(folder, f"{name}/{METADATA}")
+    except NotFound:
+        raise BackupError(f"{where}: no {METADATA} in {folder.describe()}/{name} "
+                          "(an interrupted backup, or not a backup folder)") from None
+    meta = Metadata.from_json(raw, where=f"{where}, {METADATA}")
+    if meta.id != name:
+        raise BadMetadata(f"{where}, {METADATA}: field 'id' {meta.id!r} does not match the folder name")
+    try:
+        sums = parse_sha256sums(await read_object(folder, f"{name}/{SHA256SUMS}"), where=f"{where}, {SHA256SUMS}")
+    except NotFound:
+        raise BadMetadata(f"{where}: {SHA256SUMS} is missing") from None
+    check_agreement(meta, sums, where=where)
+    return meta
+
+
+async def load_members(folder: Backend, section: StorageSection, *, bid: str) -> dict[str, str]:
+    """``{path: sha256}`` from MEMBERS.sha256, checked against its recorded size and SHA-256."""
+    m = section.members
+    try:
+        data = await read_object(folder, f"{bid}/{m.name}")
+    except NotFound:
+        raise CorruptData(f"backup {bid}: {m.name} is missing", backend=folder.describe(), key=m.name) from None
+    if len(data) != m.size or hashlib.sha256(data).hexdigest() != m.sha256:
+        raise CorruptData(f"backup {bid}: {m.name} differs from the metadata (corrupted)",
+                          backend=folder.describe(), key=m.name)
+    out: dict[str, str] = {}
+    for line in data.splitlines(keepends=True):
+        name, sha = parse_member_line(line, where=f"backup {bid}, {m.name}")
+        out[name] = sha
+    if len(out) != section.files:
+        raise BadMetadata(f"backup {bid}: {m.name} lists {len(out)} files, metadata says {section.files}")
+    return out
+
+
+async def fetch_database(opened: Opened, path: str) -> None:
+    """Download and decompress the database copy to ``path``; check stored and plain SHA-256 and integrity.
+
+    Raises :class:`CorruptData` naming the object; ``path`` is removed on failure.
+    """
+    db = opened.meta.database
+    assert db is not None
+    name, where = db.stored.name, f"backup {opened.name}"
+    dec = decoder(db.compression)
+    stored_hash, plain_hash = hashlib.sha256(), hashlib.sha256()
+    stored_size = plain_size = 0
+
+    def bad(what: str) -> CorruptData:
+        return CorruptData(f"{where}: {what}", backend=opened.folder.describe(), key=name)
+
+    try:
+        with open(path, "wb") as out:  # noqa: ASYNC230 - opening a local temp file is instant; writes of big pieces run in threads
+            def drain() -> int:
+                n = 0
+                while dec.pending:
+                    data = dec.pull()
+                    plain_hash.update(data)
+                    out.write(data)
+                    n += len(data)
+                return n
+
+            def push(chunk: bytes) -> int:
+                stored_hash.update(chunk)
+                dec.push(chunk)
+                return drain()
+
+            try:
+                async with opened.folder.open(opened.key(name)) as chunks:
+                    async for chunk in chunks:
+                        stored_size += len(chunk)
+                        plain_size += (await anyio.to_thread.run_sync(push, chunk) if len(chunk) >= THREAD_MIN
+                                       else push(chunk))
+                dec.finish()
+            except NotFound:
+                raise bad("the database copy is missing") from None
+            except CorruptInput as exc:
+                if stored_hash.hexdigest() != db.stored.sha256:
+                    raise bad("the database copy's SHA-256 differs from the metadata (corrupted)") from None
+                raise bad(f"the database copy does not decompress: {exc}") from None
+        if stored_size != db.stored.size or stored_hash.hexdigest() != db.stored.sha256:
+            raise bad("the database copy's SHA-256 differs from the metadata (corrupted)")
+        if plain_size != db.size or plain_hash.hexdigest() != db.sha256:
+            raise bad("the decompressed database differs from the recorded size/SHA-256")
+        problem = await anyio.to_thread.run_sync(integrity_problem, path)
+        if problem:
+            raise bad(f"the database copy fails PRAGMA integrity_check: {problem}")
+    except BaseException:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        raise

@@ -1,0 +1,94 @@
+"""``backup verify``: every part's SHA-256, the archive read through to its end, the database's integrity.
+
+Problems are collected, not raised, each named by the part, object or
+member it concerns, so one run reports everything it can see: after a
+broken part the remaining parts are still hashed, but the archive is not
+read further (what follows cannot be trusted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+from ...errors import BackupError, IntegrityError, UnsafeArchive
+from .parts import Problem, scan_archive
+from .reading import Opened, fetch_database, load_members
+from .tarstream import END_MEMBER, Member, safe_key
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    backup: str
+    problems: list[Problem] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+    parts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, object]:
+        return {"backup": self.backup, "ok": self.ok, "parts": self.parts, "files": self.files,
+                "bytes": self.bytes, "problems": [{"where": p.where, "what": p.what} for p in self.problems]}
+
+
+async def verify_backup(opened: Opened) -> VerifyReport:
+    report = VerifyReport(opened.name)
+    meta = opened.meta
+    if meta.storage is not None:
+        await _verify_storage(opened, report)
+    if meta.database is not None:
+        with tempfile.TemporaryDirectory(prefix="vertexflow-verify-") as tmp:
+            try:
+                await fetch_database(opened, os.path.join(tmp, "database.sqlite3"))
+            except (BackupError, IntegrityError) as exc:
+                report.problems.append(Problem(meta.database.stored.name, getattr(exc, "message", str(exc))))
+    return report
+
+
+async def _verify_storage(opened: Opened, report: VerifyReport) -> None:
+    section = opened.meta.storage
+    assert section is not None
+    report.parts = len(section.parts)
+    try:
+        members: dict[str, str] | None = await load_members(opened.folder, section, bid=opened.name)
+    except (BackupError, IntegrityError) as exc:
+        report.problems.append(Problem(section.members.name, getattr(exc, "message", str(exc))))
+        members = None
+    seen: set[str] = set()
+    current: Member | None = None
+    h = hashlib.sha256()
+    before = len(report.problems)
+    def handle(event: object) -> None:  # runs in the reading worker thread
+        nonlocal current, h
+        if isinstance(event, Member):
+            current, h = event, hashlib.sha256()
+            try:
+                safe_key(event)
+            except UnsafeArchive as exc:
+                report.problems.append(Problem(event.name, str(exc)))
+        elif event is END_MEMBER:
+            assert current is not None
+            if current.is_file:
+                report.files += 1
+                report.bytes += current.size
+                seen.add(current.name)
+                if members is not None and members.get(current.name) != h.hexdigest():
+                    what = "not in MEMBERS.sha256" if current.name not in members else "content differs from MEMBERS.sha256"
+                    report.problems.append(Problem(current.name, what))
+        else:
+            h.update(event)  # type: ignore[arg-type]
+
+    await scan_archive(opened.folder, section, handle, bid=opened.name, problems=report.problems)
+    if len(report.problems) > before:
+        return  # the archive was not read through: counts would only repeat the problem
+    if report.files != section.files or report.bytes != section.bytes:
+        report.problems.append(Problem("archive", f"holds {report.files} files / {report.bytes} bytes, metadata "
+                                                  f"says {section.files} / {section.bytes}"))
+    if members is not None:
+        for name in sorted(set(members) - seen)[:20]:
+            report.problems.append(Problem(name, "listed in MEMBERS.sha256 but not in the archive"))
