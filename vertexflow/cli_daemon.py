@@ -1,0 +1,65 @@
+"""``vertexflow daemon --config daemon.toml``: the long-running service (vertexflow.daemon).
+
+Exit status: 0 after a drain (SIGTERM/SIGINT); 2 for a bad config file, a
+journal that cannot be opened or an address that cannot be bound, with a
+message naming the file and key.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import logs
+from .errors import ConfigError
+
+
+@click.command("daemon")
+@click.option("--config", "daemon_config", required=True, type=click.Path(dir_okay=False),
+              envvar="VERTEXFLOW_DAEMON_CONFIG", help="The daemon's config file (TOML): [daemon] and [[jobs]].")
+@click.option("--check", is_flag=True, help="Check the config file and exit (0: fine, 2: the error).")
+@click.pass_context
+def daemon(ctx: click.Context, daemon_config: str, check: bool) -> None:
+    """Run the jobs of a config file on their schedules, with an HTTP API, a live
+    dashboard and Prometheus metrics (http://127.0.0.1:8787/ by default).
+
+    SIGTERM/SIGINT drain (transfers in flight finish, the journal is flushed);
+    SIGHUP reloads the config without dropping running jobs. docs/daemon.md
+    is the reference.
+    """
+    from .cli import run_async
+    from .daemon.service import Daemon
+
+    parent = ctx.parent
+    if parent is not None and parent.get_parameter_source("log_level") == click.core.ParameterSource.DEFAULT:
+        # a service's log is its record: info events (runs started and finished) by default
+        logs.configure(parent.params.get("log_format", "auto"), "info")
+
+    def remotes() -> object:
+        return ctx.find_object(_ctx_type()).config  # type: ignore[union-attr]
+
+    try:
+        service = Daemon(daemon_config, fallback_remotes=remotes)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        _fail(str(exc))
+    if check:
+        click.echo(f"{daemon_config}: OK ({len(service.config.jobs)} jobs)")
+        return
+    try:
+        run_async(service.serve)
+    except ConfigError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:  # pragma: no cover - signals are handled by the service
+        sys.exit(130)
+
+
+def _ctx_type() -> type:
+    from .cli import Ctx
+
+    return Ctx
+
+
+def _fail(message: str) -> None:
+    click.echo(f"vertexflow: error: {message}", err=True)
+    sys.exit(2)

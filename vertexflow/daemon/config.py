@@ -1,0 +1,372 @@
+"""The daemon's config file (TOML): the service settings and the jobs it runs.
+
+Example (``configs/daemon.toml`` holds a commented one; ``docs/daemon.md``
+is the reference)::
+
+    [daemon]
+    listen = "127.0.0.1:8787"
+    drain_timeout = "30s"
+
+    [[jobs]]
+    name = "photos"
+    kind = "sync"
+    source = "/srv/photos"
+    dest = "s3://media/photos"
+    interval = "15m"                   # or cron = "*/5 * * * *"
+    windows = ["Mon-Fri 01:00-06:00"]  # optional: only run inside these
+    continuous = true                  # local source: also sync on filesystem events
+    delete = true
+    max_delete = 100
+    bwlimit = "08:00,512k 19:00,10M 23:00,off"
+
+    [jobs.filters]
+    exclude = ["*.tmp"]
+
+A ``[remotes.NAME]`` table, as in the remotes config file, may sit in the
+same file; without one the remotes come from the usual config file.
+
+Every error is a :class:`~vertexflow.errors.ConfigError` naming the file and
+the key, with jobs named by their ``name`` (``jobs.photos.interval: ...``).
+Relative local paths are taken from the config file's directory, so the
+daemon does the same thing whatever directory it is started from.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ..config import Config, parse_config
+from ..errors import ConfigError
+
+#: The kinds of job the daemon knows; vertexflow.daemon.runners maps each to its adapter.
+JOB_KINDS = ("sync", "backup", "migrate")
+DEFAULT_PORT = 8787
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: str | float) -> float:
+    """``"30s"``, ``"5m"``, ``"1h30m"``, ``"2d"`` or a number of seconds -> seconds (> 0)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30s, 5m, 1h or 2d")  # noqa: TRY004 - pydantic reports ValueErrors
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = value.strip().lower().replace(" ", "")
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ValueError(f"{value!r} is not a duration: use e.g. 30s, 5m, 1h or 2d")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    return seconds
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Filters(_Strict):
+    """The same filters as the command line's (``--include`` ...)."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    min_size: str | None = None
+    max_size: str | None = None
+    min_age: str | None = None
+    max_age: str | None = None
+    prefix: str = ""
+    ext: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _parse(self) -> Filters:
+        self.build()  # every value must parse now, not at the first run
+        return self
+
+    def build(self) -> Any:
+        """A fresh :class:`~vertexflow.filters.Filter` (ages count from now)."""
+        from ..filters import Filter, parse_age, parse_size
+
+        try:
+            return Filter(include=self.include, exclude=self.exclude,
+                          min_size=parse_size(self.min_size) if self.min_size else None,
+                          max_size=parse_size(self.max_size) if self.max_size else None,
+                          min_age=parse_age(self.min_age) if self.min_age else None,
+                          max_age=parse_age(self.max_age) if self.max_age else None,
+                          prefix=self.prefix,
+                          extensions=tuple(e.strip().lower().lstrip(".") for e in self.ext if e.strip()))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class DaemonSettings(_Strict):
+    """``[daemon]``: where the service listens and how it stops."""
+
+    #: HOST:PORT of the HTTP API and dashboard; loopback unless a token is set
+    listen: str = f"127.0.0.1:{DEFAULT_PORT}"
+    token: SecretStr | None = None
+    token_env: str | None = Field(None, description="variable holding the API token")
+    #: how long SIGTERM/SIGINT wait for transfers in flight before aborting them
+    drain_timeout: float = 30.0
+    journal: str | None = Field(None, description="journal database [the default journal]")
+    #: first and largest delay before a job that failed is tried again (doubling in between)
+    backoff_initial: float = 5.0
+    backoff_max: float = 600.0
+    #: results kept per job and errors kept in the daemon's ring buffer
+    history: int = Field(20, ge=1, le=1000)
+    errors_kept: int = Field(200, ge=1, le=10000)
+
+    _durations = field_validator("drain_timeout", "backoff_initial", "backoff_max", mode="before")(
+        lambda v: parse_duration(v))
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{v!r}: use HOST:PORT, e.g. 127.0.0.1:{DEFAULT_PORT}")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def resolved_token(self, environ: Mapping[str, str]) -> str | None:
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_env is not None:
+            if not environ.get(self.token_env):
+                raise ConfigError(f"daemon.token_env: environment variable {self.token_env} is not set")
+            return environ[self.token_env]
+        return None
+
+
+class JobSpec(_Strict):
+    """``[[jobs]]``: one job, its schedule and its options."""
+
+    name: str
+    kind: Literal["sync", "backup", "migrate"]
+    source: str
+    dest: str
+    #: every INTERVAL (first run at start), or on a cron expression; neither: only on demand/events
+    interval: float | None = None
+    cron: str | None = None
+    #: "[DAYS ]HH:MM-HH:MM", e.g. "Mon-Fri 01:00-06:00", "Sat,Sun 00:00-24:00", "22:00-02:00"
+    windows: tuple[str, ...] = ()
+    #: a local source is also synced within seconds of a change (filesystem events)
+    continuous: bool = False
+    #: continuous jobs: a full run at least this often, for whatever events missed
+    reconcile_interval: float = 600.0
+    #: continuous jobs: wait this long after an event for more before running
+    debounce: float = 1.0
+    delete: bool = False
+    max_delete: int | None = Field(None, ge=0)
+    bwlimit: str | None = None
+    transfers: int | None = Field(None, ge=1, le=1024)
+    retries: int = Field(5, ge=1, le=100)
+    compare: Literal["size_mtime", "checksum", "size_only"] = "size_mtime"
+    verify: bool = True
+    filters: Filters = Field(default_factory=Filters)
+    #: alert (error log, red on the dashboard) when no run has succeeded for this long;
+    #: default: three times the interval (or the cron period, or the reconcile interval)
+    expected_interval: float | None = None
+    #: kind-specific settings (backup retention, migrate options), checked by that kind's runner
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    _durations = field_validator("interval", "reconcile_interval", "debounce", "expected_interval",
+                                 mode="before")(lambda v: None if v is None else parse_duration(v))
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_." for c in v):
+            raise ValueError(f"{v!r}: use letters, digits, '-', '_' or '.'")
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None:
+            from .schedule import check_cron
+
+            check_cron(v)
+        return v
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from .schedule import Windows
+
+        Windows.parse(v)
+        return v
+
+    @field_validator("bwlimit")
+    @classmethod
+    def _bwlimit(cls, v: str | None) -> str | None:
+        if v is not None:
+            from ..throttle import parse_bwlimit
+
+            try:
+                parse_bwlimit(v, "bwlimit")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _schedule(self) -> JobSpec:
+        if self.interval is not None and self.cron is not None:
+            raise ValueError("give interval or cron, not both")
+        return self
+
+    def expected(self) -> float | None:
+        """Seconds without a success after which the job is overdue (None: never)."""
+        if self.expected_interval is not None:
+            return self.expected_interval
+        if self.windows:
+            return None  # a window may legitimately hold runs back for days: ask for it explicitly
+        if self.interval is not None:
+            return 3 * self.interval
+        if self.cron is not None:
+            from .schedule import cron_period
+
+            return 3 * cron_period(self.cron)
+        if self.continuous:
+            return 3 * self.reconcile_interval
+        return None
+
+
+class DaemonConfig(_Strict):
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    jobs: tuple[JobSpec, ...] = ()
+    remotes: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = Field(None, exclude=True)
+
+    @field_validator("jobs")
+    @classmethod
+    def _unique(cls, jobs: tuple[JobSpec, ...]) -> tuple[JobSpec, ...]:
+        seen: set[str] = set()
+        for job in jobs:
+            if job.name in seen:
+                raise ValueError(f"two jobs are named {job.name!r}")
+            seen.add(job.name)
+        return jobs
+
+    def job(self, name: str) -> JobSpec | None:
+        return next((j for j in self.jobs if j.name == name), None)
+
+
+def load_daemon_config(path: str | os.PathLike[str], environ: Mapping[str, str] = os.environ,
+                       fallback_remotes: Callable[[], Config] | None = None) -> tuple[DaemonConfig, Config]:
+    """Read and check the daemon config; returns it and the remotes it uses.
+
+    ``fallback_remotes`` gives the remotes when the file has no ``[remotes]``
+    (the usual remotes config file). Raises :class:`ConfigError` naming the
+    file and the key. Checks that need
+    more than the file (the token variable, each job's kind being available,
+    locations parsing) are done here too, so a bad file never starts a daemon.
+    """
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"daemon config {file} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"daemon config {file}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"daemon config {file} is not valid TOML: {exc}") from exc
+    try:
+        config = DaemonConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"daemon config {file}: " + "; ".join(_describe(e, raw) for e in exc.errors())) from None
+    base = file.resolve().parent
+    jobs = tuple(j.model_copy(update={"source": _absolute(j.source, base), "dest": _absolute(j.dest, base)})
+                 for j in config.jobs)
+    settings = config.daemon
+    if settings.journal is not None:
+        settings = settings.model_copy(update={"journal": str(base / os.path.expanduser(settings.journal))})
+    config = config.model_copy(update={"jobs": jobs, "daemon": settings, "source": str(file)})
+    remotes = (parse_config({"remotes": config.remotes}, source=str(file)) if config.remotes
+               else fallback_remotes() if fallback_remotes is not None else Config())
+    _check(config, remotes, environ)
+    return config, remotes
+
+
+def _check(config: DaemonConfig, remotes: Config, environ: Mapping[str, str]) -> None:
+    from ..locations import parse_location
+    from .runners import runner_class
+
+    where = f"daemon config {config.source}"
+    token = config.daemon.resolved_token(environ)
+    if not config.daemon.loopback and not token:
+        raise ConfigError(f"{where}: daemon.listen: {config.daemon.listen} is not a loopback address: "
+                          "set daemon.token or daemon.token_env so the API is not open to the network")
+    for job in config.jobs:
+        try:
+            runner_class(job.kind).check(job)
+            for key in ("source", "dest"):
+                parse_location(getattr(job, key), remotes, environ)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: jobs.{job.name}: {exc}") from None
+        src = parse_location(job.source, remotes, environ)
+        if job.continuous and src.kind != "local":
+            raise ConfigError(f"{where}: jobs.{job.name}.continuous: only a local source can be watched")
+        dst = parse_location(job.dest, remotes, environ)
+        if job.continuous and dst.kind == "local" and \
+                (str(dst.args[0]) + "/").startswith(str(src.args[0]).rstrip("/") + "/"):
+            raise ConfigError(f"{where}: jobs.{job.name}.dest: inside the watched source: every copy "
+                              "would trigger another run")
+
+
+def _absolute(spec: str, base: Path) -> str:
+    """A relative local path made absolute against ``base``; other locations unchanged."""
+    if "://" in spec or os.path.isabs(spec) or spec.startswith("~"):
+        return os.path.expanduser(spec)
+    head = spec.split("/", 1)[0]
+    if ":" in head:  # NAME:path or yadisk:path
+        return spec
+    return str(base / spec)
+
+
+def _describe(error: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
+    loc = [str(p) for p in error["loc"]]
+    if len(loc) >= 2 and loc[0] == "jobs" and loc[1].isdigit():
+        jobs = raw.get("jobs")
+        i = int(loc[1])
+        if isinstance(jobs, list) and i < len(jobs) and isinstance(jobs[i], dict) and jobs[i].get("name"):
+            loc[1] = str(jobs[i]["name"])
+        else:
+            loc[1] = f"[{i}]"
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{'.'.join(loc)}: {msg}"

@@ -1,0 +1,183 @@
+"""The daemon's HTTP API, metrics and dashboard (aiohttp).
+
+Endpoints (``docs/daemon.md`` has the reference with examples)::
+
+    GET  /healthz                     200 while the event loop answers
+    GET  /readyz                      200 once the jobs are loaded, 503 while starting or draining
+    GET  /api/daemon                  version, start time, config file, reloads
+    GET  /api/jobs                    every job: state, progress, next run, last result
+    GET  /api/jobs/{name}             one job, with its last results and throughput samples
+    POST /api/jobs/{name}/start       run now (also lifts a pause or a cancel)
+    POST /api/jobs/{name}/pause       stop at a clean point and hold
+    POST /api/jobs/{name}/resume      lift a pause or cancel; an interrupted run continues
+    POST /api/jobs/{name}/cancel      abort the run in flight and hold
+    GET  /api/errors[?job=&limit=]    recent errors, newest last
+    GET  /metrics                     Prometheus exposition
+    GET  /events                      server-sent events: a "jobs" snapshot every second
+    GET  /                            the dashboard
+
+With a token set (required when listening beyond loopback), every endpoint
+but ``/healthz`` and ``/readyz`` asks for ``Authorization: Bearer TOKEN``
+(or ``?token=TOKEN``, which the dashboard uses for its event stream). POSTs
+carrying an ``Origin`` other than the daemon's own are refused, so a web page
+elsewhere cannot drive a daemon on loopback; without a token, requests
+must name the daemon as ``127.0.0.1``, ``localhost`` or ``[::1]`` in ``Host``
+(a defence against DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from .. import __version__
+from .metrics import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from .service import Daemon
+
+SERVICE: web.AppKey[Daemon] = web.AppKey("service")
+#: seconds between two snapshots on /events
+EVENT_INTERVAL = 1.0
+#: event streams open at once (each costs one snapshot per second)
+MAX_EVENT_STREAMS = 32
+_OPEN = ("/healthz", "/readyz")
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+_ACTIONS = ("start", "pause", "resume", "cancel")
+#: answers that mean the action changed nothing
+_NO_OP = ("already running", "already paused", "not paused")
+
+
+def make_app(service: Daemon, token: str | None) -> web.Application:
+    app = web.Application(middlewares=[_guard(token)])
+    app[SERVICE] = service
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/daemon", daemon_info)
+    app.router.add_get("/api/jobs", jobs)
+    app.router.add_get("/api/jobs/{name}", job)
+    app.router.add_post("/api/jobs/{name}/{action}", action)
+    app.router.add_get("/api/errors", errors)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/events", events)
+    app.router.add_get("/", dashboard)
+    return app
+
+
+def _guard(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                    ) -> web.StreamResponse:
+        if token is not None and request.path not in _OPEN:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip() \
+                or request.query.get("token", "")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return _error(401, "a valid token is required (Authorization: Bearer TOKEN)")
+        if token is None and request.url.host not in _LOOPBACK_NAMES:
+            # without a token the daemon listens on loopback only; a page whose name resolves
+            # there (DNS rebinding) sends its own name as Host and is refused
+            return _error(403, f"unexpected Host {request.host!r}: use 127.0.0.1 or localhost")
+        origin = request.headers.get("Origin")
+        if request.method == "POST" and origin and urlsplit(origin).netloc != request.host:
+            return _error(403, f"cross-origin request from {origin} refused")
+        return await handler(request)
+
+    return guard
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    ready = service.ready and not service.draining
+    reason = "draining" if service.draining else None if ready else "starting"
+    return web.json_response({"ready": ready, "reason": reason}, status=200 if ready else 503)
+
+
+async def daemon_info(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICE].info())
+
+
+async def jobs(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    return web.json_response({"jobs": [c.snapshot() for c in service.controllers.values()]})
+
+
+def _controller(request: web.Request) -> Any:
+    name = request.match_info["name"]
+    controller = request.app[SERVICE].controllers.get(name)
+    if controller is None:
+        raise web.HTTPNotFound(text=json.dumps({"error": f"no job named {name!r}"}), content_type="application/json")
+    return controller
+
+
+async def job(request: web.Request) -> web.Response:
+    return web.json_response(_controller(request).snapshot(detail=True))
+
+
+async def action(request: web.Request) -> web.Response:
+    verb = request.match_info["action"]
+    if verb not in _ACTIONS:
+        return _error(404, f"unknown action {verb!r}: use {', '.join(_ACTIONS)}")
+    controller = _controller(request)
+    if request.app[SERVICE].draining:
+        return _error(503, "the daemon is draining")
+    result = getattr(controller, verb)()
+    return web.json_response({"job": controller.name, "action": verb, "result": result,
+                              "state": str(controller.state)}, status=409 if result in _NO_OP else 200)
+
+
+async def errors(request: web.Request) -> web.Response:
+    try:
+        limit = max(1, min(1000, int(request.query.get("limit", "100"))))
+    except ValueError:
+        return _error(400, "limit must be a number")
+    events = request.app[SERVICE].errors.recent(request.query.get("job"), limit)
+    return web.json_response({"errors": [e.as_dict() for e in events]})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[SERVICE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    service = request.app[SERVICE]
+    if service.event_streams >= MAX_EVENT_STREAMS:
+        return _error(503, "too many event streams open")
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+    service.event_streams += 1
+    try:
+        await response.prepare(request)
+        while not service.draining:
+            payload = json.dumps({"time": service.now(), "daemon": service.info(),
+                                  "jobs": [c.snapshot(detail=True) for c in service.controllers.values()],
+                                  "errors": [e.as_dict() for e in service.errors.recent(None, 20)]})
+            await response.write(f"event: jobs\ndata: {payload}\n\n".encode())
+            await asyncio.sleep(EVENT_INTERVAL)
+    except (ConnectionResetError, ConnectionError):
+        pass  # the page went away
+    finally:
+        service.event_streams -= 1
+    return response
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    html = resources.files("vertexflow.daemon").joinpath("static/dashboard.html").read_text(encoding="utf-8")
+    return web.Response(text=html.replace("{{VERSION}}", __version__), content_type="text/html",
+                        headers={"Cache-Control": "no-cache"})

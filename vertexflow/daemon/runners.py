@@ -1,0 +1,364 @@
+"""Job kinds: each ``kind`` of ``[[jobs]]`` is one adapter class registered here.
+
+A runner is built once per job (and again when a reload changes the job) and
+its :meth:`Runner.run` is called for every run. The contract:
+
+* ``run(stats, stop)`` does one run and returns when it is finished or
+  stopped. It fills ``stats`` (:class:`~vertexflow.pipeline.stats.JobStats`)
+  as it goes: the daemon reads it live for the API, dashboard and metrics.
+* ``stop.request_graceful()`` means: start no new object, let those in
+  flight finish, flush the journal, return (``stats.interrupted`` set).
+  ``stop.request_hard()`` aborts transfers in flight; cleanup still runs.
+* A fatal problem raises (a :class:`~vertexflow.errors.VertexflowError`
+  preferably); per-object failures are counted in ``stats``, not raised.
+* A rerun of an interrupted run continues it (the journal's fingerprint).
+* ``check(spec)`` (a class method) raises :class:`ConfigError` for a job this
+  kind cannot run, at config load, so a bad job never starts the daemon.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..pipeline.runner import StopSignal
+    from ..pipeline.stats import JobStats
+    from ..state.journal import Journal
+    from ..throttle import Timetable, TokenBucket
+    from .config import JobSpec
+
+
+#: finished journal runs kept per sync job (older ones are forgotten), and how far back to look
+JOURNAL_RUNS_KEPT = 10
+JOURNAL_SCAN = 500
+
+
+class ThrottleCounters:
+    """How often and how long a job's transfers waited for its bandwidth limit, by direction."""
+
+    def __init__(self) -> None:
+        self.waits: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
+
+
+class CountingBucket:
+    """A token bucket that counts the calls that had to wait (the rest is the bucket's)."""
+
+    #: shorter waits are the bucket's normal pacing of slices, not a throttle wait
+    THRESHOLD = 0.001
+
+    def __init__(self, inner: TokenBucket, direction: str, counters: ThrottleCounters) -> None:
+        self.inner, self.direction, self.counters = inner, direction, counters
+
+    def slice_size(self) -> int:
+        return self.inner.slice_size()
+
+    @property
+    def passed(self) -> int:
+        return self.inner.passed
+
+    async def consume(self, n: int) -> None:
+        t0 = time.monotonic()
+        await self.inner.consume(n)
+        waited = time.monotonic() - t0
+        if waited > self.THRESHOLD:
+            self.counters.waits[self.direction] += 1
+            self.counters.seconds[self.direction] += waited
+
+
+class Runner:
+    """The base of every job kind's adapter."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, spec: JobSpec, *, remotes: Config, journal: Journal) -> None:
+        self.spec, self.remotes, self.journal = spec, remotes, journal
+        self.throttle = ThrottleCounters()
+
+    @classmethod
+    def check(cls, spec: JobSpec) -> None:
+        """Raise ConfigError if this kind cannot run ``spec``."""
+
+    async def run(self, stats: JobStats, stop: StopSignal) -> None:
+        raise NotImplementedError
+
+    async def has_unfinished_run(self) -> bool:
+        """Whether the journal holds an interrupted run of this job (run it at start)."""
+        return False
+
+    async def last_success(self) -> float | None:
+        """When a run of this job last succeeded, from records that outlive the daemon (None: unknown)."""
+        return None
+
+    def bandwidth_now(self) -> str | None:
+        """The bandwidth limit in force now, for the dashboard (None: no limit)."""
+        return None
+
+    def watch_path(self) -> str | None:
+        """The local directory whose changes trigger a run (continuous jobs), if any."""
+        return None
+
+    def remotes_in_flight(self, stats: JobStats) -> dict[str, int]:
+        """Requests in flight by remote (its description)."""
+        return {}
+
+
+class SyncRunner(Runner):
+    """``kind = "sync"``: :class:`~vertexflow.ops.sync.SyncJob` from ``source`` to ``dest``."""
+
+    kind = "sync"
+
+    def __init__(self, spec: JobSpec, *, remotes: Config, journal: Journal) -> None:
+        super().__init__(spec, remotes=remotes, journal=journal)
+        from ..locations import parse_location
+        from ..throttle import parse_bwlimit
+
+        self.src_loc = parse_location(spec.source, remotes)
+        self.dst_loc = parse_location(spec.dest, remotes)
+        self.timetable: Timetable | None = parse_bwlimit(spec.bwlimit, "bwlimit") if spec.bwlimit else None
+        self._dest_description: str | None = None
+
+    @classmethod
+    def check(cls, spec: JobSpec) -> None:
+        if spec.options:
+            raise ConfigError(f"options: sync jobs take none (got {', '.join(sorted(spec.options))})")
+
+    def _options(self) -> Any:
+        from ..ops.copy import CopyOptions
+        from ..ops.sync import SyncOptions
+        from ..retry import RetryPolicy
+
+        spec = self.spec
+        local = self.src_loc.kind == "local" and self.dst_loc.kind == "local"
+        replay = {k: v for k, v in (("transfers", spec.transfers), ("bwlimit", spec.bwlimit)) if v}
+        return SyncOptions(mode="sync", delete=spec.delete, max_delete=spec.max_delete, compare=spec.compare,
+                           filter=spec.filters.build(), replay=replay,
+                           copy=CopyOptions(transfers=spec.transfers or (8 if local else 16),
+                                            retry=RetryPolicy(attempts=spec.retries), verify=spec.verify))
+
+    def _middleware(self, options: Any) -> Any:
+        from ..middleware.options import _NAMES, JobMiddleware
+
+        kw: dict[str, Any] = dict.fromkeys(_NAMES)
+        kw.update(bwlimit=self.spec.bwlimit, adaptive=True, compress_force=False, decompress=False,
+                  reassemble=False)
+        layers = JobMiddleware.from_cli(kw, config=self.remotes, src=self.src_loc, dst=self.dst_loc,
+                                        transfers=options.copy.transfers, retry=options.copy.retry)
+        for bw in (layers.bandwidth, layers.source_bandwidth, layers.dest_bandwidth):
+            if bw is not None:  # count the waits: buckets are read when the backends are wrapped
+                bw.up = CountingBucket(bw.up, "up", self.throttle) if bw.up else None  # type: ignore[assignment]
+                bw.down = CountingBucket(bw.down, "down", self.throttle) if bw.down else None  # type: ignore[assignment]
+        return layers
+
+    async def run(self, stats: JobStats, stop: StopSignal) -> None:
+        from ..ops.copy import resolve_source
+        from ..ops.sync import SyncJob
+
+        options = self._options()
+        layers = self._middleware(options)
+        source, single_key = await resolve_source(self.src_loc)
+        async with source, self.dst_loc.backend() as target:
+            self._dest_description = target.describe()
+            await SyncJob(layers.source(source, stats), layers.destination(target, stats), self.journal,
+                          src_spec=self.src_loc.canonical, dst_spec=self.dst_loc.canonical, options=options,
+                          single_key=single_key, stats=stats, stop=stop).run()
+        if stats.job_id is not None and not stop.stopping:
+            await self._forget_old_runs(stats.job_id)
+
+    async def _forget_old_runs(self, current: int) -> None:
+        """Keep the journal's record of this pair to its newest finished runs.
+
+        A continuous job may run every few seconds for months: one journal job
+        per run would grow without bound. What makes later syncs cheap (the
+        destination index) is kept per destination, not per run, and stays.
+        """
+        src, dst = self.src_loc.canonical, self.dst_loc.canonical
+        done = [j.id for j in await self.journal.list_jobs(limit=JOURNAL_SCAN)
+                if j.kind == "sync" and j.src == src and j.dst == dst and j.state == "done" and j.id != current]
+        for job_id in sorted(done, reverse=True)[JOURNAL_RUNS_KEPT - 1:]:
+            await self.journal.forget_job(job_id)
+
+    async def has_unfinished_run(self) -> bool:
+        src, dst = self.src_loc.canonical, self.dst_loc.canonical
+        for job in await self.journal.list_jobs(limit=500):
+            if job.kind == "sync" and job.src == src and job.dst == dst:
+                return job.state != "done"  # the newest run of this pair decides
+        return False
+
+    async def last_success(self) -> float | None:
+        src, dst = self.src_loc.canonical, self.dst_loc.canonical
+        for job in await self.journal.list_jobs(limit=JOURNAL_SCAN):
+            if job.kind == "sync" and job.src == src and job.dst == dst and job.state == "done":
+                failed = (job.summary or {}).get("failed", 0)
+                return job.updated if not failed else None
+        return None
+
+    def watch_path(self) -> str | None:
+        return str(self.src_loc.args[0]) if self.src_loc.kind == "local" else None
+
+    def bandwidth_now(self) -> str | None:
+        if self.timetable is None:
+            return None
+        rates = self.timetable.rates_at(datetime.now())
+        from ..pipeline.progress import human_bytes
+
+        def show(rate: float | None) -> str:
+            return "off" if rate is None else f"{human_bytes(int(rate))}/s"
+
+        if rates.up is None and rates.down is None:
+            return None
+        return show(rates.up) if rates.up == rates.down else f"up {show(rates.up)}, down {show(rates.down)}"
+
+    def remotes_in_flight(self, stats: JobStats) -> dict[str, int]:
+        report = stats.reporters.get("concurrency")
+        out = {name: limiter.in_flight for name, limiter in getattr(report, "limiters", {}).items()}
+        if self._dest_description and self._dest_description not in out:
+            out[self._dest_description] = stats.in_flight  # local disk: one request per object in flight
+        return out
+
+
+class _PendingKind(Runner):
+    """A kind declared in the config format whose operations module is not available yet."""
+
+    module: ClassVar[str]
+
+    @classmethod
+    def check(cls, spec: JobSpec) -> None:
+        if not _has_entry_point(cls.module):
+            raise ConfigError(f"kind: {cls.kind} jobs need {cls.module}, which this installation does not "
+                              f"provide yet")
+        raise ConfigError(f"kind: {cls.kind} jobs are not supported by the daemon yet")  # pragma: no cover
+
+
+def _has_entry_point(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+class BackupRunner(Runner):
+    """``kind = "backup"``: a new backup of ``source`` into ``dest`` (:mod:`vertexflow.ops.backup`),
+    then retention: all but the newest ``keep`` complete backups of the type are deleted.
+
+    ``options``: ``type`` (``storage`` [default], ``full``: ``source`` plus the
+    database ``db``, ``database``: ``source`` is the database file),
+    ``compress`` (``gzip`` [default], ``zstd:3``...), ``chunk_size`` (``100M``),
+    ``keep`` (none: keep all), ``grace`` (``1h``: incomplete backups younger
+    than this are left alone by the pruning).
+
+    A backup is one unit: a graceful stop lets it finish (the drain timeout
+    then aborts it); an aborted one has no ``metadata.json``, is never taken
+    for a backup, and is pruned after ``grace``. There is nothing to resume:
+    the next run writes a new backup.
+    """
+
+    kind = "backup"
+    module = "vertexflow.ops.backup"
+    OPTIONS = ("type", "db", "compress", "chunk_size", "keep", "grace")
+
+    def __init__(self, spec: JobSpec, *, remotes: Config, journal: Journal) -> None:
+        super().__init__(spec, remotes=remotes, journal=journal)
+        from ..locations import parse_location
+
+        self.settings = self._settings(spec)
+        self.src_loc = parse_location(spec.source, remotes) if self.settings["type"] != "database" else None
+        self.dst_loc = parse_location(spec.dest, remotes)
+
+    @classmethod
+    def _settings(cls, spec: JobSpec) -> dict[str, Any]:
+        from ..filters import parse_age, parse_size
+
+        o = spec.options
+        unknown = sorted(set(o) - set(cls.OPTIONS))
+        if unknown:
+            raise ConfigError(f"options: unknown {', '.join(unknown)} (backup jobs take {', '.join(cls.OPTIONS)})")
+        kind = o.get("type", "storage")
+        if kind not in ("full", "database", "storage"):
+            raise ConfigError(f"options.type: {kind!r}: use storage, full or database")
+        if kind == "full" and not isinstance(o.get("db"), str):
+            raise ConfigError("options.db: a full backup needs the database path")
+        keep = o.get("keep")
+        if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
+            raise ConfigError("options.keep: must be a whole number of backups, at least 1")
+        try:
+            from ..transforms.compression import parse_codec
+
+            codec = parse_codec(str(o.get("compress", "gzip")))
+            chunk = parse_size(str(o.get("chunk_size", "100M")))
+            grace = parse_age(str(o.get("grace", "1h"))).total_seconds()
+        except ConfigError as exc:
+            raise ConfigError(f"options: {exc}") from None
+        db = o.get("db") if kind == "full" else spec.source if kind == "database" else None
+        return {"type": kind, "db": db, "codec": codec, "chunk": chunk, "keep": keep, "grace": grace}
+
+    @classmethod
+    def check(cls, spec: JobSpec) -> None:
+        try:
+            from ..ops.backup.catalog import delete_backup, plan_prune, scan  # noqa: F401
+            from ..ops.backup.create import CreateOptions, create_backup  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(f"kind: backup jobs need vertexflow.ops.backup ({exc})") from None
+        if spec.continuous:
+            raise ConfigError("continuous: backup jobs run on a schedule, not on filesystem events")
+        cls._settings(spec)
+
+    async def run(self, stats: JobStats, stop: StopSignal) -> None:
+        import anyio
+
+        from ..ops.backup.catalog import delete_backup, plan_prune, scan
+        from ..ops.backup.create import CreateOptions, create_backup
+
+        s = self.settings
+        with anyio.CancelScope() as scope:
+            stop.attach(scope)  # a hard stop (drain timeout, cancel) aborts the backup
+            async with self.dst_loc.backend() as dest:
+                if self.src_loc is None:
+                    result = await create_backup(dest, CreateOptions(kind=s["type"], codec=s["codec"],
+                                                                     chunk_size=s["chunk"], db_path=s["db"]))
+                else:
+                    async with self.src_loc.backend() as source:
+                        await source.check()
+                        result = await create_backup(dest, CreateOptions(
+                            kind=s["type"], codec=s["codec"], chunk_size=s["chunk"], db_path=s["db"],
+                            storage=source, storage_spec=self.src_loc.canonical))
+                meta = result.metadata
+                files = meta.storage.files if meta.storage else 0
+                size = (meta.storage.bytes if meta.storage else 0) + (meta.database.size if meta.database else 0)
+                stats.listed_objects = stats.done_objects = files + (1 if meta.database else 0)
+                stats.listed_bytes = stats.done_bytes = stats.moved_bytes = size
+                stats.listing_done = True
+                self.last_backup = meta.id
+                if s["keep"] is not None:
+                    for entry in plan_prune(await scan(dest), s["keep"], grace=s["grace"]):
+                        await delete_backup(dest, entry)
+                        stats.deleted_objects += 1
+        if scope.cancelled_caught:
+            stats.interrupted = True
+
+
+class MigrateRunner(_PendingKind):
+    kind = "migrate"
+    module = "vertexflow.ops.migrate"
+
+
+RUNNERS: dict[str, type[Runner]] = {r.kind: r for r in (SyncRunner, BackupRunner, MigrateRunner)}
+
+
+def runner_class(kind: str) -> type[Runner]:
+    try:
+        return RUNNERS[kind]
+    except KeyError:
+        raise ConfigError(f"kind: unknown job kind {kind!r} (known: {', '.join(RUNNERS)})") from None
+
+
+def kinds() -> Sequence[str]:
+    return tuple(RUNNERS)
