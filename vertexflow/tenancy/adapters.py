@@ -28,8 +28,6 @@ import anyio
 
 from ..backends.base import Backend, check_key
 from ..backends.local import LocalBackend
-from ..backends.s3 import S3Backend
-from ..backends.yandex import YandexDiskBackend
 from ..errors import NotFound
 from ..model import BodyFactory, ObjectInfo, body_from_bytes, read_all
 
@@ -90,12 +88,11 @@ class StorageAdapter:
         b = self.backend
         if self.public_base_url:
             return f"{self.public_base_url}/{quote(key)}"
-        if isinstance(b, YandexDiskBackend):
-            return await b.publish(key)
-        if isinstance(b, S3Backend):
-            client = await b._client()  # the backend's own signed client: presigning is local math
-            return str(await client.generate_presigned_url(
-                "get_object", Params={"Bucket": b.bucket, "Key": b._full_key(key)}, ExpiresIn=PRESIGN_SECONDS))
+        # by scheme, not class: a local-only run need not import the S3 and Yandex clients
+        if b.scheme == "yadisk":
+            return await b.publish(key)  # type: ignore[attr-defined]
+        if b.scheme == "s3":
+            return await b.presigned_url(key, PRESIGN_SECONDS)  # type: ignore[attr-defined]
         if b.features.local_path:
             return b.local_path(key).as_uri()
         raise NotImplementedError(f"{self.describe()} has no public URLs; set public_base_url")
@@ -108,9 +105,9 @@ class StorageAdapter:
         if isinstance(b, LocalBackend):
             target = b.local_path(path)
             await anyio.to_thread.run_sync(lambda: os.makedirs(target, exist_ok=True))
-        elif isinstance(b, YandexDiskBackend):
+        elif b.scheme == "yadisk":
             # the backend's own mkdir -p: it tolerates racing creators and caches what exists
-            await b._ensure_folders(b._root + tuple(path.split("/")))
+            await b.make_folder(path)  # type: ignore[attr-defined]
         else:
             await self.save_file(f"{path}/{FOLDER_MARKER}", b"")
 
@@ -120,12 +117,8 @@ class StorageAdapter:
         if isinstance(b, LocalBackend):
             target: Path = b.local_path(path)
             return await anyio.to_thread.run_sync(target.is_dir)
-        if isinstance(b, YandexDiskBackend):
-            try:
-                r = await b._resource(b._path(path), fields="type", key=path, what="reading folder info", limit=0)
-            except NotFound:
-                return False
-            return bool(r.is_dir)
+        if b.scheme == "yadisk":
+            return bool(await b.is_folder(path))  # type: ignore[attr-defined]
         async for _ in self.list_files(f"{path}/"):
             return True
         return False

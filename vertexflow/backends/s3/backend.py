@@ -310,6 +310,12 @@ class S3Backend(Backend):
 
     # -- keys and errors ---------------------------------------------------------
 
+    async def presigned_url(self, key: str, expires_in: int) -> str:
+        """A GET link for ``key`` valid for ``expires_in`` seconds (signed locally, no request)."""
+        client = await self._client()
+        return str(await client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._full_key(key)}, ExpiresIn=expires_in))
+
     def _full_key(self, key: str) -> str:
         check_key(key, backend=self.describe())
         full = self._root + key

@@ -595,6 +595,20 @@ class YandexDiskBackend(Backend):
                                  key=key)
         return r.public_url
 
+    async def make_folder(self, path: str) -> None:
+        """Create the folder ``path`` (and its parents) under the root; one that exists is fine."""
+        check_key(path, backend=self.describe())
+        await self._ensure_folders(self._root + tuple(path.split("/")))
+
+    async def is_folder(self, path: str) -> bool:
+        """True when ``path`` under the root is a folder."""
+        check_key(path, backend=self.describe())
+        try:
+            r = await self._resource(self._path(path), fields="type", key=path, what="reading folder info", limit=0)
+        except NotFound:
+            return False
+        return bool(r.is_dir)
+
     async def free_space(self) -> int | None:
         return (await self._disk_info()).free_space
 
