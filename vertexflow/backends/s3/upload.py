@@ -46,6 +46,7 @@ from .common import (
     first_error,
     md5_sha256,
     off_loop,
+    quote_etag,
     strip_etag,
     user_metadata,
 )
@@ -130,6 +131,8 @@ class Upload:
     upload_id: str
     part_size: int
     metadata_sha256: str | None = None
+    #: the user metadata given at creation (empty for a resumed upload: not known)
+    metadata: dict[str, str] = field(default_factory=dict)
     whole_sha256: Any = field(default_factory=hashlib.sha256)
     part_md5s: dict[int, bytes] = field(default_factory=dict)
     #: the parts for CompleteMultipartUpload
@@ -212,7 +215,28 @@ class Uploads:
         await clear(checkpoint)
         if etag_is_content_md5(etag, response, multipart=True):
             await self._verify_multipart_etag(client, key, full, upload, etag)
+        late = user_metadata(info.metadata, **{SHA256: sha})
+        if any(upload.metadata.get(k) != v for k, v in late.items() if k != SHA256) \
+                and reader.count <= self.b.single_copy_limit:
+            etag = await self._replace_metadata(client, key, full, etag, late)
         return ObjectInfo(key=key, size=reader.count, etag=etag, version=etag, hashes={SHA256: sha})
+
+    async def _replace_metadata(self, client: Any, key: str, full: str, etag: str | None,
+                                metadata: dict[str, str]) -> str | None:
+        """Give the object just completed the metadata that was only known at its end; its new ETag.
+
+        A multipart upload fixes its metadata at creation, before the digests a
+        hash stage takes in-stream exist: a server-side copy onto itself, pinned
+        to the ETag just completed, rewrites it (objects up to 5 GiB, the limit
+        of one CopyObject). Only puts that carry such metadata pay for it.
+        """
+        kwargs: dict[str, Any] = {"Bucket": self.b.bucket, "Key": full, "Metadata": metadata,
+                                  "CopySource": {"Bucket": self.b.bucket, "Key": full},
+                                  "MetadataDirective": "REPLACE"}
+        if etag:
+            kwargs["CopySourceIfMatch"] = quote_etag(etag)
+        response = await self.b._call("CopyObject", key, lambda: client.copy_object(**kwargs))
+        return strip_etag(response.get("CopyObjectResult", {}).get("ETag")) or etag
 
     async def _resumed(self, client: Any, key: str, full: str, state: Mapping[str, Any],
                        sha256: str | None) -> Upload | None:
@@ -339,7 +363,7 @@ class Uploads:
         if response is None:
             raise TransientError(f"CreateMultipartUpload: no answer within {ABORT_TIMEOUT:.0f} s",
                                  backend=self.b.describe(), key=key)
-        upload = Upload(upload_id=response["UploadId"], part_size=part_size, metadata_sha256=sha256)
+        upload = Upload(upload_id=response["UploadId"], part_size=part_size, metadata_sha256=sha256, metadata=meta)
         await _Saver(checkpoint, upload).save()
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()
