@@ -8,7 +8,6 @@ import pytest
 
 from tests.cli.helpers import vf
 from vertexflow.daemon.config import load_daemon_config, parse_duration
-from vertexflow.daemon.runners import _has_entry_point
 from vertexflow.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,15 +108,6 @@ def test_a_watched_source_cannot_hold_its_destination(tmp_path: Path) -> None:
 def test_unknown_remote_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"jobs.pics: unknown remote 'nas'"):
         load_daemon_config(write(tmp_path, JOB.replace('dest = "dst"', 'dest = "nas:backup"')), {})
-
-
-def test_migrate_kind_is_refused_with_a_reason(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as err:
-        load_daemon_config(write(tmp_path, JOB.replace('"sync"', '"migrate"')), {})
-    expected = ("jobs.pics: kind: migrate jobs need vertexflow.ops.migrate"
-                if not _has_entry_point("vertexflow.ops.migrate")
-                else "jobs.pics: kind: migrate jobs are not supported by the daemon yet")
-    assert expected in str(err.value)
 
 
 def test_backup_jobs_and_their_options(tmp_path: Path) -> None:

@@ -309,8 +309,7 @@ def load_daemon_config(path: str | os.PathLike[str], environ: Mapping[str, str] 
     except ValidationError as exc:
         raise ConfigError(f"daemon config {file}: " + "; ".join(_describe(e, raw) for e in exc.errors())) from None
     base = file.resolve().parent
-    jobs = tuple(j.model_copy(update={"source": _absolute(j.source, base), "dest": _absolute(j.dest, base)})
-                 for j in config.jobs)
+    jobs = tuple(_resolve_paths(j, base) for j in config.jobs)
     settings = config.daemon
     if settings.journal is not None:
         settings = settings.model_copy(update={"journal": str(base / os.path.expanduser(settings.journal))})
@@ -332,7 +331,10 @@ def _check(config: DaemonConfig, remotes: Config, environ: Mapping[str, str]) ->
                           "set daemon.token or daemon.token_env so the API is not open to the network")
     for job in config.jobs:
         try:
-            runner_class(job.kind).check(job)
+            runner = runner_class(job.kind)
+            runner.check(job)
+            if not runner.locations:
+                continue
             for key in ("source", "dest"):
                 parse_location(getattr(job, key), remotes, environ)
         except ConfigError as exc:
@@ -345,6 +347,21 @@ def _check(config: DaemonConfig, remotes: Config, environ: Mapping[str, str]) ->
                 (str(dst.args[0]) + "/").startswith(str(src.args[0]).rstrip("/") + "/"):
             raise ConfigError(f"{where}: jobs.{job.name}.dest: inside the watched source: every copy "
                               "would trigger another run")
+
+
+def _resolve_paths(job: JobSpec, base: Path) -> JobSpec:
+    """The job with its relative local paths made absolute against the config file's directory."""
+    from .runners import runner_class
+
+    if not runner_class(job.kind).locations:  # source and dest name a company and a connection
+        options = {k: _absolute(v, base) if k in PATH_OPTIONS and isinstance(v, str) else v
+                   for k, v in job.options.items()}
+        return job.model_copy(update={"options": options})
+    return job.model_copy(update={"source": _absolute(job.source, base), "dest": _absolute(job.dest, base)})
+
+
+#: options that hold local paths (migrate jobs: the platform's files)
+PATH_OPTIONS = ("db", "storage_config")
 
 
 def _absolute(spec: str, base: Path) -> str:

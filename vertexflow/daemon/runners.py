@@ -18,7 +18,6 @@ its :meth:`Runner.run` is called for every run. The contract:
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -78,6 +77,8 @@ class Runner:
     """The base of every job kind's adapter."""
 
     kind: ClassVar[str]
+    #: ``source`` and ``dest`` are locations (paths are taken from the config file's directory)
+    locations: ClassVar[bool] = True
 
     def __init__(self, spec: JobSpec, *, remotes: Config, journal: Journal) -> None:
         self.spec, self.remotes, self.journal = spec, remotes, journal
@@ -225,26 +226,6 @@ class SyncRunner(Runner):
         return out
 
 
-class _PendingKind(Runner):
-    """A kind declared in the config format whose operations module is not available yet."""
-
-    module: ClassVar[str]
-
-    @classmethod
-    def check(cls, spec: JobSpec) -> None:
-        if not _has_entry_point(cls.module):
-            raise ConfigError(f"kind: {cls.kind} jobs need {cls.module}, which this installation does not "
-                              f"provide yet")
-        raise ConfigError(f"kind: {cls.kind} jobs are not supported by the daemon yet")  # pragma: no cover
-
-
-def _has_entry_point(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 class BackupRunner(Runner):
     """``kind = "backup"``: a new backup of ``source`` into ``dest`` (:mod:`vertexflow.ops.backup`),
     then retention: all but the newest ``keep`` complete backups of the type are deleted.
@@ -345,9 +326,77 @@ class BackupRunner(Runner):
             stats.interrupted = True
 
 
-class MigrateRunner(_PendingKind):
+class MigrateRunner(Runner):
+    """``kind = "migrate"``: move company ``source`` (id or slug) to connection ``dest``
+    (:func:`vertexflow.ops.migrate.migrate_company`), for a migration to run in a window.
+
+    ``options``: ``db`` (the platform database) and ``storage_config`` (its
+    ``storage_config.json``), both required; ``live`` (true [default]: dual
+    writes and a short write fence, no downtime); ``categories`` (slugs also
+    provisioned on the target). ``filters`` narrow what is copied.
+
+    A company already on ``dest`` is a successful run with nothing to do, so a
+    schedule may keep the job after the move. A stopped or failed migration
+    rolls back by itself (the company stays where it was) and the next run
+    starts it again; its copy resumes from the journal.
+    """
+
     kind = "migrate"
-    module = "vertexflow.ops.migrate"
+    locations = False
+    OPTIONS = ("db", "storage_config", "live", "categories")
+
+    def __init__(self, spec: JobSpec, *, remotes: Config, journal: Journal) -> None:
+        super().__init__(spec, remotes=remotes, journal=journal)
+        self.settings = self._settings(spec)
+        self.last_result: dict[str, Any] | None = None
+
+    @classmethod
+    def _settings(cls, spec: JobSpec) -> dict[str, Any]:
+        o = spec.options
+        unknown = sorted(set(o) - set(cls.OPTIONS))
+        if unknown:
+            raise ConfigError(f"options: unknown {', '.join(unknown)} (migrate jobs take {', '.join(cls.OPTIONS)})")
+        for name in ("db", "storage_config"):
+            if not isinstance(o.get(name), str) or not o[name]:
+                raise ConfigError(f"options.{name}: a migrate job needs the platform's {name.replace('_', ' ')} path")
+        live = o.get("live", True)
+        if not isinstance(live, bool):
+            raise ConfigError("options.live: must be true or false")
+        categories = o.get("categories", [])
+        if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+            raise ConfigError("options.categories: must be a list of category slugs")
+        return {"db": o["db"], "storage_config": o["storage_config"], "live": live, "categories": tuple(categories)}
+
+    @classmethod
+    def check(cls, spec: JobSpec) -> None:
+        if spec.continuous:
+            raise ConfigError("continuous: migrate jobs run on a schedule or on demand, not on filesystem events")
+        cls._settings(spec)
+
+    async def run(self, stats: JobStats, stop: StopSignal) -> None:
+        import anyio
+
+        from ..ops.migrate import migrate_company, resolve_target
+        from ..tenancy.manager import StorageManager
+
+        s = self.settings
+        with anyio.CancelScope() as scope:
+            stop.attach(scope)  # a hard stop aborts; the migration then rolls back by itself
+            async with StorageManager.open(s["storage_config"], s["db"]) as manager:
+                company = manager.company(self.spec.source)
+                target, _ = resolve_target(manager, company, self.spec.dest)
+                if company.placement == target:
+                    stats.listing_done = True
+                    self.last_result = {"state": "already there", "company": company.slug}
+                    return
+                result = await migrate_company(manager, self.spec.source, self.spec.dest, live=s["live"],
+                                               filt=self.spec.filters.build(), journal=self.journal,
+                                               categories=s["categories"])
+                self.last_result = result.as_dict()
+                stats.listed_objects = stats.done_objects = result.copied
+                stats.listing_done = True
+        if scope.cancelled_caught:
+            stats.interrupted = True
 
 
 RUNNERS: dict[str, type[Runner]] = {r.kind: r for r in (SyncRunner, BackupRunner, MigrateRunner)}
