@@ -256,22 +256,28 @@ class ZstdDecoder(Decoder):
         self._frames = 0
 
     def pull(self) -> bytes:
+        return b"".join(self.pieces())
+
+    def pieces(self, slice_size: int = DECODE_SLICE) -> list[bytes]:
+        """What :meth:`pull` returns, unjoined (a reader that takes pieces saves a copy of every byte);
+        ``slice_size`` compressed bytes are fed per decompress call."""
         out: list[bytes] = []
         produced = 0
         try:
             while self._queue and produced < DECODE_OUTPUT:
                 if self._frame is None:
                     self._frame = self._dctx.decompressobj()
-                data = self._frame.decompress(self._take(DECODE_SLICE))
-                out.append(data)
-                produced += len(data)
+                data = self._frame.decompress(self._take(slice_size))
+                if data:
+                    out.append(data)
+                    produced += len(data)
                 if self._frame.eof:
                     self._unread(self._frame.unused_data)  # the start of the next frame
                     self._frame = None
                     self._frames += 1
         except zstandard.ZstdError as exc:
             raise CorruptInput(f"zstd: {exc}") from exc
-        return b"".join(out)
+        return out
 
     def finish(self) -> None:
         if self._frame is not None:

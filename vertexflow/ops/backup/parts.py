@@ -27,14 +27,12 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import anyio
-import zstandard
 
 from ...backends.base import Backend
 from ...errors import BackupError, CorruptData, NotFound
 from ...model import ObjectInfo
 from ...transforms.chunking import Cutter
 from ...transforms.compression import (
-    DECODE_OUTPUT,
     CorruptInput,
     Decoder,
     ZstdDecoder,
@@ -120,31 +118,8 @@ class Problem:
 _ZSTD_SLICE = 1024 * 1024
 
 
-class _ZstdPieces(ZstdDecoder):
-    """The zstd decoder, but :meth:`pieces` returns the output unjoined (the join copied every byte once more)."""
-
-    def pieces(self) -> list[bytes]:
-        out: list[bytes] = []
-        produced = 0
-        try:
-            while self._queue and produced < DECODE_OUTPUT:
-                if self._frame is None:
-                    self._frame = self._dctx.decompressobj()
-                data = self._frame.decompress(self._take(_ZSTD_SLICE))
-                if data:
-                    out.append(data)
-                    produced += len(data)
-                if self._frame.eof:
-                    self._unread(self._frame.unused_data)  # the start of the next frame
-                    self._frame = None
-                    self._frames += 1
-        except zstandard.ZstdError as exc:
-            raise CorruptInput(f"zstd: {exc}") from exc
-        return out
-
-
 def _pieces(dec: Decoder) -> list[bytes]:
-    return dec.pieces() if isinstance(dec, _ZstdPieces) else [dec.pull()]
+    return dec.pieces(_ZSTD_SLICE) if isinstance(dec, ZstdDecoder) else [dec.pull()]
 
 
 class _Reading:
@@ -152,7 +127,7 @@ class _Reading:
 
     def __init__(self, backup: Backend, section: StorageSection, bid: str, problems: list[Problem] | None) -> None:
         self.backup, self.section, self.bid, self.problems = backup, section, bid, problems
-        self.dec = _ZstdPieces() if section.compression == "zstd" else decoder(section.compression)
+        self.dec = decoder(section.compression)
         self.parser = TarParser()
         self.whole = hashlib.sha256()
         self.broken = False
