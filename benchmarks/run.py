@@ -41,9 +41,10 @@ from benchmarks.scenarios import (
 )
 
 HERE = Path(__file__).resolve().parent
-GROUPS = ("local", "s3-up", "s3-down", "rss", "plan", "sync", "yandex", "stages")
+GROUPS = ("local", "s3-up", "s3-down", "rss", "plan", "sync", "yandex", "stages", "backup", "cluster")
 #: groups run by their own scripts, reported in latest-extra.md
-EXTRA = {"plan": "plan_rss.py", "sync": "sync_nochange.py", "yandex": "yandex_rows.py", "stages": "stages.py"}
+EXTRA = {"plan": "plan_rss.py", "sync": "sync_nochange.py", "yandex": "yandex_rows.py", "stages": "stages.py",
+         "backup": "backup_rows.py", "cluster": "cluster_rows.py"}
 ALIASES = {"s3": ("s3-up", "s3-down"), "all": GROUPS}
 
 
@@ -355,7 +356,7 @@ def run_extra_scripts(args: argparse.Namespace, latest: str) -> None:
                 extra = ["--count", "100000"] if group == "plan" else ["--quick"]
             else:
                 extra = []
-            if group == "sync":
+            if group in ("sync", "cluster"):
                 extra += ["--data-dir", str(args.data_dir)]
             scripts.append([script, *extra])
     sections = []

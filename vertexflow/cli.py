@@ -27,7 +27,12 @@ from .config import Config, load_config
 from .errors import ConfigError, VertexflowError, first_error
 from .filters import Filter, parse_age, parse_size
 from .locations import parse_location
-from .middleware.options import JobMiddleware, as_arguments, given_options, middleware_options
+from .middleware.options import (
+    JobMiddleware,
+    as_arguments,
+    given_options,
+    middleware_options,
+)
 from .pipeline.progress import ProgressView, human_bytes
 from .pipeline.runner import StopSignal
 from .pipeline.stats import JobStats
@@ -80,6 +85,10 @@ def main(ctx: click.Context, config_path: str | None, log_format: str, log_level
 
 
 DEFAULT_RETRIES = 5
+cluster_option = click.option(
+    "--cluster", metavar="ADDR", default=None, envvar="VERTEXFLOW_CLUSTER",
+    help="Run as shards on a Dask cluster: tcp://SCHEDULER:8786, or local:N worker processes here "
+         "(needs vertexflow[dask]; see docs/cluster.md).")
 
 
 def transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -100,6 +109,7 @@ def transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--journal", "journal_path", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_JOURNAL",
                      help="Journal database [~/.local/state/vertexflow/journal.db]."),
         click.option("--no-journal", is_flag=True, help="Keep no record (no resume, no incremental sync)."),
+        cluster_option,
         *filter_options,
         *middleware_options,
     ]):
@@ -172,7 +182,7 @@ def sync(obj: Ctx, src: str, dst: str, **kw: Any) -> None:
 def _transfer(obj: Ctx, mode: str, src: str, dst: str, *, delete: bool, max_delete: int | None,
               transfers: int | None, progress: bool | None, as_json: bool, no_verify: bool, retries: int,
               checksum: bool, size_only: bool, dry_run: bool, order_by: str | None, journal_path: str | None,
-              no_journal: bool, **filter_kw: Any) -> None:
+              no_journal: bool, cluster: str | None = None, **filter_kw: Any) -> None:
     from .ops.copy import CopyOptions, resolve_source
     from .ops.sync import SyncJob, SyncOptions
 
@@ -200,6 +210,15 @@ def _transfer(obj: Ctx, mode: str, src: str, dst: str, *, delete: bool, max_dele
     except ConfigError as exc:
         fail(str(exc))
     show_progress = (sys.stderr.isatty() if progress is None else progress) and not dry_run
+    if cluster and not dry_run:  # a dry run only plans: it stays in this process
+        from .distributed.jobs import cluster_transfer
+
+        code, stats = cluster_transfer(address=cluster, mode=mode, src_loc=src_loc, dst_loc=dst_loc,
+                                       config_path=obj.config_path, options=options, layers=layers,
+                                       given={**stage_options, **replay}, journal_path=journal_path,
+                                       no_journal=no_journal, show_progress=show_progress)
+        _print_summary(stats, as_json, f"{src} -> {dst} on {cluster}")
+        sys.exit(code)
     stats = JobStats()
     stop = StopSignal()
     plan_lines: list[str] = []
@@ -337,10 +356,11 @@ def _print_failures(stats: JobStats, summary: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--transfers", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Objects hashed at once.")
+@cluster_option
 @with_filter_options
 @click.pass_obj
 def verify(obj: Ctx, src: str, dst: str, mode: str, sample: str, fix: bool, as_json: bool, transfers: int,
-           **filter_kw: Any) -> None:
+           cluster: str | None = None, **filter_kw: Any) -> None:
     """Compare SRC and DST: report missing, extra and different objects (exit 1 if any)."""
     from .ops.copy import CopyJob, CopyOptions, resolve_source
     from .ops.verify import VerifyJob
@@ -379,7 +399,14 @@ def verify(obj: Ctx, src: str, dst: str, mode: str, sample: str, fix: bool, as_j
 
     try:
         try:
-            result = run_async(run)
+            if cluster:  # the same job as shards on a Dask cluster (vertexflow.distributed)
+                from .distributed.jobs import cluster_verify
+
+                result = cluster_verify(address=cluster, src_loc=src_loc, dst_loc=dst_loc,
+                                        config_path=obj.config_path, filt=filt, mode=mode, sample=fraction,
+                                        fix=fix, transfers=transfers)
+            else:
+                result = run_async(run)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
     except VertexflowError as exc:
@@ -646,6 +673,15 @@ def emulate_yandex_disk(port: int, host: str, token: str | None, data_dir: str |
     except ConfigError as exc:
         fail(str(exc))
     serve(port, host=host, token=token, data_dir=Path(data_dir) if data_dir else None, **sizes, **knobs)
+
+
+# The command groups kept in modules of their own; imported last, as they use the helpers above.
+from .cli_backup import backup
+from .cli_daemon import daemon
+from .cli_tenancy import company, migrate
+
+for _group in (backup, daemon, company, migrate):
+    main.add_command(_group)
 
 
 def entry() -> None:  # pragma: no cover - console script shim

@@ -87,6 +87,10 @@ class Filter:
     prefix: str = ""
     #: only these file extensions (lower case, without the dot), e.g. ("jpg", "png")
     extensions: Sequence[str] = ()
+    #: only keys in the half-open range [start_at, end_before) by code point
+    #: (None: unbounded); a cluster shard is such a range (vertexflow.distributed)
+    start_at: str | None = None
+    end_before: str | None = None
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     _inc: tuple[re.Pattern[str], ...] = field(init=False, repr=False, default=())
     _exc: tuple[re.Pattern[str], ...] = field(init=False, repr=False, default=())
@@ -98,10 +102,14 @@ class Filter:
     @property
     def active(self) -> bool:
         return bool(self.include or self.exclude or self.min_size is not None or self.max_size is not None
-                    or self.min_age or self.max_age or self.prefix or self.extensions)
+                    or self.min_age or self.max_age or self.prefix or self.extensions
+                    or self.start_at is not None or self.end_before is not None)
 
     def matches_key(self, key: str) -> bool:
         if self.prefix and not key.startswith(self.prefix):
+            return False
+        if (self.start_at is not None and key < self.start_at) or (
+                self.end_before is not None and key >= self.end_before):
             return False
         if self.extensions:
             ext = key.rsplit(".", 1)[-1].lower() if "." in key.rsplit("/", 1)[-1] else ""
@@ -128,11 +136,19 @@ class Filter:
         return True
 
     def describe(self) -> dict[str, object]:
-        """The filter as plain data (part of a job's fingerprint)."""
-        return {"include": list(self.include), "exclude": list(self.exclude), "min_size": self.min_size,
-                "max_size": self.max_size, "prefix": self.prefix, "extensions": list(self.extensions),
-                "min_age": self.min_age.total_seconds() if self.min_age else None,
-                "max_age": self.max_age.total_seconds() if self.max_age else None}
+        """The filter as plain data (part of a job's fingerprint).
+
+        The key range appears only when set, so fingerprints of jobs recorded
+        before it existed are unchanged.
+        """
+        out: dict[str, object] = {
+            "include": list(self.include), "exclude": list(self.exclude), "min_size": self.min_size,
+            "max_size": self.max_size, "prefix": self.prefix, "extensions": list(self.extensions),
+            "min_age": self.min_age.total_seconds() if self.min_age else None,
+            "max_age": self.max_age.total_seconds() if self.max_age else None}
+        if self.start_at is not None or self.end_before is not None:
+            out["start_at"], out["end_before"] = self.start_at, self.end_before
+        return out
 
 
 NO_FILTER = Filter()
