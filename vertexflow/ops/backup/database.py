@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,15 +30,7 @@ def snapshot(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
     if not Path(source).is_file():
         raise ConfigError(f"--db {str(source)!r}: no such database file")
     try:
-        src = sqlite3.connect(f"file:{Path(source).absolute()}?mode=ro", uri=True, timeout=30)
-        try:
-            dst = sqlite3.connect(target)
-            try:
-                src.backup(dst, pages=-1)
-            finally:
-                dst.close()
-        finally:
-            src.close()
+        _copy(source, target, read_only=True)
     except sqlite3.DatabaseError as exc:
         raise BackupError(f"database {source}: the copy failed: {exc}") from exc
     problem = integrity_problem(target)
@@ -45,14 +38,19 @@ def snapshot(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
         raise BackupError(f"database {source}: the copy fails its integrity check: {problem}")
 
 
+def _copy(source: str | os.PathLike[str], target: str | os.PathLike[str], *, read_only: bool) -> None:
+    """``source`` into ``target`` by the backup API, in one step (one consistent snapshot)."""
+    src_name = f"file:{Path(source).absolute()}?mode=ro" if read_only else str(source)
+    with closing(sqlite3.connect(src_name, uri=read_only, timeout=30)) as src, \
+            closing(sqlite3.connect(target, timeout=30)) as dst:
+        src.backup(dst, pages=-1)
+
+
 def integrity_problem(path: str | os.PathLike[str]) -> str | None:
     """None when ``PRAGMA integrity_check`` says ok; else what it (or opening the file) said."""
     try:
-        con = sqlite3.connect(f"file:{Path(path).absolute()}?mode=ro", uri=True)
-        try:
+        with closing(sqlite3.connect(f"file:{Path(path).absolute()}?mode=ro", uri=True)) as con:
             rows = con.execute("PRAGMA integrity_check").fetchall()
-        finally:
-            con.close()
     except sqlite3.DatabaseError as exc:
         return str(exc)
     result = "; ".join(str(r[0]) for r in rows)
@@ -82,26 +80,10 @@ def restore_into(copy: str | os.PathLike[str], target: str | os.PathLike[str], *
     if target.exists():
         stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
         kept = f"{target}.before-restore-{stamp}"
-        old = sqlite3.connect(target, timeout=30)
-        try:
-            keep = sqlite3.connect(kept)
-            try:
-                old.backup(keep, pages=-1)
-            finally:
-                keep.close()
-        finally:
-            old.close()
+        _copy(target, kept, read_only=False)
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
-    src = sqlite3.connect(f"file:{Path(copy).absolute()}?mode=ro", uri=True)
-    try:
-        dst = sqlite3.connect(target, timeout=30)
-        try:
-            src.backup(dst, pages=-1)
-        finally:
-            dst.close()
-    finally:
-        src.close()
+    _copy(copy, target, read_only=True)
     problem = integrity_problem(target)
     if problem:
         raise BackupError(f"database {target}: fails its integrity check after the restore: {problem}"
