@@ -51,7 +51,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..config import Config, parse_config
+from ..config import BwLimit, Config, parse_config
 from ..errors import ConfigError
 
 #: The kinds of job the daemon knows; vertexflow.daemon.runners maps each to its adapter.
@@ -191,7 +191,7 @@ class JobSpec(_Strict):
     debounce: float = 1.0
     delete: bool = False
     max_delete: int | None = Field(None, ge=0)
-    bwlimit: str | None = None
+    bwlimit: BwLimit = None
     transfers: int | None = Field(None, ge=1, le=1024)
     retries: int = Field(5, ge=1, le=100)
     compare: Literal["size_mtime", "checksum", "size_only"] = "size_mtime"
@@ -228,18 +228,6 @@ class JobSpec(_Strict):
         from .schedule import Windows
 
         Windows.parse(v)
-        return v
-
-    @field_validator("bwlimit")
-    @classmethod
-    def _bwlimit(cls, v: str | None) -> str | None:
-        if v is not None:
-            from ..throttle import parse_bwlimit
-
-            try:
-                parse_bwlimit(v, "bwlimit")
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
         return v
 
     @model_validator(mode="after")
