@@ -91,6 +91,16 @@ class Runner:
     async def run(self, stats: JobStats, stop: StopSignal) -> None:
         raise NotImplementedError
 
+    #: the keys ``options`` may hold
+    OPTIONS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def _known_options(cls, options: dict[str, Any]) -> None:
+        unknown = sorted(set(options) - set(cls.OPTIONS))
+        if unknown:
+            raise ConfigError(f"options: unknown {', '.join(unknown)} "
+                              f"({cls.kind} jobs take {', '.join(cls.OPTIONS) or 'none'})")
+
     async def has_unfinished_run(self) -> bool:
         """Whether the journal holds an interrupted run of this job (run it at start)."""
         return False
@@ -259,9 +269,7 @@ class BackupRunner(Runner):
         from ..filters import parse_age, parse_size
 
         o = spec.options
-        unknown = sorted(set(o) - set(cls.OPTIONS))
-        if unknown:
-            raise ConfigError(f"options: unknown {', '.join(unknown)} (backup jobs take {', '.join(cls.OPTIONS)})")
+        cls._known_options(o)
         kind = o.get("type", "storage")
         if kind not in ("full", "database", "storage"):
             raise ConfigError(f"options.type: {kind!r}: use storage, full or database")
@@ -353,9 +361,7 @@ class MigrateRunner(Runner):
     @classmethod
     def _settings(cls, spec: JobSpec) -> dict[str, Any]:
         o = spec.options
-        unknown = sorted(set(o) - set(cls.OPTIONS))
-        if unknown:
-            raise ConfigError(f"options: unknown {', '.join(unknown)} (migrate jobs take {', '.join(cls.OPTIONS)})")
+        cls._known_options(o)
         for name in ("db", "storage_config"):
             if not isinstance(o.get(name), str) or not o[name]:
                 raise ConfigError(f"options.{name}: a migrate job needs the platform's {name.replace('_', ' ')} path")
