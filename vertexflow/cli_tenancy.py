@@ -74,7 +74,7 @@ def company(ctx: click.Context, db: str | None, storage_config: str | None) -> N
 def _company_dict(m: StorageManager, c: Any) -> dict[str, Any]:
     out = {"id": c.id, "slug": c.slug, "name": c.name, **c.placement.as_dict()}
     if c.storage_connection_id is not None:
-        out["connection"] = m._registry().connection(c.storage_connection_id).name
+        out["connection"] = m.require_registry().connection(c.storage_connection_id).name
     return out
 
 
@@ -83,7 +83,7 @@ def _company_dict(m: StorageManager, c: Any) -> dict[str, Any]:
 @click.pass_obj
 def company_list(obj: TenancyCtx, as_json: bool) -> None:
     async def run(m: StorageManager) -> list[dict[str, Any]]:
-        return [_company_dict(m, c) for c in m._registry().companies()]
+        return [_company_dict(m, c) for c in m.require_registry().companies()]
 
     rows = _run(obj, run)
     _echo(rows, as_json, "\n".join(
@@ -100,7 +100,7 @@ def company_show(obj: TenancyCtx, company_ref: str, as_json: bool) -> None:
         c = m.company(company_ref)
         out = _company_dict(m, c)
         out["locations"] = {ct: m.target(c, ct).label() for ct in m.config.content_type_names()}
-        out["migrations"] = [r.as_dict() for r in m._registry().migrations(c.id)]
+        out["migrations"] = [r.as_dict() for r in m.require_registry().migrations(c.id)]
         for r in out["migrations"]:
             r.pop("report", None)
         return out
@@ -133,7 +133,7 @@ def company_add(obj: TenancyCtx, slug: str, name: str | None, storage_type: str,
             probe = Company(0, slug, name, Placement(storage_type, None, yandex_folder))
             placement, _ = resolve_target(m, probe, connection)
             conn_id, stype = placement.storage_connection_id, placement.storage_type
-        return m._registry().add_company(slug, name=name, storage_type=stype, storage_connection_id=conn_id,
+        return m.require_registry().add_company(slug, name=name, storage_type=stype, storage_connection_id=conn_id,
                                          yandex_disk_folder_id=yandex_folder).id
 
     click.echo(_run(obj, run))
@@ -260,7 +260,7 @@ def migrate_list(obj: TenancyCtx, company_ref: str | None, as_json: bool) -> Non
     """The migration records (of one company)."""
     async def run(m: StorageManager) -> list[dict[str, Any]]:
         cid = m.company(company_ref).id if company_ref else None
-        return [r.as_dict() for r in m._registry().migrations(cid)]
+        return [r.as_dict() for r in m.require_registry().migrations(cid)]
 
     rows = _run(obj, run)
     _echo(rows, as_json, "\n".join(
@@ -277,12 +277,12 @@ def migrate_abandon(obj: TenancyCtx, migration_id: int) -> None:
         from .tenancy.live_state import LiveState
         from .tenancy.registry import ACTIVE_STATES
 
-        rec = m._registry().migration(migration_id)
+        rec = m.require_registry().migration(migration_id)
         if rec.state not in ACTIVE_STATES:
             raise ConfigError(f"migration {migration_id} is {rec.state}, not in progress")
         # a live one: writes go to the old backend only again (and its write fence, if up, is lifted)
-        LiveState(m._registry()).clear(rec.company_id, migration_id)
-        m._registry().update_migration(migration_id, state="failed", message="abandoned by the operator",
+        LiveState(m.require_registry()).clear(rec.company_id, migration_id)
+        m.require_registry().update_migration(migration_id, state="failed", message="abandoned by the operator",
                                        final=True)
         return rec.state
 

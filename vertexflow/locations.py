@@ -88,7 +88,7 @@ def parse_location(spec: str, config: Config | None = None,
             where = f"config file {config.source}" if config.source else "no config file was found"
             raise ConfigError(f"unknown remote {name!r} in {spec!r} ({where}); "
                               f"known remotes: {', '.join(sorted(config.remotes)) or 'none'}")
-        return _remote(spec, name, remote, path, environ)
+        return remote_location(spec, name, remote, path, environ)
     return Location(spec, "local", (os.path.abspath(spec),), {})
 
 
@@ -112,7 +112,8 @@ def _yandex(spec: str, path: str, environ: Mapping[str, str]) -> Location:
     return Location(spec, "yandex_disk", (), kwargs)
 
 
-def _remote(spec: str, name: str, remote: Any, path: str, environ: Mapping[str, str]) -> Location:
+def remote_location(spec: str, name: str, remote: Any, path: str, environ: Mapping[str, str]) -> Location:
+    """``path`` on the configured ``remote`` called ``name`` (``spec`` is what the user typed)."""
     if isinstance(remote, LocalRemote):
         return Location(spec, "local", (os.path.join(os.path.abspath(remote.path), path.lstrip("/")),),
                         {"name": name})

@@ -84,7 +84,7 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None
 
 async def _fill(cfg: Path, db: Path, initial: dict[str, str]) -> int:
     async with StorageManager(load_storage_config(cfg), Registry.open(db)) as m:
-        acme = m._registry().add_company("acme")
+        acme = m.require_registry().add_company("acme")
         for k, v in initial.items():
             await m.save_file("portraits", k, v.encode(), company_id=acme.id)
         return acme.id

@@ -156,9 +156,9 @@ class SyncRunner(Runner):
                                             retry=RetryPolicy(attempts=spec.retries), verify=spec.verify))
 
     def _middleware(self, options: Any) -> Any:
-        from ..middleware.options import _NAMES, JobMiddleware
+        from ..middleware.options import OPTION_NAMES, JobMiddleware
 
-        kw: dict[str, Any] = dict.fromkeys(_NAMES)
+        kw: dict[str, Any] = dict.fromkeys(OPTION_NAMES)
         kw.update(bwlimit=self.spec.bwlimit, adaptive=True, compress_force=False, decompress=False,
                   reassemble=False)
         layers = JobMiddleware.from_cli(kw, config=self.remotes, src=self.src_loc, dst=self.dst_loc,

@@ -51,10 +51,11 @@ middleware_options = [
                  help="Cut the requests in flight to a remote store when it answers 429/503/SlowDown, "
                       "and grow them back on success [on]."),
 ]
-_NAMES = ("hash_algorithms", "compress", "compress_force", "chunk_size", "stages", "decompress", "reassemble",
-          "hash_threads", "compress_threads", "bwlimit", "bwlimit_up", "bwlimit_down", "adaptive")
+#: the parameter names of this module's options (what :meth:`JobMiddleware.from_cli` takes)
+OPTION_NAMES = ("hash_algorithms", "compress", "compress_force", "chunk_size", "stages", "decompress", "reassemble",
+                "hash_threads", "compress_threads", "bwlimit", "bwlimit_up", "bwlimit_down", "adaptive")
 #: the options that change what is stored or read: a job's identity
-STAGE_NAMES = _NAMES[:7]
+STAGE_NAMES = OPTION_NAMES[:7]
 _FLAG_OF = {"hash_algorithms": "--hash"}
 
 
@@ -63,7 +64,7 @@ def given_options(kw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 
     What a job records so that ``jobs resume`` can give them again (:func:`as_arguments`).
     """
-    given = {n: kw[n] for n in _NAMES if kw.get(n) not in (None, False) and not (n == "adaptive" and kw[n])}
+    given = {n: kw[n] for n in OPTION_NAMES if kw.get(n) not in (None, False) and not (n == "adaptive" and kw[n])}
     if kw.get("adaptive") is False:
         given["adaptive"] = False
     stages = {n: v for n, v in given.items() if n in STAGE_NAMES}
@@ -74,7 +75,7 @@ def as_arguments(given: Mapping[str, Any]) -> list[str]:
     """Command-line arguments that give ``given`` (from :func:`given_options`) again."""
     args: list[str] = []
     for name, value in given.items():
-        if name not in _NAMES:
+        if name not in OPTION_NAMES:
             continue
         flag = _FLAG_OF.get(name, "--" + name.replace("_", "-"))
         if value is True:
@@ -105,7 +106,7 @@ class JobMiddleware:
         from ..throttle import Bandwidth
         from ..transforms import Stages
 
-        o = {name: kw.pop(name) for name in _NAMES}
+        o = {name: kw.pop(name) for name in OPTION_NAMES}
         threads = {"hash_threads": o["hash_threads"], "compress_threads": o["compress_threads"], "retry": retry}
         dest_stages = Stages.from_options(
             hashes=o["hash_algorithms"], compress=o["compress"], stages=o["stages"],

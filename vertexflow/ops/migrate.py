@@ -94,7 +94,7 @@ def resolve_target(manager: StorageManager, company: Company, to: str) -> tuple[
     """``to`` (a built-in storage type, or a connection of the database or the storage config) as a placement."""
     if to in BUILTIN_TYPES:
         return Placement(to, None, company.yandex_disk_folder_id), to
-    registry = manager._registry()
+    registry = manager.require_registry()
     row = registry.find_connection(to)
     if row is None and to in manager.config.connections:
         # declared in the storage config: register it (its settings stay in the file)
@@ -114,7 +114,7 @@ def _describe_placement(p: Placement, name: str) -> dict[str, Any]:
 def _placement_name(manager: StorageManager, p: Placement) -> str:
     if p.storage_connection_id is None:
         return p.storage_type
-    return manager._registry().connection(p.storage_connection_id).name
+    return manager.require_registry().connection(p.storage_connection_id).name
 
 
 @asynccontextmanager
@@ -149,7 +149,7 @@ class _Step:
     """The record's state, kept in step with the work."""
 
     def __init__(self, manager: StorageManager, migration_id: int, on_event: Event | None) -> None:
-        self.registry = manager._registry()
+        self.registry = manager.require_registry()
         self.migration_id = migration_id
         self.on_event = on_event
 
@@ -176,7 +176,7 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
     :class:`ConfigError` for an unknown company or connection.
     ``wrap_target`` wraps each target backend (middleware, fault injection).
     """
-    registry = manager._registry()
+    registry = manager.require_registry()
     company = manager.company(company_ref)
     source = company.placement
     target, target_name = resolve_target(manager, company, to)
@@ -283,7 +283,7 @@ class _LiveRun:
     def __init__(self, manager: StorageManager, company_id: int, migration_id: int, target: Placement,
                  olds: dict[str, StorageAdapter], news: dict[str, StorageAdapter], step: _Step,
                  result: MigrationResult) -> None:
-        self.state = LiveState(manager._registry())
+        self.state = LiveState(manager.require_registry())
         self.company_id, self.migration_id, self.target = company_id, migration_id, target
         self.olds, self.news, self.step, self.result = olds, news, step, result
 
@@ -441,9 +441,9 @@ async def _abandon(manager: StorageManager, company: Company, migration_id: int,
                    live: bool) -> None:
     """Leave the company on its old backend (the files copied so far stay on the new one); lift a fence."""
     if live:
-        LiveState(manager._registry()).clear(company.id, migration_id)
+        LiveState(manager.require_registry()).clear(company.id, migration_id)
     manager.clear_company_cache(company.id)
-    manager._registry().update_migration(migration_id, state=result.state, message=result.message,
+    manager.require_registry().update_migration(migration_id, state=result.state, message=result.message,
                                          report=result.as_dict(), final=True)
 
 
@@ -455,7 +455,7 @@ async def rollback_company(manager: StorageManager, company_ref: int | str, *, s
     synced to the old one first (a sync with deletes), so nothing written in
     between is lost. The company must still be where that migration put it.
     """
-    registry = manager._registry()
+    registry = manager.require_registry()
     company = manager.company(company_ref)
     record = registry.last_switch(company.id)
     if record is None:

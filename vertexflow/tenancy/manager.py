@@ -40,7 +40,7 @@ from pydantic import TypeAdapter, ValidationError
 from ..backends.base import Backend
 from ..config import LocalRemote, S3Remote, YandexDiskRemote
 from ..errors import ConfigError
-from ..locations import _remote
+from ..locations import remote_location
 from ..model import BodyFactory, ObjectInfo
 from .adapters import StorageAdapter
 from .dual_write import DualWriteAdapter
@@ -74,7 +74,7 @@ class Target:
         return f"{self.name}:{self.path}"
 
     def backend(self, environ: Mapping[str, str] = os.environ) -> Backend:
-        return _remote(self.label(), self.name, self.remote, self.path, environ).backend()
+        return remote_location(self.label(), self.name, self.remote, self.path, environ).backend()
 
 
 @dataclass(slots=True)
@@ -135,13 +135,14 @@ class StorageManager:
             self.registry.close()
 
     # -- routing ------------------------------------------------------------
-    def _registry(self) -> Registry:
+    def require_registry(self) -> Registry:
+        """The platform database's registry; ConfigError when none was given."""
         if self.registry is None:
             raise ConfigError("no platform database: give --db or VERTEXFLOW_DB")
         return self.registry
 
     def company(self, ref: int | str) -> Company:
-        return self._registry().company(ref)
+        return self.require_registry().company(ref)
 
     def _local_base(self, base: str) -> str:
         # a relative base_path is relative to the storage config file, not to the working directory
@@ -180,12 +181,12 @@ class StorageManager:
 
     def connection_settings(self, connection_id: int) -> tuple[str, Any]:
         """(name, settings model) of a registered connection."""
-        row = self._registry().connection(connection_id)
+        row = self.require_registry().connection(connection_id)
         if row.config is not None:
             try:
                 return row.name, _CONNECTION.validate_python(row.config)
             except ValidationError as exc:
-                raise ConfigError(f"storage connection {row.name!r} in {self._registry().path}: "
+                raise ConfigError(f"storage connection {row.name!r} in {self.require_registry().path}: "
                                   + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
                                   ) from None
         if row.name in self.config.connections:
@@ -248,7 +249,7 @@ class StorageManager:
             self._retired.extend((a.old, a.new) if isinstance(a, DualWriteAdapter) else (a,))
 
     def _live(self) -> LiveState:
-        return LiveState(self._registry())
+        return LiveState(self.require_registry())
 
     def _apply_route(self, route: Route) -> None:
         """Remember ``route``; drop the company's adapters if they were built for another one."""
