@@ -28,22 +28,14 @@ def private_journal(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
-    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
-    server.start()
-    try:
+    with SeaweedFS(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def s3_bucket(seaweed: SeaweedFS) -> Iterator[str]:
-    name = f"vf-test-{os.getpid()}-{next(_bucket_ids)}"
-    seaweed.create_bucket(name)
-    try:
+    with seaweed.temporary_bucket(f"vf-test-{os.getpid()}-{next(_bucket_ids)}") as name:
         yield name
-    finally:
-        seaweed.delete_bucket_recursive(name)
 
 
 @pytest.fixture

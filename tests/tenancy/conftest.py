@@ -23,23 +23,15 @@ _ids = itertools.count()
 @pytest.fixture(scope="session")
 def seaweed2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     """A second S3 server with other credentials (the "other MinIO" of a migration)."""
-    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs2"), access_key="second-key",
-                       secret_key="second-secret-key")
-    server.start()
-    try:
+    with SeaweedFS(tmp_path_factory.mktemp("seaweedfs2"), access_key="second-key",
+                   secret_key="second-secret-key") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def bucket2(seaweed2: SeaweedFS) -> Iterator[str]:
-    name = f"vf-tenancy-{os.getpid()}-{next(_ids)}"
-    seaweed2.create_bucket(name)
-    try:
+    with seaweed2.temporary_bucket(f"vf-tenancy-{os.getpid()}-{next(_ids)}") as name:
         yield name
-    finally:
-        seaweed2.delete_bucket_recursive(name)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +239,15 @@ class SeaweedFS:
 
     def create_bucket(self, name: str) -> None:
         self.boto3_client().create_bucket(Bucket=name)
+
+    @contextmanager
+    def temporary_bucket(self, name: str) -> Iterator[str]:
+        """A fresh bucket ``name``, deleted with everything in it on exit."""
+        self.create_bucket(name)
+        try:
+            yield name
+        finally:
+            self.delete_bucket_recursive(name)
 
     def delete_bucket_recursive(self, name: str) -> None:
         """Delete every object and unfinished multipart upload in ``name``, then the bucket. Absent is fine."""
