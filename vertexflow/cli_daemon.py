@@ -28,7 +28,7 @@ def daemon(ctx: click.Context, daemon_config: str, check: bool) -> None:
     SIGHUP reloads the config without dropping running jobs. docs/daemon.md
     is the reference.
     """
-    from .cli import run_async
+    from .cli import Ctx, fail, run_async
     from .daemon.service import Daemon
 
     parent = ctx.parent
@@ -37,29 +37,18 @@ def daemon(ctx: click.Context, daemon_config: str, check: bool) -> None:
         logs.configure(parent.params.get("log_format", "auto"), "info")
 
     def remotes() -> object:
-        return ctx.find_object(_ctx_type()).config  # type: ignore[union-attr]
+        return ctx.find_object(Ctx).config  # type: ignore[union-attr]
 
     try:
         service = Daemon(daemon_config, fallback_remotes=remotes)  # type: ignore[arg-type]
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if check:
         click.echo(f"{daemon_config}: OK ({len(service.config.jobs)} jobs)")
         return
     try:
         run_async(service.serve)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except KeyboardInterrupt:  # pragma: no cover - signals are handled by the service
         sys.exit(130)
-
-
-def _ctx_type() -> type:
-    from .cli import Ctx
-
-    return Ctx
-
-
-def _fail(message: str) -> None:
-    click.echo(f"vertexflow: error: {message}", err=True)
-    sys.exit(2)
