@@ -1,3 +1,4 @@
 from .cli import main
 
-main(prog_name="vertexflow")
+if __name__ == "__main__":  # worker processes (spawn) import this module again
+    main(prog_name="vertexflow")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -219,7 +221,59 @@ async def test_single_file_source(tmp_path: Path) -> None:
 
 
 def test_mtime_helper_round_trip() -> None:
-    from vertexflow.backends.local import _mtime_ns
+    from vertexflow.backends.local import mtime_ns_of
 
     when = datetime(2020, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-    assert _mtime_ns(ObjectInfo(key="k", size=0, mtime=when)) == int(when.timestamp()) * 10**9 + 678901000
+    assert mtime_ns_of(ObjectInfo(key="k", size=0, mtime=when)) == int(when.timestamp()) * 10**9 + 678901000
+
+
+# -- small files in worker processes ------------------------------------------
+IN_PROCESSES = CopyOptions(retry=FAST_RETRY, processes=2, processes_after=0, batch_files=8)
+
+
+async def test_worker_processes_copy_small_files_byte_for_byte(tmp_path: Path) -> None:
+    made = make_tree(tmp_path / "src", files=200)
+    first = min(p.relative_to(tmp_path / "src") for p in (tmp_path / "src").rglob("*") if p.is_file())
+    os.utime(tmp_path / "src" / first, ns=(1_500_000_000_987_654_321,) * 2)
+    for verify in (True, False):
+        dst = tmp_path / f"dst-{verify}"
+        job = await copy(tmp_path / "src", dst, options=replace(IN_PROCESSES, verify=verify))
+        assert job.process_batches >= 200 // 8
+        assert trees_equal(tmp_path / "src", dst) == []
+        assert (job.stats.done_objects, job.stats.done_bytes) == (made.files, made.bytes)
+        assert temp_files(dst) == []
+        assert (dst / first).stat().st_mtime_ns // 1000 == 1_500_000_000_987_654
+
+
+async def test_worker_processes_report_changed_and_vanished_sources(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        (src / name).write_bytes(os.urandom(100))
+    job = CopyJob(MutatingSource(src, change={"b"}, delete={"c"}), LocalBackend(tmp_path / "dst"), IN_PROCESSES)
+    await job.run()
+    assert job.process_batches == 1
+    assert {f.key: f.reason for f in job.stats.failures} == {"b": "source_changed", "c": "not_found"}
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["a"]
+
+
+async def test_killed_worker_processes_fall_back_to_threads(tmp_path: Path) -> None:
+    make_tree(tmp_path / "src", files=600)
+    job = CopyJob(LocalBackend(tmp_path / "src"), LocalBackend(tmp_path / "dst"),
+                  replace(IN_PROCESSES, transfers=2, batch_files=2))
+
+    async def kill_workers() -> None:
+        with anyio.fail_after(30):
+            while job.process_batches == 0:
+                await anyio.sleep(0.001)
+        assert job._processes is not None
+        for pid in job._processes.pids():
+            os.kill(pid, signal.SIGKILL)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(kill_workers)
+        await job.run()
+    assert job._processes is not None and job._processes.broken
+    assert job.process_batches < 300  # the rest went through threads
+    assert job.stats.failed_objects == 0
+    assert trees_equal(tmp_path / "src", tmp_path / "dst") == []

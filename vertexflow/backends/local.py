@@ -19,9 +19,9 @@ import stat as stat_mod
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import anyio
 import structlog
@@ -89,15 +89,16 @@ def _info(key: str, st: os.stat_result) -> ObjectInfo:
     return ObjectInfo(key=key, size=st.st_size, mtime=_mtime(st.st_mtime_ns), version=_version(st))
 
 
-def _mtime_ns(info: ObjectInfo) -> int | None:
+def mtime_ns_of(info: ObjectInfo) -> int | None:
     if info.mtime is None:
         return None
     delta = info.mtime - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
-@dataclass(slots=True)
-class _Written:
+class Written(NamedTuple):
+    """A file written by this backend: its size, SHA-256 ("" when not hashed) and final mtime."""
+
     size: int
     sha256: str
     mtime_ns: int
@@ -112,6 +113,7 @@ class LocalBackend(Backend):
     def __init__(self, root: str | os.PathLike[str], *, hash_files: bool = True,
                  thread_limit: int = 4, name: str | None = None) -> None:
         self.root = Path(os.path.abspath(os.fspath(root)))
+        self._root = str(self.root).rstrip("/")
         self._name = name
         self._dirs: OrderedDict[str, None] = OrderedDict()
         # A few threads: the kernel's per-file cost does not scale past the cores.
@@ -123,11 +125,20 @@ class LocalBackend(Backend):
 
     # -- keys and paths -------------------------------------------------
     def local_path(self, key: str) -> Path:
-        check_key(key, backend=self.describe())
-        for part in key.split("/"):
-            if len(os.fsencode(part)) > 255:
-                raise InvalidKey("a path segment is longer than 255 bytes", backend=self.describe(), key=key)
-        return self.root.joinpath(*key.split("/"))
+        return Path(self.path_of(key))
+
+    def path_of(self, key: str) -> str:
+        """The file that holds ``key``, as a string: ``local_path`` without pathlib's cost per call.
+
+        Rejects what :func:`check_key` rejects and segments over 255 bytes.
+        """
+        parts = key.split("/")
+        if not key or "\x00" in key or "" in parts or "." in parts or ".." in parts:
+            check_key(key, backend=self.describe())  # raises, naming the problem
+        # a segment of at most 63 characters cannot exceed 255 bytes in UTF-8
+        if len(key) > 63 and any(len(p) > 63 and len(os.fsencode(p)) > 255 for p in parts):
+            raise InvalidKey("a path segment is longer than 255 bytes", backend=self.describe(), key=key)
+        return f"{self._root}/{key}"
 
     def _error(self, exc: OSError, key: str | None, action: str) -> BackendError:
         cls = _ERRNO_MAP.get(exc.errno or 0, BackendError)
@@ -300,8 +311,8 @@ class LocalBackend(Backend):
             await self._run(f.close)
 
     async def put(self, info: ObjectInfo, body: BodyFactory) -> ObjectInfo:
-        path = self.local_path(info.key)
-        mtime_ns = _mtime_ns(info)
+        path = self.path_of(info.key)
+        mtime_ns = mtime_ns_of(info)
         if info.size is not None and info.size <= SMALL_FILE:
             # small: gather in memory, then one thread call does everything
             chunks = [c async for c in body()]
@@ -340,33 +351,34 @@ class LocalBackend(Backend):
         return await self._run(do)
 
     # -- writing ----------------------------------------------------------
-    def _ensure_dir(self, directory: Path) -> None:
-        key = str(directory)
-        if key in self._dirs:
-            self._dirs.move_to_end(key)
+    def _ensure_dir(self, directory: str) -> None:
+        if directory in self._dirs:
+            self._dirs.move_to_end(directory)
             return
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            os.makedirs(directory, exist_ok=True)
         except FileExistsError as exc:
             raise Conflict("a parent of this key is a file", backend=self.describe(),
-                           key=str(directory.relative_to(self.root))) from exc
-        self._dirs[key] = None
+                           key=os.path.relpath(directory, self.root)) from exc
+        self._dirs[directory] = None
         if len(self._dirs) > DIR_CACHE_SIZE:
             self._dirs.popitem(last=False)
 
-    def _open_tmp(self, path: Path, key: str) -> tuple[int, Path]:
+    def _open_tmp(self, path: str, key: str) -> tuple[int, str]:
+        directory = os.path.dirname(path)
         try:
-            self._ensure_dir(path.parent)
+            self._ensure_dir(directory)
         except OSError as exc:
             raise self._error(exc, key, "creating the directory") from exc
-        tmp = path.parent / f"{TMP_PREFIX}{_HOST_TAG}-{os.getpid()}-{os.urandom(6).hex()}"
+        tmp = f"{directory}/{TMP_PREFIX}{_HOST_TAG}-{os.getpid()}-{os.urandom(6).hex()}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            # read-write: a large copy hashes what it has just written (_copy_hashing)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
             raise self._error(exc, key, "creating a temporary file") from exc
         return fd, tmp
 
-    def _finish(self, fd: int, tmp: Path, path: Path, key: str, mtime_ns: int | None) -> int:
+    def _finish(self, fd: int, tmp: str, path: str, key: str, mtime_ns: int | None) -> int:
         """Set the mtime, rename into place and close; returns the final mtime_ns."""
         if mtime_ns is not None:
             os.utime(fd, ns=(mtime_ns, mtime_ns))
@@ -382,7 +394,7 @@ class LocalBackend(Backend):
             pass
         return final
 
-    def _guarded_write(self, path: Path, key: str, mtime_ns: int | None, write) -> _Written:  # type: ignore[no-untyped-def]
+    def _guarded_write(self, path: str, key: str, mtime_ns: int | None, write) -> Written:  # type: ignore[no-untyped-def]
         """Open a temp file, let ``write(fd)`` fill it, rename it into place.
 
         ``write`` returns ``(size, sha256)``. On any error the temp file is
@@ -394,7 +406,7 @@ class LocalBackend(Backend):
             size, digest = write(fd)
             final_ns = self._finish(fd, tmp, path, key, mtime_ns)
             closed = True
-            return _Written(size, digest, final_ns)
+            return Written(size, digest, final_ns)
         except BaseException as exc:
             _discard(None if closed else fd, tmp)
             if isinstance(exc, OSError):
@@ -409,7 +421,7 @@ class LocalBackend(Backend):
             raise IntegrityError("SHA-256 of the written bytes differs from the expected one",
                                  backend=self.describe(), key=info.key)
 
-    def _write_small(self, path: Path, info: ObjectInfo, chunks: list[bytes], mtime_ns: int | None) -> _Written:
+    def _write_small(self, path: str, info: ObjectInfo, chunks: list[bytes], mtime_ns: int | None) -> Written:
         data = b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
         def write(fd: int) -> tuple[int, str]:
@@ -420,8 +432,8 @@ class LocalBackend(Backend):
 
         return self._guarded_write(path, info.key, mtime_ns, write)
 
-    async def _write_stream(self, path: Path, info: ObjectInfo, body: BodyFactory,
-                            mtime_ns: int | None) -> _Written:
+    async def _write_stream(self, path: str, info: ObjectInfo, body: BodyFactory,
+                            mtime_ns: int | None) -> Written:
         fd, tmp = await self._run(self._open_tmp, path, info.key)
         h = hashlib.sha256()
         size = 0
@@ -462,7 +474,7 @@ class LocalBackend(Backend):
             self._check_written(info, size, digest)
             final_ns = await self._run(self._finish, fd, tmp, path, info.key, mtime_ns)
             done = True
-            return _Written(size, digest, final_ns)
+            return Written(size, digest, final_ns)
         finally:
             if not done:
                 with anyio.CancelScope(shield=True):
@@ -478,38 +490,74 @@ class LocalBackend(Backend):
             directory = directory.parent
 
     # -- fast paths used by the engine -------------------------------------
-    def copy_from_file(self, src: Path, src_info: ObjectInfo, info: ObjectInfo) -> ObjectInfo:
-        """Blocking: copy the file ``src`` to ``info.key`` in this thread.
+    def copy_from_file(self, src: str | os.PathLike[str], src_info: ObjectInfo, info: ObjectInfo) -> ObjectInfo:
+        """Blocking: copy the file ``src`` (``src_info`` as listed) to ``info.key``; see :meth:`copy_file`."""
+        written = self.copy_file(src, info.key, src_key=src_info.key, version=src_info.version,
+                                 mtime_ns=mtime_ns_of(info))
+        return self.written_info(info.key, written)
+
+    def copy_file(self, src: str | os.PathLike[str], key: str, *, src_key: str, version: str | None,
+                  mtime_ns: int | None) -> Written:
+        """Blocking: copy the file ``src`` to ``key`` in this thread.
 
         Hashes while copying when ``hash_files`` (one read of each byte);
         otherwise uses ``copy_file_range``, which never brings the bytes into
-        user space. Raises :class:`SourceChanged` if the source is not the
-        version listed or changes while read. Call it from a worker thread.
+        user space. Raises :class:`SourceChanged` if the source is not at
+        ``version`` or changes while read. Call it from a worker thread (or a
+        worker process: :mod:`.local_processes`). It is the hot loop of local
+        copies, so it works on plain strings and file descriptors (a small
+        file costs 11 system calls and no pathlib).
         """
-        path = self.local_path(info.key)
-        mtime_ns = _mtime_ns(info)
+        path = self.path_of(key)
         try:
-            fin = open(src, "rb", buffering=0)
+            fd_in = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
-            raise self._error(exc, src_info.key, "open source") from exc
-        with fin:
-            st = os.fstat(fin.fileno())
-            if src_info.version is not None and _version(st) != src_info.version:
-                raise SourceChanged("file changed since it was listed", backend=str(src), key=src_info.key)
+            raise self._error(exc, src_key, "open source") from exc
+        try:
+            st = os.fstat(fd_in)
+            listed = _version(st)
+            if version is not None and listed != version:
+                raise SourceChanged("file changed since it was listed", backend=os.fspath(src), key=src_key)
+            size = st.st_size
 
             def write(fd: int) -> tuple[int, str]:
                 if self.hash_files:
-                    size, digest = _copy_hashing(fin, fd, st.st_size)
+                    copied, digest = _copy_hashing(fd_in, fd, size)
                 else:
-                    size, digest = _copy_kernel(fin.fileno(), fd, st.st_size), ""
-                if _version(os.fstat(fin.fileno())) != _version(st) or size != st.st_size:
-                    raise SourceChanged("file changed while it was copied", backend=str(src), key=src_info.key)
-                return size, digest
+                    copied, digest = _copy_kernel(fd_in, fd, size), ""
+                if copied != size or _version(os.fstat(fd_in)) != listed:
+                    raise SourceChanged("file changed while it was copied", backend=os.fspath(src), key=src_key)
+                return copied, digest
 
-            written = self._guarded_write(path, info.key, mtime_ns, write)
+            return self._guarded_write(path, key, mtime_ns, write)
+        finally:
+            os.close(fd_in)
+
+    @staticmethod
+    def written_info(key: str, written: Written) -> ObjectInfo:
+        """What :meth:`copy_file` stored, as the object's info."""
         hashes = {SHA256: written.sha256} if written.sha256 else {}
-        return ObjectInfo(key=info.key, size=written.size, mtime=_mtime(written.mtime_ns), hashes=hashes,
+        return ObjectInfo(key=key, size=written.size, mtime=_mtime(written.mtime_ns), hashes=hashes,
                           version=f"{written.mtime_ns}:{written.size}")
+
+    def remove_temp_files(self, directories: set[str], pids: frozenset[int]) -> None:
+        """Blocking: remove the temporary files that processes ``pids`` of this host left in ``directories``.
+
+        For worker processes that died mid-batch (their pids may not be reaped
+        yet, so the listing's own sweep would still think them alive).
+        """
+        prefixes = tuple(f"{TMP_PREFIX}{_HOST_TAG}-{pid}-" for pid in pids)
+        for directory in directories:
+            try:
+                with os.scandir(self.path_of(directory) if directory else self._root) as entries:
+                    doomed = [e.path for e in entries if e.name.startswith(prefixes)]
+            except OSError:
+                continue
+            for path in doomed:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
 
     def read_file(self, key: str, version: str | None) -> bytes:
         """Blocking: the whole content of a (small) file, checked against ``version``."""
@@ -580,25 +628,48 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[n:]
 
 
-def _copy_hashing(fin, fd_out: int, size_hint: int) -> tuple[int, str]:  # type: ignore[no-untyped-def]
-    h = hashlib.sha256()
+def _copy_hashing(fd_in: int, fd_out: int, size_hint: int) -> tuple[int, str]:
+    """Copy ``fd_in`` to ``fd_out`` (opened read-write); returns the size and SHA-256 of what was written."""
     if size_hint <= SMALL_FILE:
-        data = fin.readall()
-        h.update(data)
+        # one read of one byte more than listed: a file that grew shows as a size mismatch
+        data = os.read(fd_in, size_hint + 1)
+        while len(data) <= size_hint and (more := os.read(fd_in, size_hint + 1 - len(data))):
+            data += more  # a short read (rare on local files)
         _write_all(fd_out, memoryview(data))
-        return len(data), h.hexdigest()
+        return len(data), hashlib.sha256(data).hexdigest()
+    h = hashlib.sha256()
     # one reused buffer: a fresh bytes per read costs page faults and halves throughput
     buf = bytearray(COPY_BUFFER)
     view = memoryview(buf)
     total = 0
+    kernel_copy = True
     while True:
-        n = fin.readinto(view)
+        if kernel_copy:
+            # The kernel copies a piece, then we hash that piece as the destination
+            # now holds it (read back from the page cache, still warm). Steadier
+            # than write() from our buffer, whose kernel time varied 1-10x from
+            # run to run here; and the digest describes the stored bytes.
+            try:
+                n = os.copy_file_range(fd_in, fd_out, COPY_BUFFER)
+            except OSError as exc:
+                if exc.errno not in _NO_KERNEL_COPY or total:
+                    raise
+                kernel_copy = False
+                continue
+            if n and os.preadv(fd_out, [view[:n]], total) != n:
+                raise OSError(errno.EIO, "short read of the bytes just written")
+        else:
+            n = os.readv(fd_in, [view])
+            _write_all(fd_out, view[:n])
         if not n:
             break
         h.update(view[:n])
-        _write_all(fd_out, view[:n])
         total += n
     return total, h.hexdigest()
+
+
+#: copy_file_range cannot copy between these two files (another filesystem, an old kernel)
+_NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
 
 
 def _copy_kernel(fd_in: int, fd_out: int, size: int) -> int:
@@ -610,7 +681,7 @@ def _copy_kernel(fd_in: int, fd_out: int, size: int) -> int:
                 return total
             total += n
     except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP) or total:
+        if exc.errno not in _NO_KERNEL_COPY or total:
             raise
     while True:  # sendfile works across filesystems where copy_file_range may not
         n = os.sendfile(fd_out, fd_in, total, STREAM_BUFFER)
@@ -619,7 +690,7 @@ def _copy_kernel(fd_in: int, fd_out: int, size: int) -> int:
         total += n
 
 
-def _discard(fd: int | None, tmp: Path) -> None:
+def _discard(fd: int | None, tmp: str) -> None:
     """Close (if still open) and remove a temporary file, ignoring what already went."""
     if fd is not None:
         try:
@@ -632,4 +703,4 @@ def _discard(fd: int | None, tmp: Path) -> None:
         pass
 
 
-__all__ = ["LocalBackend", "TMP_PREFIX"]
+__all__ = ["LocalBackend", "TMP_PREFIX", "Written", "mtime_ns_of"]
