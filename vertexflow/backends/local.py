@@ -36,6 +36,7 @@ from ..errors import (
     NotFound,
     ReadOnly,
     SourceChanged,
+    VertexflowError,
 )
 from ..model import SHA256, BodyFactory, Features, ObjectInfo
 from .base import Backend, check_key
@@ -96,6 +97,10 @@ def mtime_ns_of(info: ObjectInfo) -> int | None:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
+#: one file for :meth:`LocalBackend.copy_files`: (key, version the listing saw, mtime_ns to give the copy)
+FileJob = tuple[str, str | None, int | None]
+
+
 class Written(NamedTuple):
     """A file written by this backend: its size, SHA-256 ("" when not hashed) and final mtime."""
 
@@ -118,6 +123,8 @@ class LocalBackend(Backend):
         self._dirs: OrderedDict[str, None] = OrderedDict()
         # A few threads: the kernel's per-file cost does not scale past the cores.
         self._limiter = anyio.CapacityLimiter(thread_limit)
+        #: take the SHA-256 of every byte written (and check it against an
+        #: expected one); off only for ``copy --no-verify``: writes then report no digest
         self.hash_files = hash_files
 
     def describe(self) -> str:
@@ -319,8 +326,7 @@ class LocalBackend(Backend):
             written = await self._run(self._write_small, path, info, chunks, mtime_ns)
         else:
             written = await self._write_stream(path, info, body, mtime_ns)
-        return ObjectInfo(key=info.key, size=written.size, mtime=_mtime(written.mtime_ns),
-                          hashes={SHA256: written.sha256}, version=f"{written.mtime_ns}:{written.size}")
+        return self.written_info(info.key, written)
 
     async def delete(self, key: str) -> None:
         path = self.local_path(key)
@@ -417,7 +423,7 @@ class LocalBackend(Backend):
         if info.size is not None and size != info.size:
             raise SourceChanged(f"expected {info.size} bytes, got {size}", backend=self.describe(), key=info.key)
         expected = info.hashes.get(SHA256)
-        if expected is not None and expected != digest:
+        if expected is not None and digest and expected != digest:
             raise IntegrityError("SHA-256 of the written bytes differs from the expected one",
                                  backend=self.describe(), key=info.key)
 
@@ -425,7 +431,7 @@ class LocalBackend(Backend):
         data = b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
         def write(fd: int) -> tuple[int, str]:
-            digest = hashlib.sha256(data).hexdigest()
+            digest = hashlib.sha256(data).hexdigest() if self.hash_files else ""
             self._check_written(info, len(data), digest)
             _write_all(fd, memoryview(data))
             return len(data), digest
@@ -435,12 +441,13 @@ class LocalBackend(Backend):
     async def _write_stream(self, path: str, info: ObjectInfo, body: BodyFactory,
                             mtime_ns: int | None) -> Written:
         fd, tmp = await self._run(self._open_tmp, path, info.key)
-        h = hashlib.sha256()
+        h = hashlib.sha256() if self.hash_files else None
         size = 0
         done = False
 
         def write_chunk(chunk: bytes) -> None:
-            h.update(chunk)
+            if h is not None:
+                h.update(chunk)
             _write_all(fd, memoryview(chunk))
 
         pending: list[bytes] = []
@@ -470,7 +477,7 @@ class LocalBackend(Backend):
                         await flush()
             if pending:
                 await flush()
-            digest = h.hexdigest()
+            digest = h.hexdigest() if h is not None else ""
             self._check_written(info, size, digest)
             final_ns = await self._run(self._finish, fd, tmp, path, info.key, mtime_ns)
             done = True
@@ -532,6 +539,23 @@ class LocalBackend(Backend):
             return self._guarded_write(path, key, mtime_ns, write)
         finally:
             os.close(fd_in)
+
+    def copy_files(self, src: LocalBackend, jobs: list[FileJob]) -> list[Written | Exception]:
+        """Blocking: :meth:`copy_file` for each ``(key, listed version, mtime_ns)`` of ``src``, in order.
+
+        Each file succeeds or fails on its own: the result holds what was
+        written or the error, always one of ours (it must survive pickling
+        back from a worker process).
+        """
+        out: list[Written | Exception] = []
+        for key, version, mtime_ns in jobs:
+            try:
+                out.append(self.copy_file(src.path_of(key), key, src_key=key, version=version, mtime_ns=mtime_ns))
+            except VertexflowError as exc:
+                out.append(exc)
+            except Exception as exc:  # noqa: BLE001 - reported per file, as one of ours
+                out.append(BackendError(f"{type(exc).__name__}: {exc}", backend=self.describe(), key=key))
+        return out
 
     @staticmethod
     def written_info(key: str, written: Written) -> ObjectInfo:
@@ -703,4 +727,4 @@ def _discard(fd: int | None, tmp: str) -> None:
         pass
 
 
-__all__ = ["LocalBackend", "TMP_PREFIX", "Written", "mtime_ns_of"]
+__all__ = ["FileJob", "LocalBackend", "TMP_PREFIX", "Written", "mtime_ns_of"]

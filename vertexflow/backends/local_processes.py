@@ -39,11 +39,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import anyio
 
-from ..errors import BackendError, VertexflowError
-from .local import LocalBackend, Written
-
-#: one batch's work: (key, version the listing saw, mtime_ns to give the copy)
-FileJob = tuple[str, str | None, int | None]
+from .local import FileJob, LocalBackend, Written
 
 
 class ProcessesUnavailable(Exception):
@@ -117,15 +113,7 @@ def _copy_batch(src_root: str, dst_root: str, hash_files: bool, batch: list[File
         ends = _backends[(src_root, dst_root, hash_files)] = (
             LocalBackend(src_root), LocalBackend(dst_root, hash_files=hash_files))
     src, dst = ends
-    out: list[Written | Exception] = []
-    for key, version, mtime_ns in batch:
-        try:
-            out.append(dst.copy_file(src.path_of(key), key, src_key=key, version=version, mtime_ns=mtime_ns))
-        except VertexflowError as exc:  # each file succeeds or fails on its own
-            out.append(exc)
-        except Exception as exc:  # sent back as one of ours: it must survive pickling
-            out.append(BackendError(f"{type(exc).__name__}: {exc}", backend=dst.describe(), key=key))
-    return out
+    return dst.copy_files(src, batch)
 
 
-__all__ = ["FileCopyProcesses", "FileJob", "ProcessesUnavailable"]
+__all__ = ["FileCopyProcesses", "ProcessesUnavailable"]

@@ -33,7 +33,7 @@ import anyio
 import structlog
 
 from ..backends.base import Backend, UploadCheckpoint
-from ..backends.local import SMALL_FILE, LocalBackend, Written, mtime_ns_of
+from ..backends.local import SMALL_FILE, LocalBackend, mtime_ns_of
 from ..backends.local_processes import FileCopyProcesses, ProcessesUnavailable
 from ..errors import IntegrityError, JobAborted, NotFound, SourceChanged, VertexflowError, first_error
 from ..model import SHA256, BodyFactory, ObjectInfo, body_from_bytes
@@ -114,8 +114,8 @@ class CopyJob:
         self._local_source = isinstance(src, LocalBackend)
         # stages hash every byte as it streams, and store other bytes: no first pass over a file
         self._hashes_in_stream = isinstance(dst, TransformedBackend)
-        if self._local_to_local:
-            dst.hash_files = self.options.verify  # type: ignore[union-attr]
+        if isinstance(dst, LocalBackend):
+            dst.hash_files = self.options.verify
         self._small_listed = 0
         self._processes: FileCopyProcesses | None = None
         #: batches of small files that worker processes copied
@@ -193,16 +193,6 @@ class CopyJob:
         src, dst = self.src, self.dst
         assert isinstance(src, LocalBackend) and isinstance(dst, LocalBackend)
         jobs = [(info.key, info.version, mtime_ns_of(info)) for info in items]
-
-        def copy_all() -> list[Written | Exception]:
-            out: list[Written | Exception] = []
-            for key, version, mtime_ns in jobs:
-                try:
-                    out.append(dst.copy_file(src.path_of(key), key, src_key=key, version=version, mtime_ns=mtime_ns))
-                except Exception as exc:  # each object succeeds or fails on its own
-                    out.append(exc)
-            return out
-
         self.stats.in_flight += len(items)
         try:
             processes = self._file_processes()
@@ -216,7 +206,7 @@ class CopyJob:
                     log.warning("copying small files in threads instead of worker processes", error=str(exc))
                     directories = {key.rpartition("/")[0] for key, _, _ in jobs}
                     await dst.run_blocking(dst.remove_temp_files, directories, exc.pids)
-                results = await dst.run_blocking(copy_all)
+                results = await dst.run_blocking(dst.copy_files, src, jobs)
         finally:
             self.stats.in_flight -= len(items)
         for info, result in zip(items, results, strict=True):
