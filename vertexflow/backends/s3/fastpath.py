@@ -39,7 +39,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from .common import CONNECT_TIMEOUT, READ_TIMEOUT
+from .common import CONNECT_TIMEOUT, READ_TIMEOUT, b64
 from .errors import S3HTTPError
 from .sigv4 import EMPTY_SHA256, Signer, canonical_query, quote_path
 
@@ -169,6 +169,17 @@ class FastS3:
         headers["content-md5"] = md5_b64
         response = await self._send("PUT", self._object_path(full_key), headers=headers, data=data,
                                     payload_sha256=sha256_hex)
+        response.release()
+        return response.headers
+
+    async def upload_part(self, full_key: str, upload_id: str, number: int, data: bytes, sha256: bytes,
+                          md5: bytes) -> CIMultiDictProxy[str]:
+        """UploadPart, signed with the part's SHA-256 we already took (botocore would hash it again)
+        and sent with its checksums; returns the answer's headers (ETag, x-amz-checksum-sha256)."""
+        headers = {"content-md5": b64(md5), "x-amz-checksum-sha256": b64(sha256)}
+        response = await self._send("PUT", self._object_path(full_key), headers=headers, data=data,
+                                    query={"partNumber": str(number), "uploadId": upload_id},
+                                    payload_sha256=sha256.hex())
         response.release()
         return response.headers
 

@@ -198,7 +198,7 @@ class Uploads:
         saver = _Saver(checkpoint, upload)
         try:
             async with aclosing(reader.parts(head, upload.part_size)) as parts:
-                await self._send_parts(client, info, full, upload, parts, saver)
+                await self._send_parts(info, full, upload, parts, saver)
             reader.check_end()
             sha = upload.whole_sha256.hexdigest()
             self.b._check_expected_sha(info, sha)
@@ -292,7 +292,7 @@ class Uploads:
 
     # -- parts -------------------------------------------------------------------------
 
-    async def _send_parts(self, client: Any, info: ObjectInfo, full: str, upload: Upload,
+    async def _send_parts(self, info: ObjectInfo, full: str, upload: Upload,
                           parts: AsyncIterator[bytes], saver: _Saver) -> None:
         """Hash each part in-stream; skip the verified parts of a resumed upload, upload the others."""
         in_flight = anyio.Semaphore(self.b._upload_concurrency)
@@ -315,7 +315,7 @@ class Uploads:
                         upload.skipped += 1
                         continue
                     await in_flight.acquire()
-                    tg.start_soon(self._upload_part, client, info.key, full, upload, number, part,
+                    tg.start_soon(self._upload_part, info.key, full, upload, number, part,
                                   md5, sha, in_flight, saver)
                     del part  # the task holds it now; keep memory to the parts in flight
 
@@ -324,21 +324,22 @@ class Uploads:
         upload.whole_sha256.update(part)
         return md5_sha256(part)
 
-    async def _upload_part(self, client: Any, key: str, full: str, upload: Upload, number: int,
+    async def _upload_part(self, key: str, full: str, upload: Upload, number: int,
                            part: bytes, md5: bytes, sha: bytes, in_flight: anyio.Semaphore,
                            saver: _Saver) -> None:
         try:
-            response = await self.b._call("UploadPart", key, lambda: client.upload_part(
-                Bucket=self.b.bucket, Key=full, UploadId=upload.upload_id, PartNumber=number,
-                Body=part, ContentMD5=b64(md5), ChecksumSHA256=b64(sha)))
+            fast = await self.b._fast_client()
+            # idempotent (a part sent again replaces itself), so retried here like a GET
+            headers = await self.b._call("UploadPart", key, lambda: fast.upload_part(
+                full, upload.upload_id, number, part, sha, md5), retry=True)
         finally:
             in_flight.release()
-        etag = strip_etag(response.get("ETag"))
-        if etag_is_content_md5(etag, response) and etag != md5.hex():
+        etag = strip_etag(headers.get("ETag"))
+        if etag_is_content_md5(etag, headers) and etag != md5.hex():
             raise IntegrityError(f"part {number}: server reports MD5 {etag}, sent {md5.hex()}",
                                  backend=self.b.describe(), key=key)
-        upload.parts[number] = {"PartNumber": number, "ETag": response["ETag"],
-                                "ChecksumSHA256": response.get("ChecksumSHA256") or b64(sha)}
+        upload.parts[number] = {"PartNumber": number, "ETag": headers.get("ETag") or f'"{etag}"',
+                                "ChecksumSHA256": headers.get("x-amz-checksum-sha256") or b64(sha)}
         upload.done[number] = PartRecord(number, etag or "", sha.hex(), len(part))
         await saver.save()
 
