@@ -127,10 +127,16 @@ def test_kill_9_then_rerun_completes_without_leftovers(tmp_path: Path) -> None:
         if (tmp_path / "dst").exists() and sum(1 for _ in (tmp_path / "dst").rglob("*.bin")) > 2000:
             break
         time.sleep(0.05)
+    helpers = descendants(proc.pid)  # the worker processes copying small files, and their forkserver
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     partial = sum(1 for _ in (tmp_path / "dst").rglob("*.bin"))
     assert 0 < partial < 20_000, "the kill came too late to test anything"
+    assert len(helpers) >= 2, "the copy had no worker processes to leave behind"
+    deadline = time.monotonic() + 15
+    while (alive := [pid for pid in helpers if Path(f"/proc/{pid}").exists()]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert alive == [], "processes of the killed copy are still running"
     r = vf("copy", str(tmp_path / "src"), str(tmp_path / "dst"), "--json")
     assert r.code == 0, r.err
     s = r.json()
@@ -139,3 +145,20 @@ def test_kill_9_then_rerun_completes_without_leftovers(tmp_path: Path) -> None:
     assert s["skipped"] >= partial - 100  # what the journal recorded before the kill is not sent again
     assert trees_equal(tmp_path / "src", tmp_path / "dst") == []
     assert not list((tmp_path / "dst").rglob(f"{TMP_PREFIX}*"))
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found

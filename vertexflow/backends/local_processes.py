@@ -21,7 +21,7 @@ Contract:
 * Workers ignore SIGINT: Ctrl-C belongs to the parent, which lets the batches
   in flight finish (each is at most ``batch_files`` small files) or, on a
   hard stop, leaves them to finish on their own; every file is still written
-  whole or not at all.
+  whole or not at all. A worker whose parent dies (kill -9) exits at once.
 * ``aclose()`` waits for the workers to exit.
 
 Workers are forked from a ``forkserver`` (never from the parent, which has
@@ -34,7 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import threading
 from concurrent.futures import ProcessPoolExecutor
 
 import anyio
@@ -54,10 +57,15 @@ class ProcessesUnavailable(Exception):
         self.pids = pids
 
 
+def processes_allowed() -> bool:
+    """False in a daemonic process (a Dask worker, for one), which may not start processes of its own."""
+    return not multiprocessing.current_process().daemon
+
+
 class FileCopyProcesses:
     def __init__(self, src_root: str, dst_root: str, *, hash_files: bool, processes: int) -> None:
         self._args = (src_root, dst_root, hash_files)
-        self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=_context(), initializer=_ignore_sigint)
+        self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=_context(), initializer=_init_worker)
         self.broken = False
         self._pids: set[int] = set()
 
@@ -84,22 +92,36 @@ class FileCopyProcesses:
 
 
 def _context() -> multiprocessing.context.BaseContext:
-    """``forkserver``, preloading only this module.
+    """``forkserver``, preloading the program's ``__main__`` and this module.
 
-    Each worker is then a fork of one small single-threaded server that has
-    already imported what a worker needs (~0.15 s, paid once per run), not a
-    fresh interpreter that imports the whole command line again (``spawn``
-    re-runs the parent's ``__main__``: ~0.3 s of CPU per worker).
+    Each worker is then a fork of one single-threaded server that has already
+    imported what a worker needs (~0.3 s, paid once per run), not a fresh
+    interpreter importing it all again (``spawn``: ~0.3 s of CPU per worker).
+    A worker re-runs the parent's ``__main__`` unless its server already did,
+    hence ``__main__`` in the preload (the entry point must be guarded).
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])  # no effect once a server runs: it is then reused as it is
+    # no effect once a server runs: it is then reused as it is
+    context.set_forkserver_preload(["__main__", __name__])
     return context
 
 
-def _ignore_sigint() -> None:
+def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker waits for work on a queue whose pipe it also holds open, so it
+    # never sees the parent die: a parent killed outright (kill -9) would
+    # leave it, and the forkserver it keeps alive, running for ever.
+    threading.Thread(target=_exit_with_parent, name="vertexflow-parent-watch", daemon=True).start()
+
+
+def _exit_with_parent() -> None:
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    multiprocessing.connection.wait([parent.sentinel])
+    os._exit(1)  # a batch cut short leaves temporary files, which the next listing removes
 
 
 # -- in the worker process ------------------------------------------------
@@ -116,4 +138,4 @@ def _copy_batch(src_root: str, dst_root: str, hash_files: bool, batch: list[File
     return dst.copy_files(src, batch)
 
 
-__all__ = ["FileCopyProcesses", "ProcessesUnavailable"]
+__all__ = ["FileCopyProcesses", "ProcessesUnavailable", "processes_allowed"]

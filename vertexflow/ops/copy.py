@@ -34,7 +34,7 @@ import structlog
 
 from ..backends.base import Backend, UploadCheckpoint
 from ..backends.local import SMALL_FILE, LocalBackend, mtime_ns_of
-from ..backends.local_processes import FileCopyProcesses, ProcessesUnavailable
+from ..backends.local_processes import FileCopyProcesses, ProcessesUnavailable, processes_allowed
 from ..errors import IntegrityError, JobAborted, NotFound, SourceChanged, VertexflowError, first_error
 from ..model import SHA256, BodyFactory, ObjectInfo, body_from_bytes
 from ..pipeline.runner import StopSignal, run_pipeline
@@ -219,7 +219,8 @@ class CopyJob:
     def _file_processes(self) -> FileCopyProcesses | None:
         """The worker processes for small local files, started once the job has listed enough of them."""
         if self._processes is None:
-            if not self.options.processes or self._small_listed < self.options.processes_after:
+            if (not self.options.processes or self._small_listed < self.options.processes_after
+                    or not processes_allowed()):
                 return None
             src, dst = self.src, self.dst
             assert isinstance(src, LocalBackend) and isinstance(dst, LocalBackend)
