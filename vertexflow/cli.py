@@ -696,8 +696,6 @@ def emulate_yandex_disk(port: int, host: str, token: str | None, data_dir: str |
     serve(port, host=host, token=token, data_dir=Path(data_dir) if data_dir else None, **sizes, **knobs)
 
 
-
-
 def entry() -> None:  # pragma: no cover - console script shim
     main()
 

@@ -507,13 +507,15 @@ class LocalBackend(Backend):
                   mtime_ns: int | None) -> Written:
         """Blocking: copy the file ``src`` to ``key`` in this thread.
 
-        Hashes while copying when ``hash_files`` (one read of each byte);
-        otherwise uses ``copy_file_range``, which never brings the bytes into
-        user space. Raises :class:`SourceChanged` if the source is not at
-        ``version`` or changes while read. Call it from a worker thread (or a
-        worker process: :mod:`.local_processes`). It is the hot loop of local
-        copies, so it works on plain strings and file descriptors (a small
-        file costs 11 system calls and no pathlib).
+        With ``hash_files`` a small file is read once, hashed and written; a
+        large one goes by ``copy_file_range`` a piece at a time, each piece
+        hashed as the destination then holds it. Without, ``copy_file_range``
+        alone, which never brings the bytes into user space. Raises
+        :class:`SourceChanged` if the source is not at ``version`` or changes
+        while read. Call it from a worker thread (or a worker process:
+        :mod:`.local_processes`). It is the hot loop of local copies, so it
+        works on plain strings and file descriptors (a small file costs 11
+        system calls and no pathlib).
         """
         path = self.path_of(key)
         try:

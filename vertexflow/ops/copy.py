@@ -66,7 +66,8 @@ class CopyOptions:
     large_object: int = 8 * 1024 * 1024
     #: local -> local: batches of small files go to this many worker processes
     #: once the job has listed ``processes_after`` small files (fewer stay on
-    #: threads: a process costs ~0.2 s to start). 0: threads only. Why: see
+    #: threads: the first start of the forkserver costs ~0.3 s of CPU). 0:
+    #: threads only. Why: see
     #: :mod:`vertexflow.backends.local_processes`.
     processes: int = min(4, os.cpu_count() or 1)
     processes_after: int = 256
