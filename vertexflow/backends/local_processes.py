@@ -67,14 +67,20 @@ class FileCopyProcesses:
         self._args = (src_root, dst_root, hash_files)
         self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=_context(), initializer=_init_worker)
         self.broken = False
+        self._processes = processes
         self._pids: set[int] = set()
 
     async def copy(self, batch: list[FileJob]) -> list[Written | Exception]:
         if self.broken:
             raise ProcessesUnavailable("worker processes already failed")
         try:
-            future = self._pool.submit(_copy_batch, *self._args, batch)
-            self._pids.update(self.pids())
+            if len(self._pids) < self._processes:
+                # this submit may start a worker, which waits for the forkserver
+                # to start and import (~0.3 s the first time): not on the event loop
+                future = await anyio.to_thread.run_sync(self._pool.submit, _copy_batch, *self._args, batch)
+                self._pids.update(self.pids())
+            else:
+                future = self._pool.submit(_copy_batch, *self._args, batch)
             return await asyncio.wrap_future(future)
         except Exception as exc:
             # BrokenProcessPool: a worker died; OSError: one could not start;
