@@ -277,3 +277,24 @@ async def test_killed_worker_processes_fall_back_to_threads(tmp_path: Path) -> N
     assert job.process_batches < 300  # the rest went through threads
     assert job.stats.failed_objects == 0
     assert trees_equal(tmp_path / "src", tmp_path / "dst") == []
+
+
+async def test_worker_processes_outlive_sigterm_and_stop_with_their_pool(tmp_path: Path) -> None:
+    from vertexflow.backends.local_processes import FileCopyProcesses
+
+    make_tree(tmp_path / "src", files=8)
+    keys = sorted(str(p.relative_to(tmp_path / "src")) for p in (tmp_path / "src").rglob("*") if p.is_file())
+    pool = FileCopyProcesses(str(tmp_path / "src"), str(tmp_path / "dst"), hash_files=True, processes=1)
+    try:
+        first = await pool.copy([(keys[0], None, None)])
+        pids = pool.pids()
+        for pid in pids:  # what a service manager's stop sends to every process of the service
+            os.kill(pid, signal.SIGTERM)
+        await anyio.sleep(0.2)
+        rest = await pool.copy([(key, None, None) for key in keys[1:]])
+        assert not pool.broken and pool.pids() == pids
+        assert not any(isinstance(r, Exception) for r in [*first, *rest])
+    finally:
+        await pool.aclose()
+    assert trees_equal(tmp_path / "src", tmp_path / "dst") == []
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)

@@ -18,10 +18,11 @@ Contract:
 * :class:`ProcessesUnavailable` when the pool cannot start or a worker died:
   the caller copies that batch in threads instead, and should stop using the
   pool (``broken`` is then true).
-* Workers ignore SIGINT: Ctrl-C belongs to the parent, which lets the batches
-  in flight finish (each is at most ``batch_files`` small files) or, on a
-  hard stop, leaves them to finish on their own; every file is still written
-  whole or not at all. A worker whose parent dies (kill -9) exits at once.
+* Workers ignore SIGINT and SIGTERM: stopping belongs to the parent, which
+  lets the batches in flight finish (each is at most ``batch_files`` small
+  files) or, on a hard stop, leaves them to finish on their own; every file
+  is still written whole or not at all. A worker whose parent dies (kill -9)
+  exits at once.
 * ``aclose()`` waits for the workers to exit.
 
 Workers are forked from a ``forkserver`` (never from the parent, which has
@@ -115,7 +116,11 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 def _init_worker() -> None:
+    # The parent decides when its workers stop: Ctrl-C reaches the whole
+    # process group, and a service manager may send SIGTERM to every process
+    # of the service, while the parent still drains the batches in flight.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # A worker waits for work on a queue whose pipe it also holds open, so it
     # never sees the parent die: a parent killed outright (kill -9) would
     # leave it, and the forkserver it keeps alive, running for ever.
