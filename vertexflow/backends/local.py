@@ -260,7 +260,7 @@ class LocalBackend(Backend):
             yield _info(key, st)
 
     async def stat(self, key: str) -> ObjectInfo:
-        path = self.local_path(key)
+        path = self.path_of(key)
 
         def do() -> ObjectInfo:
             try:
@@ -278,7 +278,7 @@ class LocalBackend(Backend):
     @asynccontextmanager
     async def open(self, key: str, *, offset: int = 0, length: int | None = None,
                    if_version: str | None = None) -> AsyncIterator[AsyncIterator[bytes]]:
-        path = self.local_path(key)
+        path = self.path_of(key)
 
         def do_open():  # type: ignore[no-untyped-def]
             try:
@@ -587,7 +587,7 @@ class LocalBackend(Backend):
 
     def read_file(self, key: str, version: str | None) -> bytes:
         """Blocking: the whole content of a (small) file, checked against ``version``."""
-        path = self.local_path(key)
+        path = self.path_of(key)
         try:
             with open(path, "rb", buffering=0) as f:
                 st = os.fstat(f.fileno())
@@ -605,7 +605,7 @@ class LocalBackend(Backend):
         h = hashlib.sha256()
         view = memoryview(bytearray(COPY_BUFFER))
         try:
-            with open(self.local_path(key), "rb", buffering=0) as f:
+            with open(self.path_of(key), "rb", buffering=0) as f:
                 while n := f.readinto(view):
                     h.update(view[:n])
         except OSError as exc:

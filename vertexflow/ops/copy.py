@@ -196,17 +196,17 @@ class CopyJob:
         jobs = [(info.key, info.version, mtime_ns_of(info)) for info in items]
         self.stats.in_flight += len(items)
         try:
+            results = None
             processes = self._file_processes()
-            try:
-                if processes is None:
-                    raise ProcessesUnavailable("not in use")
-                results = await processes.copy(jobs)
-                self.process_batches += 1
-            except ProcessesUnavailable as exc:
-                if processes is not None:
+            if processes is not None:
+                try:
+                    results = await processes.copy(jobs)
+                    self.process_batches += 1
+                except ProcessesUnavailable as exc:
                     log.warning("copying small files in threads instead of worker processes", error=str(exc))
                     directories = {key.rpartition("/")[0] for key, _, _ in jobs}
                     await dst.run_blocking(dst.remove_temp_files, directories, exc.pids)
+            if results is None:
                 results = await dst.run_blocking(dst.copy_files, src, jobs)
         finally:
             self.stats.in_flight -= len(items)
