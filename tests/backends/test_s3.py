@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from vertexflow.errors import (
     TransientError,
 )
 from vertexflow.model import MD5, SHA256, ObjectInfo, body_from_bytes
+from vertexflow.testing.s3_proxy import Answer, RewritingProxy
 from vertexflow.testing.seaweedfs import SeaweedFS
 
 from .conformance import (
@@ -162,6 +166,87 @@ async def test_multipart_wrong_expected_hash(small_parts: S3Backend, raw: Any, s
     with pytest.raises(IntegrityError):
         await small_parts.put(info, body_from_bytes(data))
     assert await keys(small_parts) == []
+    assert uploads(raw, s3_bucket) == []
+
+
+# -- what the server says it received: SHA-256 per part, else MD5 --------------------------------
+
+
+def _parts_sent(proxy: RewritingProxy) -> list[Answer]:
+    """The UploadPart exchanges through ``proxy``, in part-number order."""
+    parts = [a for a in proxy.seen if a.method == "PUT" and "partNumber=" in a.path_qs]
+    return sorted(parts, key=lambda a: int(a.path_qs.split("partNumber=")[1].split("&")[0]))
+
+
+def _no_checksums(answer: Answer) -> None:
+    """A server that ignores checksum headers: its answers carry none."""
+    for name in [k for k in answer.headers if k.lower().startswith("x-amz-checksum")]:
+        del answer.headers[name]
+    answer.body = re.sub(rb"<Checksum\w*>[^<]*</Checksum\w*>", b"", answer.body)
+
+
+@asynccontextmanager
+async def through_proxy(seaweed: SeaweedFS, bucket: str, rewrite: Any) -> AsyncIterator[tuple[S3Backend, RewritingProxy]]:
+    """A backend with 5 MiB parts, one in flight, talking to SeaweedFS through a rewriting proxy."""
+    async with RewritingProxy(seaweed.endpoint, rewrite) as proxy, \
+            make_backend(seaweed, bucket, "mp", endpoint_url=proxy.endpoint, part_size=PART,
+                         multipart_threshold=PART, upload_concurrency=1) as b:
+        yield b, proxy
+
+
+async def test_parts_skip_md5_once_the_server_answers_with_their_sha256(
+        seaweed: SeaweedFS, raw: Any, s3_bucket: str) -> None:
+    data = os.urandom(4 * PART + 10)
+    async with through_proxy(seaweed, s3_bucket, lambda answer: None) as (b, proxy):
+        assert b.part_checksums is None
+        await b.put(ObjectInfo(key="p", size=len(data)), body_from_bytes(data))
+        assert b.part_checksums is True
+    assert raw.get_object(Bucket=s3_bucket, Key="mp/p")["Body"].read() == data
+    sent = _parts_sent(proxy)
+    assert len(sent) == 5 and all("x-amz-checksum-sha256" in a.request_headers for a in sent)
+    # the first part goes before any answer, with its MD5; once answers carry
+    # the SHA-256 the server took, the parts hashed after them go without
+    assert "content-md5" in sent[0].request_headers
+    assert [("content-md5" in a.request_headers) for a in sent[2:]] == [False, False, False]
+
+
+async def test_a_server_that_ignores_checksums_gets_md5s_again(seaweed: SeaweedFS, raw: Any, s3_bucket: str) -> None:
+    data = os.urandom(3 * PART + 10)
+    async with through_proxy(seaweed, s3_bucket, _no_checksums) as (b, proxy):
+        b.part_checksums = True  # as learnt from an earlier server at this address
+        stored = await b.put(ObjectInfo(key="q", size=len(data)), body_from_bytes(data))
+        assert b.part_checksums is False
+    assert raw.get_object(Bucket=s3_bucket, Key="mp/q")["Body"].read() == data
+    # the multipart ETag was checked, so every part's MD5 was taken, some after their answer
+    parts = [hashlib.md5(data[i:i + PART]).digest() for i in range(0, len(data), PART)]
+    assert stored.etag == f"{hashlib.md5(b''.join(parts)).hexdigest()}-4"
+    sent = _parts_sent(proxy)
+    assert "content-md5" not in sent[0].request_headers
+    assert all("content-md5" in a.request_headers for a in sent[2:])
+
+
+@pytest.mark.parametrize("where", ["part checksum", "composite checksum", "multipart etag"])
+async def test_digests_that_do_not_match_fail_and_leave_nothing(seaweed: SeaweedFS, raw: Any, s3_bucket: str,
+                                                               where: str) -> None:
+    wrong = base64.b64encode(hashlib.sha256(b"other bytes").digest())
+
+    def rewrite(answer: Answer) -> None:
+        if where == "part checksum" and "partNumber=" in answer.path_qs:
+            answer.headers["x-amz-checksum-sha256"] = wrong.decode()
+        if where == "multipart etag":  # a server without checksums: the ETag is all there is
+            _no_checksums(answer)
+        if answer.method == "POST" and b"<CompleteMultipartUploadResult" in answer.body:
+            if where == "composite checksum":
+                answer.body = re.sub(rb"<ChecksumSHA256>[^<-]*", b"<ChecksumSHA256>" + wrong, answer.body)
+            if where == "multipart etag":
+                answer.body = re.sub(rb"<ETag>[^<]*</ETag>", b"<ETag>&quot;" + b"0" * 32 + b"-3&quot;</ETag>",
+                                     answer.body)
+
+    data = os.urandom(2 * PART + 10)
+    async with through_proxy(seaweed, s3_bucket, rewrite) as (b, _):
+        with pytest.raises(IntegrityError, match="SHA-256|ETag"):
+            await b.put(ObjectInfo(key="bad", size=len(data)), body_from_bytes(data))
+    assert raw.list_objects_v2(Bucket=s3_bucket, Prefix="mp/bad").get("KeyCount") == 0
     assert uploads(raw, s3_bucket) == []
 
 

@@ -180,6 +180,10 @@ class S3Backend(Backend):
         self._fast: FastS3 | None = None
         #: learnt from the first answer: see listing.lists_by_directory
         self._lists_by_directory: bool | None = None
+        #: learnt from UploadPart answers: True once the server answers with each
+        #: part's SHA-256 (it checks the x-amz-checksum-sha256 we send), so the
+        #: parts' MD5s are no longer needed; False or None: take and send them
+        self.part_checksums: bool | None = None
         if not sorted_listing:
             self.features = replace(type(self).features, sorted_listing=False)
         self._uploads = Uploads(self)
