@@ -20,6 +20,7 @@ import pytest
 from vertexflow.backends.s3 import S3Backend, translate_error
 from vertexflow.errors import (
     AuthError,
+    BackendError,
     ConnectionFailed,
     IntegrityError,
     InvalidKey,
@@ -248,6 +249,21 @@ async def test_digests_that_do_not_match_fail_and_leave_nothing(seaweed: Seaweed
             await b.put(ObjectInfo(key="bad", size=len(data)), body_from_bytes(data))
     assert raw.list_objects_v2(Bucket=s3_bucket, Prefix="mp/bad").get("KeyCount") == 0
     assert uploads(raw, s3_bucket) == []
+
+
+async def test_a_ranged_part_answered_from_byte_0_is_refused(seaweed: SeaweedFS, s3_bucket: str) -> None:
+    data = os.urandom(3 * PART)
+
+    def ignore_later_ranges(answer: Answer) -> None:
+        # what a server that ignores Range would label its answer (the bytes stay the range's)
+        if answer.method == "GET" and not answer.request_headers.get("range", "bytes=0-").startswith("bytes=0-"):
+            answer.status = 200
+            del answer.headers["Content-Range"]
+
+    async with through_proxy(seaweed, s3_bucket, ignore_later_ranges) as (b, _):
+        await b.put(ObjectInfo(key="r", size=len(data)), body_from_bytes(data))
+        with pytest.raises(BackendError, match="RangeNotHonoured.*bytes 5242880-10485759"):
+            await get_bytes(b, "r")
 
 
 @pytest.mark.parametrize("announced", [2 * PART + 100, PART + 100, 3 * PART])

@@ -514,8 +514,10 @@ class S3Backend(Backend):
                 return
 
             async def read(n: int) -> bytes:
+                # a piece as the socket delivered it, cut to n: no joining of buffered pieces
                 with self._errors("GetObject", key):
-                    return await response.content.readexactly(n)
+                    piece, _ = await response.content.readchunk()
+                    return piece[:n] if len(piece) > n else piece
 
             pin = if_version or strip_etag(response.headers.get("ETag"))
             download = Download(describe=self.describe, key=key, headers=response.headers, offset=offset,
@@ -560,7 +562,7 @@ class S3Backend(Backend):
         return response
 
     async def _get_range(self, fast: FastS3, key: str, full: str, first: int, last: int, *,
-                         pin: str | None) -> bytes:
+                         pin: str | None) -> list[bytes]:
         if_match = quote_etag(pin) if pin else None
         return await self._call("GetObject", key, lambda: fast.get_range(full, first, last, if_match),
                                 retry=True)

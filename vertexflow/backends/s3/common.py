@@ -26,9 +26,6 @@ MIN_PART_SIZE = 5 * MiB
 MAX_SINGLE_COPY = 5 * GiB
 MAX_KEY_BYTES = 1024
 
-#: Chunk size for streamed GET bodies: big enough that per-chunk overhead is
-#: small, small enough not to matter for memory.
-READ_CHUNK = 1 * MiB
 #: Below this, hashing on the event loop is cheaper than a thread hop (~100-250 µs).
 INLINE_HASH_LIMIT = 256 * KiB
 #: Part size for server-side multipart copies: few requests, each well under 5 GiB.

@@ -14,14 +14,14 @@ import anyio.abc
 
 from ...errors import IntegrityError, TransientError
 from ...model import SHA256
-from .common import READ_CHUNK, etag_is_content_md5, strip_etag
+from .common import etag_is_content_md5, strip_etag
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
-#: reads up to n bytes of an answer's body (fewer only at its end)
+#: reads the next piece of an answer's body, cut to at most n bytes (empty: the body ended)
 ReadBody = Callable[[int], Awaitable[bytes]]
-#: fetches bytes first-last of the object as one piece
-FetchRange = Callable[[int, int], Awaitable[bytes]]
+#: fetches bytes first-last of the object, as the pieces they arrived in
+FetchRange = Callable[[int, int], Awaitable[list[bytes]]]
 
 
 def span(headers: Mapping[str, str]) -> tuple[int, int, int]:
@@ -45,7 +45,7 @@ class _Slot:
     """One ranged part being fetched in the background."""
 
     done: anyio.Event = field(default_factory=anyio.Event)
-    data: bytes | None = None
+    data: list[bytes] | None = None
     error: BaseException | None = None
 
 
@@ -99,7 +99,7 @@ class Download:
         body_end = min(self.stop, self.end)
         pos = self.start
         while pos < body_end:
-            chunk = await self._read(min(READ_CHUNK, body_end - pos))
+            chunk = await self._read(body_end - pos)
             if not chunk:
                 raise TransientError(f"GetObject body ended at byte {pos} of {body_end}",
                                      backend=self.describe(), key=self.key)
@@ -117,9 +117,11 @@ class Download:
             await slot.done.wait()
             if slot.error is not None:
                 raise slot.error
-            data, slot.data = slot.data, None
-            yield data  # type: ignore[misc]
-            del data
+            pieces, slot.data = slot.data, None
+            assert pieces is not None
+            pieces.reverse()
+            while pieces:
+                yield pieces.pop()  # dropped here once the consumer is done with it
             refill()  # after the consumer is done with a part: memory stays bounded
 
     async def _fill_slot(self, slot: _Slot, first: int, last: int) -> None:

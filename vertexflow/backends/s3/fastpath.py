@@ -24,6 +24,7 @@ other request (multipart, copy, delete, bucket checks) stays on aioboto3.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 import urllib.request
@@ -60,8 +61,9 @@ class SlicedBody(BytesPayload):
     first joins it with the headers (a copy of the whole body) and then
     leaves the asyncio transport to copy whatever the socket did not take
     at once into its buffer (most of an 8 MiB part): two copies per part, and
-    a part's worth of buffer per connection (~150 MB more peak RSS for four
-    large uploads of four parts each). Slices keep both to one slice.
+    up to a part's worth of buffer per connection. Slices keep both to one
+    slice (measured on dataset A to SeaweedFS: ~0.7 s less CPU, peak RSS
+    419 MB against 455 MB).
     """
 
     async def write(self, writer: Any) -> None:
@@ -230,10 +232,26 @@ class FastS3:
             # closes the connection instead of reusing it if the body was not read to the end
             response.release()
 
-    async def get_range(self, full_key: str, first: int, last: int, if_match: str | None) -> bytes:
-        """Bytes ``first``-``last`` exactly; a body cut short raises asyncio.IncompleteReadError."""
+    async def get_range(self, full_key: str, first: int, last: int, if_match: str | None) -> list[bytes]:
+        """Bytes ``first``-``last`` exactly, as the pieces they arrived in (joining them would copy
+        every byte once more); a body cut short raises asyncio.IncompleteReadError."""
+        want = last - first + 1
         async with self.get_object(full_key, first=first, last=last, if_match=if_match) as response:
-            return await response.content.readexactly(last - first + 1)
+            answered = response.headers.get("Content-Range", "")
+            if response.status != 206 or not answered.startswith(f"bytes {first}-{last}/"):
+                # a server that ignores Range sends the object from byte 0: never take it for the part
+                raise S3HTTPError(response.status, "RangeNotHonoured",
+                                  f"asked for bytes {first}-{last}, answered Content-Range {answered!r}")
+            pieces: list[bytes] = []
+            got = 0
+            while got < want:
+                # one piece as the socket delivered it (read(n) would join what is buffered)
+                piece, _ = await response.content.readchunk()
+                if not piece:
+                    raise asyncio.IncompleteReadError(b"", want)
+                pieces.append(piece[:want - got] if len(piece) > want - got else piece)
+                got += len(pieces[-1])
+            return pieces
 
     async def list_page(self, prefix: str, token: str | None, delimiter: str | None) -> dict[str, Any]:
         """One ListObjectsV2 page, shaped as botocore parses it (Contents, CommonPrefixes, tokens)."""

@@ -98,21 +98,34 @@ class BodyReader:
             raise self._fail(f"body has {self.count} bytes, {self._expected} announced")
 
     async def parts(self, head: list[bytes], size: int) -> AsyncIterator[bytes]:
-        """Re-chunk ``head`` and then the rest of the body into parts of exactly ``size`` (the last shorter)."""
-        buf = bytearray()
+        """Re-chunk ``head`` and then the rest of the body into parts of exactly ``size`` (the last shorter).
+
+        Each part is joined once from the chunks it spans (views of them where
+        a chunk straddles two parts); a chunk that is a whole part is not copied.
+        """
+        pieces: list[bytes | memoryview] = []
+        have = 0
         pending = deque(head)
         while True:
             chunk = pending.popleft() if pending else await self.chunk()
             if chunk is None:
                 break
-            buf += chunk
-            while len(buf) >= size:
-                with memoryview(buf) as view:
-                    part = bytes(view[:size])
-                del buf[:size]
-                yield part
-        if buf:
-            yield bytes(buf)
+            pieces.append(chunk)
+            have += len(chunk)
+            while have >= size:
+                over = have - size
+                if over:
+                    last = memoryview(pieces[-1])
+                    cut = len(last) - over
+                    pieces[-1] = last[:cut]
+                    rest: list[bytes | memoryview] = [last[cut:]]
+                else:
+                    rest = []
+                only = pieces[0] if len(pieces) == 1 else None
+                yield only if type(only) is bytes else b"".join(pieces)
+                pieces, have = rest, over
+        if pieces:
+            yield b"".join(pieces)
 
 
 @dataclass(frozen=True, slots=True)
