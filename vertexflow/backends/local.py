@@ -706,9 +706,9 @@ def _copy_hashing(fd_in: int, fd_out: int, size_hint: int) -> tuple[int, str]:
     return total, h.hexdigest()
 
 
-#: copy_file_range cannot copy between these two files (another filesystem, an old kernel)
 #: the most buffers one writev takes
 _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16
+#: copy_file_range cannot copy between these two files (another filesystem, an old kernel)
 _NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
 
 
