@@ -39,7 +39,7 @@ from ..errors import IntegrityError, JobAborted, NotFound, SourceChanged, Vertex
 from ..model import SHA256, BodyFactory, ObjectInfo, body_from_bytes
 from ..pipeline.runner import StopSignal, run_pipeline
 from ..pipeline.stats import JobStats
-from ..retry import RetryPolicy, retry_call
+from ..retry import RetryPolicy, release_frames, retry_call
 from ..transforms import TransformedBackend
 
 log = structlog.get_logger(__name__)
@@ -302,6 +302,7 @@ class CopyJob:
             self.recorder.done(info, result)
 
     def _failed(self, info: ObjectInfo, exc: BaseException) -> None:
+        release_frames(exc)
         self.stats.record_failure(info.key, exc)
         if self.recorder is not None:
             self.recorder.failed(info, exc)
