@@ -46,6 +46,8 @@ class RewritingProxy:
 
     upstream: str
     rewrite: Rewrite
+    #: send answer bodies with chunked transfer encoding, in pieces of this many bytes (0: whole, with Content-Length)
+    chunked: int = 0
     endpoint: str = ""
     #: every answer as the server sent it (before ``rewrite``), in order
     seen: list[Answer] = field(default_factory=list)
@@ -82,9 +84,18 @@ class RewritingProxy:
         self.seen.append(Answer(answer.method, answer.path_qs, answer.request_headers, answer.status,
                                 CIMultiDict(answer.headers), answer.body))
         self.rewrite(answer)
+        headers = CIMultiDict((k, v) for k, v in answer.headers.items() if k.lower() not in _DROPPED)
+        if self.chunked and request.method != "HEAD":
+            stream = web.StreamResponse(status=answer.status, headers=headers)
+            stream.enable_chunked_encoding()
+            await stream.prepare(request)
+            for i in range(0, len(answer.body), self.chunked):
+                await stream.write(answer.body[i:i + self.chunked])
+            await stream.write_eof()
+            return stream
         length = answer.headers.get("Content-Length")
         out = web.Response(status=answer.status, body=answer.body if request.method != "HEAD" else None,
-                           headers=CIMultiDict((k, v) for k, v in answer.headers.items() if k.lower() not in _DROPPED))
+                           headers=headers)
         if request.method == "HEAD" and length is not None:
             out.headers["Content-Length"] = length
         return out

@@ -69,7 +69,7 @@ from .common import (
 )
 from .download import Download
 from .errors import S3HTTPError, translate_error
-from .fastpath import FastS3, Target
+from .fastpath import FastS3, Target, read_piece
 from .upload import BodyReader, SourceDiffers, Upload, Uploads
 
 log = structlog.get_logger(__name__)
@@ -514,9 +514,8 @@ class S3Backend(Backend):
                 return
 
             async def read(n: int) -> bytes:
-                # a piece as the socket delivered it, cut to n: no joining of buffered pieces
                 with self._errors("GetObject", key):
-                    piece, _ = await response.content.readchunk()
+                    piece = await read_piece(response.content)
                     return piece[:n] if len(piece) > n else piece
 
             pin = if_version or strip_etag(response.headers.get("ETag"))

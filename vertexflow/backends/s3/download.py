@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from ...errors import IntegrityError, TransientError
+from ...errors import BackendError, IntegrityError, TransientError
 from ...model import SHA256
 from .common import etag_is_content_md5, strip_etag
 
@@ -25,10 +25,16 @@ FetchRange = Callable[[int, int], Awaitable[list[bytes]]]
 
 
 def span(headers: Mapping[str, str]) -> tuple[int, int, int]:
-    """(first byte in the body, byte after its last, object size) of a GET answer."""
+    """(first byte in the body, byte after its last, object size) of a GET answer.
+
+    A 206 says it in Content-Range (and may come in HTTP chunks, without a
+    Content-Length); a 200 holds the whole object, Content-Length long.
+    """
     match = _CONTENT_RANGE.match(headers.get("Content-Range") or "")
-    length = int(headers["Content-Length"])
     if match is None:  # 200: the server sent the whole object
+        if "Content-Length" not in headers:
+            raise ValueError("the answer has neither Content-Range nor Content-Length")
+        length = int(headers["Content-Length"])
         return 0, length, length
     first, last, total = match.groups()
     size = int(total) if total != "*" else int(last) + 1
@@ -61,7 +67,10 @@ class Download:
     def __init__(self, *, describe: Callable[[], str], key: str, headers: Mapping[str, str], offset: int, end: int | None,
                  read: ReadBody, fetch: FetchRange, part_size: int, concurrency: int) -> None:
         self.describe, self.key = describe, key
-        self.start, self.stop, self.total = span(headers)
+        try:
+            self.start, self.stop, self.total = span(headers)
+        except ValueError as exc:
+            raise BackendError(f"GetObject: {exc}", backend=describe(), key=key) from None
         self.end = self.total if end is None else min(self.total, end)
         self.offset = offset
         self._read, self._fetch = read, fetch

@@ -245,8 +245,7 @@ class FastS3:
             pieces: list[bytes] = []
             got = 0
             while got < want:
-                # one piece as the socket delivered it (read(n) would join what is buffered)
-                piece, _ = await response.content.readchunk()
+                piece = await read_piece(response.content)
                 if not piece:
                     raise asyncio.IncompleteReadError(b"", want)
                 pieces.append(piece[:want - got] if len(piece) > want - got else piece)
@@ -266,6 +265,16 @@ class FastS3:
         finally:
             response.release()
         return parse_listing(body)
+
+
+async def read_piece(content: aiohttp.StreamReader) -> bytes:
+    """The next piece of a body as it arrived, not joined with others (``read(n)`` joins what is
+    buffered); b"" only at the end. With chunked transfer encoding ``readchunk`` also answers
+    an empty piece at a chunk's end, which is not the end of the body."""
+    while True:
+        piece, at_chunk_end = await content.readchunk()
+        if piece or not at_chunk_end:
+            return piece
 
 
 def _env_proxy(origin: str) -> str | None:
