@@ -226,7 +226,23 @@ async def test_a_server_that_ignores_checksums_gets_md5s_again(seaweed: SeaweedF
     assert all("content-md5" in a.request_headers for a in sent[2:])
 
 
-@pytest.mark.parametrize("where", ["part checksum", "composite checksum", "multipart etag"])
+def _no_composite_on_completion(answer: Answer) -> None:
+    if answer.method == "POST" and b"<CompleteMultipartUploadResult" in answer.body:
+        _no_checksums(answer)
+
+
+async def test_without_a_composite_on_completion_the_stored_object_is_asked(
+        seaweed: SeaweedFS, raw: Any, s3_bucket: str) -> None:
+    data = os.urandom(3 * PART + 10)
+    async with through_proxy(seaweed, s3_bucket, _no_composite_on_completion) as (b, proxy):
+        await b.put(ObjectInfo(key="h", size=len(data)), body_from_bytes(data))
+    assert raw.get_object(Bucket=s3_bucket, Key="mp/h")["Body"].read() == data
+    heads = [a for a in proxy.seen if a.method == "HEAD" and "mp/h" in a.path_qs]
+    assert [a.request_headers.get("x-amz-checksum-mode") for a in heads] == ["ENABLED"]
+    assert heads[0].headers["x-amz-checksum-sha256"].endswith("-4")
+
+
+@pytest.mark.parametrize("where", ["part checksum", "composite checksum", "multipart etag", "stored checksum"])
 async def test_digests_that_do_not_match_fail_and_leave_nothing(seaweed: SeaweedFS, raw: Any, s3_bucket: str,
                                                                where: str) -> None:
     wrong = base64.b64encode(hashlib.sha256(b"other bytes").digest())
@@ -236,6 +252,10 @@ async def test_digests_that_do_not_match_fail_and_leave_nothing(seaweed: Seaweed
             answer.headers["x-amz-checksum-sha256"] = wrong.decode()
         if where == "multipart etag":  # a server without checksums: the ETag is all there is
             _no_checksums(answer)
+        if where == "stored checksum":  # nothing to check on completion: the HEAD that follows says it
+            _no_composite_on_completion(answer)
+            if answer.method == "HEAD" and "x-amz-checksum-sha256" in answer.headers:
+                answer.headers["x-amz-checksum-sha256"] = wrong.decode() + "-3"
         if answer.method == "POST" and b"<CompleteMultipartUploadResult" in answer.body:
             if where == "composite checksum":
                 answer.body = re.sub(rb"<ChecksumSHA256>[^<-]*", b"<ChecksumSHA256>" + wrong, answer.body)

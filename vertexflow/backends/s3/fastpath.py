@@ -213,8 +213,10 @@ class FastS3:
         response.release()
         return response.headers
 
-    async def head_object(self, full_key: str) -> CIMultiDictProxy[str]:
-        response = await self._send("HEAD", self._object_path(full_key))
+    async def head_object(self, full_key: str, *, checksums: bool = False) -> CIMultiDictProxy[str]:
+        """HeadObject; with ``checksums`` the answer also carries the object's stored checksums."""
+        headers = {"x-amz-checksum-mode": "ENABLED"} if checksums else None
+        response = await self._send("HEAD", self._object_path(full_key), headers=headers)
         response.release()
         return response.headers
 

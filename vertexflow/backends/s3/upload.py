@@ -227,7 +227,7 @@ class Uploads:
                 await clear(checkpoint)
             raise
         await clear(checkpoint)
-        await self._verify_completed(key, full, upload, etag, response)
+        await self._verify_completed(key, full, upload, etag, response, reader.count)
         late = user_metadata(info.metadata, **{SHA256: sha})
         if any(upload.metadata.get(k) != v for k, v in late.items() if k != SHA256) \
                 and reader.count <= self.b.single_copy_limit:
@@ -421,28 +421,42 @@ class Uploads:
         return etag, response
 
     async def _verify_completed(self, key: str, full: str, upload: Upload, etag: str | None,
-                                response: Mapping[str, Any]) -> None:
+                                response: Mapping[str, Any], size: int) -> None:
         """Check the object the server assembled from its parts, with what the server gives to check.
 
         A composite ``ChecksumSHA256`` (``base64(sha256(part digests))-N``, the
         S3 scheme for uploads created with ChecksumAlgorithm SHA256) is compared
         with ours; an ``md5-N`` ETag with the MD5 of our part MD5s, when every
         part's MD5 was taken (not when the server checked each part's SHA-256
-        and the MD5s were skipped). A mismatch deletes the object.
+        and the MD5s were skipped). When the completion answer allows neither,
+        a HeadObject asking for checksums gives the composite, or at least the
+        size. A mismatch deletes the object.
         """
         numbers = sorted(upload.parts)
         problems = []
+        checked = False
+        digests = b"".join(base64.b64decode(upload.parts[n]["ChecksumSHA256"]) for n in numbers)
+        ours_composite = f"{b64(hashlib.sha256(digests).digest())}-{len(numbers)}"
         composite = response.get("ChecksumSHA256")
         if composite and composite.endswith(f"-{len(numbers)}"):
-            digests = b"".join(base64.b64decode(upload.parts[n]["ChecksumSHA256"]) for n in numbers)
-            ours = f"{b64(hashlib.sha256(digests).digest())}-{len(numbers)}"
-            if composite != ours:
-                problems.append(f"server reports composite SHA-256 {composite}, expected {ours}")
+            checked = True
+            if composite != ours_composite:
+                problems.append(f"server reports composite SHA-256 {composite}, expected {ours_composite}")
         if etag_is_content_md5(etag, response, multipart=True) and set(upload.part_md5s) == set(numbers):
-            digests = b"".join(upload.part_md5s[n] for n in numbers)
-            ours = f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(numbers)}"
+            checked = True
+            md5s = b"".join(upload.part_md5s[n] for n in numbers)
+            ours = f"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(numbers)}"
             if etag != ours:
                 problems.append(f"server reports multipart ETag {etag}, expected {ours}")
+        if not checked:
+            fast = await self.b._fast_client()
+            head = await self.b._call("HeadObject", key, lambda: fast.head_object(full, checksums=True),
+                                      retry=True)
+            stored = head.get("x-amz-checksum-sha256")
+            if stored and stored.endswith(f"-{len(numbers)}") and stored != ours_composite:
+                problems.append(f"server stored composite SHA-256 {stored}, expected {ours_composite}")
+            if int(head.get("Content-Length", -1)) != size:
+                problems.append(f"server stored {head.get('Content-Length')} bytes, sent {size}")
         if problems:
             await self.b._delete_corrupt(key, full)
             raise IntegrityError("; ".join(problems), backend=self.b.describe(), key=key)
