@@ -10,7 +10,7 @@ would without the proxy; only answers are rewritten, by ``rewrite``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Self
 
 import aiohttp
@@ -81,8 +81,7 @@ class RewritingProxy:
                                          allow_redirects=False) as upstream:
             answer = Answer(request.method, request.path_qs, CIMultiDict(request.headers), upstream.status,
                             CIMultiDict(upstream.headers), await upstream.read())
-        self.seen.append(Answer(answer.method, answer.path_qs, answer.request_headers, answer.status,
-                                CIMultiDict(answer.headers), answer.body))
+        self.seen.append(replace(answer, headers=CIMultiDict(answer.headers)))  # as sent, before rewrite
         self.rewrite(answer)
         headers = CIMultiDict((k, v) for k, v in answer.headers.items() if k.lower() not in _DROPPED)
         if self.chunked and request.method != "HEAD":

@@ -515,8 +515,7 @@ class S3Backend(Backend):
 
             async def read(n: int) -> bytes:
                 with self._errors("GetObject", key):
-                    piece = await read_piece(response.content)
-                    return piece[:n] if len(piece) > n else piece
+                    return await read_piece(response.content, n)
 
             pin = if_version or strip_etag(response.headers.get("ETag"))
             download = Download(describe=self.describe, key=key, headers=response.headers, offset=offset,

@@ -247,11 +247,11 @@ class FastS3:
             pieces: list[bytes] = []
             got = 0
             while got < want:
-                piece = await read_piece(response.content)
+                piece = await read_piece(response.content, want - got)
                 if not piece:
                     raise asyncio.IncompleteReadError(b"", want)
-                pieces.append(piece[:want - got] if len(piece) > want - got else piece)
-                got += len(pieces[-1])
+                pieces.append(piece)
+                got += len(piece)
             return pieces
 
     async def list_page(self, prefix: str, token: str | None, delimiter: str | None) -> dict[str, Any]:
@@ -269,14 +269,14 @@ class FastS3:
         return parse_listing(body)
 
 
-async def read_piece(content: aiohttp.StreamReader) -> bytes:
-    """The next piece of a body as it arrived, not joined with others (``read(n)`` joins what is
-    buffered); b"" only at the end. With chunked transfer encoding ``readchunk`` also answers
-    an empty piece at a chunk's end, which is not the end of the body."""
+async def read_piece(content: aiohttp.StreamReader, at_most: int) -> bytes:
+    """The next piece of a body as it arrived, cut to ``at_most`` bytes, not joined with others
+    (``read(n)`` joins what is buffered); b"" only at the end. With chunked transfer encoding
+    ``readchunk`` also answers an empty piece at a chunk's end, which is not the end of the body."""
     while True:
         piece, at_chunk_end = await content.readchunk()
         if piece or not at_chunk_end:
-            return piece
+            return piece[:at_most] if len(piece) > at_most else piece
 
 
 def _env_proxy(origin: str) -> str | None:
