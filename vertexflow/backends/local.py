@@ -40,12 +40,16 @@ from ..errors import (
 )
 from ..model import SHA256, BodyFactory, Features, ObjectInfo
 from .base import Backend, check_key
+from .short_calls import ShortCalls
 
 log = structlog.get_logger(__name__)
 
 TMP_PREFIX = ".vertexflow-tmp-"
 #: Files up to this size are read, hashed and written in a single thread call.
 SMALL_FILE = 1 << 20
+#: a put of at most this many bytes is written by one call of a few system calls that can run on
+#: the event loop (see short_calls); larger ones always go to a thread (hashing them takes longer)
+INLINE_WRITE = 128 << 10
 #: Buffer for streaming large files; big enough to amortise syscalls and
 #: thread hops, small enough to keep memory flat with many workers.
 STREAM_BUFFER = 4 << 20
@@ -123,6 +127,8 @@ class LocalBackend(Backend):
         self._dirs: OrderedDict[str, None] = OrderedDict()
         # A few threads: the kernel's per-file cost does not scale past the cores.
         self._limiter = anyio.CapacityLimiter(thread_limit)
+        #: small writes of bytes already in memory: on the loop while they stay quick
+        self.short_calls = ShortCalls(self._limiter)
         #: take the SHA-256 of every byte written (and check it against an
         #: expected one); off only for ``copy --no-verify``: writes then report no digest
         self.hash_files = hash_files
@@ -323,7 +329,10 @@ class LocalBackend(Backend):
         if info.size is not None and info.size <= SMALL_FILE:
             # small: gather in memory, then one thread call does everything
             chunks = [c async for c in body()]
-            written = await self._run(self._write_small, path, info, chunks, mtime_ns)
+            if info.size <= INLINE_WRITE:
+                written = await self.short_calls.run(self._write_small, path, info, chunks, mtime_ns)
+            else:
+                written = await self._run(self._write_small, path, info, chunks, mtime_ns)
         else:
             written = await self._write_stream(path, info, body, mtime_ns)
         return self.written_info(info.key, written)
