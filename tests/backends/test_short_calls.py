@@ -54,7 +54,7 @@ async def test_calls_slow_on_average_go_to_threads_a_lone_outlier_does_not() -> 
         if not calls.inline:
             break
     assert not calls.inline, "calls stayed inline although every one was slow"
-    assert 20 <= n <= 64
+    assert 3 <= n <= 64  # not at the first slow call (each moves the average by a 64th)
     assert await calls.run(_where) != threading.get_ident()
 
 

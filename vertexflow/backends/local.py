@@ -327,7 +327,7 @@ class LocalBackend(Backend):
         path = self.path_of(info.key)
         mtime_ns = mtime_ns_of(info)
         if info.size is not None and info.size <= SMALL_FILE:
-            # small: gather in memory, then one thread call does everything
+            # small: gather in memory, then one call does everything (the smallest on the loop)
             chunks = [c async for c in body()]
             if info.size <= INLINE_WRITE:
                 written = await self.short_calls.run(self._write_small, path, info, chunks, mtime_ns)

@@ -4,8 +4,8 @@ Why: handing a call to a worker thread costs the event loop about as much as
 writing a small file into the page cache (a queue put and a thread wake-up,
 the answer's hand-back, and the GIL passed back and forth around each of the
 file's system calls). Dataset B downloaded from S3 (20,000 files of 1-64 KiB,
-2 cores shared with the server): 12.8 s with one thread call per file, 10.1 s
-with the same writes made on the loop, where each took 0.1 ms on average
+2 cores shared with the server): 12.8 s with one thread call per file,
+10.1-11.3 s with the same writes made on the loop, where each took 0.1 ms on average
 (99th percentile 0.24 ms; the odd one 5-16 ms, when the CPU was taken).
 
 The catch is a slow disk (a network filesystem, a device busy flushing): a
