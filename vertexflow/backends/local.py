@@ -53,6 +53,8 @@ INLINE_WRITE = 128 << 10
 #: Buffer for streaming large files; big enough to amortise syscalls and
 #: thread hops, small enough to keep memory flat with many workers.
 STREAM_BUFFER = 4 << 20
+#: ...of which this much is hashed and then written at once (a core's share of the L2 cache)
+WRITE_GROUP = 512 << 10
 #: Buffer of the read-hash-write loops (local copies, hashing a file). Small
 #: enough that the bytes just read are still in the CPU cache when hashed and
 #: written: 1 MiB copied A (4 x 128 MiB) at ~1.85 GB/s here, 4 MiB at 0.6-1.8.
@@ -455,10 +457,19 @@ class LocalBackend(Backend):
         done = False
 
         def write_chunks(chunks: list[bytes]) -> None:
-            if h is not None:
-                for chunk in chunks:
+            # hashed and written half a megabyte at a time: the bytes are still in the CPU's cache
+            group: list[bytes] = []
+            group_size = 0
+            for chunk in chunks:
+                if h is not None:
                     h.update(chunk)
-            _writev_all(fd, chunks)
+                group.append(chunk)
+                group_size += len(chunk)
+                if group_size >= WRITE_GROUP:
+                    _writev_all(fd, group)
+                    group, group_size = [], 0
+            if group:
+                _writev_all(fd, group)
 
         pending: list[bytes] = []
         pending_size = 0
