@@ -53,7 +53,7 @@ INLINE_WRITE = 128 << 10
 #: Buffer for streaming large files; big enough to amortise syscalls and
 #: thread hops, small enough to keep memory flat with many workers.
 STREAM_BUFFER = 4 << 20
-#: ...of which this much is hashed and then written at once (a core's share of the L2 cache)
+#: ...of which this much is hashed and then written at once (half a core's 1 MiB L2 cache here)
 WRITE_GROUP = 512 << 10
 #: Buffer of the read-hash-write loops (local copies, hashing a file). Small
 #: enough that the bytes just read are still in the CPU cache when hashed and

@@ -318,12 +318,12 @@ class Uploads:
                         raise ObjectTooLarge(f"more than {MAX_PARTS} parts of {len(part)} bytes",
                                              backend=self.b.describe(), key=info.key)
                     md5, sha = await off_loop(lambda p=part: self._hash_part(upload, p), len(part))
-                    if md5 is not None:
-                        upload.part_md5s[number] = md5
                     saved = upload.unverified.pop(number, None)
                     if saved is not None:
                         if (saved.sha256, saved.size) != (sha.hex(), len(part)):
                             raise SourceDiffers(f"part {number} differs from the interrupted upload's")
+                        if md5 is not None:  # a part that is sent records its own, in _upload_part
+                            upload.part_md5s[number] = md5
                         upload.parts[number] = {"PartNumber": number, "ETag": f'"{saved.etag}"',
                                                 "ChecksumSHA256": b64(sha)}
                         upload.skipped += 1
