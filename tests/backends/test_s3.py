@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -170,7 +171,7 @@ async def test_multipart_wrong_expected_hash(small_parts: S3Backend, raw: Any, s
     assert uploads(raw, s3_bucket) == []
 
 
-# -- what the server says it received: SHA-256 per part, else MD5 --------------------------------
+# -- what the server says it received: CRC32 per part, else MD5 --------------------------------
 
 
 def _parts_sent(proxy: RewritingProxy) -> list[Answer]:
@@ -195,7 +196,7 @@ async def through_proxy(seaweed: SeaweedFS, bucket: str, rewrite: Any) -> AsyncI
         yield b, proxy
 
 
-async def test_parts_skip_md5_once_the_server_answers_with_their_sha256(
+async def test_parts_skip_md5_once_the_server_answers_with_their_crc32(
         seaweed: SeaweedFS, raw: Any, s3_bucket: str) -> None:
     data = os.urandom(4 * PART + 10)
     async with through_proxy(seaweed, s3_bucket, lambda answer: None) as (b, proxy):
@@ -204,9 +205,13 @@ async def test_parts_skip_md5_once_the_server_answers_with_their_sha256(
         assert b.part_checksums is True
     assert raw.get_object(Bucket=s3_bucket, Key="mp/p")["Body"].read() == data
     sent = _parts_sent(proxy)
-    assert len(sent) == 5 and all("x-amz-checksum-sha256" in a.request_headers for a in sent)
+    assert len(sent) == 5
+    assert [a.request_headers.get("x-amz-checksum-crc32") for a in sent] == [
+        base64.b64encode(zlib.crc32(data[i:i + PART]).to_bytes(4, "big")).decode()
+        for i in range(0, len(data), PART)]
+    assert all(a.headers.get("x-amz-checksum-crc32") == a.request_headers["x-amz-checksum-crc32"] for a in sent)
     # the first part goes before any answer, with its MD5; once answers carry
-    # the SHA-256 the server took, the parts hashed after them go without
+    # the CRC32 the server took, the parts hashed after them go without
     assert "content-md5" in sent[0].request_headers
     assert [("content-md5" in a.request_headers) for a in sent[2:]] == [False, False, False]
 
@@ -239,33 +244,33 @@ async def test_without_a_composite_on_completion_the_stored_object_is_asked(
     assert raw.get_object(Bucket=s3_bucket, Key="mp/h")["Body"].read() == data
     heads = [a for a in proxy.seen if a.method == "HEAD" and "mp/h" in a.path_qs]
     assert [a.request_headers.get("x-amz-checksum-mode") for a in heads] == ["ENABLED"]
-    assert heads[0].headers["x-amz-checksum-sha256"].endswith("-4")
+    assert heads[0].headers["x-amz-checksum-crc32"].endswith("-4")
 
 
 @pytest.mark.parametrize("where", ["part checksum", "composite checksum", "multipart etag", "stored checksum"])
 async def test_digests_that_do_not_match_fail_and_leave_nothing(seaweed: SeaweedFS, raw: Any, s3_bucket: str,
                                                                where: str) -> None:
-    wrong = base64.b64encode(hashlib.sha256(b"other bytes").digest())
+    wrong = base64.b64encode(zlib.crc32(b"other bytes").to_bytes(4, "big"))
 
     def rewrite(answer: Answer) -> None:
         if where == "part checksum" and "partNumber=" in answer.path_qs:
-            answer.headers["x-amz-checksum-sha256"] = wrong.decode()
+            answer.headers["x-amz-checksum-crc32"] = wrong.decode()
         if where == "multipart etag":  # a server without checksums: the ETag is all there is
             _no_checksums(answer)
         if where == "stored checksum":  # nothing to check on completion: the HEAD that follows says it
             _no_composite_on_completion(answer)
-            if answer.method == "HEAD" and "x-amz-checksum-sha256" in answer.headers:
-                answer.headers["x-amz-checksum-sha256"] = wrong.decode() + "-3"
+            if answer.method == "HEAD" and "x-amz-checksum-crc32" in answer.headers:
+                answer.headers["x-amz-checksum-crc32"] = wrong.decode() + "-3"
         if answer.method == "POST" and b"<CompleteMultipartUploadResult" in answer.body:
             if where == "composite checksum":
-                answer.body = re.sub(rb"<ChecksumSHA256>[^<-]*", b"<ChecksumSHA256>" + wrong, answer.body)
+                answer.body = re.sub(rb"<ChecksumCRC32>[^<-]*", b"<ChecksumCRC32>" + wrong, answer.body)
             if where == "multipart etag":
                 answer.body = re.sub(rb"<ETag>[^<]*</ETag>", b"<ETag>&quot;" + b"0" * 32 + b"-3&quot;</ETag>",
                                      answer.body)
 
     data = os.urandom(2 * PART + 10)
     async with through_proxy(seaweed, s3_bucket, rewrite) as (b, _):
-        with pytest.raises(IntegrityError, match="SHA-256|ETag"):
+        with pytest.raises(IntegrityError, match="CRC32|ETag"):
             await b.put(ObjectInfo(key="bad", size=len(data)), body_from_bytes(data))
     assert raw.list_objects_v2(Bucket=s3_bucket, Prefix="mp/bad").get("KeyCount") == 0
     assert uploads(raw, s3_bucket) == []
@@ -725,21 +730,27 @@ class MemoryCheckpoint:
 
 
 def interrupted_upload(raw: Any, bucket: str, key: str, data: bytes, parts: int, *,
-                       part_size: int = PART, sha256: str | None = None) -> dict[str, Any]:
-    """Start an upload of ``data`` and send its first ``parts`` parts, as a killed run leaves it; its checkpoint state."""
+                       part_size: int = PART, sha256: str | None = None,
+                       checksum: str = "CRC32") -> dict[str, Any]:
+    """Start an upload of ``data`` and send its first ``parts`` parts, as a killed run leaves it; its checkpoint state.
+
+    ``checksum="SHA256"``: as a version that sent SHA-256 part checksums left it (no "checksum" saved).
+    """
     import base64
 
     kwargs: dict[str, Any] = {"Metadata": {"sha256": sha256}} if sha256 else {}
-    upload_id = raw.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256",
+    upload_id = raw.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm=checksum,
                                             **kwargs)["UploadId"]
     saved = []
     for n in range(1, parts + 1):
         part = data[(n - 1) * part_size:n * part_size]
-        digest = hashlib.sha256(part).digest()
+        digest = {"CRC32": zlib.crc32(part).to_bytes(4, "big"), "SHA256": hashlib.sha256(part).digest()}[checksum]
         etag = raw.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n, Body=part,
-                               ChecksumSHA256=base64.b64encode(digest).decode())["ETag"]
-        saved.append({"number": n, "etag": etag.strip('"'), "sha256": digest.hex(), "size": len(part)})
-    return {"upload_id": upload_id, "part_size": part_size, "sha256": sha256, "parts": saved}
+                               **{f"Checksum{checksum}": base64.b64encode(digest).decode()})["ETag"]
+        saved.append({"number": n, "etag": etag.strip('"'), "sha256": hashlib.sha256(part).hexdigest(),
+                      "size": len(part)})
+    state = {"upload_id": upload_id, "part_size": part_size, "sha256": sha256, "parts": saved}
+    return state | ({"checksum": checksum} if checksum == "CRC32" else {})
 
 
 async def test_upload_saves_its_checkpoint_after_each_part(small_parts: S3Backend, raw: Any,
@@ -788,16 +799,18 @@ async def test_resume_with_a_changed_source_starts_again(small_parts: S3Backend,
     assert uploads(raw, s3_bucket) == []  # the interrupted upload was aborted
 
 
-@pytest.mark.parametrize("change", ["part_size", "sha256", "vanished"])
+@pytest.mark.parametrize("change", ["part_size", "sha256", "vanished", "sha256 part checksums"])
 async def test_unusable_checkpoint_gives_a_fresh_upload(small_parts: S3Backend, raw: Any, s3_bucket: str,
                                                         change: str) -> None:
     data = os.urandom(2 * PART + 3)
-    state = interrupted_upload(raw, s3_bucket, "mp/u", data, 1)
+    # the upload as this put would resume it, but for the one change
+    state = interrupted_upload(raw, s3_bucket, "mp/u", data, 1, sha256=hashlib.sha256(data).hexdigest(),
+                               checksum="SHA256" if change == "sha256 part checksums" else "CRC32")
     if change == "part_size":
         state["part_size"] = 1024  # smaller than S3 allows: not a state this backend saved
     elif change == "sha256":
         state["sha256"] = hashlib.sha256(b"an older source").hexdigest()
-    else:
+    elif change == "vanished":
         raw.abort_multipart_upload(Bucket=s3_bucket, Key="mp/u", UploadId=state["upload_id"])
     checkpoint = MemoryCheckpoint(state)
     info = ObjectInfo(key="u", size=len(data), hashes={SHA256: hashlib.sha256(data).hexdigest()})

@@ -10,8 +10,9 @@ Uploads up to ``multipart_threshold`` are one PutObject signed with the
 body's SHA-256 and carrying its Content-MD5 (which the server checks), the
 SHA-256 also kept as user metadata (``x-amz-meta-sha256``) so that later
 listings/stats know it, and the answer's ETag compared with the body's MD5. Larger uploads are multipart
-with a bounded number of parts in flight, each with Content-MD5 and a SHA-256
-checksum; they resume from a checkpoint after a killed run, and any other
+with a bounded number of parts in flight, each signed with its SHA-256 and
+carrying a CRC32 checksum (and Content-MD5 until the server shows it checks
+checksums); they resume from a checkpoint after a killed run, and any other
 failure or cancellation aborts them. Downloads larger than the threshold
 fetch ranges in parallel, pinned to one ETag.
 

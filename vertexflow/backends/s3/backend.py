@@ -181,7 +181,7 @@ class S3Backend(Backend):
         #: learnt from the first answer: see listing.lists_by_directory
         self._lists_by_directory: bool | None = None
         #: learnt from UploadPart answers: True once the server answers with each
-        #: part's SHA-256 (it checks the x-amz-checksum-sha256 we send), so the
+        #: part's CRC32 (it checks the x-amz-checksum-crc32 we send), so the
         #: parts' MD5s are no longer needed; False or None: take and send them
         self.part_checksums: bool | None = None
         if not sorted_listing:

@@ -200,11 +200,11 @@ class FastS3:
         return response.headers
 
     async def upload_part(self, full_key: str, upload_id: str, number: int, data: bytes, sha256: bytes,
-                          md5: bytes | None) -> CIMultiDictProxy[str]:
+                          crc32_b64: str, md5: bytes | None) -> CIMultiDictProxy[str]:
         """UploadPart, signed with the part's SHA-256 we already took (botocore would hash it again)
         and sent with its checksums (Content-MD5 when ``md5`` is given); returns the answer's
-        headers (ETag, x-amz-checksum-sha256)."""
-        headers = {"x-amz-checksum-sha256": b64(sha256)}
+        headers (ETag, x-amz-checksum-crc32)."""
+        headers = {"x-amz-checksum-crc32": crc32_b64}
         if md5 is not None:
             headers["content-md5"] = b64(md5)
         response = await self._send("PUT", self._object_path(full_key), headers=headers, data=data,
