@@ -225,6 +225,24 @@ class BackendConformance:
         new = await backend.stat("v")
         assert await get_bytes(backend, "v", if_version=new.version) == b"two, longer"
 
+    async def test_read_whole(self, backend: Backend) -> None:
+        data = os.urandom(3000)
+        await put_bytes(backend, "w/x", data)
+        listed = await backend.stat("w/x")
+        told: list[int] = []
+        assert await backend.read_whole("w/x", limit=3000, if_version=listed.version, on_bytes=told.append) == data
+        assert sum(told) == len(data)  # progress hears of every byte
+        with pytest.raises(SourceChanged):
+            await backend.read_whole("w/x", limit=2999)  # grown past what the listing said
+        await put_bytes(backend, "w/e", b"")
+        assert await backend.read_whole("w/e", limit=10) == b""
+        with pytest.raises(NotFound):
+            await backend.read_whole("w/missing", limit=10)
+        await anyio.sleep(0.01)
+        await put_bytes(backend, "w/x", b"changed")
+        with pytest.raises(SourceChanged):
+            await backend.read_whole("w/x", limit=3000, if_version=listed.version)
+
     async def test_mtime_preserved_where_declared(self, backend: Backend) -> None:
         if not backend.features.preserves_mtime:
             pytest.skip("backend does not preserve mtime")

@@ -318,6 +318,40 @@ async def test_object_over_5_tib_is_refused(backend: S3Backend) -> None:
         await backend.put(ObjectInfo(key="huge", size=6 * 1024 ** 4), body_from_bytes(b""))
 
 
+# -- what a download is checked with ------------------------------------------------------
+
+
+def _flip_first_byte_of_gets(answer: Answer) -> None:
+    if answer.method == "GET" and "list-type=" not in answer.path_qs and answer.status < 300 and answer.body:
+        answer.body = bytes([answer.body[0] ^ 1]) + answer.body[1:]
+
+
+@pytest.mark.parametrize("checked_by", ["md5 etag", "sha256 metadata"])
+@pytest.mark.parametrize("read", ["read_whole", "open"])
+async def test_a_body_changed_on_the_way_fails_the_read(seaweed: SeaweedFS, raw: Any, s3_bucket: str,
+                                                        checked_by: str, read: str) -> None:
+    data = os.urandom(1000)
+    meta = {"Metadata": {"sha256": hashlib.sha256(data).hexdigest()}} if checked_by == "sha256 metadata" else {}
+    raw.put_object(Bucket=s3_bucket, Key="mp/x", Body=data, **meta)
+    expected = "sha256" if checked_by == "sha256 metadata" else "md5"
+    async with through_proxy(seaweed, s3_bucket, _flip_first_byte_of_gets) as (b, _):
+        with pytest.raises(IntegrityError, match=f"downloaded bytes have {expected} "):
+            if read == "read_whole":
+                await b.read_whole("x", limit=MiB)
+            else:
+                await get_bytes(b, "x")
+
+
+async def test_read_whole_is_one_request(backend: S3Backend) -> None:
+    data = os.urandom(5000)
+    await put_bytes(backend, "w", data)
+    before = backend.requests
+    assert await backend.read_whole("w", limit=MiB) == data
+    assert backend.requests - before == 1
+    with pytest.raises(SourceChanged, match="now 5000 bytes"):
+        await backend.read_whole("w", limit=4999)
+
+
 # -- ranged and parallel download ------------------------------------------------------
 
 

@@ -40,8 +40,11 @@ async def test_s3_to_local_hashes_what_it_writes_unless_told_not_to(tmp_path: Pa
                     access_key_id=seaweed.access_key, secret_access_key=seaweed.secret_key)
     recorded = Recorded()
     async with src:
-        # the small object goes through put's one-call path, the large one (past SMALL_FILE) streams
-        await CopyJob(src, LocalBackend(tmp_path / "out"), CopyOptions(verify=verify), recorder=recorded).run()
+        # the small object is read whole and goes through put's one-call path, the large one
+        # (past SMALL_FILE) streams
+        job = CopyJob(src, LocalBackend(tmp_path / "out"), CopyOptions(verify=verify), recorder=recorded)
+        await job.run()
+    assert job.stats.moved_bytes == sum(len(b) for b in bodies.values())
     for key, body in bodies.items():
         assert (tmp_path / "out" / key).read_bytes() == body
         digests = recorded.results[key].hashes  # type: ignore[attr-defined]

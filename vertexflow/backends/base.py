@@ -18,13 +18,13 @@ raises :class:`NotImplementedError`.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
-from ..errors import InvalidKey
+from ..errors import InvalidKey, SourceChanged
 from ..model import BodyFactory, Features, ObjectInfo
 
 
@@ -99,6 +99,30 @@ class Backend(abc.ABC):
         is no longer that version. Raises :class:`~vertexflow.errors.NotFound`.
         The iterator is closed when the context exits.
         """
+
+    async def read_whole(self, key: str, *, limit: int, if_version: str | None = None,
+                         on_bytes: Callable[[int], None] | None = None) -> bytes:
+        """All of a small object's bytes in one piece: how the engine reads objects listed as small.
+
+        Raises :class:`~vertexflow.errors.SourceChanged` when the object holds
+        more than ``limit`` bytes, and what :meth:`open` raises. ``on_bytes(n)``
+        is told of the bytes as they arrive (progress). This default joins what
+        :meth:`open` streams (so decorators that change reads, such as a
+        bandwidth limit, keep working and progress stays live); a backend for
+        which one whole request costs less overrides it with the same checks.
+        """
+        pieces: list[bytes] = []
+        size = 0
+        async with self.open(key, if_version=if_version) as chunks:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    raise SourceChanged(f"listed as small, now more than {limit} bytes",
+                                        backend=self.describe(), key=key)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
+                pieces.append(chunk)
+        return b"".join(pieces)
 
     @abc.abstractmethod
     async def put(self, info: ObjectInfo, body: BodyFactory) -> ObjectInfo:

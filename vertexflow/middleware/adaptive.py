@@ -138,6 +138,11 @@ class AdaptiveBackend(BackendWrapper):
             async with self.inner.open(key, offset=offset, length=length, if_version=if_version) as chunks:
                 yield chunks
 
+    async def read_whole(self, key: str, *, limit: int, if_version: str | None = None,
+                         on_bytes: Callable[[int], None] | None = None) -> bytes:
+        async with self._slot():
+            return await self.inner.read_whole(key, limit=limit, if_version=if_version, on_bytes=on_bytes)
+
     async def put(self, info: ObjectInfo, body: BodyFactory, *,
                   checkpoint: UploadCheckpoint | None = None) -> ObjectInfo:
         async with self._slot():

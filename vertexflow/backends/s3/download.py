@@ -41,6 +41,22 @@ def span(headers: Mapping[str, str]) -> tuple[int, int, int]:
     return int(first), int(last) + 1, size
 
 
+def whole_object_check(headers: Mapping[str, str]) -> tuple[Any, str] | None:
+    """(running hash, expected hex digest) for an answer that holds a whole object, or None.
+
+    The SHA-256 kept as metadata or, failing that, a plain-MD5 ETag (SHA-256
+    first: with the CPU's SHA instructions it costs a sixth of MD5 here).
+    """
+    sha256 = headers.get(f"x-amz-meta-{SHA256}")
+    if sha256:
+        return hashlib.sha256(), sha256.lower()
+    etag = strip_etag(headers.get("ETag"))
+    if etag_is_content_md5(etag, headers):
+        assert etag is not None
+        return hashlib.md5(usedforsecurity=False), etag
+    return None
+
+
 def ranges(start: int, end: int, part_size: int) -> Iterator[tuple[int, int]]:
     for first in range(start, end, part_size):
         yield first, min(end, first + part_size) - 1
@@ -59,9 +75,7 @@ class Download:
     """The bytes ``offset``..``end`` of one object: the first answer's body, then prefetched ranges.
 
     ``headers`` are the first answer's; when that answer holds the whole
-    object, its bytes are checked against the SHA-256 kept as metadata or,
-    failing that, a plain-MD5 ETag (SHA-256 first: with the CPU's SHA
-    instructions it costs a sixth of MD5 here).
+    object, its bytes are checked as :func:`whole_object_check` says.
     """
 
     def __init__(self, *, describe: Callable[[], str], key: str, headers: Mapping[str, str], offset: int, end: int | None,
@@ -78,12 +92,7 @@ class Download:
         self._hash: Any = None
         self._expected: str | None = None
         if self.start == 0 and self.stop == self.total and self.end == self.total:
-            sha256 = headers.get(f"x-amz-meta-{SHA256}")
-            etag = strip_etag(headers.get("ETag"))
-            if sha256:
-                self._hash, self._expected = hashlib.sha256(), sha256.lower()
-            elif etag_is_content_md5(etag, headers):
-                self._hash, self._expected = hashlib.md5(usedforsecurity=False), etag
+            self._hash, self._expected = whole_object_check(headers) or (None, None)
 
     @property
     def has_ranges(self) -> bool:
