@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import os
 import socket
 import stat as stat_mod
@@ -387,7 +388,7 @@ class LocalBackend(Backend):
             self._ensure_dir(directory)
         except OSError as exc:
             raise self._error(exc, key, "creating the directory") from exc
-        tmp = f"{directory}/{TMP_PREFIX}{_HOST_TAG}-{os.getpid()}-{os.urandom(6).hex()}"
+        tmp = f"{directory}/{TMP_PREFIX}{_HOST_TAG}-{os.getpid()}-{next(_TMP_SEQUENCE) & _TMP_MASK:012x}"
         try:
             # read-write: a large copy hashes what it has just written (_copy_hashing)
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
@@ -639,6 +640,11 @@ class LocalBackend(Backend):
 
 
 _HOST_TAG = hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
+#: the last part of a temporary file's name: a counter from a random start, unique within the
+#: process (the pid tells processes apart, the random start a pid reused after a crash) and,
+#: unlike os.urandom for each file, no system call (1.5 % of a small download's loop time)
+_TMP_SEQUENCE = itertools.count(int.from_bytes(os.urandom(6), "big"))
+_TMP_MASK = (1 << 48) - 1
 
 
 def _sweep_if_orphaned(entry: os.DirEntry[str]) -> None:
