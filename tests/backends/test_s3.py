@@ -71,9 +71,9 @@ async def backend(seaweed: SeaweedFS, s3_bucket: str) -> AsyncIterator[S3Backend
 
 @pytest.fixture
 async def small_parts(seaweed: SeaweedFS, s3_bucket: str) -> AsyncIterator[S3Backend]:
-    """Multipart from 5 MiB on, 5 MiB parts, 3 in flight either way."""
+    """Multipart from 5 MiB on, 5 MiB parts, 3 in flight either way (downloads always in ranges)."""
     b = make_backend(seaweed, s3_bucket, "mp", part_size=PART, multipart_threshold=PART,
-                     download_concurrency=3, upload_concurrency=3)
+                     download_concurrency=3, upload_concurrency=3, stream_limit=0)
     async with b:
         yield b
 
@@ -188,11 +188,12 @@ def _no_checksums(answer: Answer) -> None:
 
 
 @asynccontextmanager
-async def through_proxy(seaweed: SeaweedFS, bucket: str, rewrite: Any) -> AsyncIterator[tuple[S3Backend, RewritingProxy]]:
+async def through_proxy(seaweed: SeaweedFS, bucket: str, rewrite: Any,
+                        **kw: Any) -> AsyncIterator[tuple[S3Backend, RewritingProxy]]:
     """A backend with 5 MiB parts, one in flight, talking to SeaweedFS through a rewriting proxy."""
     async with RewritingProxy(seaweed.endpoint, rewrite) as proxy, \
             make_backend(seaweed, bucket, "mp", endpoint_url=proxy.endpoint, part_size=PART,
-                         multipart_threshold=PART, upload_concurrency=1) as b:
+                         multipart_threshold=PART, upload_concurrency=1, **kw) as b:
         yield b, proxy
 
 
@@ -276,7 +277,9 @@ async def test_digests_that_do_not_match_fail_and_leave_nothing(seaweed: Seaweed
     assert uploads(raw, s3_bucket) == []
 
 
-async def test_a_ranged_part_answered_from_byte_0_is_refused(seaweed: SeaweedFS, s3_bucket: str) -> None:
+@pytest.mark.parametrize("stream_limit", [0, 256 * MiB])
+async def test_a_ranged_part_answered_from_byte_0_is_refused(seaweed: SeaweedFS, s3_bucket: str,
+                                                             stream_limit: int) -> None:
     data = os.urandom(3 * PART)
 
     def ignore_later_ranges(answer: Answer) -> None:
@@ -285,17 +288,21 @@ async def test_a_ranged_part_answered_from_byte_0_is_refused(seaweed: SeaweedFS,
             answer.status = 200
             del answer.headers["Content-Range"]
 
-    async with through_proxy(seaweed, s3_bucket, ignore_later_ranges) as (b, _):
+    async with through_proxy(seaweed, s3_bucket, ignore_later_ranges, stream_limit=stream_limit) as (b, _):
         await b.put(ObjectInfo(key="r", size=len(data)), body_from_bytes(data))
-        with pytest.raises(BackendError, match="RangeNotHonoured.*bytes 5242880-10485759"):
+        # the second of three ranges, or the rest in one
+        last = 2 * PART - 1 if stream_limit == 0 else 3 * PART - 1
+        with pytest.raises(BackendError, match=f"RangeNotHonoured.*bytes {PART}-{last}"):
             await get_bytes(b, "r")
 
 
-async def test_downloads_read_bodies_sent_in_http_chunks(seaweed: SeaweedFS, s3_bucket: str) -> None:
+@pytest.mark.parametrize("stream_limit", [0, 256 * MiB])
+async def test_downloads_read_bodies_sent_in_http_chunks(seaweed: SeaweedFS, s3_bucket: str,
+                                                         stream_limit: int) -> None:
     data = os.urandom(2 * PART + 12345)
     async with RewritingProxy(seaweed.endpoint, lambda answer: None, chunked=100_000) as proxy, \
             make_backend(seaweed, s3_bucket, "mp", endpoint_url=proxy.endpoint, part_size=PART,
-                         multipart_threshold=PART) as b:
+                         multipart_threshold=PART, stream_limit=stream_limit) as b:
         await b.put(ObjectInfo(key="c", size=len(data)), body_from_bytes(data))
         assert await get_bytes(b, "c") == data  # the first answer streamed, the rest as ranged parts
         assert await get_bytes(b, "c", offset=PART + 3, length=PART) == data[PART + 3:2 * PART + 3]
@@ -366,6 +373,29 @@ async def test_parallel_ranged_download(small_parts: S3Backend) -> None:
         assert got == data[offset:end], (offset, length)
 
 
+async def test_a_read_up_to_the_stream_limit_is_two_streamed_gets(seaweed: SeaweedFS, s3_bucket: str) -> None:
+    data = os.urandom(3 * PART + 10)
+    async with through_proxy(seaweed, s3_bucket, lambda answer: None, stream_limit=3 * PART + 10) as (b, proxy):
+        await b.put(ObjectInfo(key="s", size=len(data)), body_from_bytes(data))
+        for offset, length in [(0, None), (7, None), (PART - 1, 2), (PART + 1, 2 * PART), (0, 3 * PART + 10)]:
+            proxy.seen.clear()
+            got = await get_bytes(b, "s", offset=offset, length=length)
+            end = len(data) if length is None else offset + length
+            assert got == data[offset:end], (offset, length)
+            gets = [a.request_headers["range"] for a in proxy.seen if a.method == "GET"]
+            first = f"bytes={offset}-{offset + min(PART, end - offset) - 1}"
+            assert gets == ([first] if end - offset <= PART else [first, f"bytes={offset + PART}-{end - 1}"])
+        # one byte more than the limit: ranges of a part each, after the first answer
+        proxy.seen.clear()
+        big = os.urandom(3 * PART + 11)
+        await b.put(ObjectInfo(key="s", size=len(big)), body_from_bytes(big))
+        assert await get_bytes(b, "s") == big
+        gets = sorted((a.request_headers["range"] for a in proxy.seen if a.method == "GET"),
+                      key=lambda r: int(r[6:].split("-")[0]))  # fetched in parallel: in any order
+        assert gets == [f"bytes=0-{PART - 1}", f"bytes={PART}-{2 * PART - 1}", f"bytes={2 * PART}-{3 * PART - 1}",
+                        f"bytes={3 * PART}-{3 * PART + 10}"]
+
+
 async def test_parallel_download_parts_come_in_order_and_bounded(small_parts: S3Backend) -> None:
     data = os.urandom(6 * PART)
     await small_parts.put(ObjectInfo(key="r", size=len(data)), body_from_bytes(data))
@@ -379,8 +409,11 @@ async def test_parallel_download_parts_come_in_order_and_bounded(small_parts: S3
     assert max(sizes) <= PART
 
 
-async def test_object_changed_during_parallel_download(seaweed: SeaweedFS, s3_bucket: str, raw: Any) -> None:
-    b = make_backend(seaweed, s3_bucket, part_size=PART, multipart_threshold=PART, download_concurrency=1)
+@pytest.mark.parametrize("stream_limit", [0, 256 * MiB])
+async def test_object_changed_during_parallel_download(seaweed: SeaweedFS, s3_bucket: str, raw: Any,
+                                                       stream_limit: int) -> None:
+    b = make_backend(seaweed, s3_bucket, part_size=PART, multipart_threshold=PART, download_concurrency=1,
+                     stream_limit=stream_limit)
     async with b:
         data = os.urandom(4 * PART)
         await put_bytes(b, "changing", data)
@@ -388,8 +421,8 @@ async def test_object_changed_during_parallel_download(seaweed: SeaweedFS, s3_bu
         with pytest.raises(SourceChanged):
             async with b.open("changing") as body:
                 async for _ in body:
-                    # parts after the next one are asked for only once this one is read,
-                    # pinned to the ETag the first answer had
+                    # parts after the next one (or the rest in one) are asked for only once
+                    # this one is read, pinned to the ETag the first answer had
                     if not overwritten:
                         raw.put_object(Bucket=s3_bucket, Key="changing", Body=os.urandom(4 * PART))
                         overwritten = True

@@ -69,7 +69,7 @@ from .common import (
 )
 from .download import Download, span, whole_object_check
 from .errors import S3HTTPError, translate_error
-from .fastpath import FastS3, Target, read_piece
+from .fastpath import FastS3, Target, check_range, read_piece
 from .upload import BodyReader, SourceDiffers, Upload, Uploads
 
 log = structlog.get_logger(__name__)
@@ -100,6 +100,12 @@ class S3Backend(Backend):
       objects of known size that would need more than 10,000 parts.
     * ``download_concurrency`` / ``upload_concurrency`` (4): ranged parts in
       flight per object; memory per large transfer is about this times ``part_size``.
+    * ``stream_limit`` (256 MiB, rclone's multi-thread cutoff): a read of up
+      to this many bytes takes two streamed GETs (the first ``multipart_threshold``
+      bytes, then the rest); a longer one, parallel ranged GETs of ``part_size``.
+      Ranges cost the server a request each: for 128 MiB objects SeaweedFS
+      spent ~25 % more CPU serving 16 ranges than one stream, and the
+      download was no faster.
     * ``sorted_listing`` (True): S3 lists keys in UTF-8 byte order, which the
       sync planner merges without sorting. Servers that list directory by
       directory (SeaweedFS, recognised by its Server header) are walked level
@@ -142,6 +148,7 @@ class S3Backend(Backend):
         multipart_threshold: int = 8 * MiB,
         download_concurrency: int = 4,
         upload_concurrency: int = 4,
+        stream_limit: int = 256 * MiB,
         verify_tls: bool | str | None = None,
         sorted_listing: bool = True,
         name: str | None = None,
@@ -171,6 +178,7 @@ class S3Backend(Backend):
         self._threshold = multipart_threshold
         self._download_concurrency = download_concurrency
         self._upload_concurrency = upload_concurrency
+        self._stream_limit = stream_limit
         self._verify_tls = verify_tls
         self._name = name
         self.requests = 0
@@ -521,6 +529,8 @@ class S3Backend(Backend):
             download = Download(describe=self.describe, key=key, headers=response.headers, offset=offset,
                                 end=None if length is None else offset + length, read=read,
                                 fetch=partial(self._get_range, fast, key, full, pin=pin),
+                                open_rest=partial(self._get_rest, fast, key, full, pin=pin),
+                                stream_limit=self._stream_limit,
                                 part_size=self._part_size, concurrency=self._download_concurrency)
             if not download.has_ranges:  # a small object: no task group to set up
                 async with aclosing(download.stream(None)) as stream:
@@ -608,6 +618,26 @@ class S3Backend(Backend):
         if response is None:  # 416: the object is empty or shorter than the offset
             await self._check_version(key, if_version)
         return response
+
+    @asynccontextmanager
+    async def _get_rest(self, fast: FastS3, key: str, full: str, first: int, last: int, *,
+                        pin: str | None) -> AsyncIterator[Callable[[int], Awaitable[bytes]]]:
+        """A GET of bytes ``first``-``last`` pinned to ``pin``; yields a reader of its body's pieces."""
+        if_match = quote_etag(pin) if pin else None
+        async with AsyncExitStack() as stack:
+            async def get() -> Any:
+                response = await stack.enter_async_context(
+                    fast.get_object(full, first=first, last=last, if_match=if_match))
+                check_range(response, first, last)
+                return response
+
+            response = await self._call("GetObject", key, get, retry=True)
+
+            async def read(n: int) -> bytes:
+                with self._errors("GetObject", key):
+                    return await read_piece(response.content, n)
+
+            yield read
 
     async def _get_range(self, fast: FastS3, key: str, full: str, first: int, last: int, *,
                          pin: str | None) -> list[bytes]:

@@ -1,4 +1,5 @@
-"""Streaming a GET answer, then the object's further ranges fetched in parallel and yielded in order."""
+"""Streaming a GET answer, then the rest of the object: in one more streamed GET, or in ranges fetched
+in parallel and yielded in order."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,8 @@ _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 ReadBody = Callable[[int], Awaitable[bytes]]
 #: fetches bytes first-last of the object, as the pieces they arrived in
 FetchRange = Callable[[int, int], Awaitable[list[bytes]]]
+#: opens a GET of bytes first-last of the object, to be read as it arrives
+OpenRange = Callable[[int, int], AbstractAsyncContextManager[ReadBody]]
 
 
 def span(headers: Mapping[str, str]) -> tuple[int, int, int]:
@@ -75,11 +79,15 @@ class Download:
     """The bytes ``offset``..``end`` of one object: the first answer's body, then prefetched ranges.
 
     ``headers`` are the first answer's; when that answer holds the whole
-    object, its bytes are checked as :func:`whole_object_check` says.
+    object, its bytes are checked as :func:`whole_object_check` says. When it
+    does not, a read of at most ``stream_limit`` bytes gets the rest in one
+    more GET (``open_rest``), streamed; a longer one in ranges of
+    ``part_size``, ``concurrency`` of them fetched ahead in parallel.
     """
 
     def __init__(self, *, describe: Callable[[], str], key: str, headers: Mapping[str, str], offset: int, end: int | None,
-                 read: ReadBody, fetch: FetchRange, part_size: int, concurrency: int) -> None:
+                 read: ReadBody, fetch: FetchRange, open_rest: OpenRange, stream_limit: int,
+                 part_size: int, concurrency: int) -> None:
         self.describe, self.key = describe, key
         try:
             self.start, self.stop, self.total = span(headers)
@@ -87,7 +95,9 @@ class Download:
             raise BackendError(f"GetObject: {exc}", backend=describe(), key=key) from None
         self.end = self.total if end is None else min(self.total, end)
         self.offset = offset
-        self._read, self._fetch = read, fetch
+        self._read, self._fetch, self._open_rest = read, fetch, open_rest
+        #: the rest after the first answer comes in one streamed GET, not in parallel ranges
+        self.rest_streamed = self.stop < self.end and self.end - self.start <= stream_limit
         self._part_size, self._concurrency = part_size, concurrency
         self._hash: Any = None
         self._expected: str | None = None
@@ -96,8 +106,8 @@ class Download:
 
     @property
     def has_ranges(self) -> bool:
-        """True when bytes beyond the first answer are wanted: :meth:`stream` then needs a task group."""
-        return self.stop < self.end
+        """True when bytes beyond the first answer come in parallel ranges: :meth:`stream` then needs a task group."""
+        return self.stop < self.end and not self.rest_streamed
 
     async def stream(self, tg: anyio.abc.TaskGroup | None) -> AsyncIterator[bytes]:
         window: deque[_Slot] = deque()
@@ -113,7 +123,8 @@ class Download:
                 tg.start_soon(self._fill_slot, slot, *bounds)
                 window.append(slot)
 
-        refill()  # the parts download while the first body streams
+        if not self.rest_streamed:
+            refill()  # the parts download while the first body streams
         body_end = min(self.stop, self.end)
         pos = self.start
         while pos < body_end:
@@ -130,6 +141,16 @@ class Download:
         if self._hash is not None and self._hash.hexdigest() != self._expected:
             raise IntegrityError(f"downloaded bytes have {self._hash.name} {self._hash.hexdigest()}, "
                                  f"the server says {self._expected}", backend=self.describe(), key=self.key)
+        if self.rest_streamed:
+            async with self._open_rest(self.stop, self.end - 1) as read:
+                while pos < self.end:
+                    chunk = await read(self.end - pos)
+                    if not chunk:
+                        raise TransientError(f"GetObject body ended at byte {pos} of {self.end}",
+                                             backend=self.describe(), key=self.key)
+                    pos += len(chunk)
+                    yield chunk
+            return
         while window:
             slot = window.popleft()
             await slot.done.wait()

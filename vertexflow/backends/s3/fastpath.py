@@ -239,11 +239,7 @@ class FastS3:
         every byte once more); a body cut short raises asyncio.IncompleteReadError."""
         want = last - first + 1
         async with self.get_object(full_key, first=first, last=last, if_match=if_match) as response:
-            answered = response.headers.get("Content-Range", "")
-            if response.status != 206 or not answered.startswith(f"bytes {first}-{last}/"):
-                # a server that ignores Range sends the object from byte 0: never take it for the part
-                raise S3HTTPError(response.status, "RangeNotHonoured",
-                                  f"asked for bytes {first}-{last}, answered Content-Range {answered!r}")
+            check_range(response, first, last)
             pieces: list[bytes] = []
             got = 0
             while got < want:
@@ -267,6 +263,15 @@ class FastS3:
         finally:
             response.release()
         return parse_listing(body)
+
+
+def check_range(response: aiohttp.ClientResponse, first: int, last: int) -> None:
+    """Refuse an answer that is not exactly bytes ``first``-``last``: a server that ignores Range
+    sends the object from byte 0, which must never be taken for a later part of it."""
+    answered = response.headers.get("Content-Range", "")
+    if response.status != 206 or not answered.startswith(f"bytes {first}-{last}/"):
+        raise S3HTTPError(response.status, "RangeNotHonoured",
+                          f"asked for bytes {first}-{last}, answered Content-Range {answered!r}")
 
 
 async def read_piece(content: aiohttp.StreamReader, at_most: int) -> bytes:
