@@ -14,7 +14,8 @@ with a bounded number of parts in flight, each signed with its SHA-256 and
 carrying a CRC32 checksum (and Content-MD5 until the server shows it checks
 checksums); they resume from a checkpoint after a killed run, and any other
 failure or cancellation aborts them. Downloads larger than the threshold
-fetch ranges in parallel, pinned to one ETag.
+fetch the rest after the first answer in one more streamed GET (up to
+``stream_limit``, 256 MiB) or in ranges fetched in parallel, pinned to one ETag.
 
 Modules:
 
@@ -23,7 +24,7 @@ Modules:
   GetObject, HeadObject, ListObjectsV2) on aiohttp with our own signer;
   everything else goes through aioboto3;
 * :mod:`.upload`: multipart uploads and their checkpoints;
-* :mod:`.download`: ranged parallel downloads;
+* :mod:`.download`: streaming a download's answers, or its ranges in parallel;
 * :mod:`.listing`: listings in key order;
 * :mod:`.errors`: the one table that maps S3 errors to ours;
 * :mod:`.common`: limits and small helpers.

@@ -68,6 +68,7 @@ log = structlog.get_logger(__name__)
 #: SHA-256 that signs each part and the whole object's SHA-256 are taken as before.
 PART_CHECKSUM = "CRC32"
 
+
 class SourceDiffers(Exception):
     """A part the checkpoint recorded hashes differently now: the upload was aborted; start again."""
 
