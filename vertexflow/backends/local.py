@@ -18,7 +18,7 @@ import os
 import socket
 import stat as stat_mod
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -607,14 +607,23 @@ class LocalBackend(Backend):
                 except OSError:
                     pass
 
-    def read_file(self, key: str, version: str | None) -> bytes:
-        """Blocking: the whole content of a (small) file, checked against ``version``."""
+    async def read_whole(self, key: str, *, limit: int, if_version: str | None = None,
+                         on_bytes: Callable[[int], None] | None = None) -> bytes:
+        data = await self._run(self.read_file, key, if_version, limit)
+        if on_bytes is not None:
+            on_bytes(len(data))
+        return data
+
+    def read_file(self, key: str, version: str | None, limit: int | None = None) -> bytes:
+        """Blocking: the whole content of a (small) file, checked against ``version`` and ``limit``."""
         path = self.path_of(key)
         try:
             with open(path, "rb", buffering=0) as f:
                 st = os.fstat(f.fileno())
                 if version is not None and _version(st) != version:
                     raise SourceChanged("file changed since it was listed", backend=self.describe(), key=key)
+                if limit is not None and st.st_size > limit:
+                    raise SourceChanged(f"listed as small, now {st.st_size} bytes", backend=self.describe(), key=key)
                 data = f.readall()
                 if len(data) != st.st_size or _version(os.fstat(f.fileno())) != _version(st):
                     raise SourceChanged("file changed while it was read", backend=self.describe(), key=key)

@@ -113,9 +113,9 @@ class CopyJob:
         self._local_to_local = isinstance(dst, LocalBackend) and isinstance(src, LocalBackend)
         self._server_side = dst.features.server_side_copy and dst.same_store(src)
         self._local_source = isinstance(src, LocalBackend)
-        # small objects are read whole where the source has a cheaper way to (S3); elsewhere,
-        # and under a bandwidth limit (which paces the read and the write of the same bytes
-        # together while they stream), they stream as large ones do
+        # small objects are read whole where the source has a cheaper way to (local files,
+        # S3); elsewhere, and under a bandwidth limit (which paces the read and the write of
+        # the same bytes together while they stream), they stream as large ones do
         self._whole_reads = type(src).read_whole is not Backend.read_whole
         # stages hash every byte as it streams, and store other bytes: no first pass over a file
         self._hashes_in_stream = isinstance(dst, TransformedBackend)
@@ -339,10 +339,6 @@ class CopyJob:
             return self._verified(info, await dst.put(info, body_from_bytes(data)))
         if self._local_source:
             assert isinstance(src, LocalBackend)
-            if (info.size or 0) <= SMALL_FILE:
-                data = await src.run_blocking(src.read_file, info.key, info.version)
-                self.stats.moved_bytes += len(data)
-                return self._verified(info, await dst.put(info, body_from_bytes(data)))
             if self.options.verify and SHA256 not in info.hashes and not self._hashes_in_stream:
                 # Stores that keep the SHA-256 beside the object (S3 metadata)
                 # need it before a multipart upload starts; hashing the file

@@ -67,7 +67,7 @@ from .common import (
     user_metadata,
     utc,
 )
-from .download import Download, span, whole_object_check
+from .download import Download, check_digest, span, whole_object_check
 from .errors import S3HTTPError, translate_error
 from .fastpath import FastS3, Target, check_range, read_piece
 from .upload import BodyReader, SourceDiffers, Upload, Uploads
@@ -590,9 +590,7 @@ class S3Backend(Backend):
         if check is not None:
             running, expected = check
             await off_loop(lambda: running.update(data), len(data))
-            if running.hexdigest() != expected:
-                raise IntegrityError(f"downloaded bytes have {running.name} {running.hexdigest()}, "
-                                     f"the server says {expected}", backend=self.describe(), key=key)
+            check_digest(running, expected, self.describe, key)
         return data
 
     async def _check_version(self, key: str, if_version: str | None) -> None:

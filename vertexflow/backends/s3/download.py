@@ -61,6 +61,13 @@ def whole_object_check(headers: Mapping[str, str]) -> tuple[Any, str] | None:
     return None
 
 
+def check_digest(running: Any, expected: str, describe: Callable[[], str], key: str) -> None:
+    """Raise IntegrityError unless the bytes ``running`` hashed match what the server says."""
+    if running.hexdigest() != expected:
+        raise IntegrityError(f"downloaded bytes have {running.name} {running.hexdigest()}, "
+                             f"the server says {expected}", backend=describe(), key=key)
+
+
 def ranges(start: int, end: int, part_size: int) -> Iterator[tuple[int, int]]:
     for first in range(start, end, part_size):
         yield first, min(end, first + part_size) - 1
@@ -138,9 +145,9 @@ class Download:
             pos += len(chunk)
             if piece:
                 yield piece
-        if self._hash is not None and self._hash.hexdigest() != self._expected:
-            raise IntegrityError(f"downloaded bytes have {self._hash.name} {self._hash.hexdigest()}, "
-                                 f"the server says {self._expected}", backend=self.describe(), key=self.key)
+        if self._hash is not None:
+            assert self._expected is not None
+            check_digest(self._hash, self._expected, self.describe, self.key)
         if self.rest_streamed:
             async with self._open_rest(self.stop, self.end - 1) as read:
                 while pos < self.end:
