@@ -277,6 +277,25 @@ async def test_digests_that_do_not_match_fail_and_leave_nothing(seaweed: Seaweed
     assert uploads(raw, s3_bucket) == []
 
 
+@pytest.mark.parametrize(("body", "error", "message"), [
+    # S3 may answer 200 and then an error, when assembling the parts fails after the answer began
+    (b"<?xml version='1.0'?>\n<Error><Code>InternalError</Code><Message>try again</Message></Error>",
+     TransientError, "CompleteMultipartUpload failed: InternalError: try again"),
+    (b"<html>gateway page</html", BackendError, "CompleteMultipartUpload failed: InvalidAnswer"),
+])
+async def test_a_completion_answered_200_with_an_error_fails(seaweed: SeaweedFS, raw: Any, s3_bucket: str,
+                                                             body: bytes, error: type, message: str) -> None:
+    def rewrite(answer: Answer) -> None:
+        if answer.method == "POST" and b"<CompleteMultipartUploadResult" in answer.body:
+            answer.body = body
+
+    data = os.urandom(2 * PART + 10)
+    async with through_proxy(seaweed, s3_bucket, rewrite) as (b, _):
+        with pytest.raises(error, match=message):
+            await b.put(ObjectInfo(key="c", size=len(data)), body_from_bytes(data))
+    assert uploads(raw, s3_bucket) == []
+
+
 @pytest.mark.parametrize("stream_limit", [0, 256 * MiB])
 async def test_a_ranged_part_answered_from_byte_0_is_refused(seaweed: SeaweedFS, s3_bucket: str,
                                                              stream_limit: int) -> None:

@@ -4,7 +4,8 @@ A backend is a bucket and an optional prefix, treated as a folder: keys are
 relative to ``prefix/``. Credentials, region and endpoint left as None come
 from botocore's usual chain (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``, ``AWS_PROFILE``,
-config files).
+config files), or without botocore when they leave nothing to resolve
+(:mod:`.direct`).
 
 Uploads up to ``multipart_threshold`` are one PutObject signed with the
 body's SHA-256 and carrying its Content-MD5 (which the server checks), the
@@ -20,9 +21,10 @@ fetch the rest after the first answer in one more streamed GET (up to
 Modules:
 
 * :mod:`.backend`: :class:`S3Backend`, the contract's methods;
-* :mod:`.fastpath` and :mod:`.sigv4`: the hot single requests (PutObject,
-  GetObject, HeadObject, ListObjectsV2) on aiohttp with our own signer;
-  everything else goes through aioboto3;
+* :mod:`.fastpath` and :mod:`.sigv4`: the requests of a copy (PutObject,
+  GetObject, HeadObject, ListObjectsV2, HeadBucket, multipart create, parts,
+  complete, abort) on aiohttp with our own signer; the rest goes through aioboto3;
+* :mod:`.direct`: the fast path's address and keys when botocore is not needed to find them;
 * :mod:`.upload`: multipart uploads and their checkpoints;
 * :mod:`.download`: streaming a download's answers, or its ranges in parallel;
 * :mod:`.listing`: listings in key order;

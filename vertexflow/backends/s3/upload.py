@@ -53,7 +53,7 @@ from .common import (
     strip_etag,
     user_metadata,
 )
-from .errors import error_code
+from .errors import S3HTTPError, error_code
 
 if TYPE_CHECKING:
     from .backend import S3Backend
@@ -213,18 +213,18 @@ class Uploads:
 
     # -- one put -----------------------------------------------------------------------
 
-    async def put(self, client: Any, info: ObjectInfo, full: str, reader: BodyReader, head: list[bytes],
+    async def put(self, info: ObjectInfo, full: str, reader: BodyReader, head: list[bytes],
                   checkpoint: UploadCheckpoint | None) -> ObjectInfo:
         """Upload the rest of ``reader`` (``head`` already read) in parts; see the module docstring."""
         key = info.key
         sha256 = info.hashes.get(SHA256)
         sha256 = sha256.lower() if sha256 else None
         state = await checkpoint.load() if checkpoint is not None else None
-        upload = await self._resumed(client, key, full, state, sha256) if state else None
+        upload = await self._resumed(key, full, state, sha256) if state else None
         if upload is None:
             # metadata known before the first byte is sent: a multipart upload
             # fixes it at creation, so digests taken in-stream are not among it
-            upload = await self.create(client, key, full, sha256=sha256, metadata=info.metadata,
+            upload = await self.create(key, full, sha256=sha256, metadata=info.metadata,
                                        part_size=self.b._part_size_for(info.size), checkpoint=checkpoint)
         else:
             log.info("s3.upload_resumed", backend=self.b.describe(), key=key, upload_id=upload.upload_id,
@@ -236,14 +236,14 @@ class Uploads:
             reader.check_end()
             sha = upload.whole_sha256.hexdigest()
             self.b._check_expected_sha(info, sha)
-            etag, response = await self.complete(client, key, full, upload)
+            etag, response = await self.complete(key, full, upload)
         except SourceDiffers:
-            await self.abort(client, key, full, upload.upload_id)
+            await self.abort(key, full, upload.upload_id)
             await clear(checkpoint)
             raise
         except BaseException:
             # a checkpoint whose upload could not be aborted stays, for the next run to finish or abort
-            if await self.abort(client, key, full, upload.upload_id):
+            if await self.abort(key, full, upload.upload_id):
                 await clear(checkpoint)
             raise
         await clear(checkpoint)
@@ -251,10 +251,10 @@ class Uploads:
         late = user_metadata(info.metadata, **{SHA256: sha})
         if any(upload.metadata.get(k) != v for k, v in late.items() if k != SHA256) \
                 and reader.count <= self.b.single_copy_limit:
-            etag = await self._replace_metadata(client, key, full, etag, late)
+            etag = await self._replace_metadata(key, full, etag, late)
         return ObjectInfo(key=key, size=reader.count, etag=etag, version=etag, hashes={SHA256: sha})
 
-    async def _replace_metadata(self, client: Any, key: str, full: str, etag: str | None,
+    async def _replace_metadata(self, key: str, full: str, etag: str | None,
                                 metadata: dict[str, str]) -> str | None:
         """Give the object just completed the metadata that was only known at its end; its new ETag.
 
@@ -268,10 +268,11 @@ class Uploads:
                                   "MetadataDirective": "REPLACE"}
         if etag:
             kwargs["CopySourceIfMatch"] = quote_etag(etag)
+        client = await self.b._client()
         response = await self.b._call("CopyObject", key, lambda: client.copy_object(**kwargs))
         return strip_etag(response.get("CopyObjectResult", {}).get("ETag")) or etag
 
-    async def _resumed(self, client: Any, key: str, full: str, state: Mapping[str, Any],
+    async def _resumed(self, key: str, full: str, state: Mapping[str, Any],
                        sha256: str | None) -> Upload | None:
         """The saved upload if it can be continued, its server-confirmed parts in ``unverified``; else None.
 
@@ -289,10 +290,10 @@ class Uploads:
         # an upload created with another part checksum refuses parts that carry ours
         usable = (part_size >= MIN_PART_SIZE and state.get("sha256") == sha256
                   and state.get("checksum") == PART_CHECKSUM)
-        on_server = await self._list_parts(client, key, full, upload_id) if usable else None
+        on_server = await self._list_parts(key, full, upload_id) if usable else None
         if on_server is None:
             if not usable:
-                await self.abort(client, key, full, upload_id)
+                await self.abort(key, full, upload_id)
             return None  # else the server no longer has it: nothing to abort
         upload = Upload(upload_id=upload_id, part_size=part_size, metadata_sha256=sha256)
         for part in saved:
@@ -301,9 +302,9 @@ class Uploads:
                 upload.done[part.number] = part
         return upload
 
-    async def _list_parts(self, client: Any, key: str, full: str,
-                          upload_id: str) -> dict[int, tuple[str, int]] | None:
+    async def _list_parts(self, key: str, full: str, upload_id: str) -> dict[int, tuple[str, int]] | None:
         """{part number: (ETag, size)} the server holds for the upload, or None if it has no such upload."""
+        client = await self.b._client()
         parts: dict[int, tuple[str, int]] = {}
         marker = 0
         while True:
@@ -405,39 +406,36 @@ class Uploads:
 
     # -- create / complete / abort ------------------------------------------------------
 
-    async def create(self, client: Any, key: str, full: str, *, sha256: str | None, part_size: int,
+    async def create(self, key: str, full: str, *, sha256: str | None, part_size: int,
                      metadata: Mapping[str, str] | None = None, checksums: bool = True,
                      checkpoint: UploadCheckpoint | None = None) -> Upload:
         """CreateMultipartUpload, shielded, and saved to ``checkpoint`` before anything else can happen."""
-        kwargs: dict[str, Any] = {"Bucket": self.b.bucket, "Key": full}
-        if checksums:
-            kwargs["ChecksumAlgorithm"] = PART_CHECKSUM
         meta = user_metadata(metadata or {}, **({SHA256: sha256} if sha256 else {}))
-        if meta:
-            kwargs["Metadata"] = meta
+        fast = await self.b._fast_client()
         # Shielded: cancelled mid-request, the server may hold an upload whose
         # id we never learnt and so could never abort.
-        response = None
+        upload_id = None
         with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
-            response = await self.b._call("CreateMultipartUpload", key,
-                                         lambda: client.create_multipart_upload(**kwargs))
-        if response is None:
+            upload_id = await self.b._call("CreateMultipartUpload", key, lambda: fast.create_multipart_upload(
+                full, meta, PART_CHECKSUM if checksums else None))
+        if upload_id is None:
             raise TransientError(f"CreateMultipartUpload: no answer within {ABORT_TIMEOUT:.0f} s",
                                  backend=self.b.describe(), key=key)
-        upload = Upload(upload_id=response["UploadId"], part_size=part_size, metadata_sha256=sha256, metadata=meta)
+        upload = Upload(upload_id=upload_id, part_size=part_size, metadata_sha256=sha256, metadata=meta)
         await _Saver(checkpoint, upload).save()
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
-            if await self.abort(client, key, full, upload.upload_id):
+            if await self.abort(key, full, upload.upload_id):
                 await clear(checkpoint)
             raise
         return upload
 
-    async def complete(self, client: Any, key: str, full: str, upload: Upload) -> tuple[str | None, dict[str, Any]]:
+    async def complete(self, key: str, full: str, upload: Upload) -> tuple[str | None, dict[str, Any]]:
         parts = [upload.parts[n] for n in sorted(upload.parts)]
-        response = await self.b._call("CompleteMultipartUpload", key, lambda: client.complete_multipart_upload(
-            Bucket=self.b.bucket, Key=full, UploadId=upload.upload_id, MultipartUpload={"Parts": parts}))
+        fast = await self.b._fast_client()
+        response = await self.b._call("CompleteMultipartUpload", key, lambda: fast.complete_multipart_upload(
+            full, upload.upload_id, parts))
         etag = strip_etag(response.get("ETag"))
         if not etag:  # Ceph RGW answers an empty ETag here; HeadObject has it
             etag = (await self.b.stat(key)).etag
@@ -484,14 +482,15 @@ class Uploads:
             await self.b._delete_corrupt(key, full)
             raise IntegrityError("; ".join(problems), backend=self.b.describe(), key=key)
 
-    async def abort(self, client: Any, key: str, full: str, upload_id: str) -> bool:
+    async def abort(self, key: str, full: str, upload_id: str) -> bool:
         """Abort a multipart upload, even while being cancelled, within ABORT_TIMEOUT; True if it is gone."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
             async def abort() -> None:
+                fast = await self.b._fast_client()
                 try:
-                    await client.abort_multipart_upload(Bucket=self.b.bucket, Key=full, UploadId=upload_id)
-                except bce.ClientError as exc:
-                    if error_code(exc) != "NoSuchUpload":  # already gone is what we want
+                    await fast.abort_multipart_upload(full, upload_id)
+                except S3HTTPError as exc:
+                    if exc.code != "NoSuchUpload":  # already gone is what we want
                         raise
 
             try:
