@@ -60,6 +60,8 @@ class Features:
     sorted_listing: ``list`` yields keys in ascending code-point order.
     resumable_uploads: ``put`` accepts a ``checkpoint`` and continues a large
         upload that an earlier, interrupted run started.
+    stat_hashes: hashes ``stat`` may report that listings do not (S3: the
+        SHA-256 vertexflow keeps as metadata, which only a HeadObject shows).
     """
 
     server_side_copy: bool = False
@@ -69,6 +71,7 @@ class Features:
     preserves_mtime: bool = False
     sorted_listing: bool = False
     resumable_uploads: bool = False
+    stat_hashes: tuple[str, ...] = ()
 
 
 def body_from_bytes(data: bytes) -> BodyFactory:

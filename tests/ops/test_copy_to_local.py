@@ -10,7 +10,9 @@ import pytest
 
 from vertexflow.backends.local import LocalBackend
 from vertexflow.backends.s3 import S3Backend
+from vertexflow.errors import IntegrityError
 from vertexflow.ops.copy import CopyJob, CopyOptions
+from vertexflow.retry import NO_RETRY
 from vertexflow.testing.seaweedfs import SeaweedFS
 
 pytestmark = [pytest.mark.s3]
@@ -49,3 +51,35 @@ async def test_s3_to_local_hashes_what_it_writes_unless_told_not_to(tmp_path: Pa
         assert (tmp_path / "out" / key).read_bytes() == body
         digests = recorded.results[key].hashes  # type: ignore[attr-defined]
         assert digests == ({"sha256": hashlib.sha256(body).hexdigest()} if verify else {})
+
+
+class Outcomes(Recorded):
+    """Keeps failures too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: dict[str, BaseException] = {}
+
+    def failed(self, src: object, exc: BaseException) -> None:
+        self.failures[src.key] = exc  # type: ignore[attr-defined]
+
+
+async def test_a_large_object_is_checked_against_the_sha256_its_stat_reports(tmp_path: Path, seaweed: SeaweedFS,
+                                                                             s3_bucket: str) -> None:
+    # past large_object: read in two answers, with nothing in either to check the bytes by
+    client = seaweed.boto3_client()
+    good, bad = os.urandom(9 * 1024 * 1024), os.urandom(9 * 1024 * 1024)
+    client.put_object(Bucket=s3_bucket, Key="in/good.bin", Body=good,
+                      Metadata={"sha256": hashlib.sha256(good).hexdigest()})
+    client.put_object(Bucket=s3_bucket, Key="in/bad.bin", Body=bad,  # as if the object had been damaged since
+                      Metadata={"sha256": hashlib.sha256(b"other bytes").hexdigest()})
+    src = S3Backend(s3_bucket, "in", endpoint_url=seaweed.endpoint, region=seaweed.region,
+                    access_key_id=seaweed.access_key, secret_access_key=seaweed.secret_key)
+    outcomes = Outcomes()
+    async with src:
+        job = CopyJob(src, LocalBackend(tmp_path / "out"), CopyOptions(retry=NO_RETRY), recorder=outcomes)
+        await job.run()
+    assert set(outcomes.failures) == {"bad.bin"}
+    assert isinstance(outcomes.failures["bad.bin"], IntegrityError)
+    assert outcomes.results["good.bin"].hashes == {"sha256": hashlib.sha256(good).hexdigest()}  # type: ignore[attr-defined]
+    assert sorted(os.listdir(tmp_path / "out")) == ["good.bin"]  # nothing of the bad one, not even a temp file

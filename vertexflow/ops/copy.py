@@ -119,6 +119,9 @@ class CopyJob:
         self._whole_reads = type(src).read_whole is not Backend.read_whole
         # stages hash every byte as it streams, and store other bytes: no first pass over a file
         self._hashes_in_stream = isinstance(dst, TransformedBackend)
+        # the SHA-256 a large object's stat gives checks its copy end to end (see _with_stat_hash)
+        self._hash_by_stat = (self.options.verify and SHA256 in src.features.stat_hashes
+                              and not self._hashes_in_stream)
         if isinstance(dst, LocalBackend):
             dst.hash_files = self.options.verify
         self._small_listed = 0
@@ -337,6 +340,8 @@ class CopyJob:
             data = await src.read_whole(info.key, limit=SMALL_FILE, if_version=info.version,
                                         on_bytes=self._moved)
             return self._verified(info, await dst.put(info, body_from_bytes(data)))
+        if self._hash_by_stat and SHA256 not in info.hashes and (info.size or 0) > self.options.large_object:
+            target = await self._with_stat_hash(info)
         if self._local_source:
             assert isinstance(src, LocalBackend)
             if self.options.verify and SHA256 not in info.hashes and not self._hashes_in_stream:
@@ -350,6 +355,22 @@ class CopyJob:
         else:
             result = await dst.put(target, self._stream(info))
         return self._verified(target, result)
+
+    async def _with_stat_hash(self, info: ObjectInfo) -> ObjectInfo:
+        """``info`` with the SHA-256 the source's stat reports, so that the copy is checked against it.
+
+        Listings of S3 do not carry the SHA-256 metadata, and a read of a large
+        object cannot check its bytes otherwise (a multipart ETag is not a
+        digest of them). The destination compares what it receives with the
+        digest given (and an S3 destination stores it at creation). Only for
+        objects over ``large_object`` bytes: beside them one more request is
+        small, and smaller S3 objects come whole in one answer, checked by it.
+        """
+        head = await self.src.stat(info.key)
+        digest = head.hashes.get(SHA256)
+        if digest is None or (info.version is not None and head.version != info.version):
+            return info  # none kept, or changed since listed (the read then says so)
+        return replace(info, hashes={**info.hashes, SHA256: digest})
 
     def _moved(self, n: int) -> None:
         self.stats.moved_bytes += n

@@ -61,7 +61,7 @@ class TransformedBackend(BackendWrapper):
         self._compress_lane = CpuLane(stages.compress_threads)
         if self._decoding:
             # stored names differ from keys, so neither their order nor the store's hashes hold
-            self.features = replace(self.features, sorted_listing=False, native_hashes=())
+            self.features = replace(self.features, sorted_listing=False, native_hashes=(), stat_hashes=())
         self.features = replace(self.features, server_side_copy=False, resumable_uploads=False,
                                 max_object_size=None if stages.chunk_size else self.features.max_object_size)
         self._chain = self._build_chain()

@@ -124,6 +124,7 @@ class S3Backend(Backend):
         max_object_size=MAX_OBJECT_SIZE,
         preserves_mtime=False,
         resumable_uploads=True,
+        stat_hashes=(SHA256,),
     )
     #: Largest object copied with one CopyObject; bigger ones use UploadPartCopy.
     single_copy_limit: int = MAX_SINGLE_COPY
