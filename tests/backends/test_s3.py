@@ -282,6 +282,9 @@ async def test_digests_that_do_not_match_fail_and_leave_nothing(seaweed: Seaweed
     (b"<?xml version='1.0'?>\n<Error><Code>InternalError</Code><Message>try again</Message></Error>",
      TransientError, "CompleteMultipartUpload failed: InternalError: try again"),
     (b"<html>gateway page</html", BackendError, "CompleteMultipartUpload failed: InvalidAnswer"),
+    # spaces sent to keep the connection open while the parts were assembled
+    (b"  \n  <?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>SlowDown</Code></Error>", Throttled,
+     "CompleteMultipartUpload failed: SlowDown"),
 ])
 async def test_a_completion_answered_200_with_an_error_fails(seaweed: SeaweedFS, raw: Any, s3_bucket: str,
                                                              body: bytes, error: type, message: str) -> None:

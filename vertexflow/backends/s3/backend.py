@@ -241,7 +241,7 @@ class S3Backend(Backend):
         return self._s3
 
     async def _fast_client(self) -> FastS3:
-        """The fast path (PutObject, GetObject, HeadObject, ListObjectsV2), addressed and signed as the boto client would.
+        """The fast path (:mod:`.fastpath`), addressed and signed as the boto client would.
 
         Plain settings (:mod:`.direct`) need no boto client; others are read from it.
         """

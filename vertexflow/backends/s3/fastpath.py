@@ -294,7 +294,8 @@ class FastS3:
         """
         response = await self._send(method, path, **kw)
         try:
-            body = await response.read()
+            # lstrip: S3 may send spaces ahead of a slow answer to keep the connection alive
+            body = (await response.read()).lstrip()
         finally:
             response.release()
         try:
