@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator
+from typing import Any
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ import anyio
 import pytest
 
 from vertexflow.backends.local import TMP_PREFIX, LocalBackend
+from vertexflow.middleware.base import BackendWrapper
 from vertexflow.errors import JobAborted
 from vertexflow.model import ObjectInfo
 from vertexflow.ops.copy import CopyJob, CopyOptions
@@ -298,3 +300,34 @@ async def test_worker_processes_outlive_sigterm_and_stop_with_their_pool(tmp_pat
         await pool.aclose()
     assert trees_equal(tmp_path / "src", tmp_path / "dst") == []
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+async def test_the_next_large_file_is_hashed_while_one_uploads(tmp_path: Path) -> None:
+    """A destination that needs the SHA-256 first (as S3 does) gets it without the large slots waiting for it."""
+    events: list[tuple[str, str]] = []
+
+    class Source(LocalBackend):
+        def sha256(self, key: str) -> str:
+            events.append(("hashed", key))
+            return super().sha256(key)
+
+    class SlowStore(BackendWrapper):  # not a LocalBackend: the engine takes its general path
+        async def put(self, info: ObjectInfo, body: Any, **kw: Any) -> ObjectInfo:
+            events.append(("put", info.key))
+            await anyio.sleep(0.3)
+            stored = await self.inner.put(info, body)
+            events.append(("stored", info.key))
+            return stored
+
+    (tmp_path / "src").mkdir()
+    for name in ("a.bin", "b.bin"):
+        (tmp_path / "src" / name).write_bytes(os.urandom(9 * 1024 * 1024))  # over large_object
+    dst = SlowStore(LocalBackend(tmp_path / "dst"))
+    job = CopyJob(Source(tmp_path / "src"), dst, CopyOptions(large_transfers=1, transfers=2))
+    await job.run()
+    assert job.stats.failed_objects == 0
+    first, second = (key for kind, key in events if kind == "put")
+    # with one large slot, the second file's hash is taken while the first one is being stored
+    assert events.index(("hashed", second)) < events.index(("stored", first))
+    for name in ("a.bin", "b.bin"):
+        assert (tmp_path / "dst" / name).read_bytes() == (tmp_path / "src" / name).read_bytes()

@@ -31,6 +31,11 @@ class Recorded:
         raise AssertionError(f"{src}: {exc}")
 
 
+def s3_source(seaweed: SeaweedFS, bucket: str) -> S3Backend:
+    return S3Backend(bucket, "in", endpoint_url=seaweed.endpoint, region=seaweed.region,
+                     access_key_id=seaweed.access_key, secret_access_key=seaweed.secret_key)
+
+
 @pytest.mark.parametrize("verify", [True, False])
 async def test_s3_to_local_hashes_what_it_writes_unless_told_not_to(tmp_path: Path, seaweed: SeaweedFS,
                                                                     s3_bucket: str, verify: bool) -> None:
@@ -38,8 +43,7 @@ async def test_s3_to_local_hashes_what_it_writes_unless_told_not_to(tmp_path: Pa
     bodies = {"small.bin": os.urandom(5000), "large.bin": os.urandom(3 * 1024 * 1024 + 11)}
     for key, body in bodies.items():
         client.put_object(Bucket=s3_bucket, Key=f"in/{key}", Body=body)
-    src = S3Backend(s3_bucket, "in", endpoint_url=seaweed.endpoint, region=seaweed.region,
-                    access_key_id=seaweed.access_key, secret_access_key=seaweed.secret_key)
+    src = s3_source(seaweed, s3_bucket)
     recorded = Recorded()
     async with src:
         # the small object is read whole and goes through put's one-call path, the large one
@@ -73,8 +77,7 @@ async def test_a_large_object_is_checked_against_the_sha256_its_stat_reports(tmp
                       Metadata={"sha256": hashlib.sha256(good).hexdigest()})
     client.put_object(Bucket=s3_bucket, Key="in/bad.bin", Body=bad,  # as if the object had been damaged since
                       Metadata={"sha256": hashlib.sha256(b"other bytes").hexdigest()})
-    src = S3Backend(s3_bucket, "in", endpoint_url=seaweed.endpoint, region=seaweed.region,
-                    access_key_id=seaweed.access_key, secret_access_key=seaweed.secret_key)
+    src = s3_source(seaweed, s3_bucket)
     outcomes = Outcomes()
     async with src:
         job = CopyJob(src, LocalBackend(tmp_path / "out"), CopyOptions(retry=NO_RETRY), recorder=outcomes)

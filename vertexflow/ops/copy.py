@@ -108,6 +108,8 @@ class CopyJob:
         #: gives the durable checkpoint of an object's upload (from the journal)
         self.checkpoints = checkpoints
         self._large_slots = anyio.CapacityLimiter(self.options.large_transfers)
+        #: large local files hashed at once ahead of their upload (a core each)
+        self._prehash_slots = anyio.CapacityLimiter(max(1, min(self.options.large_transfers, os.cpu_count() or 1)))
         self.stats = stats or JobStats()
         self.stop = stop or StopSignal()
         self._local_to_local = isinstance(dst, LocalBackend) and isinstance(src, LocalBackend)
@@ -287,6 +289,12 @@ class CopyJob:
             policy = replace(policy, attempts=policy.attempts - attempts_used)
         try:
             if (info.size or 0) > self.options.large_object and not self._local_to_local:
+                if self._needs_prehash(info):
+                    # before taking a large slot: the next files are hashed while
+                    # those in the slots upload, instead of all pausing together
+                    async with self._prehash_slots:
+                        info = await retry_call(lambda: self._prehashed(info), policy,
+                                                on_retry=lambda exc, n, d: self._retrying(info, exc, n, d))
                 async with self._large_slots:
                     result = await self._transfer_with_retries(info, policy)
             else:
@@ -342,19 +350,29 @@ class CopyJob:
             return self._verified(info, await dst.put(info, body_from_bytes(data)))
         if self._hash_by_stat and SHA256 not in info.hashes and (info.size or 0) > self.options.large_object:
             target = await self._with_stat_hash(info)
-        if self._local_source:
-            assert isinstance(src, LocalBackend)
-            if self.options.verify and SHA256 not in info.hashes and not self._hashes_in_stream:
-                # Stores that keep the SHA-256 beside the object (S3 metadata)
-                # need it before a multipart upload starts; hashing the file
-                # first also proves the upload matches the file as listed.
-                digest = await src.run_blocking(src.sha256, info.key)
-                target = replace(info, hashes={**info.hashes, SHA256: digest})
+        if self._needs_prehash(info):
+            target = await self._prehashed(info)
         if dst.features.resumable_uploads and self.checkpoints is not None:
             result = await dst.put(target, self._stream(info), checkpoint=self.checkpoints(info))  # type: ignore[call-arg]
         else:
             result = await dst.put(target, self._stream(info))
         return self._verified(target, result)
+
+    def _needs_prehash(self, info: ObjectInfo) -> bool:
+        return (self._local_source and self.options.verify and SHA256 not in info.hashes
+                and not self._hashes_in_stream)
+
+    async def _prehashed(self, info: ObjectInfo) -> ObjectInfo:
+        """``info`` with the SHA-256 of its local file.
+
+        Stores that keep the SHA-256 beside the object (S3 metadata) need it
+        before a multipart upload starts; hashing the file first also proves
+        the upload matches the file as listed.
+        """
+        src = self.src
+        assert isinstance(src, LocalBackend)
+        digest = await src.run_blocking(src.sha256, info.key)
+        return replace(info, hashes={**info.hashes, SHA256: digest})
 
     async def _with_stat_hash(self, info: ObjectInfo) -> ObjectInfo:
         """``info`` with the SHA-256 the source's stat reports, so that the copy is checked against it.
