@@ -6,17 +6,17 @@ import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator
-from typing import Any
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from vertexflow.backends.local import TMP_PREFIX, LocalBackend
-from vertexflow.middleware.base import BackendWrapper
 from vertexflow.errors import JobAborted
+from vertexflow.middleware.base import BackendWrapper
 from vertexflow.model import ObjectInfo
 from vertexflow.ops.copy import CopyJob, CopyOptions
 from vertexflow.pipeline.runner import StopSignal
