@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from vertexflow.config import load_config, parse_config
+from vertexflow.config_file import NoConfigFile
 from vertexflow.errors import ConfigError
 from vertexflow.locations import parse_location
 
@@ -91,3 +95,33 @@ def test_split_last_for_single_object_sources() -> None:
     parent, name = parse_location("/srv/a/f.bin").split_last()  # type: ignore[misc]
     assert (parent.args, name) == (("/srv/a",), "f.bin")
     assert parse_location("s3://b").split_last() is None
+
+
+def test_a_run_without_a_config_file_does_not_load_the_config_models(tmp_path: Path) -> None:
+    # the models (pydantic) took ~0.1 s of every start-up; a file, when there is one, still loads them
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("a")
+    code = ("import sys, runpy\n"
+            "sys.argv = ['vertexflow', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('vertexflow', run_name='__main__')\n"
+            "except SystemExit as exit:\n    assert not exit.code, exit.code\n"
+            "print('models loaded:', 'vertexflow.config' in sys.modules, 'pydantic' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != "VERTEXFLOW_CONFIG"}
+    env |= {"XDG_CONFIG_HOME": str(tmp_path / "no-config-here"), "VERTEXFLOW_JOURNAL": str(tmp_path / "j.db")}
+    args = ["copy", str(tmp_path / "src"), str(tmp_path / "dst"), "--no-progress"]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+                         timeout=120, check=True).stdout
+    assert "models loaded: False False" in out
+    assert (tmp_path / "dst" / "a.txt").read_text() == "a"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[remotes.here]\ntype = "local"\npath = "{tmp_path}"\n')
+    args = ["--config", str(config), "copy", "here:src", str(tmp_path / "dst2"), "--no-progress"]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+                         timeout=120, check=True).stdout
+    assert "models loaded: True True" in out
+    assert (tmp_path / "dst2" / "a.txt").read_text() == "a"
+
+
+def test_unknown_remote_without_a_config_file_says_so() -> None:
+    with pytest.raises(ConfigError, match="unknown remote 'nowhere'.*no config file was found"):
+        parse_location("nowhere:x", NoConfigFile())

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import click
@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__, logs
-from .config import Config, load_config
+from .config_file import NoConfigFile, config_or_none
 from .errors import ConfigError, VertexflowError, first_error
 from .filters import Filter, parse_age, parse_size
 from .locations import parse_location
@@ -39,6 +39,9 @@ from .pipeline.runner import StopSignal
 from .pipeline.stats import JobStats
 from .retry import RetryPolicy
 from .state.journal import Journal, default_journal_path
+
+if TYPE_CHECKING:
+    from .config import Config
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
 T = TypeVar("T")
@@ -62,12 +65,13 @@ def fail(message: str, code: int = EXIT_FATAL) -> None:
 class Ctx:
     def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
-        self._config: Config | None = None
+        self._config: Config | NoConfigFile | None = None
 
     @property
-    def config(self) -> Config:
+    def config(self) -> Config | NoConfigFile:
+        """The config file's remotes; without a file, a stand-in that has none (see :mod:`.config_file`)."""
         if self._config is None:
-            self._config = load_config(self.config_path)
+            self._config = config_or_none(self.config_path)
         return self._config
 
 

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from .config_file import default_config_path
 from .errors import ConfigError
 
 
@@ -168,14 +169,6 @@ class Config(_Strict):
                 raise ValueError(f"remote name {name!r} must be letters, digits, '-', '_' or '.', "
                                  "and not a URL scheme")
         return remotes
-
-
-def default_config_path(environ: Mapping[str, str] = os.environ) -> Path | None:
-    if environ.get("VERTEXFLOW_CONFIG"):
-        return Path(environ["VERTEXFLOW_CONFIG"])
-    base = Path(environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    candidate = base / "vertexflow" / "config.toml"
-    return candidate if candidate.is_file() else None
 
 
 def load_config(path: str | os.PathLike[str] | None = None,

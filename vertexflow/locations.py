@@ -20,12 +20,15 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backends import backend_class
 from .backends.base import Backend
-from .config import Config, LocalRemote, S3Remote, YandexDiskRemote
+from .config_file import NoConfigFile
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import Config
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _REMOTE = re.compile(r"^([A-Za-z0-9_.-]+):(.*)$", re.S)
@@ -65,10 +68,10 @@ class Location:
         return None
 
 
-def parse_location(spec: str, config: Config | None = None,
+def parse_location(spec: str, config: Config | NoConfigFile | None = None,
                    environ: Mapping[str, str] = os.environ) -> Location:
     """Parse ``spec``; raises :class:`ConfigError` naming what is wrong."""
-    config = config or Config()
+    config = config or NoConfigFile()
     if not spec:
         raise ConfigError("empty location")
     if m := _SCHEME.match(spec):
@@ -114,6 +117,12 @@ def _yandex(spec: str, path: str, environ: Mapping[str, str]) -> Location:
 
 def remote_location(spec: str, name: str, remote: Any, path: str, environ: Mapping[str, str]) -> Location:
     """``path`` on the configured ``remote`` called ``name`` (``spec`` is what the user typed)."""
+    from .config import (  # a remote means the models are loaded
+        LocalRemote,
+        S3Remote,
+        YandexDiskRemote,
+    )
+
     if isinstance(remote, LocalRemote):
         return Location(spec, "local", (os.path.join(os.path.abspath(remote.path), path.lstrip("/")),),
                         {"name": name})
