@@ -550,13 +550,10 @@ class S3Backend(Backend):
                 yield empty()
                 return
 
-            async def read(n: int) -> bytes:
-                with self._errors("GetObject", key):
-                    return await read_piece(response.content, n)
-
             pin = if_version or strip_etag(response.headers.get("ETag"))
             download = Download(describe=self.describe, key=key, headers=response.headers, offset=offset,
-                                end=None if length is None else offset + length, read=read,
+                                end=None if length is None else offset + length,
+                                read=self._body_reader(response, key),
                                 fetch=partial(self._get_range, fast, key, full, pin=pin),
                                 open_rest=partial(self._get_rest, fast, key, full, pin=pin),
                                 stream_limit=self._stream_limit,
@@ -659,12 +656,15 @@ class S3Backend(Backend):
                 return response
 
             response = await self._call("GetObject", key, get, retry=True)
+            yield self._body_reader(response, key)
 
-            async def read(n: int) -> bytes:
-                with self._errors("GetObject", key):
-                    return await read_piece(response.content, n)
+    def _body_reader(self, response: Any, key: str) -> Callable[[int], Awaitable[bytes]]:
+        """Reads the next piece of a GetObject answer's body, its errors translated."""
+        async def read(n: int) -> bytes:
+            with self._errors("GetObject", key):
+                return await read_piece(response.content, n)
 
-            yield read
+        return read
 
     async def _get_range(self, fast: FastS3, key: str, full: str, first: int, last: int, *,
                          pin: str | None) -> list[bytes]:
