@@ -73,6 +73,7 @@ class Verdict:
     ratio: float | None      # or, for the RSS check, the growth in MB
     target: str
     met: bool | None         # None: informational, no target
+    cold: bool = False       # from a cold-cache scenario
 
 
 def verdicts(result: ScenarioResult) -> list[Verdict]:
@@ -93,11 +94,12 @@ def verdicts(result: ScenarioResult) -> list[Verdict]:
             metric = t.metric if t else ("MB/s" if sc.dataset.label == "A" else "objects/s")
             a, b = rows[ours.name].rate(metric), rows[peer.name].rate(metric)
             ratio = a / b if a and b else None
+            cold = sc.group == "local-cold"
             if t is None:
-                out.append(Verdict(sc.title, ours.name, peer.name, metric, ratio, "-", None))
+                out.append(Verdict(sc.title, ours.name, peer.name, metric, ratio, "-", None, cold))
             else:
                 out.append(Verdict(sc.title, ours.name, peer.name, metric, ratio, f">= {t.minimum:g}x",
-                                   ratio is not None and ratio >= t.minimum))
+                                   ratio is not None and ratio >= t.minimum, cold))
     return out
 
 
@@ -129,8 +131,12 @@ def markdown(results: list[ScenarioResult], meta: dict[str, Any]) -> str:
             if v.ratio is None:
                 value = "n/a"
             lines.append(f"| {v.scenario} | {v.ours} | {v.peer or '-'} | {v.metric} | {value} | {v.target} | {_met(v)} |")
-        targeted = [v for v in all_verdicts if v.met is not None]
-        lines += ["", (f"Targets met: {sum(bool(v.met) for v in targeted)} of {len(targeted)}. "
+        # the bars are judged on the warm rows; the cold-cache rows (the same bars) are counted apart
+        targeted = [v for v in all_verdicts if v.met is not None and not v.cold]
+        cold = [v for v in all_verdicts if v.met is not None and v.cold]
+        cold_count = (f" Cold-cache rows (page cache dropped before every run, counted apart): "
+                      f"{sum(bool(v.met) for v in cold)} of {len(cold)}." if cold else "")
+        lines += ["", (f"Targets met: {sum(bool(v.met) for v in targeted)} of {len(targeted)}.{cold_count} "
                   "Ratio = vertexflow rate / peer rate (median of the rounds; > 1: vertexflow faster). "
                   "Machine load during the runs is in the last column below: compare with care."), ""]
 

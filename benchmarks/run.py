@@ -4,6 +4,7 @@
     python benchmarks/run.py                    # full run: local, S3 and RSS rows
     python benchmarks/run.py --quick            # small datasets, 1 round: smoke test
     python benchmarks/run.py --only local --repeat 5
+    python benchmarks/run.py --only local,local-cold  # local rows, page cache warm and cold
     python benchmarks/run.py --only s3-up,s3-down --datasets B
 
 Writes ``latest.md`` / ``latest.json`` and a dated copy of each to ``--out``
@@ -32,6 +33,7 @@ from benchmarks.measure import have_gnu_time, remove_tree
 from benchmarks.scenarios import (
     Context,
     DownloadScenario,
+    ColdLocalScenario,
     LocalScenario,
     Scenario,
     ScenarioResult,
@@ -41,7 +43,7 @@ from benchmarks.scenarios import (
 )
 
 HERE = Path(__file__).resolve().parent
-GROUPS = ("local", "s3-up", "s3-down", "rss", "plan", "sync", "yandex", "stages", "backup", "cluster")
+GROUPS = ("local", "local-cold", "s3-up", "s3-down", "rss", "plan", "sync", "yandex", "stages", "backup", "cluster")
 #: groups run by their own scripts, reported in latest-extra.md
 EXTRA = {"plan": "plan_rss.py", "sync": "sync_nochange.py", "yandex": "yandex_rows.py", "stages": "stages.py",
          "backup": "backup_rows.py", "cluster": "cluster_rows.py"}
@@ -96,7 +98,7 @@ def say(msg: str) -> None:
 def check_tools(groups: list[str]) -> dict[str, str]:
     """Find every tool the chosen groups need, or fail naming the missing ones; returns their versions."""
     need = ["vertexflow", "rm"]
-    if "local" in groups:
+    if "local" in groups or "local-cold" in groups:
         need += ["rclone", "cp"]
     if "s3-up" in groups or "s3-down" in groups:
         need += ["rclone", "s5cmd", "weed"]
@@ -125,16 +127,17 @@ def check_tools(groups: list[str]) -> dict[str, str]:
 def build_scenarios(args: argparse.Namespace, ds: dict[str, datasets.Dataset]) -> list[Scenario]:
     out: list[Scenario] = []
     labels = args.dataset_labels
-    if "local" in args.groups:
-        for label in labels:
-            d = ds[label]
-            metric = "MB/s" if label == "A" else "objects/s"
-            need = (2.0, 0.7) if label == "A" else (1.2, 0.6)
-            out.append(LocalScenario(
-                f"local-{label}", f"{label} local -> local", d,
-                [tools.VF, tools.VF_NOVERIFY, tools.RCLONE_LOCAL, tools.CP],
-                [Target("vertexflow", "rclone --checksum", metric, need[0]),
-                 Target("vertexflow", "cp -r", metric, need[1])]))
+    for label in labels:
+        metric = "MB/s" if label == "A" else "objects/s"
+        need = (2.0, 0.7) if label == "A" else (1.2, 0.6)
+        targets = [Target("vertexflow", "rclone --checksum", metric, need[0]),
+                   Target("vertexflow", "cp -r", metric, need[1])]
+        if "local" in args.groups:
+            out.append(LocalScenario(f"local-{label}", f"{label} local -> local", ds[label],
+                                     [tools.VF, tools.VF_NOVERIFY, tools.RCLONE_LOCAL, tools.CP], targets))
+        if "local-cold" in args.groups:
+            out.append(ColdLocalScenario(f"cold-{label}", f"{label} local -> local, cold cache", ds[label],
+                                         [tools.VF, tools.RCLONE_LOCAL, tools.CP], targets))
     for group, cls, arrow in (("s3-up", UploadScenario, "local -> S3"), ("s3-down", DownloadScenario, "S3 -> local")):
         if group in args.groups:
             for label in labels:
@@ -260,7 +263,8 @@ def measure_all(args: argparse.Namespace, ds: dict[str, datasets.Dataset], scrat
     rclone_config = run_dir / "rclone.conf"
     rclone_config.write_text("")
     ctx = Context(work=run_dir, dst_root=dst_root, rclone_config=rclone_config, gnu_time=gnu_time,
-                  timeout_override=args.timeout, say=say)
+                  timeout_override=args.timeout, say=say,
+                  drop_cache=scratch.drop_cache if scratch.can_drop_cache else None)
     results: list[ScenarioResult] = []
     server = None
     try:
@@ -309,7 +313,8 @@ def write_report(args: argparse.Namespace, argv: list[str] | None, results: list
         "and dirty pages are flushed (`sync`); after it the output is counted (files and bytes must equal "
         "the source; a run that does not is reported failed) and deleted."),
         ("Page cache warm: the source is read once before the timed runs (S3 sources: downloaded once with "
-        "s5cmd, untimed). Destination writes stay in the page cache (not fsynced by any tool)."),
+        "s5cmd, untimed); the cold-cache rows instead unmount and mount the benchmark filesystem before every "
+        "timed run. Destination writes stay in the page cache (not fsynced by any tool)."),
         f"Filesystem: {scratch.description if scratch else '?'}.",
         "Wall time includes process start-up (vertexflow's Python interpreter and imports too).",
         "Peak RSS: `/usr/bin/time -f %M` (the kernel's ru_maxrss of the tool's largest process)."

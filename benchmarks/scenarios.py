@@ -56,6 +56,7 @@ class Context:
     gnu_time: bool
     timeout_override: float | None
     say: Callable[[str], None]
+    drop_cache: Callable[[], None] | None = None  # the scratch filesystem's, where it can (cold-cache rows)
     server: Any = None          # vertexflow.testing.seaweedfs.SeaweedFS while S3 rows run
     s3: S3Access | None = None
     _serial: int = 0
@@ -136,6 +137,33 @@ class LocalScenario(Scenario):
 
     def clear(self, ctx: Context, handle: Path) -> None:
         remove_tree(handle)
+
+
+class ColdLocalScenario(LocalScenario):
+    """The local rows again with the page cache dropped before every timed run: every tool reads from the disk.
+
+    The warm rows measure ``cp -r`` as a memory copy (4 GB/s on the benchmark
+    VM); a copy of data that is not in memory, as a backup or migration
+    mostly is, reads it from the disk, which is what this row measures.
+    """
+
+    def __init__(self, key: str, title: str, dataset: Dataset, contenders: list[Contender],
+                 targets: list[Target]) -> None:
+        super().__init__(key, title, dataset, contenders, targets, group="local-cold")
+
+    def setup(self, ctx: Context) -> None:
+        if ctx.drop_cache is None:
+            raise RuntimeError("cold-cache rows need the loop image (--fs loop, as root)")
+
+    def describe_setup(self) -> str:
+        return ("page cache cold: the benchmark filesystem is unmounted and mounted again before every timed "
+                "run, so each tool reads the source from the disk")
+
+    def prepare(self, ctx: Context, c: Contender, rep: int) -> Path:
+        dst = super().prepare(ctx, c, rep)
+        assert ctx.drop_cache is not None
+        ctx.drop_cache()
+        return dst
 
 
 # -- S3 ------------------------------------------------------------------------------

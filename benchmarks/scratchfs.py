@@ -54,6 +54,32 @@ class Scratch:
     _device: str | None = None
     _mountpoint: Path | None = None
 
+    @property
+    def can_drop_cache(self) -> bool:
+        return self._mountpoint is not None
+
+    def drop_cache(self) -> None:
+        """Evict this filesystem's pages from the page cache: flush, unmount and mount it again.
+
+        What the cold-cache rows start from: every file is read from the disk
+        again. Only the loop image can do it (``/proc/sys/vm/drop_caches`` is
+        not writable in a container; unmounting evicts a filesystem's pages
+        anywhere). The host's own caching of the disk behind the image is out
+        of reach, which is why cold rows vary more than warm ones.
+        """
+        if self._mountpoint is None or self._device is None:
+            raise RuntimeError("dropping the page cache needs the loop image (--fs loop, as root)")
+        os.sync()
+        for attempt in range(5):
+            try:
+                helper(["umount", str(self._mountpoint)], timeout=120)
+                break
+            except RuntimeError:
+                if attempt == 4:
+                    raise
+                time.sleep(1)  # a tool that just exited may still hold a file open
+        helper(["mount", self._device, str(self._mountpoint)], timeout=120)
+
     def close(self, say: Callable[[str], None]) -> None:
         if self._mountpoint is not None:
             _trim(self._mountpoint, say)
