@@ -87,3 +87,33 @@ async def test_streamed_put_of_network_sized_pieces_keeps_every_byte_in_order(ba
     stored = await backend.put(ObjectInfo(key="d/streamed", size=len(data)), body)
     assert (backend.root / "d/streamed").read_bytes() == data
     assert stored.hashes["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors through /proc")
+async def test_a_batch_copies_each_file_on_its_own_and_closes_every_source(tmp_path: Path) -> None:
+    """copy_files opens a whole batch ahead (a read-ahead hint per file): each file still fails alone."""
+    from vertexflow.errors import NotFound, SourceChanged
+
+    src, dst = LocalBackend(tmp_path / "src"), LocalBackend(tmp_path / "dst")
+    await src.check(write=True)
+    await dst.check(write=True)
+    for key in ("a", "gone", "changed", "d/e"):
+        await put_bytes(src, key, key.encode() * 100)
+    versions = {key: (await src.stat(key)).version for key in ("a", "gone", "changed", "d/e")}
+    os.unlink(src.root / "gone")
+    (src.root / "changed").write_bytes(b"longer than it was listed" * 100)
+    jobs = [(key, versions.get(key), None) for key in ("a", "gone", "changed", "../escape", "d/e")]
+
+    before = _open_descriptors()
+    results = dst.copy_files(src, jobs)
+    assert _open_descriptors() == before
+
+    assert [type(r).__name__ for r in results] == ["Written", "NotFound", "SourceChanged", "InvalidKey", "Written"]
+    assert isinstance(results[1], NotFound) and isinstance(results[2], SourceChanged)
+    assert results[0].size == 100 and results[4].size == 300
+    assert (dst.root / "a").read_bytes() == b"a" * 100 and (dst.root / "d/e").read_bytes() == b"d/e" * 100
+    assert sorted(p.name for p in dst.root.rglob("*") if p.is_file()) == ["a", "e"]
