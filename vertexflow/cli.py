@@ -502,7 +502,8 @@ def jobs_show(job_id: int, journal_path: str | None) -> None:
             return job, counts, failed
 
     job, counts, failed = _journal_call(run)
-    click.echo(json.dumps({**_job_dict(job), "objects_by_state": counts,
+    # a done job's done rows are deleted once ten newer done jobs exist (journal retention): counts then omit them
+    click.echo(json.dumps({**_job_dict(job), "objects_by_state": counts, "done_rows_pruned": job.rows_pruned,
                            "failures": [{"key": r.key, "reason": r.reason, "message": r.message} for r in failed]},
                           indent=2))
 

@@ -16,6 +16,14 @@ Tables (the schema below is the documentation):
 * ``uploads``: multipart uploads in progress (upload id and completed parts),
   so a resumed job continues a large upload instead of starting again.
 
+Retention: a job's ``done`` object rows serve only ``jobs show`` once the job
+is ``done`` (a done job is never resumed; later syncs read ``dest_index``).
+So when a job finishes ``done``, the done rows of every older done job beyond
+the newest :data:`KEEP_DONE_ROWS_OF` are deleted and the job is marked
+``rows_pruned``; its row, summary and failed rows stay. Without this the
+journal grew by every object of every run (663 MB after a few hundred
+benchmark runs). SQLite reuses the freed pages; the file does not shrink.
+
 All access goes through one connection used by one thread at a time (anyio's
 worker threads behind a capacity limiter of 1); writes are batched into
 transactions by the callers (``record_objects`` takes lists). WAL mode keeps
@@ -50,7 +58,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     planned     INTEGER NOT NULL DEFAULT 0, -- 1 once the whole plan is recorded
     created     REAL NOT NULL,
     updated     REAL NOT NULL,
-    summary     TEXT                       -- JSON summary of the last run
+    summary     TEXT,                      -- JSON summary of the last run
+    rows_pruned INTEGER NOT NULL DEFAULT 0 -- 1 once its done object rows are deleted (see Retention)
 );
 CREATE INDEX IF NOT EXISTS jobs_fingerprint ON jobs (fingerprint, state);
 
@@ -98,6 +107,9 @@ _UPLOAD_COLUMNS = ("upload_id", "src_version", "part_size", "parts")
 #: Rows fetched per thread hop when streaming a plan back.
 FETCH_BATCH = 2000
 
+#: done jobs whose done object rows are kept (the newest by finish time); see Retention
+KEEP_DONE_ROWS_OF = 10
+
 
 def default_journal_path(environ: Mapping[str, str] = os.environ) -> Path:
     if environ.get("VERTEXFLOW_JOURNAL"):
@@ -118,6 +130,7 @@ class JobRecord:
     created: float
     updated: float
     summary: dict[str, Any] | None
+    rows_pruned: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +185,8 @@ class Journal:
         db.executescript(SCHEMA)
         if "extra" not in {row[1] for row in db.execute("PRAGMA table_info(uploads)")}:
             db.execute("ALTER TABLE uploads ADD COLUMN extra TEXT")  # journals made before the column
+        if "rows_pruned" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
+            db.execute("ALTER TABLE jobs ADD COLUMN rows_pruned INTEGER NOT NULL DEFAULT 0")
         self._db = db
 
     async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
@@ -233,13 +248,26 @@ class Journal:
         def do() -> None:
             self.db.execute("UPDATE jobs SET state = ?, updated = ?, summary = ? WHERE id = ?",
                             (state, time.time(), json.dumps(dict(summary), default=str), job_id))
+            if state == "done":
+                self._prune_done_rows()
 
         await self._run(do)
+
+    def _prune_done_rows(self) -> None:
+        """Blocking: delete the done object rows of done jobs beyond the newest ``KEEP_DONE_ROWS_OF``."""
+        older = self.db.execute(
+            "SELECT id FROM jobs WHERE state = 'done' AND rows_pruned = 0 ORDER BY updated DESC, id DESC "
+            "LIMIT -1 OFFSET ?", (KEEP_DONE_ROWS_OF,)).fetchall()
+        for (job_id,) in older:  # a transaction per job: a journal of millions of rows is pruned in steps
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM objects WHERE job_id = ? AND state = 'done'", (job_id,))
+            self.db.execute("UPDATE jobs SET rows_pruned = 1 WHERE id = ?", (job_id,))
+            self.db.execute("COMMIT")
 
     async def get_job(self, job_id: int) -> JobRecord | None:
         def do() -> JobRecord | None:
             row = self.db.execute(
-                "SELECT id, kind, src, dst, options, state, planned, created, updated, summary "
+                "SELECT id, kind, src, dst, options, state, planned, created, updated, summary, rows_pruned "
                 "FROM jobs WHERE id = ?", (job_id,)).fetchone()
             return _job(row) if row else None
 
@@ -248,7 +276,7 @@ class Journal:
     async def list_jobs(self, limit: int = 50) -> list[JobRecord]:
         def do() -> list[JobRecord]:
             rows = self.db.execute(
-                "SELECT id, kind, src, dst, options, state, planned, created, updated, summary "
+                "SELECT id, kind, src, dst, options, state, planned, created, updated, summary, rows_pruned "
                 "FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
             return [_job(r) for r in rows]
 
@@ -404,7 +432,7 @@ class Journal:
 def _job(row: tuple[Any, ...]) -> JobRecord:
     return JobRecord(id=row[0], kind=row[1], src=row[2], dst=row[3], options=json.loads(row[4]), state=row[5],
                      planned=bool(row[6]), created=row[7], updated=row[8],
-                     summary=json.loads(row[9]) if row[9] else None)
+                     summary=json.loads(row[9]) if row[9] else None, rows_pruned=bool(row[10]))
 
 
 
