@@ -64,3 +64,4 @@ async def test_a_journal_from_before_retention_is_upgraded(tmp_path: Path) -> No
         old = await journal.get_job(1)
         assert old is not None and old.state == "done" and not old.rows_pruned
         await _job(journal, "new", "done")
+
