@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import anyio
-import structlog
 
 from ..errors import (
     AccessDenied,
@@ -39,11 +38,12 @@ from ..errors import (
     SourceChanged,
     VertexflowError,
 )
+from ..logs import get_logger
 from ..model import SHA256, BodyFactory, Features, ObjectInfo
 from .base import Backend, check_key
 from .short_calls import ShortCalls
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 TMP_PREFIX = ".vertexflow-tmp-"
 #: Files up to this size are read, hashed and written in a single thread call.

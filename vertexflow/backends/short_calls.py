@@ -30,9 +30,10 @@ from typing import TypeVar
 
 import anyio
 import anyio.lowlevel
-import structlog
 
-log = structlog.get_logger(__name__)
+from ..logs import get_logger
+
+log = get_logger(__name__)
 
 T = TypeVar("T")
 

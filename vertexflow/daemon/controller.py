@@ -27,9 +27,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
-import structlog
 
 from ..errors import first_error
+from ..logs import get_logger
 from ..pipeline.runner import StopSignal
 from ..pipeline.stats import JobStats
 from .config import DaemonSettings, JobSpec
@@ -49,7 +49,7 @@ from .jobs import (
 from .runners import Runner
 from .schedule import Schedule, Windows
 
-log = structlog.get_logger("vertexflow.daemon")
+log = get_logger("vertexflow.daemon")
 
 #: the longest the loop sleeps before looking at the clock again (clock changes, DST)
 MAX_SLEEP = 30.0

@@ -30,12 +30,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
-import structlog
 from aiohttp import web
 
 from .. import __version__
 from ..config import Config
 from ..errors import ConfigError
+from ..logs import get_logger
 from ..state.journal import Journal, default_journal_path
 from .config import DaemonConfig, JobSpec, load_daemon_config
 from .controller import JobController
@@ -44,7 +44,7 @@ from .jobs import ErrorLog
 from .metrics import DaemonMetrics
 from .runners import runner_class
 
-log = structlog.get_logger("vertexflow.daemon")
+log = get_logger("vertexflow.daemon")
 
 #: after the drain timeout and the abort, how long cleanup (temp files, multipart aborts) may take
 ABORT_GRACE = 10.0

@@ -31,14 +31,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import structlog
-
 from ..errors import ClusterError
+from ..logs import get_logger
 from ..pipeline.stats import JobStats
 from .bandwidth import slots_share
 from .worker import SNAPSHOT_FIELDS, ShardTask, run_shard
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: Dask re-runs a shard task that raised this many times (a killed worker is rescheduled besides)
 RETRIES = 2

@@ -30,16 +30,16 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import click
-import structlog
 
 from ..errors import ClusterError, VertexflowError
+from ..logs import get_logger
 from ..pipeline.stats import MAX_FAILURES_KEPT, Failure, JobStats
 from .driver import ShardOutcome, connect, run_shards, worker_slots
 from .shardlog import ShardLog
 from .shards import ShardPlan, bounds_from_env, plan_shards
 from .worker import ShardTask, run_loop, warm
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
 _BWLIMIT = ("bwlimit", "bwlimit_up", "bwlimit_down")

@@ -29,15 +29,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
-import structlog
 
 from ..errors import ClusterError, first_error
 from ..filters import Filter
+from ..logs import get_logger
 from ..pipeline.stats import JobStats
 from .bandwidth import POLL_SECONDS, ShardBandwidth
 from .shards import listing_prefix
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: seconds between progress snapshots sent to the driver
 REPORT_SECONDS = 0.5

@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import structlog
 
 from ..backends.base import Backend
 from ..errors import ConfigError, MigrationFailed, NotFound, SourceChanged
 from ..filters import NO_FILTER, Filter
+from ..logs import get_logger
 from ..middleware.base import BackendWrapper
 from ..state.journal import Journal
 from ..tenancy.adapters import FOLDER_MARKER, StorageAdapter
@@ -51,7 +51,7 @@ from ..tenancy.storage_config import connection_storage_type
 from .sync import SyncJob, SyncOptions
 from .verify import Difference, VerifyJob, VerifyReport
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Event = Callable[[str, dict[str, Any]], None]
 

@@ -22,11 +22,11 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import anyio
-import structlog
 
 from ..backends.base import Backend
 from ..errors import InsufficientStorage, JobAborted, NotFound, first_error
 from ..filters import NO_FILTER, Filter
+from ..logs import get_logger
 from ..model import SHA256, ObjectInfo
 from ..pipeline.runner import StopSignal, run_pipeline
 from ..pipeline.stats import JobStats
@@ -34,7 +34,7 @@ from ..state.journal import DestRecord, Journal, JournalCheckpoint, JobRecord, O
 from .copy import CopyJob, CopyOptions
 from .plan import CompareMode, Decision, Planner
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: seconds between journal flushes while a job runs; a crash loses at most this much record
 FLUSH_INTERVAL = 0.5

@@ -29,13 +29,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-import structlog
-
 from ..errors import NotFound
+from ..logs import get_logger
 from ..model import BodyFactory, ObjectInfo, body_from_bytes
 from .adapters import StorageAdapter
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class DualWriteAdapter(StorageAdapter):

@@ -17,10 +17,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import anyio
-import structlog
 
 from ..backends.base import Backend
 from ..errors import IntegrityError, InvalidKey, SourceChanged
+from ..logs import get_logger
 from ..model import SHA256, BodyFactory, ObjectInfo, body_from_bytes
 from ..retry import RetryPolicy, retry_call
 from .chunking import (MANIFEST_NAME, Cutter, Manifest, Part, folder_of, is_reserved, part_name,
@@ -29,7 +29,7 @@ from .compression import CODEC_OF_SUFFIX, FRAME_BYTES, SNIFF_BYTES, Codec, encod
 from .hashing import Digester, digesting
 from .work import CpuLane
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(slots=True)

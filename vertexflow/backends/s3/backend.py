@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 
 import anyio
 import botocore.exceptions as bce
-import structlog
 
 from ...errors import (
     AccessDenied,
@@ -33,6 +32,7 @@ from ...errors import (
     SourceChanged,
     TransientError,
 )
+from ...logs import get_logger
 from ...model import MD5, SHA256, BodyFactory, Features, ObjectInfo
 from ...retry import RetryPolicy, retry_call
 from ..base import Backend, UploadCheckpoint, check_key
@@ -70,7 +70,7 @@ from .errors import S3HTTPError, translate_error
 from .fastpath import FastS3, Target, check_range, read_piece
 from .upload import BodyReader, SourceDiffers, Upload, Uploads
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: Idempotent single requests (a listing page, a stat, a small PutObject, a
 #: ranged part) are retried here: the fast path has no retries of its own,

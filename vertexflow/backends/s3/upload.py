@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import botocore.exceptions as bce
-import structlog
 
 from ...errors import BackendError, IntegrityError, ObjectTooLarge, TransientError
+from ...logs import get_logger
 from ...model import SHA256, ObjectInfo
 from ..base import UploadCheckpoint
 from .common import (
@@ -58,7 +58,7 @@ from .errors import S3HTTPError, error_code
 if TYPE_CHECKING:
     from .backend import S3Backend
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: The checksum every part carries (``x-amz-checksum-crc32``), which the server
 #: checks against the body and answers with. CRC32 rather than SHA-256: the

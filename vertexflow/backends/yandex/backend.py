@@ -37,7 +37,6 @@ from typing import Any, TypeVar
 
 import aiohttp
 import anyio
-import structlog
 
 from ...errors import (
     BackendError,
@@ -51,6 +50,7 @@ from ...errors import (
     SourceChanged,
     TransientError,
 )
+from ...logs import get_logger
 from ...model import MD5, SHA256, BodyFactory, Features, ObjectInfo
 from ...retry import RetryPolicy, retry_call
 from ..base import Backend, check_key
@@ -59,7 +59,7 @@ from .client import YandexDiskClient, connection_error, poll_operation
 from .dircache import DirCache
 from .listing import sort_entries, walk
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 T = TypeVar("T")
 
 KiB = 1024
