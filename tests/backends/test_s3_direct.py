@@ -11,7 +11,7 @@ import pytest
 
 from vertexflow.backends.s3 import S3Backend
 from vertexflow.backends.s3.direct import StaticCredentials, plain_settings
-from vertexflow.errors import AuthError, NotFound
+from vertexflow.errors import AuthError, ConfigError, NotFound
 from vertexflow.testing.seaweedfs import SeaweedFS
 
 from .conformance import get_bytes, keys, put_bytes
@@ -116,6 +116,22 @@ def test_keys_given_win_over_the_environment_and_the_secret_is_not_shown(no_aws_
     assert "SK" not in repr(StaticCredentials("AK", "SK"))
 
 
+@pytest.mark.parametrize(("kw", "environ", "where"), [
+    ({"region": "us_east_1"}, {}, "the remote's settings"),
+    ({}, {"AWS_REGION": "eu west 1"}, "AWS_REGION"),
+    ({}, {"AWS_DEFAULT_REGION": "-eu-west-1"}, "AWS_DEFAULT_REGION"),
+    ({"endpoint_url": None}, {"AWS_REGION": "x" * 64}, "AWS_REGION"),  # even where botocore would be asked
+])
+def test_a_region_botocore_would_refuse_is_named(no_aws_settings: Path, kw: dict[str, Any], environ: dict[str, str],
+                                                 where: str) -> None:
+    # signed as given, it would only come back as a refused signature
+    environ |= {"AWS_CONFIG_FILE": str(no_aws_settings)}
+    with pytest.raises(ConfigError, match=f"invalid AWS region .* \\(from {where}\\)"):
+        plain_settings("media", **settings(**kw), environ=environ)
+    for good in ("us-east-1", "ru-central1", "garage", "7a"):
+        assert plain_settings("media", **settings(region=good), environ=environ) is not None
+
+
 # -- both ways against the server ------------------------------------------------------------
 
 
@@ -152,4 +168,19 @@ async def test_check_errors_either_way(way: dict[str, Any], s3_bucket: str) -> N
     wrong = way | ({"profile": "vf-wrong"} if "profile" in way else {"secret_access_key": "wrong-secret"})
     async with S3Backend(s3_bucket, **wrong) as b:
         with pytest.raises(AuthError):
+            await b.check()
+
+
+async def test_a_bad_region_or_a_missing_profile_is_a_config_error_the_botocore_way(
+        seaweed: SeaweedFS, no_aws_settings: Path, tmp_path: Path, s3_bucket: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "aws-credentials").write_text(
+        f"[vf]\naws_access_key_id = {seaweed.access_key}\naws_secret_access_key = {seaweed.secret_key}\n")
+    no_aws_settings.write_text("[profile vf]\nregion = eu_north_1\n")
+    async with S3Backend(s3_bucket, endpoint_url=seaweed.endpoint, profile="vf") as b:
+        with pytest.raises(ConfigError, match="invalid AWS region 'eu_north_1' .from the AWS configuration"):
+            await b.check()
+    monkeypatch.setenv("AWS_PROFILE", "nowhere")  # a profile named by the environment is named in the error
+    async with S3Backend(s3_bucket, endpoint_url=seaweed.endpoint) as b:
+        with pytest.raises(ConfigError, match="AWS profile 'nowhere' not found"):
             await b.check()

@@ -64,7 +64,7 @@ from .common import (
     user_metadata,
     utc,
 )
-from .direct import StaticCredentials, plain_settings
+from .direct import StaticCredentials, check_region, plain_settings
 from .download import Download, check_digest, span, whole_object_check
 from .errors import S3HTTPError, translate_error
 from .fastpath import FastS3, Target, check_range, read_piece
@@ -275,8 +275,8 @@ class S3Backend(Backend):
                 # botocore itself reads only AWS_DEFAULT_REGION (as :mod:`.direct` does after AWS_REGION)
                 region_name=self._region or os.environ.get("AWS_REGION") or None,
             )
-        except bce.ProfileNotFound as exc:
-            raise ConfigError(f"AWS profile {self._profile!r} not found") from exc
+        except bce.ProfileNotFound as exc:  # the profile may come from AWS_PROFILE, not from us
+            raise ConfigError(f"AWS profile {exc.kwargs.get('profile', self._profile)!r} not found") from exc
         config = AioConfig(
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,
@@ -290,7 +290,11 @@ class S3Backend(Backend):
         # True means "verify as botocore does by default", which honours AWS_CA_BUNDLE
         if self._verify_tls is False or isinstance(self._verify_tls, str):
             kwargs["verify"] = self._verify_tls
-        client = await self._stack.enter_async_context(self._session.client("s3", **kwargs))
+        try:
+            client = await self._stack.enter_async_context(self._session.client("s3", **kwargs))
+        except bce.InvalidRegionError as exc:  # from AWS_REGION, a setting or the AWS config file
+            check_region(str(exc.kwargs.get("region_name")), "the AWS configuration")
+            raise
         # once per HTTP request botocore sends, and once per retry it makes
         client.meta.events.register("before-send.s3", self._count_boto_request)
         client.meta.events.register("request-created.s3", self._count_boto_retry)

@@ -18,15 +18,26 @@ requests the fast path does not send (multipart, copy, delete, presigning).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ...errors import ConfigError
 from .fastpath import Target
 from .sigv4 import quote_path
 
 #: botocore's region when none is configured, for a custom endpoint
 DEFAULT_REGION = "us-east-1"
+#: what botocore accepts as a region name (``botocore.utils.validate_region_name``): a host label
+_REGION_NAME = re.compile(r"^(?![0-9]+$)(?!-)[a-zA-Z0-9-]{,63}(?<!-)$")
+
+
+def check_region(region: str, where: str) -> None:
+    """Raise :class:`ConfigError` naming ``region`` (from ``where``) unless botocore would take it."""
+    if not _REGION_NAME.match(region):
+        raise ConfigError(f"invalid AWS region {region!r} (from {where}): a region is letters, digits and "
+                          f"hyphens, at most 63, such as us-east-1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +66,11 @@ def plain_settings(bucket: str, *, endpoint_url: str | None, region: str | None,
     if endpoint is None and environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true":
         endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
     credentials = _static_credentials(access_key_id, secret_access_key, session_token, environ)
-    region = region or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or _default_region(environ)
+    given = region
+    region = given or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or _default_region(environ)
+    if region is not None:  # signed as given, a bad name would only show as a refused signature
+        check_region(region, "the remote's settings" if given else
+                     "AWS_REGION" if environ.get("AWS_REGION") else "AWS_DEFAULT_REGION")
     if not endpoint or credentials is None or region is None:
         return None
     parts = urlsplit(endpoint)
