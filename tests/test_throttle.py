@@ -97,7 +97,10 @@ async def measured_rate(bucket: TokenBucket, seconds: float, piece: int = 16 * 1
 async def test_bucket_holds_the_rate_across_workers() -> None:
     rate = 2 * M
     got = await measured_rate(TokenBucket(lambda: rate), 1.5)
-    assert abs(got - rate) / rate < 0.05
+    # never more than the rate; less only when the process was not scheduled (a busy CI machine once
+    # gave 1.73 MB/s: a stall late in the window cannot be made up before it closes)
+    assert got < rate * 1.05
+    assert got > rate * 0.8
 
 
 async def test_a_timetable_switch_applies_while_bytes_flow() -> None:

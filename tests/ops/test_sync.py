@@ -248,3 +248,25 @@ def test_filter_globs_sizes_ages() -> None:
             parse_size(bad)
     with pytest.raises(ConfigError):
         parse_age("7 days")
+
+
+async def test_a_destination_stamped_in_whole_seconds_is_not_older_than_its_source(tmp_path: Path) -> None:
+    # S3's LastModified has no fraction: an object stored within the second its source file was
+    # written lists up to 1 s before the file's mtime, and was copied again on every run
+    from datetime import UTC, datetime
+
+    from vertexflow.backends.s3 import S3Backend
+
+    planner = Planner(LocalBackend(tmp_path), S3Backend("bucket", endpoint_url="http://127.0.0.1:9"), journal=None)
+    assert not planner.dst.features.preserves_mtime
+    written = datetime(2026, 11, 25, 5, 30, 7, 900_000, tzinfo=UTC)
+    src = ObjectInfo(key="a", size=3, mtime=written)
+
+    def stored(seconds: float) -> ObjectInfo:
+        return ObjectInfo(key="a", size=3, mtime=datetime.fromtimestamp(written.timestamp() + seconds, UTC))
+
+    assert (await planner.compare(src, stored(-0.9), None)).action == "skip"  # 05:30:07 against 05:30:07.9
+    assert (await planner.compare(src, stored(5), None)).action == "skip"
+    decision = await planner.compare(src, stored(-2.9), None)  # stored before the source last changed
+    assert (decision.action, decision.why) == ("copy", "source newer")
+    assert (await planner.compare(src, replace(stored(5), size=4), None)).action == "copy"

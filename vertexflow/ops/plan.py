@@ -241,7 +241,9 @@ class Planner:
             if abs(delta) <= MTIME_TOLERANCE:
                 return Decision("skip", s, d, "same size and mtime")
             return Decision("copy", s, d, "mtime differs")
-        if delta >= 0:
+        # the destination's own time (when it was stored) is whole seconds on S3 (LastModified): an
+        # object stored in the same second its source was written reads as up to 1 s older than it
+        if delta > -MTIME_TOLERANCE:
             return Decision("skip", s, d, "same size, destination newer")
         return Decision("copy", s, d, "source newer")
 
