@@ -198,7 +198,7 @@ def test_ctrl_c_stops_the_shards_and_a_rerun_finishes(cluster, tmp_path, s3_buck
     assert again["resumed"] and again["job_id"] == first["job_id"]
     # stopped shards finished their transfers in flight and reported them, so the rerun sends what
     # is missing; at most the objects one stop can catch in flight (3 workers x 16) may go again
-    # (seen once under heavy load: 13 of them, cause not yet found)
+    # (more went again while an object stored in the second its file was written counted as older)
     missing = 3000 - first["objects"]
     assert 0 < first["objects"] and missing <= again["objects"] <= missing + 3 * 16
     check_same(str(src), f"s3://{s3_bucket}", 3000)
