@@ -151,6 +151,9 @@ RCLONE_LOCAL = Contender("rclone --checksum", "rclone", False,
 CP = Contender("cp -r", "cp", False, "cp -r")
 
 VF_S3 = Contender("vertexflow", "vertexflow", True, "copy --no-progress (SHA-256 verification on, 16 transfers)")
+VF_S3_NOVERIFY = Contender("vertexflow --no-verify", "vertexflow", True,
+                           "copy --no-progress --no-verify (no SHA-256 of what is written; small objects are "
+                           "still checked against their MD5 ETag; 16 transfers)", extra=("--no-verify",))
 S5CMD = Contender("s5cmd", "s5cmd", False,
                   f"--numworkers {REMOTE_TRANSFERS} cp (default --concurrency 5 parts per file, 50 MB parts)")
 RCLONE_S3 = Contender("rclone", "rclone", False,
