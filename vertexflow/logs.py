@@ -6,7 +6,7 @@ messages are built without secrets in the first place.
 
 Modules take their logger from :func:`get_logger`, which imports structlog
 only when the first event at or above the configured level is logged:
-importing structlog (and the ``rich`` its console renderer loads) took
+importing structlog (its console renderer, processors and stdlib glue) took
 ~50 ms of every run's start-up, and most runs log nothing at the default
 level (warning).
 """
