@@ -579,26 +579,21 @@ class LocalBackend(Backend):
         worker processes: 2.4 s one file at a time, 1.2 s so).
         """
         out: list[Written | Exception] = []
-        opened: list[tuple[str, int] | Exception | None] = [_open_ahead(src, key) for key, _, _ in jobs]
+        ahead = [_open_ahead(src, key) for key, _, _ in jobs]
         try:
             for i, (key, version, mtime_ns) in enumerate(jobs):
-                source, opened[i] = opened[i], None  # copy_file closes the descriptor
+                fd, ahead[i] = ahead[i], None  # copy_file closes it (None: copy_file opens and names the error)
                 try:
-                    if isinstance(source, OSError):
-                        raise self._error(source, key, "open source")
-                    if isinstance(source, Exception):
-                        raise source
-                    path, fd = source
-                    out.append(self.copy_file(path, key, src_key=key, version=version, mtime_ns=mtime_ns,
-                                              fd_in=fd))
+                    out.append(self.copy_file(src.path_of(key), key, src_key=key, version=version,
+                                              mtime_ns=mtime_ns, fd_in=fd))
                 except VertexflowError as exc:
                     out.append(exc)
                 except Exception as exc:  # noqa: BLE001 - reported per file, as one of ours
                     out.append(BackendError(f"{type(exc).__name__}: {exc}", backend=self.describe(), key=key))
         finally:
-            for source in opened:  # left open only when the loop was cut short
-                if isinstance(source, tuple):
-                    os.close(source[1])
+            for fd in ahead:  # left open only when the loop was cut short
+                if fd is not None:
+                    os.close(fd)
         return out
 
     @staticmethod
@@ -721,19 +716,19 @@ def _writev_all(fd: int, chunks: list[bytes]) -> None:
             views[0] = views[0][n:]
 
 
-def _open_ahead(src: LocalBackend, key: str) -> tuple[str, int] | Exception:
-    """``key``'s path in ``src`` and a descriptor open on it, whose pages the kernel starts reading now."""
+def _open_ahead(src: LocalBackend, key: str) -> int | None:
+    """A descriptor open on ``key`` in ``src``, whose pages the kernel starts reading now; None if it
+    cannot be opened (:meth:`LocalBackend.copy_file` then tries itself and reports why)."""
     try:
-        path = src.path_of(key)
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except Exception as exc:  # noqa: BLE001 - the file fails on its own in copy_files
-        return exc
+        fd = os.open(src.path_of(key), os.O_RDONLY | os.O_CLOEXEC)
+    except (OSError, VertexflowError):
+        return None
     if _FADVISE is not None:
         try:
             _FADVISE(fd, 0, 0, os.POSIX_FADV_WILLNEED)
         except OSError:
             pass  # only a hint
-    return path, fd
+    return fd
 
 
 _FADVISE = getattr(os, "posix_fadvise", None)
