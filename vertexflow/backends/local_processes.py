@@ -3,11 +3,11 @@
 Why processes: a small file's copy is about eleven system calls, and each one
 releases and retakes the GIL. With the listing, the planner, the journal and
 the event loop in the same process, worker threads spend more time handing
-the GIL to each other than copying (dataset B, 20,000 files of 1-64 KiB on a
-2-core machine: ~5,500 files/s with threads; the same loop in two processes
-~16,000). So once a local -> local job has seen enough small files, it hands
-their batches to a few processes, each running :meth:`LocalBackend.copy_file`
-(the same code, checks and atomic writes as the thread path).
+the GIL to each other than copying; the same loop in processes copies several
+times as many files a second (measurements: ``benchmarks/NOTES.md``). So once
+a local -> local job has seen enough small files, it hands their batches to a
+few processes, each running :meth:`LocalBackend.copy_file` (the same code,
+checks and atomic writes as the thread path).
 
 Contract:
 
@@ -77,7 +77,7 @@ class FileCopyProcesses:
         try:
             if len(self._pids) < self._processes:
                 # this submit may start a worker, which waits for the forkserver
-                # to start and import (~0.3 s the first time): not on the event loop
+                # to start and import (a pause, the first time): not on the event loop
                 future = await anyio.to_thread.run_sync(self._pool.submit, _copy_batch, *self._args, batch)
                 self._pids.update(self.pids())
             else:
@@ -102,8 +102,8 @@ def _context() -> multiprocessing.context.BaseContext:
     """``forkserver``, preloading the program's ``__main__`` and this module.
 
     Each worker is then a fork of one single-threaded server that has already
-    imported what a worker needs (~0.3 s, paid once per run), not a fresh
-    interpreter importing it all again (``spawn``: ~0.3 s of CPU per worker).
+    imported what a worker needs (paid once per run), not a fresh
+    interpreter importing it all again (``spawn``: paid by every worker).
     A worker re-runs the parent's ``__main__`` unless its server already did,
     hence ``__main__`` in the preload (the entry point must be guarded).
     """

@@ -3,10 +3,8 @@
 Why: handing a call to a worker thread costs the event loop about as much as
 writing a small file into the page cache (a queue put and a thread wake-up,
 the answer's hand-back, and the GIL passed back and forth around each of the
-file's system calls). Dataset B downloaded from S3 (20,000 files of 1-64 KiB,
-2 cores shared with the server): 12.8 s with one thread call per file,
-10.1-11.3 s with the same writes made on the loop, where each took 0.1 ms on average
-(99th percentile 0.24 ms; the odd one 5-16 ms, when the CPU was taken).
+file's system calls), so a small write made on the loop is cheaper than
+handing it off (measurements: ``benchmarks/NOTES.md``).
 
 The catch is a slow disk (a network filesystem, a device busy flushing): a
 call that blocks the loop stalls every transfer and the progress display with
@@ -37,7 +35,7 @@ log = get_logger(__name__)
 
 T = TypeVar("T")
 
-#: moving average of inline call time above which calls go to threads (20x a small file's write)
+#: moving average of inline call time above which calls go to threads (far above a small file's write)
 SLOW_S = 0.002
 #: one inline call longer than this sends calls to threads at once
 STALL_S = 0.25

@@ -1,10 +1,10 @@
 """Where and as whom, without botocore, when the settings leave nothing to resolve.
 
 Why: importing aioboto3 and building its client (endpoint rules, the S3
-service model) took ~0.25 s of the ~0.7 s a one-object copy from SeaweedFS
-took here, where rclone and s5cmd start in 0.05 s: a tenth of a 3 s job. The
-fast path (:mod:`.fastpath`) needs only a URL, a signing region and keys, and
-for the usual S3-compatible set-up those are written out in full: an
+service model) is a large part of a short job's start-up, which rclone and
+s5cmd do not pay (measurements: ``benchmarks/NOTES.md``). The fast path
+(:mod:`.fastpath`) needs only a URL, a signing region and keys, and for the
+usual S3-compatible set-up those are written out in full: an
 endpoint URL, static keys and a region. :func:`plain_settings` answers the
 fast path's :class:`~.fastpath.Target` and keys in that case, exactly as
 botocore would resolve them (path-style addressing on a custom endpoint,

@@ -1,18 +1,17 @@
 """The fast path: the requests of a copy straight on aiohttp (PutObject, GetObject, HeadObject,
 ListObjectsV2, HeadBucket, and a multipart upload's create, parts, complete and abort).
 
-Why: botocore spends ~1.9 ms of CPU per small PutObject (endpoint-ruleset
-resolution, signing, event hooks, its HTTP layer) where s5cmd spends ~0.6 ms,
-and the SHA-256 checksum header it adds makes the server hash every body
-once more. These four requests are most of a small-object job, so they are
+Why: botocore spends several times s5cmd's CPU per small PutObject
+(endpoint-ruleset resolution, signing, event hooks, its HTTP layer;
+measurements: ``benchmarks/NOTES.md``), and the SHA-256 checksum header it
+adds makes the server hash every body once more. These four requests are most of a small-object job, so they are
 sent here on one shared aiohttp session, signed by our own SigV4
 (:mod:`.sigv4`) with the body's SHA-256 as ``x-amz-content-sha256`` (the
 hash we store as metadata anyway, so signing costs no extra hashing).
 PutObject also carries Content-MD5: SeaweedFS 4.48 does not check
 ``x-amz-content-sha256`` against the body (a test found it), but it does
-check Content-MD5 and refuses a damaged body before storing it, and that
-check cost no measurable server CPU (~1.03 vs ~1.07 ms per 1-64 KiB object
-with and without, within noise).
+check Content-MD5 and refuses a damaged body before storing it, at no
+server CPU we could measure.
 
 *Where* and *as whom* are resolved once: from the settings alone when they
 are written out in full (:mod:`.direct`), else from botocore
@@ -69,8 +68,7 @@ class SlicedBody(BytesPayload):
     leaves the asyncio transport to copy whatever the socket did not take
     at once into its buffer (most of an 8 MiB part): two copies per part, and
     up to a part's worth of buffer per connection. Slices keep both to one
-    slice (measured on dataset A to SeaweedFS: ~0.7 s less CPU, peak RSS
-    419 MB against 455 MB).
+    slice: less CPU and a lower peak RSS (measurements: ``benchmarks/NOTES.md``).
     """
 
     async def write(self, writer: Any) -> None:
@@ -159,7 +157,7 @@ class FastS3:
             skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
             cookie_jar=aiohttp.DummyCookieJar(),
             # trust_env would look up netrc and the proxy variables in a worker
-            # thread for every request (two thread hops, ~0.3 ms here): the
+            # thread for every request (two thread hops each time): the
             # proxy is looked up once instead, below
             trust_env=False,
         )
