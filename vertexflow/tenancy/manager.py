@@ -231,7 +231,7 @@ class StorageManager:
 
     async def get_company_adapter(self, company_id: int, content_type: str) -> StorageAdapter:
         """The company's adapter of ``content_type``: a :class:`CompanyAdapter` following its route."""
-        await self._read_inner(company_id, content_type)  # unknown company, content type, connection: raise now
+        await self.read_adapter(company_id, content_type)  # unknown company, content type, connection: raise now
         routed = self._routed.get((company_id, content_type))
         if routed is None:
             routed = self._routed[(company_id, content_type)] = CompanyAdapter(self, company_id, content_type)
@@ -278,13 +278,15 @@ class StorageManager:
                 per[content_type] = old
         return per[content_type]
 
-    def _cached_inner(self, company_id: int, content_type: str) -> StorageAdapter:
+    # -- what a CompanyAdapter routes to -------------------------------------
+    def current_adapter(self, company_id: int, content_type: str) -> StorageAdapter:
+        """The backend adapter of the company's route as last read (read now if never); never waits."""
         if company_id not in self._routes:
             self._apply_route(self._live().route(company_id))
         return self._inner(company_id, content_type)
 
-    async def _read_inner(self, company_id: int, content_type: str) -> StorageAdapter:
-        """The adapter a read uses: the route is re-read when older than :attr:`route_ttl`."""
+    async def read_adapter(self, company_id: int, content_type: str) -> StorageAdapter:
+        """The backend adapter a read uses: the route is re-read when older than :attr:`route_ttl`."""
         cached = self._routes.get(company_id)
         if cached is None or time.monotonic() - cached[1] > self.route_ttl:
             self._apply_route(self._live().route(company_id))
@@ -292,8 +294,8 @@ class StorageManager:
         return self._inner(company_id, content_type)
 
     @asynccontextmanager
-    async def _writing(self, company_id: int, content_type: str, key: str) -> AsyncIterator[StorageAdapter]:
-        """Register a write of ``key`` as in flight and yield the adapter of the current route.
+    async def write_adapter(self, company_id: int, content_type: str, key: str) -> AsyncIterator[StorageAdapter]:
+        """Register a write of ``key`` as in flight and yield the backend adapter of the current route.
 
         Waits while a live migration's write fence is up, at most :attr:`fence_wait` seconds.
         """

@@ -37,7 +37,7 @@ class CompanyAdapter(StorageAdapter):
         self.manager, self.company_id, self.content_type = manager, company_id, content_type
 
     def _current(self) -> StorageAdapter:
-        return self.manager._cached_inner(self.company_id, self.content_type)
+        return self.manager.current_adapter(self.company_id, self.content_type)
 
     @property
     def backend(self) -> Backend:  # type: ignore[override]
@@ -51,19 +51,19 @@ class CompanyAdapter(StorageAdapter):
         return self._current().describe()
 
     async def _read(self) -> StorageAdapter:
-        return await self.manager._read_inner(self.company_id, self.content_type)
+        return await self.manager.read_adapter(self.company_id, self.content_type)
 
     # -- writes -------------------------------------------------------------
     async def save_file(self, key: str, data: bytes | BodyFactory, *, size: int | None = None) -> ObjectInfo:
-        async with self.manager._writing(self.company_id, self.content_type, key) as inner:
+        async with self.manager.write_adapter(self.company_id, self.content_type, key) as inner:
             return await inner.save_file(key, data, size=size)
 
     async def delete_file(self, key: str) -> None:
-        async with self.manager._writing(self.company_id, self.content_type, key) as inner:
+        async with self.manager.write_adapter(self.company_id, self.content_type, key) as inner:
             await inner.delete_file(key)
 
     async def ensure_folder(self, path: str) -> None:
-        async with self.manager._writing(self.company_id, self.content_type, f"{path}/{FOLDER_MARKER}") as inner:
+        async with self.manager.write_adapter(self.company_id, self.content_type, f"{path}/{FOLDER_MARKER}") as inner:
             await inner.ensure_folder(path)
 
     # -- reads --------------------------------------------------------------
