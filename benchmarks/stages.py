@@ -48,12 +48,13 @@ from benchmarks.measure import have_gnu_time, run  # noqa: E402
 from vertexflow.backends.base import Backend  # noqa: E402
 from vertexflow.backends.local import STREAM_BUFFER, LocalBackend  # noqa: E402
 from vertexflow.middleware.base import BackendWrapper  # noqa: E402
+from vertexflow.middleware.stages import TransformedBackend  # noqa: E402
 from vertexflow.middleware.wrap import wrap  # noqa: E402
 from vertexflow.model import BodyFactory, Features, ObjectInfo  # noqa: E402
 from vertexflow.ops.copy import CopyJob, CopyOptions  # noqa: E402
 from vertexflow.retry import RetryPolicy  # noqa: E402
 from vertexflow.throttle import Bandwidth  # noqa: E402
-from vertexflow.transforms import Stages, TransformCounters, TransformedBackend  # noqa: E402
+from vertexflow.transforms import Stages, TransformCounters  # noqa: E402
 from vertexflow.transforms.compression import Codec, encoder  # noqa: E402
 from vertexflow.transforms.reading import decompressed  # noqa: E402
 from vertexflow.transforms.stages import ChunkStage, CompressStage, Content, HashStage, Item, Sink  # noqa: E402

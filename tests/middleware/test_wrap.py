@@ -10,12 +10,13 @@ from vertexflow.locations import parse_location
 from vertexflow.middleware.adaptive import AdaptiveBackend
 from vertexflow.middleware.base import unwrap
 from vertexflow.middleware.options import JobMiddleware
+from vertexflow.middleware.stages import TransformedBackend
 from vertexflow.middleware.throttled import ThrottledBackend
 from vertexflow.middleware.wrap import wrap
 from vertexflow.pipeline.stats import JobStats
 from vertexflow.retry import RetryPolicy
 from vertexflow.throttle import Bandwidth
-from vertexflow.transforms import Stages, TransformedBackend
+from vertexflow.transforms import Stages
 
 from ..cli.helpers import vf
 

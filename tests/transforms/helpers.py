@@ -9,12 +9,13 @@ from pathlib import Path
 
 from vertexflow.backends.base import Backend
 from vertexflow.backends.local import LocalBackend
+from vertexflow.middleware.stages import TransformedBackend
 from vertexflow.model import ObjectInfo
 from vertexflow.ops.copy import CopyJob, CopyOptions
 from vertexflow.pipeline.stats import JobStats
 from vertexflow.retry import RetryPolicy
 from vertexflow.testing.sample_tree import trees_equal
-from vertexflow.transforms import Stages, TransformedBackend
+from vertexflow.transforms import Stages
 
 KiB = 1024
 CHUNK = 64 * KiB

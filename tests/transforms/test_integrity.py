@@ -13,9 +13,9 @@ from vertexflow.backends.base import UploadCheckpoint
 from vertexflow.backends.local import TMP_PREFIX, LocalBackend
 from vertexflow.errors import CorruptData, IntegrityError, NotFound, TransientError
 from vertexflow.middleware.base import BackendWrapper
+from vertexflow.middleware.stages import TransformedBackend
 from vertexflow.model import BodyFactory, ObjectInfo, body_from_bytes
 from vertexflow.ops.copy import CopyJob, CopyOptions
-from vertexflow.transforms import TransformedBackend
 from vertexflow.transforms.chunking import Manifest
 
 from .helpers import CHUNK, FAST_RETRY, copy_all, info, make_stage_tree, reader_for, stages_for, stored_keys

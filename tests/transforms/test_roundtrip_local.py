@@ -11,8 +11,9 @@ import pytest
 import xxhash
 
 from vertexflow.backends.local import LocalBackend
+from vertexflow.middleware.stages import TransformedBackend
 from vertexflow.model import body_from_bytes
-from vertexflow.transforms import Stages, TransformedBackend
+from vertexflow.transforms import Stages
 from vertexflow.transforms.chunking import Manifest
 
 from .helpers import CHUNK, ORDERS, copy_all, info, make_stage_tree, round_trip, stages_for, stored_keys

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from vertexflow.backends.s3 import S3Backend
+from vertexflow.middleware.stages import TransformedBackend
 from vertexflow.model import ObjectInfo, body_from_bytes
 from vertexflow.testing.seaweedfs import SeaweedFS
-from vertexflow.transforms import Stages, TransformedBackend
+from vertexflow.transforms import Stages
 
 from .helpers import ORDERS, round_trip, stages_for, stored_keys
 

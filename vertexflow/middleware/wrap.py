@@ -20,8 +20,9 @@ from typing import Any
 from ..backends.base import Backend
 from ..pipeline.stats import JobStats
 from ..throttle import Bandwidth
-from ..transforms import Stages, TransformCounters, TransformedBackend
+from ..transforms import Stages, TransformCounters
 from .adaptive import AdaptiveBackend, AIMDLimiter
+from .stages import TransformedBackend
 from .throttled import ThrottledBackend
 
 

@@ -36,11 +36,11 @@ from ..backends.local import SMALL_FILE, LocalBackend, mtime_ns_of
 from ..backends.local_processes import FileCopyProcesses, ProcessesUnavailable, processes_allowed
 from ..errors import IntegrityError, JobAborted, NotFound, SourceChanged, VertexflowError, first_error
 from ..logs import get_logger
+from ..middleware.stages import TransformedBackend
 from ..model import SHA256, BodyFactory, ObjectInfo, body_from_bytes
 from ..pipeline.runner import StopSignal, run_pipeline
 from ..pipeline.stats import JobStats
 from ..retry import RetryPolicy, release_frames, retry_call
-from ..transforms import TransformedBackend
 
 log = get_logger(__name__)
 

@@ -1,5 +1,9 @@
 """Transformer stages: hash, compress, chunk; and reading their results back.
 
+The codecs only: the backend decorator that puts them in a copy's way is
+:class:`vertexflow.middleware.stages.TransformedBackend`, and nothing here
+imports a backend decorator.
+
 Stages and how they compose
 ---------------------------
 
@@ -57,6 +61,5 @@ from __future__ import annotations
 
 from .config import Stages
 from .stages import TransformCounters
-from .view import TransformedBackend
 
-__all__ = ["Stages", "TransformCounters", "TransformedBackend"]
+__all__ = ["Stages", "TransformCounters"]

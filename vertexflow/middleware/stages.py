@@ -1,9 +1,10 @@
-"""A backend seen through its stages: objects go in transformed and come out restored.
+"""Stages as a decorator: a backend seen through its stages, objects in transformed and out restored.
 
 :class:`TransformedBackend` decorates a backend. ``put`` runs the stages a
-user turned on; ``list``, ``stat``, ``open`` and ``delete`` speak of the
-objects' own keys and contents, whatever form they are stored in. The engine
-copies to and from it like any backend, and never learns about stages.
+user turned on (the codecs of :mod:`vertexflow.transforms`); ``list``,
+``stat``, ``open`` and ``delete`` speak of the objects' own keys and
+contents, whatever form they are stored in. The engine copies to and from it
+like any backend, and never learns about stages.
 
 The stored form of an object is recorded in the ``version`` this view hands
 out (``<suffix>|<the store's version>``), so reading an object found by a
@@ -18,13 +19,13 @@ from dataclasses import replace
 
 from ..backends.base import Backend, UploadCheckpoint
 from ..errors import ConfigError, NotFound
-from ..middleware.base import BackendWrapper
 from ..model import SHA256, BodyFactory, ObjectInfo
-from .chunking import MANIFEST_NAME, MANIFEST_SUFFIX
-from .config import Stages
-from .reading import Reader, candidate_suffixes, logical
-from .stages import ChunkStage, CompressStage, Content, HashStage, Item, Sink, Stage, TransformCounters
-from .work import CpuLane
+from ..transforms.chunking import MANIFEST_NAME, MANIFEST_SUFFIX
+from ..transforms.config import Stages
+from ..transforms.reading import Reader, candidate_suffixes, logical
+from ..transforms.stages import ChunkStage, CompressStage, Content, HashStage, Item, Sink, Stage, TransformCounters
+from ..transforms.work import CpuLane
+from .base import BackendWrapper
 
 _SEP = "|"
 
