@@ -7,12 +7,11 @@ message naming the file and key.
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from . import logs
-from .errors import ConfigError
+from .. import logs
+from .context import Ctx
+from .run import reported, run_or_exit
 
 
 @click.command("daemon")
@@ -28,8 +27,7 @@ def daemon(ctx: click.Context, daemon_config: str, check: bool) -> None:
     SIGHUP reloads the config without dropping running jobs. docs/daemon.md
     is the reference.
     """
-    from .cli import Ctx, fail, run_async
-    from .daemon.service import Daemon
+    from ..daemon.service import Daemon
 
     parent = ctx.parent
     if parent is not None and parent.get_parameter_source("log_level") == click.core.ParameterSource.DEFAULT:
@@ -39,16 +37,9 @@ def daemon(ctx: click.Context, daemon_config: str, check: bool) -> None:
     def remotes() -> object:
         return ctx.find_object(Ctx).config  # type: ignore[union-attr]
 
-    try:
+    with reported():
         service = Daemon(daemon_config, fallback_remotes=remotes)  # type: ignore[arg-type]
-    except ConfigError as exc:
-        fail(str(exc))
     if check:
         click.echo(f"{daemon_config}: OK ({len(service.config.jobs)} jobs)")
         return
-    try:
-        run_async(service.serve)
-    except ConfigError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:  # pragma: no cover - signals are handled by the service
-        sys.exit(130)
+    run_or_exit(service.serve)  # KeyboardInterrupt exits 130, though the service handles the signals itself

@@ -1,8 +1,9 @@
 """``vertexflow backup create|list|verify|restore|prune`` (docs/backup.md).
 
 Exit status: 0 done; 1 a backup failed verification (each problem is named
-by part, object or member), or a restore refused a damaged or unsafe backup;
-2 usage, config or connection error, or a fatal error that stopped the job.
+by part, object or member), or a restore refused a damaged or unsafe backup
+(:data:`PROBLEMS`); 2 usage, config or connection error, or a fatal error
+that stopped the job (the table of :mod:`.run`).
 """
 
 from __future__ import annotations
@@ -15,56 +16,29 @@ from typing import Any
 
 import click
 
-from .errors import (
-    BackupError,
-    ConfigError,
-    IntegrityError,
-    VertexflowError,
-    first_error,
-)
+from ..errors import BackupError, IntegrityError
+from .run import EXIT_OK, EXIT_PARTIAL, fail, reported, run_or_exit
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_FATAL = 0, 1, 2
+#: what ``backup verify`` and ``backup restore`` check: these errors mean a damaged backup (exit 1)
+PROBLEMS = (BackupError, IntegrityError)
 DEFAULT_TO = os.path.join(os.path.expanduser("~"), ".local", "state", "vertexflow", "backups")
 
 
-def _run(fn: Any, *, problems_exit: bool) -> Any:
-    """Run ``fn`` (async) and turn errors into an exit status: 1 for a bad backup, 2 for the rest."""
-    from .cli import fail, run_async
-
-    try:
-        try:
-            return run_async(fn)
-        except BaseExceptionGroup as group:
-            raise first_error(group) from None
-    except (BackupError, IntegrityError) as exc:
-        fail(str(exc), EXIT_PROBLEMS if problems_exit else EXIT_FATAL)
-    except VertexflowError as exc:
-        fail(str(exc), EXIT_FATAL)
-
-
 def _config(ctx: click.Context) -> Any:
-    from .cli import fail
-
-    try:
+    with reported():
         return ctx.obj.config
-    except ConfigError as exc:
-        fail(str(exc))
 
 
 def _location(spec: str, config: Any) -> Any:
-    from .cli import fail
-    from .locations import parse_location
+    from ..locations import parse_location
 
-    try:
+    with reported():
         return parse_location(spec, config)
-    except ConfigError as exc:
-        fail(str(exc))
 
 
 def _backup_location(spec: str, config: Any) -> tuple[Any, str]:
     """``.../<id>/metadata.json`` or ``.../<id>``: the location holding the backup folder, and the id."""
-    from .cli import fail
-    from .ops.backup.metadata import METADATA, parse_id
+    from ..ops.backup.metadata import METADATA, parse_id
 
     loc = _location(spec, config)
     split = loc.split_last()
@@ -95,17 +69,14 @@ def backup() -> None:
 def create(ctx: click.Context, kind: str, db_path: str | None, storage: str | None, to: str, compress: str,
            chunk_size: str, as_json: bool) -> None:
     """Write a new backup to --to; metadata.json is written last."""
-    from .cli import fail
-    from .filters import parse_size
-    from .ops.backup.create import CreateOptions, create_backup
-    from .transforms.compression import parse_codec
+    from ..filters import parse_size
+    from ..ops.backup.create import CreateOptions, create_backup
+    from ..transforms.compression import parse_codec
 
     config = _config(ctx)
-    try:
+    with reported():
         codec = parse_codec(compress)
         size = parse_size(chunk_size)
-    except ConfigError as exc:
-        fail(str(exc))
     if kind in ("full", "storage") and not storage:
         fail(f"--type {kind} needs --storage URL")
     if kind in ("full", "database") and not db_path:
@@ -124,7 +95,7 @@ def create(ctx: click.Context, kind: str, db_path: str | None, storage: str | No
                     kind=kind, codec=codec, chunk_size=size, db_path=db_path if kind != "storage" else None,
                     storage=source, storage_spec=src_loc.canonical))
 
-    result = _run(run, problems_exit=False)
+    result = run_or_exit(run)
     meta = result.metadata
     summary: dict[str, Any] = {"backup": meta.id, "location": f"{to.rstrip('/')}/{meta.id}", "type": meta.type,
                                "seconds": round(result.seconds, 3), "skipped": result.skipped}
@@ -149,7 +120,7 @@ def create(ctx: click.Context, kind: str, db_path: str | None, storage: str | No
 @click.pass_context
 def list_(ctx: click.Context, to: str, as_json: bool) -> None:
     """The backups at --to, oldest first; incomplete (interrupted or damaged) ones are marked."""
-    from .ops.backup.catalog import scan
+    from ..ops.backup.catalog import scan
 
     loc = _location(to, _config(ctx))
 
@@ -157,7 +128,7 @@ def list_(ctx: click.Context, to: str, as_json: bool) -> None:
         async with loc.backend() as dest:
             return await scan(dest)
 
-    entries = _run(run, problems_exit=False)
+    entries = run_or_exit(run)
     if as_json:
         click.echo(json.dumps([e.as_dict() for e in entries], indent=2))
         return
@@ -175,8 +146,8 @@ def list_(ctx: click.Context, to: str, as_json: bool) -> None:
 @click.pass_context
 def verify(ctx: click.Context, backup_spec: str, as_json: bool) -> None:
     """Check every part's SHA-256, read the archive to its end, check the database copy (exit 1 on a problem)."""
-    from .ops.backup.reading import Opened, load_metadata
-    from .ops.backup.verify import verify_backup
+    from ..ops.backup.reading import Opened, load_metadata
+    from ..ops.backup.verify import verify_backup
 
     loc, bid = _backup_location(backup_spec, _config(ctx))
 
@@ -185,7 +156,7 @@ def verify(ctx: click.Context, backup_spec: str, as_json: bool) -> None:
             meta = await load_metadata(store, bid)
             return await verify_backup(Opened(store, bid, meta))
 
-    report = _run(run, problems_exit=True)
+    report = run_or_exit(run, problems=PROBLEMS)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -193,7 +164,7 @@ def verify(ctx: click.Context, backup_spec: str, as_json: bool) -> None:
             click.echo(f"PROBLEM {p}")
         click.echo(f"backup {bid}: {report.parts} parts, {report.files} files, {report.bytes} bytes: "
                    + ("OK" if report.ok else f"{len(report.problems)} problem(s)"), err=not report.ok)
-    sys.exit(EXIT_OK if report.ok else EXIT_PROBLEMS)
+    sys.exit(EXIT_OK if report.ok else EXIT_PARTIAL)
 
 
 @backup.command("restore")
@@ -208,8 +179,8 @@ def verify(ctx: click.Context, backup_spec: str, as_json: bool) -> None:
 def restore(ctx: click.Context, backup_spec: str, target_storage: str | None, db_path: str | None,
             only: str | None, as_json: bool) -> None:
     """Check the whole backup, then stream its files into the target and restore the database."""
-    from .ops.backup.reading import Opened, load_metadata
-    from .ops.backup.restore import restore_backup
+    from ..ops.backup.reading import Opened, load_metadata
+    from ..ops.backup.restore import restore_backup
 
     config = _config(ctx)
     loc, bid = _backup_location(backup_spec, config)
@@ -227,7 +198,7 @@ def restore(ctx: click.Context, backup_spec: str, target_storage: str | None, db
             async with target.backend() as backend:
                 return await restore_backup(opened, target=backend, db_path=db, only=only)
 
-    result = _run(run, problems_exit=True)
+    result = run_or_exit(run, problems=PROBLEMS)
     out = {"backup": bid, "files": result.files, "bytes": result.bytes, "skipped": result.skipped,
            "database": result.database, "kept_database": result.kept_database}
     if as_json:
@@ -260,14 +231,11 @@ def _target_location(value: str, config: Any) -> Any:
 @click.pass_context
 def prune(ctx: click.Context, keep: int, to: str, grace: str, dry_run: bool, as_json: bool) -> None:
     """Delete all but the newest --keep complete backups of each type, and interrupted ones, whole."""
-    from .cli import fail
-    from .filters import parse_age
-    from .ops.backup.catalog import delete_backup, plan_prune, scan
+    from ..filters import parse_age
+    from ..ops.backup.catalog import delete_backup, plan_prune, scan
 
-    try:
+    with reported():
         grace_s = 0.0 if grace.strip() in ("0", "0s") else parse_age(grace).total_seconds()
-    except ConfigError as exc:
-        fail(str(exc))
     loc = _location(to, _config(ctx))
 
     async def run() -> Any:
@@ -278,7 +246,7 @@ def prune(ctx: click.Context, keep: int, to: str, grace: str, dry_run: bool, as_
                     await delete_backup(dest, e)
             return doomed
 
-    doomed = _run(run, problems_exit=False)
+    doomed = run_or_exit(run)
     if as_json:
         click.echo(json.dumps({"deleted" if not dry_run else "would_delete": [e.as_dict() for e in doomed]},
                               indent=2))

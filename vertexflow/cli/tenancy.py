@@ -3,8 +3,9 @@
 Both groups find the platform database with ``--db`` (``VERTEXFLOW_DB``)
 and the storage config with ``--storage-config`` (``VERTEXFLOW_STORAGE_CONFIG``).
 The work is done by :mod:`vertexflow.tenancy` and :mod:`vertexflow.ops.migrate`;
-this module only parses, prints and maps errors to exit codes (0 ok, 1 a
-check found problems or a migration failed and was rolled back, 2 bad input).
+this module only parses and prints; :mod:`.run` maps errors to exit codes
+(0 ok, 1 a check found problems or a migration failed and was rolled back,
+2 bad input).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any, TypeVar
 
 import click
 
-from .cli import build_filter, fail, open_journal, run_async, with_filter_options
-from .errors import ConfigError, MigrationFailed, VertexflowError, first_error
-from .tenancy.manager import DEFAULT_SUBFOLDERS, StorageManager
+from ..errors import ConfigError
+from ..tenancy.manager import DEFAULT_SUBFOLDERS, StorageManager
+from .run import EXIT_PARTIAL, reported, run_or_exit
+from .transfer import build_filter, open_journal, with_filter_options
 
 T = TypeVar("T")
 
@@ -41,21 +43,13 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _run(ctx: TenancyCtx, fn: Callable[[StorageManager], Awaitable[T]]) -> T:
-    """Run ``fn`` with a manager; bad input exits 2 with the message."""
+    """Run ``fn`` with a manager (the runner of :mod:`.run` turns errors into the exit status)."""
 
     async def main() -> T:
         async with ctx.manager() as manager:
             return await fn(manager)
 
-    try:
-        return run_async(main)
-    except BaseException as exc:
-        err = first_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
-        if isinstance(err, MigrationFailed):
-            fail(str(err), 1)
-        if isinstance(err, VertexflowError):
-            fail(str(err))
-        raise
+    return run_or_exit(main)
 
 
 def _echo(data: Any, as_json: bool, text: str) -> None:
@@ -124,8 +118,8 @@ def company_show(obj: TenancyCtx, company_ref: str, as_json: bool) -> None:
 def company_add(obj: TenancyCtx, slug: str, name: str | None, storage_type: str, connection: str | None,
                 yandex_folder: str | None) -> None:
     """Register a company (for rehearsals; the platform normally does this)."""
-    from .ops.migrate import resolve_target
-    from .tenancy.registry import Company, Placement
+    from ..ops.migrate import resolve_target
+    from ..tenancy.registry import Company, Placement
 
     async def run(m: StorageManager) -> int:
         conn_id, stype = None, storage_type
@@ -182,7 +176,7 @@ def company_verify(obj: TenancyCtx, company_ref: str, categories: tuple[str, ...
     data = _run(obj, run)
     _echo(data, as_json, "ok" if data["ok"] else "missing:\n" + "\n".join(f"  {m}" for m in data["missing"]))
     if not data["ok"]:
-        raise SystemExit(1)
+        raise SystemExit(EXIT_PARTIAL)
 
 
 # -- migrate ---------------------------------------------------------------------
@@ -209,12 +203,10 @@ def migrate(ctx: click.Context, db: str | None, storage_config: str | None) -> N
 def migrate_company_cmd(obj: TenancyCtx, company_ref: str, to: str, live: bool, dry_run: bool,
                         categories: tuple[str, ...], as_json: bool, journal_path: str | None, **kw: Any) -> None:
     """Migrate COMPANY (id or slug) to CONNECTION."""
-    from .ops.migrate import migrate_company
+    from ..ops.migrate import migrate_company
 
-    try:
+    with reported():
         filt = build_filter(kw)
-    except ConfigError as exc:
-        fail(str(exc))
 
     async def run(m: StorageManager) -> dict[str, Any]:
         async with open_journal(journal_path, False) as journal:
@@ -242,7 +234,7 @@ def migrate_company_cmd(obj: TenancyCtx, company_ref: str, to: str, live: bool, 
 def migrate_rollback(obj: TenancyCtx, company_ref: str, no_sync_back: bool, as_json: bool,
                      journal_path: str | None) -> None:
     """Return COMPANY to the backend its last migration moved it from."""
-    from .ops.migrate import rollback_company
+    from ..ops.migrate import rollback_company
 
     async def run(m: StorageManager) -> dict[str, Any]:
         async with open_journal(journal_path, False) as journal:
@@ -274,8 +266,8 @@ def migrate_list(obj: TenancyCtx, company_ref: str | None, as_json: bool) -> Non
 def migrate_abandon(obj: TenancyCtx, migration_id: int) -> None:
     """Mark a migration that was interrupted (killed) as failed, so the company can be migrated again."""
     async def run(m: StorageManager) -> str:
-        from .tenancy.live_state import LiveState
-        from .tenancy.registry import ACTIVE_STATES
+        from ..tenancy.live_state import LiveState
+        from ..tenancy.registry import ACTIVE_STATES
 
         rec = m.require_registry().migration(migration_id)
         if rec.state not in ACTIVE_STATES:

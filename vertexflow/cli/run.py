@@ -1,0 +1,197 @@
+"""Running a command's work and turning its outcome into an exit status: the one place for both.
+
+Exit status of every ``vertexflow`` command:
+
+* 0 (:data:`EXIT_OK`): all done;
+* 1 (:data:`EXIT_PARTIAL`): some objects failed, or a check found problems
+  (each is named); a company migration failed and was rolled back;
+* 2 (:data:`EXIT_FATAL`): usage, config or connection error, or a fatal error
+  that stopped the job (the message says what and where);
+* 130 (:data:`EXIT_INTERRUPTED`): interrupted by Ctrl-C / SIGTERM.
+
+Which exception gives which status is :data:`EXIT_STATUS`, the one table.
+Commands run their async work with :func:`run_or_exit` (or :func:`run_job` for a
+transfer, with signal handling, a progress bar and a summary from
+:func:`print_summary`) and check their options inside :func:`reported`;
+none keeps an error ladder of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn, TypeVar
+
+import anyio
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import MigrationFailed, VertexflowError, first_error
+from ..pipeline.progress import ProgressView, human_bytes
+from ..pipeline.runner import StopSignal
+from ..pipeline.stats import JobStats
+
+EXIT_OK, EXIT_PARTIAL, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+#: Exception class -> exit status, the first matching row wins. An exception
+#: that matches no row is a bug: it propagates with its traceback.
+EXIT_STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (MigrationFailed, EXIT_PARTIAL),       # the company stays on (or went back to) its previous backend
+    (VertexflowError, EXIT_FATAL),         # ConfigError, BackendError, JobAborted, ClusterError, BackupError ...
+    (KeyboardInterrupt, EXIT_INTERRUPTED),
+)
+
+T = TypeVar("T")
+Problems = tuple[type[BaseException], ...]
+
+
+def exit_status(exc: BaseException, problems: Problems = ()) -> int | None:
+    """The exit status for ``exc`` from :data:`EXIT_STATUS`, or None when it is not one of ours.
+
+    ``problems``: classes that mean, for the command at hand, that what it
+    checked has problems (``backup verify``: a damaged backup): those exit
+    :data:`EXIT_PARTIAL` rather than by the table.
+    """
+    if problems and isinstance(exc, problems):
+        return EXIT_PARTIAL
+    return next((status for cls, status in EXIT_STATUS if isinstance(exc, cls)), None)
+
+
+def fail(message: str, code: int = EXIT_FATAL) -> NoReturn:
+    click.echo(f"vertexflow: error: {message}", err=True)
+    sys.exit(code)
+
+
+def exit_for(exc: BaseException, problems: Problems = ()) -> NoReturn:
+    """Exit with the table's status for ``exc`` (naming it on stderr); re-raise what the table does not know."""
+    err = first_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+    status = exit_status(err, problems)
+    if status is None:
+        raise exc
+    if isinstance(err, KeyboardInterrupt):
+        sys.exit(status)
+    fail(str(err), status)
+
+
+@contextmanager
+def reported(problems: Problems = ()) -> Iterator[None]:
+    """Errors raised inside (reading the config, parsing locations and options) exit by the table."""
+    try:
+        yield
+    except BaseException as exc:  # SystemExit and click's own exceptions are not in the table: re-raised
+        exit_for(exc, problems)
+
+
+def run_async(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run on asyncio, with uvloop where installed (faster thread hand-offs)."""
+    try:
+        import uvloop  # noqa: F401
+        options: dict[str, Any] = {"use_uvloop": True}
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        options = {}
+    return anyio.run(fn, backend="asyncio", backend_options=options)
+
+
+def run_or_exit(fn: Callable[[], Awaitable[T]], *, problems: Problems = ()) -> T:
+    """Run ``fn`` (async) and return its result; an error exits by the table, with its message."""
+    with reported(problems):
+        return run_async(fn)
+    raise AssertionError("unreachable: reported() exits or re-raises")  # pragma: no cover
+
+
+def run_job(job: Callable[[], Awaitable[None]], stats: JobStats, stop: StopSignal, show_progress: bool) -> int:
+    """Run a transfer with signal handling and an optional progress bar; returns the exit status.
+
+    Unlike :func:`run_or_exit` it does not exit, so that the caller can print the
+    summary first. A fatal error is named by its cause (the error a
+    :class:`~vertexflow.errors.JobAborted` wraps) and kept in ``stats.fatal``.
+    """
+
+    async def main_task() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_signals, stop)
+            if show_progress:
+                tg.start_soon(ProgressView(stats).run)
+            try:
+                await job()
+            finally:
+                tg.cancel_scope.cancel()
+
+    try:
+        try:
+            run_async(main_task)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+    except BaseException as exc:
+        status = exit_status(exc)
+        if status is None:
+            raise
+        if isinstance(exc, KeyboardInterrupt):
+            stats.interrupted = True
+        else:
+            stats.fatal = stats.fatal or str(exc)
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            click.echo(f"vertexflow: error: {cause}", err=True)
+        return status
+    if stats.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_PARTIAL if stats.failed_objects else EXIT_OK
+
+
+async def watch_signals(stop: StopSignal) -> None:
+    """SIGINT/SIGTERM: the first asks the job to finish what is in flight, the second to abort it."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if not stop.stopping:
+                click.echo("\nvertexflow: stopping: finishing transfers in flight "
+                           "(press Ctrl-C again to abort them)", err=True)
+                stop.request_graceful()
+            else:
+                click.echo("\nvertexflow: aborting transfers in flight", err=True)
+                stop.request_hard()
+
+
+def print_summary(stats: JobStats, as_json: bool, title: str, extra: dict[str, Any] | None = None) -> None:
+    """A transfer's summary: a table on stdout (or JSON), then each failure on stderr."""
+    summary = stats.summary()
+    if as_json:
+        click.echo(json.dumps({**summary, **(extra or {})}, indent=2))
+        print_failures(stats, summary)
+        return
+    console = Console()
+    table = Table(title=title, show_header=False, box=None)
+    table.add_row("objects copied", f"{stats.done_objects:,}")
+    if stats.skipped_objects:
+        table.add_row("unchanged (skipped)", f"{stats.skipped_objects:,}")
+    if stats.planned_deletes:
+        table.add_row("deleted", f"{stats.deleted_objects:,} of {stats.planned_deletes:,} planned")
+    table.add_row("bytes", f"{stats.done_bytes:,} ({human_bytes(stats.done_bytes)})")
+    table.add_row("seconds", f"{summary['seconds']:.2f}")
+    table.add_row("throughput", f"{summary['mb_per_s']:.1f} MB/s, {summary['objects_per_s']:,.0f} objects/s")
+    if stats.server_side_copies:
+        table.add_row("server-side copies", f"{stats.server_side_copies:,}")
+    table.add_row("retries", f"{stats.retries:,}")
+    for name, reporter in stats.reporters.items():
+        table.add_row(name, reporter.describe())
+    if stats.requests:
+        table.add_row("requests", f"{stats.requests:,}")
+    if stats.job_id is not None:
+        table.add_row("journal job", f"{stats.job_id}" + (" (resumed)" if stats.resumed else ""))
+    table.add_row("failed", f"{stats.failed_objects:,}")
+    for reason, count in sorted(stats.failures_by_reason.items()):
+        table.add_row(f"  {reason}", f"{count:,}")
+    if stats.interrupted:
+        table.add_row("interrupted", "yes: objects not listed above were not copied")
+    console.print(table)
+    print_failures(stats, summary)
+
+
+def print_failures(stats: JobStats, summary: dict[str, Any]) -> None:
+    for f in stats.failures:
+        click.echo(f"FAILED {f.key}: [{f.reason}] {f.message}", err=True)
+    if summary["failures_not_shown"]:
+        click.echo(f"... and {summary['failures_not_shown']:,} more failures", err=True)

@@ -1,0 +1,113 @@
+"""``vertexflow verify``: compare two locations; exit 1 if anything is missing, extra or different."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ConfigError
+from ..locations import parse_location
+from ..pipeline.stats import JobStats
+from .context import Ctx
+from .run import EXIT_OK, EXIT_PARTIAL, reported, run_or_exit
+from .transfer import build_filter, cluster_option, with_filter_options
+
+
+def parse_sample(sample: str) -> float:
+    """``--sample 5%`` -> 0.05."""
+    try:
+        fraction = float(sample.rstrip("%")) / 100
+    except ValueError:
+        fraction = -1.0
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"--sample {sample!r}: use a percentage between 0 and 100, e.g. 5%")
+    return fraction
+
+
+@click.command()
+@click.argument("src")
+@click.argument("dst")
+@click.option("--checksum", "mode", flag_value="checksum", default=True,
+              help="Compare sizes and content hashes (the default).")
+@click.option("--size-only", "mode", flag_value="size", help="Compare sizes only.")
+@click.option("--sample", default="100%", metavar="PCT", help="Check only this share of common objects, e.g. 5%.")
+@click.option("--fix", is_flag=True, help="Copy what is missing or different, then verify again.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--transfers", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Objects hashed at once.")
+@cluster_option
+@with_filter_options
+@click.pass_obj
+def verify(obj: Ctx, src: str, dst: str, mode: str, sample: str, fix: bool, as_json: bool, transfers: int,
+           cluster: str | None = None, **filter_kw: Any) -> None:
+    """Compare SRC and DST: report missing, extra and different objects (exit 1 if any)."""
+    from ..ops.copy import CopyJob, CopyOptions, resolve_source
+    from ..ops.verify import VerifyJob
+
+    with reported():
+        filt = build_filter(filter_kw)
+        fraction = parse_sample(sample)
+        src_loc = parse_location(src, obj.config)
+        dst_loc = parse_location(dst, obj.config)
+
+    async def run() -> dict[str, Any]:
+        source, _ = await resolve_source(src_loc)
+        async with source, dst_loc.backend() as target:
+            job = VerifyJob(source, target, mode=mode, filt=filt, sample=fraction, workers=transfers)  # type: ignore[arg-type]
+            report = await job.run()
+            result: dict[str, Any] = {"before_fix": None, **report.as_dict()}
+            if fix and not report.ok:
+                keys = job.keys_to_fix()
+
+                async def items() -> AsyncIterator[Any]:
+                    for key in keys:
+                        yield await source.stat(key)
+
+                stats = JobStats()
+                await CopyJob(source, target, CopyOptions(transfers=transfers), items=items(), stats=stats).run()
+                again = await VerifyJob(source, target, mode=mode, filt=filt, sample=fraction,  # type: ignore[arg-type]
+                                        workers=transfers).run()
+                result = {"before_fix": report.as_dict(), "fixed": stats.done_objects, **again.as_dict()}
+            return result
+
+    if cluster:  # the same job as shards on a Dask cluster (vertexflow.distributed)
+        from ..distributed.jobs import cluster_verify
+
+        with reported():
+            result = cluster_verify(address=cluster, src_loc=src_loc, dst_loc=dst_loc,
+                                    config_path=obj.config_path, filt=filt, mode=mode, sample=fraction,
+                                    fix=fix, transfers=transfers)
+    else:
+        result = run_or_exit(run)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        _print_report(result)
+    sys.exit(EXIT_OK if result["ok"] else EXIT_PARTIAL)
+
+
+def _print_report(result: dict[str, Any]) -> None:
+    if result.get("before_fix"):
+        b = result["before_fix"]
+        click.echo(f"before --fix: {b['missing']} missing, {b['extra']} extra, {b['different']} different; "
+                   f"copied {result['fixed']}")
+    table = Table(title="verify", show_header=False, box=None)
+    for label, key in (("source objects", "src_objects"), ("destination objects", "dst_objects"),
+                       ("compared", "compared"), ("read and hashed", "hashed_both_sides"),
+                       ("matched", "matched"), ("missing at destination", "missing"),
+                       ("extra at destination", "extra"), ("different", "different")):
+        table.add_row(label, f"{result[key]:,}")
+    Console().print(table)
+    if result["problems"]:
+        problems = Table("kind", "key", "detail", title="problems")
+        for p in result["problems"]:
+            problems.add_row(p["kind"], p["key"], p["detail"])
+        Console().print(problems)
+    click.echo("OK: destination matches source" if result["ok"] else "MISMATCH", err=True)
+
