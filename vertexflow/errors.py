@@ -1,4 +1,4 @@
-"""The exception tree of vertexflow.
+"""The exception tree of vertexflow: every exception class it defines is here.
 
 Every error vertexflow raises on purpose derives from :class:`VertexflowError`.
 Backends translate SDK and HTTP errors into these classes through a table
@@ -19,14 +19,30 @@ decide what to do from the class alone::
     │   ├── IntegrityError     the bytes stored differ from the bytes sent
     │   │   └── CorruptData    a stored object fails its own check (a chunk part, a compressed frame)
     │   ├── SourceChanged      the source object changed while it was read
-    │   ├── TransientError     worth retrying: 429/503/5xx, timeouts, resets
-    │   │   ├── Throttled      the server asked us to slow down
-    │   │   └── ConnectionFailed  the endpoint could not be reached
+    │   └── TransientError     worth retrying: 429/503/5xx, timeouts, resets
+    │       ├── Throttled      the server asked us to slow down
+    │       ├── ConnectionFailed  the endpoint could not be reached
+    │       └── WriteFenced    a live migration's write fence held a company's write too long
     ├── JobAborted             a fatal error stopped the whole job
     ├── ClusterError           --cluster: no scheduler, no Dask, or a shard failed on every try
-    └── BackupError            a backup that cannot be read, checked or restored
-        ├── BadMetadata        metadata.json / SHA256SUMS malformed or disagreeing (names the field)
-        └── UnsafeArchive      an archive member that would escape the restore target
+    ├── BackupError            a backup that cannot be read, checked or restored
+    │   ├── BadMetadata        metadata.json / SHA256SUMS malformed or disagreeing (names the field)
+    │   ├── UnsafeArchive      an archive member that would escape the restore target
+    │   ├── CorruptArchive     the decompressed stream is not a well-formed tar archive
+    │   └── PartNotReplayable  a destination asked for a streamed part's bytes a second time
+    └── MigrationFailed        a company migration stopped (and was rolled back)
+
+Signals between modules, not errors of vertexflow: the module that calls the
+code raising one catches it, and acts on it (copies the batch in threads) or
+translates it into the tree above (a corrupt stream into :class:`CorruptData`
+or :class:`CorruptArchive`, an unreadable manifest into :class:`CorruptData`),
+so no caller of vertexflow sees one::
+
+    Exception
+    ├── CorruptInput           compressed bytes that do not decode (bad header, checksum, truncation)
+    ├── ProcessesUnavailable   the worker processes cannot take a batch: copy it in threads
+    └── ValueError
+        └── ManifestError      a chunk manifest that cannot be read
 
 Two attributes steer the engine:
 
@@ -166,6 +182,10 @@ class ConnectionFailed(TransientError):
     reason = "connection"
 
 
+class WriteFenced(TransientError):
+    """A write waited longer than allowed for a live migration's write fence to lift."""
+
+
 class JobAborted(VertexflowError):
     """A fatal error stopped the job; ``cause`` is the error that did it."""
 
@@ -200,6 +220,53 @@ class UnsafeArchive(BackupError):
     reason = "unsafe_archive"
 
 
+class CorruptArchive(BackupError):
+    """The decompressed stream is not a well-formed tar archive (bad header, truncated)."""
+
+    reason = "corrupt_archive"
+
+
+class PartNotReplayable(BackupError):
+    """A destination asked for a part's bytes a second time; they were streamed once and not kept."""
+
+
+class MigrationFailed(VertexflowError):
+    """A company migration stopped; the company stays on (or went back to) its previous backend.
+
+    ``migration_id`` is the record in the platform database; the message says why.
+    """
+
+    reason = "migration"
+    fatal = True
+
+    def __init__(self, message: str, *, migration_id: int | None = None) -> None:
+        super().__init__(message)
+        self.migration_id = migration_id
+
+
+# -- signals between modules (not VertexflowError: none reaches a caller) ------------------
+
+
+class CorruptInput(Exception):
+    """The compressed bytes do not decode (bad header, checksum, truncation)."""
+
+
+class ProcessesUnavailable(Exception):
+    """The worker processes could not take this batch; copy it in threads.
+
+    ``pids``: the workers this pool has had; a killed one may have left
+    temporary files (named with its pid) where the batch was going.
+    """
+
+    def __init__(self, message: str, pids: frozenset[int] = frozenset()) -> None:
+        super().__init__(message)
+        self.pids = pids
+
+
+class ManifestError(ValueError):
+    """A chunk manifest that cannot be read (not JSON, wrong format or version, missing fields)."""
+
+
 def first_error(exc: BaseException) -> BaseException:
     """The error to report out of a (possibly nested) exception group.
 
@@ -217,17 +284,3 @@ def first_error(exc: BaseException) -> BaseException:
 
     walk(exc)
     return next((e for e in flat if isinstance(e, VertexflowError)), flat[0])
-
-
-class MigrationFailed(VertexflowError):
-    """A company migration stopped; the company stays on (or went back to) its previous backend.
-
-    ``migration_id`` is the record in the platform database; the message says why.
-    """
-
-    reason = "migration"
-    fatal = True
-
-    def __init__(self, message: str, *, migration_id: int | None = None) -> None:
-        super().__init__(message)
-        self.migration_id = migration_id

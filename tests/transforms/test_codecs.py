@@ -9,9 +9,9 @@ import os
 import pytest
 import zstandard
 
-from vertexflow.errors import ConfigError
-from vertexflow.transforms.compression import (DECODE_OUTPUT, FRAME_BYTES, Codec, CorruptInput, decoder, encoder,
-                                               parse_codec, sniff)
+from vertexflow.errors import ConfigError, CorruptInput
+from vertexflow.transforms.compression import (DECODE_OUTPUT, FRAME_BYTES, Codec, decoder, encoder, parse_codec,
+                                               sniff)
 from vertexflow.transforms.hashing import Digester, parse_algorithms
 
 

@@ -15,7 +15,7 @@ Contract:
   ``await copy(batch)`` takes ``(key, listed version, mtime_ns)`` tuples and
   returns, in order, a :class:`~.local.Written` or the exception that file
   raised (per-file errors never fail the batch).
-* :class:`ProcessesUnavailable` when the pool cannot start or a worker died:
+* :class:`~vertexflow.errors.ProcessesUnavailable` when the pool cannot start or a worker died:
   the caller copies that batch in threads instead, and should stop using the
   pool (``broken`` is then true).
 * Workers ignore SIGINT and SIGTERM: stopping belongs to the parent, which
@@ -43,19 +43,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import anyio
 
+from ..errors import ProcessesUnavailable
 from .local import FileJob, LocalBackend, Written
-
-
-class ProcessesUnavailable(Exception):
-    """The worker processes could not take this batch; copy it in threads.
-
-    ``pids``: the workers this pool has had; a killed one may have left
-    temporary files (named with its pid) where the batch was going.
-    """
-
-    def __init__(self, message: str, pids: frozenset[int] = frozenset()) -> None:
-        super().__init__(message)
-        self.pids = pids
 
 
 def processes_allowed() -> bool:
@@ -149,4 +138,4 @@ def _copy_batch(src_root: str, dst_root: str, hash_files: bool, batch: list[File
     return dst.copy_files(src, batch)
 
 
-__all__ = ["FileCopyProcesses", "ProcessesUnavailable", "processes_allowed"]
+__all__ = ["FileCopyProcesses", "processes_allowed"]

@@ -33,8 +33,8 @@ import anyio
 
 from ..backends.base import Backend, UploadCheckpoint
 from ..backends.local import SMALL_FILE, LocalBackend, mtime_ns_of
-from ..backends.local_processes import FileCopyProcesses, ProcessesUnavailable, processes_allowed
-from ..errors import IntegrityError, JobAborted, NotFound, SourceChanged, VertexflowError, first_error
+from ..backends.local_processes import FileCopyProcesses, processes_allowed
+from ..errors import IntegrityError, JobAborted, NotFound, ProcessesUnavailable, SourceChanged, VertexflowError, first_error
 from ..logs import get_logger
 from ..middleware.stages import TransformedBackend
 from ..model import SHA256, BodyFactory, ObjectInfo, body_from_bytes

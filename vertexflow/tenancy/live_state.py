@@ -37,14 +37,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import TransientError
 from .registry import Placement, Registry
 
 LIVE_STATES = ("copying", "closing")
-
-
-class WriteFenced(TransientError):
-    """A write waited longer than allowed for a live migration's write fence to lift."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,12 +39,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from ..backends.base import Backend
 from ..config import LocalRemote, S3Remote, YandexDiskRemote
-from ..errors import ConfigError
+from ..errors import ConfigError, WriteFenced
 from ..locations import remote_location
 from ..model import BodyFactory, ObjectInfo
 from .adapters import StorageAdapter
 from .dual_write import DualWriteAdapter
-from .live_state import LiveState, Route, WriteFenced
+from .live_state import LiveState, Route
 from .registry import Company, Placement, Registry
 from .routing import CompanyAdapter
 from .storage_config import (

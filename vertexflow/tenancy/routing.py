@@ -9,7 +9,7 @@ process made the change.
 * Writes (save, delete, folder creation) read the route afresh in the
   transaction that registers them as in flight, and wait while a live
   migration's write fence is up (at most ``StorageManager.fence_wait``
-  seconds, then :class:`~.live_state.WriteFenced`).
+  seconds, then :class:`~vertexflow.errors.WriteFenced`).
 * Reads never wait and use a route at most ``StorageManager.route_ttl``
   seconds old (a process's own writes refresh it).
 

@@ -47,6 +47,7 @@ from typing import Any
 
 import anyio
 
+from ..errors import ManifestError
 from ..model import BodyFactory
 
 FOLDER = ".vfchunk/"
@@ -70,10 +71,6 @@ def part_name(gen: str, index: int) -> str:
 
 def is_reserved(key: str) -> bool:
     return FOLDER in key
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be read (not JSON, wrong format or version, missing fields)."""
 
 
 @dataclass(frozen=True, slots=True)

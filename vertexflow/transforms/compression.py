@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from ..errors import ConfigError
+from ..errors import ConfigError, CorruptInput
 
 #: Input bytes per zstd frame. Bounds what one decode step can produce; small
 #: enough for flat memory, large enough that restarting the window costs
@@ -63,10 +63,6 @@ def encode_seconds(codec: Codec, n: int) -> float:
 
 def decode_seconds(codec_name: str, n: int) -> float:
     return n / _DECODE_SPEED[codec_name]
-
-
-class CorruptInput(Exception):
-    """The compressed bytes do not decode (bad header, checksum, truncation)."""
 
 
 @dataclass(frozen=True, slots=True)

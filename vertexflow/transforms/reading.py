@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 
 from ..backends.base import Backend
-from ..errors import CorruptData, NotFound
+from ..errors import CorruptData, CorruptInput, ManifestError, NotFound
 from ..model import SHA256
-from .chunking import FOLDER, MANIFEST_NAME, MANIFEST_SUFFIX, Manifest, ManifestError
-from .compression import CODEC_OF_SUFFIX, CorruptInput, decode_seconds, decoder
+from .chunking import FOLDER, MANIFEST_NAME, MANIFEST_SUFFIX, Manifest
+from .compression import CODEC_OF_SUFFIX, decode_seconds, decoder
 from .hashing import Digester
 from .work import CpuLane
 

@@ -29,24 +29,15 @@ from functools import partial
 import anyio
 
 from ...backends.base import Backend
-from ...errors import BackupError, CorruptData, NotFound
+from ...errors import BackupError, CorruptArchive, CorruptData, CorruptInput, NotFound, PartNotReplayable
 from ...model import ObjectInfo
 from ...transforms.chunking import Cutter
-from ...transforms.compression import (
-    CorruptInput,
-    Decoder,
-    ZstdDecoder,
-    decoder,
-)
+from ...transforms.compression import Decoder, ZstdDecoder, decoder
 from .metadata import StorageSection, StoredFile
-from .tarstream import CorruptArchive, TarParser
+from .tarstream import TarParser
 
 #: a piece at least this long is hashed/decoded in a worker thread (a hand-off costs ~0.1-0.25 ms)
 THREAD_MIN = 256 * 1024
-
-
-class PartNotReplayable(BackupError):
-    """A destination asked for a part's bytes a second time; they were streamed once and not kept."""
 
 
 @dataclass(slots=True)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import anyio
 
 from ...backends.base import Backend
-from ...errors import BackupError, BadMetadata, CorruptData, NotFound
-from ...transforms.compression import CorruptInput, decoder
+from ...errors import BackupError, BadMetadata, CorruptData, CorruptInput, NotFound
+from ...transforms.compression import decoder
 from .database import integrity_problem
 from .metadata import (
     METADATA,

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import anyio
 
 from ...backends.base import Backend
-from ...errors import CorruptData
+from ...errors import CorruptData, PartNotReplayable
 from ...model import ObjectInfo
 from .database import restore_into
-from .parts import PartNotReplayable, archive_events, data_of, scan_archive
+from .parts import archive_events, data_of, scan_archive
 from .reading import Opened, fetch_database, load_members
 from .tarstream import END_MEMBER, Member, safe_key
 

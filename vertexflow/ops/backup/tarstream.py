@@ -17,7 +17,7 @@ from __future__ import annotations
 import tarfile
 from dataclasses import dataclass
 
-from ...errors import BackupError, UnsafeArchive
+from ...errors import CorruptArchive, UnsafeArchive
 
 BLOCK = 512
 #: tar(1) pads an archive to whole records of 20 blocks; readers do not need it, we do it for likeness
@@ -25,12 +25,6 @@ RECORD = 20 * BLOCK
 #: a pax or GNU long-name header larger than this is refused (a name is at most a few KiB)
 MAX_META = 1024 * 1024
 _ZERO = bytes(BLOCK)
-
-
-class CorruptArchive(BackupError):
-    """The decompressed stream is not a well-formed tar archive (bad header, truncated)."""
-
-    reason = "corrupt_archive"
 
 
 def member_header(name: str, size: int, mtime: float) -> bytes:
