@@ -19,6 +19,7 @@ decide what to do from the class alone::
     │   ├── IntegrityError     the bytes stored differ from the bytes sent
     │   │   └── CorruptData    a stored object fails its own check (a chunk part, a compressed frame)
     │   ├── SourceChanged      the source object changed while it was read
+    │   ├── CantCopy           this route cannot copy this object: send it streamed instead
     │   └── TransientError     worth retrying: 429/503/5xx, timeouts, resets
     │       ├── Throttled      the server asked us to slow down
     │       ├── ConnectionFailed  the endpoint could not be reached
@@ -284,3 +285,14 @@ def first_error(exc: BaseException) -> BaseException:
 
     walk(exc)
     return next((e for e in flat if isinstance(e, VertexflowError)), flat[0])
+
+
+class CantCopy(BackendError):
+    """A copy route (a server-side copy) cannot serve this object; the engine streams it instead.
+
+    Raised by a backend's ``server_copy`` for an object the server declines to
+    copy itself (it does not implement the copy, or not for this object);
+    never seen by a caller of the engine, which falls back to the streamed route.
+    """
+
+    reason = "cant_copy"

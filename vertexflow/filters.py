@@ -11,9 +11,10 @@ below: an object must match an include (if any is given) and no exclude.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from .errors import ConfigError
 from .model import ObjectInfo
@@ -134,6 +135,16 @@ class Filter:
             if self.max_age and age > self.max_age:
                 return False
         return True
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Filter:
+        """The filter :meth:`describe` gave (ages in seconds)."""
+        return cls(include=tuple(data.get("include", ())), exclude=tuple(data.get("exclude", ())),
+                   min_size=data.get("min_size"), max_size=data.get("max_size"),
+                   min_age=timedelta(seconds=data["min_age"]) if data.get("min_age") else None,
+                   max_age=timedelta(seconds=data["max_age"]) if data.get("max_age") else None,
+                   prefix=data.get("prefix") or "", extensions=tuple(data.get("extensions", ())),
+                   start_at=data.get("start_at"), end_before=data.get("end_before"))
 
     def describe(self) -> dict[str, object]:
         """The filter as plain data (part of a job's fingerprint).

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 #: A body that can be replayed: each call returns a fresh iterator that starts
 #: again at byte 0, so a retry can send the same bytes again.
 BodyFactory = Callable[[], AsyncIterator[bytes]]
+
+#: Told the number of body bytes a ``put`` reads to send (``put(..., pace=)``,
+#: ``features.paced_writes``); returns when they may go: a bandwidth limit.
+Pace = Callable[[int], Awaitable[None]]
 
 SHA256 = "sha256"
 MD5 = "md5"
@@ -46,32 +50,63 @@ class ObjectInfo:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Features:
-    """Optional abilities of a backend, asked for instead of probing methods.
+    """Optional abilities of a backend, asked for instead of probing methods or classes.
+
+    A flag that stands for methods names an ability protocol of
+    :mod:`vertexflow.backends.base` (listed in ``ABILITIES`` there): a backend
+    declares the flag exactly when it implements those methods, and a
+    decorator declares what it forwards (``tests/backends/test_features.py``
+    checks both for every backend and every decorator stack the engine builds).
 
     server_side_copy: ``server_copy`` copies from another location of the same
         store (``same_store``) without the bytes passing through vertexflow.
     native_hashes: hashes the backend reports in listings/stat without reading
         the content (for example ``("md5",)`` for Yandex.Disk, ``("sha256",)``
         for S3 objects written by vertexflow).
-    local_path: objects are files on this machine, and ``local_path(key)``
-        gives the path; the engine then takes its zero-copy/one-hop fast paths.
+    local_path: objects are files on this machine under their keys
+        (:class:`~vertexflow.backends.base.LocalFiles`): ``local_path(key)``
+        and ``file_sha256(key)``. Decorators that keep keys and bytes (a
+        bandwidth limit) forward it: hashing a file is not a transfer.
+    direct_files: the engine may move bytes between such files itself,
+        bypassing ``open`` and ``put`` (zero-copy, batches of small files:
+        :class:`~vertexflow.backends.base.DirectFiles`). Only a bare local
+        backend: every decorator stands in the path of the bytes.
+    whole_reads: ``read_whole`` is a cheaper way to read a small object than
+        streaming ``open`` (one request, one thread hop); the engine uses it
+        for objects listed as small.
     max_object_size: the largest object ``put`` accepts, if limited.
     preserves_mtime: ``put`` stores ``info.mtime`` and reports it back.
     sorted_listing: ``list`` yields keys in ascending code-point order.
-    resumable_uploads: ``put`` accepts a ``checkpoint`` and continues a large
+    resumable_uploads: ``put`` honours a ``checkpoint`` and continues a large
         upload that an earlier, interrupted run started.
+    paced_writes: ``put`` honours ``pace``: it tells it the body's bytes as
+        it reads them to send, and never bytes it does not send (the parts a
+        resumed upload already has, read only to be hashed).
     stat_hashes: hashes ``stat`` may report that listings do not (S3: the
         SHA-256 vertexflow keeps as metadata, which only a HeadObject shows).
+    public_links: ``public_link(key)`` gives a URL that serves the object
+        without credentials (:class:`~vertexflow.backends.base.PublicLinks`).
+    folders: the store has real folders: ``make_folder``/``is_folder``
+        (:class:`~vertexflow.backends.base.Folders`); elsewhere a folder is a
+        key prefix.
+    hashes_in_stream: ``put`` hashes every byte as it streams (stages): the
+        engine need not read a file a first time to hash it.
     """
 
     server_side_copy: bool = False
     native_hashes: tuple[str, ...] = ()
     local_path: bool = False
+    direct_files: bool = False
+    whole_reads: bool = False
     max_object_size: int | None = None
     preserves_mtime: bool = False
     sorted_listing: bool = False
     resumable_uploads: bool = False
+    paced_writes: bool = False
     stat_hashes: tuple[str, ...] = ()
+    public_links: bool = False
+    folders: bool = False
+    hashes_in_stream: bool = False
 
 
 def body_from_bytes(data: bytes) -> BodyFactory:

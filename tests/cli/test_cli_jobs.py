@@ -92,3 +92,47 @@ def test_size_only_through_stages_reads_sizes_from_the_journal(tmp_path: Path) -
     # without the journal the stored size is unknown: size-only cannot call them equal
     blind = vf(*args, "--no-journal")
     assert blind.json()["objects"] == 6
+
+
+def test_no_journal_reports_no_job_id(tmp_path: Path) -> None:
+    make_tree(tmp_path / "src", files=4)
+    kept = vf("copy", str(tmp_path / "src"), str(tmp_path / "a"), "--json")
+    assert kept.code == 0 and kept.json()["job_id"] is not None  # the journal has a job 1 now
+    for args in (["--json"], []):
+        r = vf("copy", str(tmp_path / "src"), str(tmp_path / f"b{len(args)}"), "--no-journal", *args)
+        assert r.code == 0, r.err
+        if args:
+            assert r.json()["job_id"] is None  # a throw-away journal's id names no job a user can find
+        else:
+            assert "journal job" not in r.out
+
+
+def test_resume_reopens_the_spec_the_journal_kept(tmp_path: Path) -> None:
+    import json
+    import os
+    import sqlite3
+
+    make_tree(tmp_path / "src", files=6)
+    r = vf("copy", str(tmp_path / "src"), str(tmp_path / "dst"), "--json", "--exclude", "*.bin",
+           "--transfers", "2", "--retries", "3", "--no-verify")
+    assert r.code == 0, r.err
+    job_id = r.json()["job_id"]
+    options = json.loads(vf("jobs", "show", str(job_id)).out)["options"]
+    spec = options["replay"]["spec"]
+    assert spec["source"] == str(tmp_path / "src") and spec["filter"]["exclude"] == ["*.bin"]
+    assert spec["settings"]["transfers"] == 2 and spec["settings"]["retries"] == 3
+    assert spec["settings"]["verify"] is False
+    # a job recorded before specs existed (no "spec" kept) resumes from the options it kept
+    db = sqlite3.connect(os.environ["VERTEXFLOW_JOURNAL"])
+    legacy = dict(options)
+    legacy["replay"] = {k: v for k, v in options["replay"].items() if k != "spec"}
+    db.execute("UPDATE jobs SET options = ?, state = 'interrupted' WHERE id = ?", (json.dumps(legacy), job_id))
+    db.commit()
+    db.close()
+    (tmp_path / "src" / "late.txt").write_text("late")
+    (tmp_path / "src" / "late.bin").write_bytes(b"excluded")
+    again = vf("jobs", "resume", str(job_id), "--json")
+    assert again.code == 0, again.err
+    s = again.json()
+    assert s["job_id"] == job_id and s["resumed"] and s["objects"] == 1
+    assert (tmp_path / "dst" / "late.txt").is_file() and not (tmp_path / "dst" / "late.bin").exists()

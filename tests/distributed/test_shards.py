@@ -16,8 +16,8 @@ from vertexflow.errors import ConfigError
 from vertexflow.filters import Filter
 from vertexflow.locations import parse_location
 from vertexflow.model import ObjectInfo
-from vertexflow.ops.copy import CopyOptions
-from vertexflow.ops.sync import SyncOptions
+from vertexflow.ops.assembly import Transfer
+from vertexflow.ops.spec import StageSpec, TransferSettings, TransferSpec
 
 
 def keys(n: int, seed: int = 1) -> list[str]:
@@ -106,15 +106,20 @@ def test_shard_tasks_carry_no_secret(tmp_path) -> None:  # type: ignore[no-untyp
     config = parse_config({"remotes": {"store": {"type": "s3", "endpoint": "http://127.0.0.1:1",
                                                  "access_key_id": "AKIDINLINEVALUE",
                                                  "secret_access_key": "s3cr3t-INLINE-value"}}})
-    src, dst = parse_location(str(tmp_path), config), parse_location("store:bucket/p", config)
+    dst = parse_location("store:bucket/p", config)
     assert dst.kwargs["secret_access_key"] == "s3cr3t-INLINE-value"  # the backend's arguments hold it...
     plan_ = plan(keys(3000), slots=2)
-    tasks = shard_tasks("copy", src, dst, "/etc/vf.toml", SyncOptions(copy=CopyOptions(transfers=4)),
-                        {"bwlimit": "4M", "compress": "zstd:3"}, plan_.shards)
+    spec = TransferSpec(source=str(tmp_path), dest="store:bucket/p", config_path="/etc/vf.toml",
+                        settings=TransferSettings(transfers=4, bwlimit="4M",
+                                                  stages=StageSpec(compress="zstd:3")))
+    tasks = shard_tasks(Transfer.prepare(spec, config), plan_.shards)
     blob = pickle.dumps(tasks)
     assert b"s3cr3t-INLINE-value" not in blob and b"AKIDINLINEVALUE" not in blob  # ...the tasks do not
     assert tasks[0].dst == "store:bucket/p" and tasks[0].bwlimit == ("4M", None, None)
-    assert tasks[0].middleware == {"compress": "zstd:3"}
+    assert tasks[0].spec is not None
+    shipped = TransferSpec.from_dict(tasks[0].spec)  # the spec as the worker reads it back
+    assert shipped.settings.stages.compress == "zstd:3" and shipped.settings.transfers == 4
+    assert shipped.no_journal and shipped.dest == "store:bucket/p"
 
 
 def test_share_and_shard_bandwidth() -> None:

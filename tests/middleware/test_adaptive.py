@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import random
 from pathlib import Path
 
@@ -39,7 +41,7 @@ class SlowDownServer(BackendWrapper):
         self.refused = 0
 
     async def put(self, info: ObjectInfo, body: BodyFactory, *,
-                  checkpoint: UploadCheckpoint | None = None) -> ObjectInfo:
+                  checkpoint: UploadCheckpoint | None = None, pace: Any = None) -> ObjectInfo:
         self.in_flight += 1
         try:
             await anyio.sleep(self.latency)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import os
 import time
 from collections.abc import AsyncIterator
@@ -31,7 +33,7 @@ class Recording(BackendWrapper):
         self.events: list[tuple[float, int]] = []
 
     async def put(self, info: ObjectInfo, body: BodyFactory, *,
-                  checkpoint: UploadCheckpoint | None = None) -> ObjectInfo:
+                  checkpoint: UploadCheckpoint | None = None, pace: Any = None) -> ObjectInfo:
         events = self.events
 
         async def recorded() -> AsyncIterator[bytes]:

@@ -5,32 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from vertexflow.backends.local import LocalBackend
-from vertexflow.config import Config
-from vertexflow.locations import parse_location
 from vertexflow.middleware.adaptive import AdaptiveBackend
 from vertexflow.middleware.base import unwrap
-from vertexflow.middleware.options import JobMiddleware
 from vertexflow.middleware.stages import TransformedBackend
 from vertexflow.middleware.throttled import ThrottledBackend
 from vertexflow.middleware.wrap import wrap
+from vertexflow.ops.assembly import JobLayers
+from vertexflow.ops.spec import TransferSettings
 from vertexflow.pipeline.stats import JobStats
-from vertexflow.retry import RetryPolicy
 from vertexflow.throttle import Bandwidth
 from vertexflow.transforms import Stages
 
 from ..cli.helpers import vf
 
-OPTIONS = {"hash_algorithms": None, "compress": None, "compress_force": False, "chunk_size": None, "stages": None,
-           "decompress": False, "reassemble": False, "hash_threads": None, "compress_threads": None,
-           "bwlimit": None, "bwlimit_up": None, "bwlimit_down": None, "adaptive": True}
-
-
 def test_nothing_asked_gives_the_backend_itself(tmp_path: Path) -> None:
     local = LocalBackend(tmp_path)
     assert wrap(local) is local
     assert wrap(local, stages=Stages()) is local
-    layers = JobMiddleware.from_cli(dict(OPTIONS), config=Config(), src=parse_location(str(tmp_path)),
-                                    dst=parse_location(str(tmp_path / "d")), transfers=8, retry=RetryPolicy())
+    layers = JobLayers.build(TransferSettings(), transfers=8)
     stats = JobStats()
     assert layers.source(local, stats) is local and layers.destination(local, stats) is local  # local fast path kept
     assert stats.reporters == {}

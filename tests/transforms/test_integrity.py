@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import os
 from collections.abc import Callable
 from contextlib import aclosing
@@ -127,7 +129,7 @@ class BreaksMidUpload(BackendWrapper):
         self.calls: dict[str, int] = {}
 
     async def put(self, info: ObjectInfo, body: BodyFactory, *,
-                  checkpoint: UploadCheckpoint | None = None) -> ObjectInfo:
+                  checkpoint: UploadCheckpoint | None = None, pace: Any = None) -> ObjectInfo:
         n = self.calls[info.key] = self.calls.get(info.key, 0) + 1
         if n == 1 and self.match(info.key):
             read = 0
@@ -162,7 +164,7 @@ async def test_a_failed_upload_leaves_the_old_object_whole(tmp_path: Path) -> No
 
     class AlwaysFailsPart2(BreaksMidUpload):
         async def put(self, info: ObjectInfo, body: BodyFactory, *,
-                      checkpoint: UploadCheckpoint | None = None) -> ObjectInfo:
+                      checkpoint: UploadCheckpoint | None = None, pace: Any = None) -> ObjectInfo:
             if info.key.endswith("-00001"):
                 raise TransientError("injected 503", backend="test", key=info.key)
             return await self.inner.put(info, body)

@@ -11,21 +11,25 @@ except idempotent single requests (a listing page, a stat); the engine owns
 the per-object retry loop, which replays bodies through their factory.
 
 Optional abilities are declared in :attr:`Backend.features`; callers ask the
-features instead of probing for methods, and a method whose feature is off
-raises :class:`NotImplementedError`.
+features instead of probing for methods or classes, and a method whose
+feature is off raises :class:`NotImplementedError`. Each ability that brings
+methods is a small protocol below (:class:`LocalFiles`, :class:`DirectFiles`,
+:class:`PublicLinks`, :class:`Folders`, server-side copy, whole reads);
+:data:`ABILITIES` maps each feature flag to its methods, and
+``tests/backends/test_features.py`` checks, for every backend and every
+decorator stack the engine builds, that what is declared is what works.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ..errors import InvalidKey, SourceChanged
-from ..model import BodyFactory, Features, ObjectInfo
+from ..model import BodyFactory, Features, ObjectInfo, Pace
 
 
 class UploadCheckpoint(Protocol):
@@ -46,6 +50,79 @@ class UploadCheckpoint(Protocol):
     async def save(self, state: Mapping[str, Any]) -> None: ...
 
     async def clear(self) -> None: ...
+
+
+@runtime_checkable
+class LocalFiles(Protocol):
+    """``features.local_path``: every object is a file on this machine, at a path its key gives."""
+
+    def local_path(self, key: str) -> Path:
+        """The file that holds ``key`` (it may not exist yet)."""
+
+    async def file_sha256(self, key: str) -> str:
+        """The SHA-256 of the file that holds ``key``, read off the event loop. Raises NotFound."""
+
+
+@runtime_checkable
+class DirectFiles(Protocol):
+    """``features.direct_files``: the engine moves bytes between local files itself (zero-copy, batches).
+
+    Only a bare local backend declares it: anything wrapped around a backend
+    (a bandwidth limit, stages) stands in the path of the bytes, and these
+    methods would bypass it. ``verify`` says whether written bytes are hashed.
+    """
+
+    root: Path
+    #: take the SHA-256 of every byte written (off for a job that does not verify)
+    hash_files: bool
+
+    def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+
+    def copy_from_file(self, src: str, src_info: ObjectInfo, info: ObjectInfo) -> ObjectInfo: ...
+
+    def copy_files(self, src: Any, jobs: list[Any]) -> list[Any]: ...
+
+    def read_file(self, key: str, version: str | None, limit: int | None = None) -> bytes: ...
+
+    def path_of(self, key: str) -> str: ...
+
+    def remove_temp_files(self, directories: set[str], pids: frozenset[int]) -> None: ...
+
+
+@runtime_checkable
+class PublicLinks(Protocol):
+    """``features.public_links``: a URL that serves an object without credentials."""
+
+    async def public_link(self, key: str, *, expires: int) -> str:
+        """Publish ``key`` (Yandex.Disk) or sign a URL valid ``expires`` seconds (S3)."""
+
+
+@runtime_checkable
+class Folders(Protocol):
+    """``features.folders``: the store has real folders (not key prefixes)."""
+
+    async def make_folder(self, path: str) -> None:
+        """Create folder ``path`` and its parents; existing is fine."""
+
+    async def is_folder(self, path: str) -> bool: ...
+
+
+#: the feature flags that stand for methods, and those methods (what "implemented" means)
+ABILITIES: Mapping[str, tuple[str, ...]] = {
+    "server_side_copy": ("server_copy", "same_store"),
+    "local_path": ("local_path", "file_sha256"),
+    "direct_files": ("copy_from_file", "copy_files", "read_file", "run_blocking", "remove_temp_files"),
+    "whole_reads": ("read_whole",),
+    "public_links": ("public_link",),
+    "folders": ("make_folder", "is_folder"),
+}
+
+
+def direct_files(backend: Backend) -> DirectFiles:
+    """``backend`` as :class:`DirectFiles`; only where ``backend.features.direct_files``."""
+    if not backend.features.direct_files:
+        raise NotImplementedError(f"{backend.describe()} does not let the engine move its files directly")
+    return backend  # type: ignore[return-value]  # declared: the conformance test checks it is so
 
 
 class Backend(abc.ABC):
@@ -125,8 +202,15 @@ class Backend(abc.ABC):
         return b"".join(pieces)
 
     @abc.abstractmethod
-    async def put(self, info: ObjectInfo, body: BodyFactory) -> ObjectInfo:
+    async def put(self, info: ObjectInfo, body: BodyFactory, *, checkpoint: UploadCheckpoint | None = None,
+                  pace: Pace | None = None) -> ObjectInfo:
         """Store a whole object at ``info.key``: all of it or nothing.
+
+        ``checkpoint`` is honoured where ``features.resumable_uploads`` (an
+        interrupted large upload continues), ``pace`` where
+        ``features.paced_writes`` (see :data:`~vertexflow.model.Pace`);
+        elsewhere they are ignored, and a decorator that needs to limit the
+        bytes paces the body instead.
 
         ``body()`` yields the content; it may be called again to start over.
         If ``info.size`` is set and the body yields another number of bytes,
@@ -159,8 +243,24 @@ class Backend(abc.ABC):
         return None
 
     def local_path(self, key: str) -> Path:
-        """The file that holds ``key`` (``features.local_path``)."""
+        """The file that holds ``key`` (``features.local_path``, :class:`LocalFiles`)."""
         raise NotImplementedError(f"{self.describe()} is not on local disk")
+
+    async def file_sha256(self, key: str) -> str:
+        """The SHA-256 of the file that holds ``key`` (``features.local_path``, :class:`LocalFiles`)."""
+        raise NotImplementedError(f"{self.describe()} is not on local disk")
+
+    async def public_link(self, key: str, *, expires: int) -> str:
+        """A URL that serves ``key`` without credentials (``features.public_links``)."""
+        raise NotImplementedError(f"{self.describe()} has no public links")
+
+    async def make_folder(self, path: str) -> None:
+        """Create folder ``path`` and its parents (``features.folders``)."""
+        raise NotImplementedError(f"{self.describe()} has no folders")
+
+    async def is_folder(self, path: str) -> bool:
+        """Whether folder ``path`` exists (``features.folders``)."""
+        raise NotImplementedError(f"{self.describe()} has no folders")
 
     def same_store(self, other: Backend) -> bool:
         """True when ``self.server_copy`` can read objects of ``other``.

@@ -39,8 +39,8 @@ from ..errors import (
     VertexflowError,
 )
 from ..logs import get_logger
-from ..model import SHA256, BodyFactory, Features, ObjectInfo
-from .base import Backend, check_key
+from ..model import SHA256, BodyFactory, Features, ObjectInfo, Pace
+from .base import Backend, UploadCheckpoint, check_key
 from .short_calls import ShortCalls
 
 log = get_logger(__name__)
@@ -120,7 +120,8 @@ class LocalBackend(Backend):
     """Objects are files under ``root``; keys are their relative paths."""
 
     scheme = "file"
-    features = Features(local_path=True, preserves_mtime=True, sorted_listing=True)
+    features = Features(local_path=True, direct_files=True, whole_reads=True, folders=True,
+                        preserves_mtime=True, sorted_listing=True)
 
     def __init__(self, root: str | os.PathLike[str], *, hash_files: bool = True,
                  thread_limit: int = 4, name: str | None = None) -> None:
@@ -326,7 +327,8 @@ class LocalBackend(Backend):
             await it.aclose()
             await self._run(f.close)
 
-    async def put(self, info: ObjectInfo, body: BodyFactory) -> ObjectInfo:
+    async def put(self, info: ObjectInfo, body: BodyFactory, *, checkpoint: UploadCheckpoint | None = None,
+                  pace: Pace | None = None) -> ObjectInfo:
         path = self.path_of(info.key)
         mtime_ns = mtime_ns_of(info)
         if info.size is not None and info.size <= SMALL_FILE:
@@ -657,6 +659,16 @@ class LocalBackend(Backend):
         except OSError as exc:
             raise self._error(exc, key, "read") from exc
         return h.hexdigest()
+
+    async def file_sha256(self, key: str) -> str:
+        return await self._run(self.sha256, key)
+
+    async def make_folder(self, path: str) -> None:
+        target = self.local_path(path)
+        await self._run(lambda: os.makedirs(target, exist_ok=True))
+
+    async def is_folder(self, path: str) -> bool:
+        return await self._run(self.local_path(path).is_dir)
 
     def run_blocking(self, fn, *args):  # type: ignore[no-untyped-def]
         """Run blocking ``fn(*args)`` in this backend's bounded thread pool."""

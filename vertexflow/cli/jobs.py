@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from ..config_file import config_or_none
 from ..errors import ConfigError
-from ..middleware.options import as_arguments
+from ..ops.assembly import open_journal
+from ..ops.spec import spec_of_job
 from ..state.journal import default_journal_path
-from .run import fail, run_or_exit
-from .transfer import copy, open_journal, sync
+from .run import fail, reported, run_or_exit
+from .transfer import run_spec
 
 
 @click.group()
@@ -79,35 +82,13 @@ def jobs_resume(ctx: click.Context, job_id: int, journal_path: str | None, as_js
         fail(f"no job {job_id} in the journal")
     if job.kind not in ("copy", "sync"):
         fail(f"job {job_id} is a {job.kind} job; only copy and sync jobs resume")
-    o = job.options
-    f = o.get("filter", {})
-    args = [job.src, job.dst, "--journal", journal_path or str(default_journal_path())]
-    args += ["--checksum"] if o.get("compare") == "checksum" else ["--size-only"] if o.get("compare") == "size_only" else []
-    args += ["--delete"] if o.get("delete") else []
-    args += ["--order-by", o["order_by"]] if o.get("order_by") else []
-    for g in f.get("include", []):
-        args += ["--include", g]
-    for g in f.get("exclude", []):
-        args += ["--exclude", g]
-    for name in ("min_size", "max_size"):
-        if f.get(name) is not None:
-            args += [f"--{name.replace('_', '-')}", str(f[name])]
-    for name in ("min_age", "max_age"):
-        if f.get(name) is not None:
-            args += [f"--{name.replace('_', '-')}", f"{f[name]}s"]
-    if f.get("prefix"):
-        args += ["--prefix", f["prefix"]]
-    if f.get("extensions"):
-        args += ["--ext", ",".join(f["extensions"])]
-    replay = o.get("replay", {})
-    args += as_arguments({**o.get("stages", {}), **replay})
-    args += ["--transfers", str(replay["transfers"])] if replay.get("transfers") else []
-    args += ["--retries", str(replay["retries"])] if replay.get("retries") else []
-    args += ["--no-verify"] if replay.get("no_verify") else []
-    args += ["--json"] if as_json else []
-    args += [] if progress is None else ["--progress" if progress else "--no-progress"]
-    command = copy if job.kind == "copy" else sync
-    ctx.invoke(command, **command.make_context(job.kind, args, parent=ctx.parent).params)
+    with reported():
+        spec = spec_of_job(job.kind, job.src, job.dst, job.options)
+        # the same run, recorded in the same journal; a config file given now names the remotes
+        spec = replace(spec, journal=journal_path or str(default_journal_path()), no_journal=False, dry_run=False,
+                       config_path=ctx.obj.config_path or spec.config_path)
+        config = ctx.obj.config if ctx.obj.config_path else config_or_none(spec.config_path)
+    run_spec(spec, config, as_json=as_json, progress=progress, cluster=None, title=f"{spec.source} -> {spec.dest}")
 
 
 @jobs.command("forget")

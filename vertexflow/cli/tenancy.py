@@ -19,7 +19,8 @@ import click
 from ..errors import ConfigError
 from ..tenancy.manager import DEFAULT_SUBFOLDERS, StorageManager
 from .run import EXIT_PARTIAL, reported, run_or_exit
-from .transfer import build_filter, open_journal, with_filter_options
+from ..ops.assembly import open_journal
+from .transfer import build_filter, with_filter_options
 
 T = TypeVar("T")
 

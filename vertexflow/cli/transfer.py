@@ -1,34 +1,28 @@
 """``vertexflow copy`` and ``vertexflow sync``, and the options other commands share with them.
 
-``transfer_options`` (copy and sync), ``filter_options`` / ``with_filter_options``
-and ``build_filter`` (also verify and migrate), ``cluster_option`` (also verify),
-``open_journal`` (also jobs and migrate).
+The options become a :class:`~vertexflow.ops.spec.TransferSpec` (:func:`spec_from_options`)
+and the spec a running job through the one assembly path
+(:mod:`vertexflow.ops.assembly`); :func:`run_spec` is what ``jobs resume``
+calls too, with the spec the journal kept. ``transfer_options`` (copy and
+sync), ``filter_options`` / ``with_filter_options`` and ``build_filter``
+(also verify and migrate), ``cluster_option`` (also verify).
 """
 
 from __future__ import annotations
 
-import os
-import sqlite3
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from ..errors import ConfigError
 from ..filters import Filter, parse_age, parse_size
-from ..locations import parse_location
-from ..middleware.options import JobMiddleware, given_options, middleware_options
+from ..ops.spec import DEFAULT_RETRIES, StageSpec, TransferSettings, TransferSpec
 from ..pipeline.runner import StopSignal
 from ..pipeline.stats import JobStats
-from ..retry import RetryPolicy
-from ..state.journal import Journal, default_journal_path
 from .context import Ctx
-from .run import fail, print_summary, reported, run_job
+from .run import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail, print_summary, reported, run_job
 
-DEFAULT_RETRIES = 5
 cluster_option = click.option(
     "--cluster", metavar="ADDR", default=None, envvar="VERTEXFLOW_CLUSTER",
     help="Run as shards on a Dask cluster: tcp://SCHEDULER:8786, or local:N worker processes here "
@@ -55,11 +49,42 @@ def transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--no-journal", is_flag=True, help="Keep no record (no resume, no incremental sync)."),
         cluster_option,
         *filter_options,
-        *middleware_options,
+        *stage_and_limit_options,
     ]):
         fn = opt(fn)
     return fn
 
+
+stage_and_limit_options = [
+    click.option("--hash", "hash_algorithms", metavar="LIST",
+                 help="Digests taken in-stream: sha256 (always), md5, blake3, xxh128, e.g. sha256,md5."),
+    click.option("--compress", metavar="CODEC[:LEVEL]",
+                 help="Compress objects on the way: zstd:1-19 or gzip:1-9, stored as KEY.zst / KEY.gz."),
+    click.option("--compress-force", is_flag=True,
+                 help="Compress content recognised as already compressed (JPEG, MP4, ZIP...) too."),
+    click.option("--chunk-size", metavar="SIZE",
+                 help="Store objects larger than SIZE (e.g. 100M) as parts plus a manifest under KEY.vfchunk/."),
+    click.option("--stages", metavar="ORDER",
+                 help="The order the bytes pass the stages [hash,compress,chunk]; naming one turns it on."),
+    click.option("--decompress", is_flag=True, help="Decompress the source's .zst/.gz objects."),
+    click.option("--reassemble", is_flag=True, help="Join the source's chunked objects, verifying every part."),
+    click.option("--hash-threads", type=click.IntRange(1, 64), default=None,
+                 help="Worker threads hashing at once [one per core]."),
+    click.option("--compress-threads", type=click.IntRange(1, 64), default=None,
+                 help="Worker threads compressing at once [one per core]."),
+    click.option("--bwlimit", metavar="RATE",
+                 help='Bytes per second each way: 10M, 10M:1M (up:down), off, or a timetable '
+                      '"08:00,512k 19:00,10M 23:00,off" (weekdays: "Mon-08:00,512k Sat-00:00,off").'),
+    click.option("--bwlimit-up", metavar="RATE",
+                 help="Limit for writes to the destination alone (overrides --bwlimit)."),
+    click.option("--bwlimit-down", metavar="RATE", help="Limit for reads from the source alone (overrides --bwlimit)."),
+    click.option("--adaptive/--no-adaptive", default=True,
+                 help="Cut the requests in flight to a remote store when it answers 429/503/SlowDown, "
+                      "and grow them back on success [on]."),
+]
+#: the stage options, named as :class:`~vertexflow.ops.spec.StageSpec` names them
+STAGE_OPTION_NAMES = ("hash_algorithms", "compress", "compress_force", "chunk_size", "stages", "decompress",
+                      "reassemble", "hash_threads", "compress_threads")
 
 filter_options = [
     click.option("--include", multiple=True, metavar="GLOB", help="Only keys matching (repeatable)."),
@@ -123,42 +148,47 @@ def sync(obj: Ctx, src: str, dst: str, **kw: Any) -> None:
     _transfer(obj, "sync", src, dst, **kw)
 
 
-def _transfer(obj: Ctx, mode: str, src: str, dst: str, *, delete: bool, max_delete: int | None,
-              transfers: int | None, progress: bool | None, as_json: bool, no_verify: bool, retries: int,
-              checksum: bool, size_only: bool, dry_run: bool, order_by: str | None, journal_path: str | None,
-              no_journal: bool, cluster: str | None = None, **filter_kw: Any) -> None:
-    from ..ops.copy import CopyOptions, resolve_source
-    from ..ops.sync import SyncJob, SyncOptions
-
-    if checksum and size_only:
-        fail("--checksum and --size-only exclude each other")
+def _transfer(obj: Ctx, mode: str, src: str, dst: str, *, progress: bool | None, as_json: bool,
+              cluster: str | None = None, **kw: Any) -> None:
     with reported():
-        filt = build_filter(filter_kw)
-        src_loc = parse_location(src, obj.config)
-        dst_loc = parse_location(dst, obj.config)
-    local_only = src_loc.kind == "local" and dst_loc.kind == "local"
-    stage_options, replay = given_options(filter_kw)
-    replay.update({name: value for name, value in
-                   (("transfers", transfers), ("retries", retries), ("no_verify", no_verify))
-                   if value and not (name == "retries" and value == DEFAULT_RETRIES)})
-    options = SyncOptions(stages=stage_options, replay=replay,
-        mode=mode, delete=delete, max_delete=max_delete, dry_run=dry_run, order_by=order_by, filter=filt,
-        compare="checksum" if checksum else "size_only" if size_only else "size_mtime",
-        copy=CopyOptions(transfers=transfers or (8 if local_only else 16),
-                         retry=RetryPolicy(attempts=retries), verify=not no_verify))
-    with reported():  # stages, bandwidth limits, adaptive concurrency: decorators around the two backends
-        layers = JobMiddleware.from_cli(filter_kw, config=obj.config, src=src_loc, dst=dst_loc,
-                                        transfers=options.copy.transfers, retry=options.copy.retry)
-    show_progress = (sys.stderr.isatty() if progress is None else progress) and not dry_run
-    if cluster and not dry_run:  # a dry run only plans: it stays in this process
+        spec = spec_from_options(mode, src, dst, obj.config_path, kw)
+        config = obj.config
+    run_spec(spec, config, as_json=as_json, progress=progress, cluster=cluster, title=f"{src} -> {dst}")
+
+
+def spec_from_options(mode: str, src: str, dst: str, config_path: str | None, kw: dict[str, Any]) -> TransferSpec:
+    """The job spec the command-line options of copy and sync ask for. Raises ConfigError naming a bad one."""
+    if kw.get("checksum") and kw.get("size_only"):
+        fail("--checksum and --size-only exclude each other")
+    compare = "checksum" if kw.pop("checksum", False) else "size_only" if kw.pop("size_only", False) else "size_mtime"
+    filt = build_filter(kw)
+    stages = StageSpec(**{n: kw.pop(n) for n in STAGE_OPTION_NAMES})
+    settings = TransferSettings(transfers=kw.pop("transfers"), retries=kw.pop("retries"), verify=not kw.pop("no_verify"),
+                                stages=stages, bwlimit=kw.pop("bwlimit"), bwlimit_up=kw.pop("bwlimit_up"),
+                                bwlimit_down=kw.pop("bwlimit_down"), adaptive=kw.pop("adaptive"))
+    return TransferSpec(mode=mode, source=src, dest=dst, config_path=config_path,  # type: ignore[arg-type]
+                        delete=kw.pop("delete", False), max_delete=kw.pop("max_delete", None), compare=compare,
+                        dry_run=kw.pop("dry_run"), order_by=kw.pop("order_by"), filter=filt, settings=settings,
+                        journal=kw.pop("journal_path"), no_journal=kw.pop("no_journal"))
+
+
+def run_spec(spec: TransferSpec, config: Any, *, as_json: bool, progress: bool | None, cluster: str | None,
+             title: str) -> None:
+    """Run ``spec`` here (or as shards on ``cluster``), print its summary and exit with its status."""
+    from ..ops.assembly import Transfer
+
+    with reported():
+        transfer = Transfer.prepare(spec, config)
+    show_progress = (sys.stderr.isatty() if progress is None else progress) and not spec.dry_run
+    if cluster and not spec.dry_run:  # a dry run only plans: it stays in this process
         from ..distributed.jobs import cluster_transfer
 
-        code, stats = cluster_transfer(address=cluster, mode=mode, src_loc=src_loc, dst_loc=dst_loc,
-                                       config_path=obj.config_path, options=options, layers=layers,
-                                       given={**stage_options, **replay}, journal_path=journal_path,
-                                       no_journal=no_journal, show_progress=show_progress)
-        print_summary(stats, as_json, f"{src} -> {dst} on {cluster}")
-        sys.exit(code)
+        stats, error = cluster_transfer(address=cluster, transfer=transfer, show_progress=show_progress)
+        if error is not None:
+            click.echo(f"vertexflow: error: {error}", err=True)
+        print_summary(stats, as_json, f"{title} on {cluster}")
+        sys.exit(EXIT_FATAL if stats.fatal else EXIT_INTERRUPTED if stats.interrupted
+                 else EXIT_PARTIAL if stats.failed_objects else EXIT_OK)
     stats = JobStats()
     stop = StopSignal()
     plan_lines: list[str] = []
@@ -172,30 +202,9 @@ def _transfer(obj: Ctx, mode: str, src: str, dst: str, *, delete: bool, max_dele
                 click.echo(line)
 
     async def job() -> None:
-        source, single_key = await resolve_source(src_loc)
-        async with source, dst_loc.backend() as target, open_journal(journal_path, no_journal) as journal:
-            await SyncJob(layers.source(source, stats), layers.destination(target, stats), journal,
-                          src_spec=src_loc.canonical, dst_spec=dst_loc.canonical,
-                          options=options,
-                          single_key=single_key, stats=stats, stop=stop, on_plan=on_plan).run()
+        await transfer.run(stats, stop, on_plan=on_plan)
 
     code = run_job(job, stats, stop, show_progress)
-    print_summary(stats, as_json, f"{src} -> {dst}" + (" (dry run)" if dry_run else ""),
-                  extra={"plan": plan_lines} if dry_run and as_json else None)
+    print_summary(stats, as_json, title + (" (dry run)" if spec.dry_run else ""),
+                  extra={"plan": plan_lines} if spec.dry_run and as_json else None)
     sys.exit(code)
-
-
-@asynccontextmanager
-async def open_journal(path: str | None, disabled: bool) -> AsyncIterator[Journal]:
-    """The journal at ``path`` (or the default), or a throw-away one with ``--no-journal``."""
-    if disabled:
-        with tempfile.TemporaryDirectory(prefix="vertexflow-nojournal-") as tmp:
-            async with await Journal.open(os.path.join(tmp, "journal.db")) as journal:
-                yield journal
-        return
-    try:
-        journal = await Journal.open(path)
-    except (OSError, sqlite3.Error) as exc:
-        raise ConfigError(f"cannot open the journal {path or default_journal_path()}: {exc}") from exc
-    async with journal:
-        yield journal

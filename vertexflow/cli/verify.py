@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import click
@@ -13,7 +12,6 @@ from rich.table import Table
 
 from ..errors import ConfigError
 from ..locations import parse_location
-from ..pipeline.stats import JobStats
 from .context import Ctx
 from .run import EXIT_OK, EXIT_PARTIAL, reported, run_or_exit
 from .transfer import build_filter, cluster_option, with_filter_options
@@ -47,8 +45,8 @@ def parse_sample(sample: str) -> float:
 def verify(obj: Ctx, src: str, dst: str, mode: str, sample: str, fix: bool, as_json: bool, transfers: int,
            cluster: str | None = None, **filter_kw: Any) -> None:
     """Compare SRC and DST: report missing, extra and different objects (exit 1 if any)."""
-    from ..ops.copy import CopyJob, CopyOptions, resolve_source
-    from ..ops.verify import VerifyJob
+    from ..ops.copy import resolve_source
+    from ..ops.verify import verify_and_fix
 
     with reported():
         filt = build_filter(filter_kw)
@@ -59,22 +57,8 @@ def verify(obj: Ctx, src: str, dst: str, mode: str, sample: str, fix: bool, as_j
     async def run() -> dict[str, Any]:
         source, _ = await resolve_source(src_loc)
         async with source, dst_loc.backend() as target:
-            job = VerifyJob(source, target, mode=mode, filt=filt, sample=fraction, workers=transfers)  # type: ignore[arg-type]
-            report = await job.run()
-            result: dict[str, Any] = {"before_fix": None, **report.as_dict()}
-            if fix and not report.ok:
-                keys = job.keys_to_fix()
-
-                async def items() -> AsyncIterator[Any]:
-                    for key in keys:
-                        yield await source.stat(key)
-
-                stats = JobStats()
-                await CopyJob(source, target, CopyOptions(transfers=transfers), items=items(), stats=stats).run()
-                again = await VerifyJob(source, target, mode=mode, filt=filt, sample=fraction,  # type: ignore[arg-type]
-                                        workers=transfers).run()
-                result = {"before_fix": report.as_dict(), "fixed": stats.done_objects, **again.as_dict()}
-            return result
+            return await verify_and_fix(source, target, mode=mode, filt=filt, sample=fraction,  # type: ignore[arg-type]
+                                        workers=transfers, fix=fix)
 
     if cluster:  # the same job as shards on a Dask cluster (vertexflow.distributed)
         from ..distributed.jobs import cluster_verify

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ..pipeline.runner import StopSignal
     from ..pipeline.stats import JobStats
     from ..state.journal import Journal
-    from ..throttle import Timetable, TokenBucket
+    from ..throttle import TokenBucket
     from .config import JobSpec
 
 
@@ -111,7 +111,19 @@ class Runner:
 
     def bandwidth_now(self) -> str | None:
         """The bandwidth limit in force now, for the dashboard (None: no limit)."""
-        return None
+        if not self.spec.bwlimit:
+            return None
+        from ..pipeline.progress import human_bytes
+        from ..throttle import parse_bwlimit
+
+        rates = parse_bwlimit(self.spec.bwlimit, "bwlimit").rates_at(datetime.now())
+
+        def show(rate: float | None) -> str:
+            return "off" if rate is None else f"{human_bytes(int(rate))}/s"
+
+        if rates.up is None and rates.down is None:
+            return None
+        return show(rates.up) if rates.up == rates.down else f"up {show(rates.up)}, down {show(rates.down)}"
 
     def watch_path(self) -> str | None:
         """The local directory whose changes trigger a run (continuous jobs), if any."""
@@ -129,58 +141,39 @@ class SyncRunner(Runner):
 
     def __init__(self, spec: JobSpec, *, remotes: Config, journal: Journal) -> None:
         super().__init__(spec, remotes=remotes, journal=journal)
-        from ..locations import parse_location
-        from ..throttle import parse_bwlimit
+        from ..ops.assembly import Transfer
 
-        self.src_loc = parse_location(spec.source, remotes)
-        self.dst_loc = parse_location(spec.dest, remotes)
-        self.timetable: Timetable | None = parse_bwlimit(spec.bwlimit, "bwlimit") if spec.bwlimit else None
+        self.transfer = Transfer.prepare(self.transfer_spec(spec), remotes).with_layers(self._count_waits)
+        self.src_loc, self.dst_loc = self.transfer.src, self.transfer.dst
         self._dest_description: str | None = None
+
+    @staticmethod
+    def transfer_spec(spec: JobSpec) -> Any:
+        """The job spec of a ``[[jobs]]`` entry of kind sync."""
+        from ..ops.spec import TransferSettings, TransferSpec
+
+        return TransferSpec(mode="sync", source=spec.source, dest=spec.dest, delete=spec.delete,
+                            max_delete=spec.max_delete, compare=spec.compare, filter=spec.filters.build(),
+                            settings=TransferSettings(transfers=spec.transfers, retries=spec.retries,
+                                                      verify=spec.verify, bwlimit=spec.bwlimit))
 
     @classmethod
     def check(cls, spec: JobSpec) -> None:
         if spec.options:
             raise ConfigError(f"options: sync jobs take none (got {', '.join(sorted(spec.options))})")
 
-    def _options(self) -> Any:
-        from ..ops.copy import CopyOptions
-        from ..ops.sync import SyncOptions
-        from ..retry import RetryPolicy
-
-        spec = self.spec
-        local = self.src_loc.kind == "local" and self.dst_loc.kind == "local"
-        replay = {k: v for k, v in (("transfers", spec.transfers), ("bwlimit", spec.bwlimit)) if v}
-        return SyncOptions(mode="sync", delete=spec.delete, max_delete=spec.max_delete, compare=spec.compare,
-                           filter=spec.filters.build(), replay=replay,
-                           copy=CopyOptions(transfers=spec.transfers or (8 if local else 16),
-                                            retry=RetryPolicy(attempts=spec.retries), verify=spec.verify))
-
-    def _middleware(self, options: Any) -> Any:
-        from ..middleware.options import OPTION_NAMES, JobMiddleware
-
-        kw: dict[str, Any] = dict.fromkeys(OPTION_NAMES)
-        kw.update(bwlimit=self.spec.bwlimit, adaptive=True, compress_force=False, decompress=False,
-                  reassemble=False)
-        layers = JobMiddleware.from_cli(kw, config=self.remotes, src=self.src_loc, dst=self.dst_loc,
-                                        transfers=options.copy.transfers, retry=options.copy.retry)
+    def _count_waits(self, layers: Any) -> Any:
         for bw in (layers.bandwidth, layers.source_bandwidth, layers.dest_bandwidth):
             if bw is not None:  # count the waits: buckets are read when the backends are wrapped
-                bw.up = CountingBucket(bw.up, "up", self.throttle) if bw.up else None  # type: ignore[assignment]
-                bw.down = CountingBucket(bw.down, "down", self.throttle) if bw.down else None  # type: ignore[assignment]
+                bw.up = CountingBucket(bw.up, "up", self.throttle) if bw.up else None
+                bw.down = CountingBucket(bw.down, "down", self.throttle) if bw.down else None
         return layers
 
     async def run(self, stats: JobStats, stop: StopSignal) -> None:
-        from ..ops.copy import resolve_source
-        from ..ops.sync import SyncJob
-
-        options = self._options()
-        layers = self._middleware(options)
-        source, single_key = await resolve_source(self.src_loc)
-        async with source, self.dst_loc.backend() as target:
+        def opened(source: Any, target: Any) -> None:
             self._dest_description = target.describe()
-            await SyncJob(layers.source(source, stats), layers.destination(target, stats), self.journal,
-                          src_spec=self.src_loc.canonical, dst_spec=self.dst_loc.canonical, options=options,
-                          single_key=single_key, stats=stats, stop=stop).run()
+
+        await self.transfer.run(stats, stop, journal=self.journal, on_open=opened)
         if stats.job_id is not None and not stop.stopping:
             await self._forget_old_runs(stats.job_id)
 
@@ -214,19 +207,6 @@ class SyncRunner(Runner):
 
     def watch_path(self) -> str | None:
         return str(self.src_loc.args[0]) if self.src_loc.kind == "local" else None
-
-    def bandwidth_now(self) -> str | None:
-        if self.timetable is None:
-            return None
-        rates = self.timetable.rates_at(datetime.now())
-        from ..pipeline.progress import human_bytes
-
-        def show(rate: float | None) -> str:
-            return "off" if rate is None else f"{human_bytes(int(rate))}/s"
-
-        if rates.up is None and rates.down is None:
-            return None
-        return show(rates.up) if rates.up == rates.down else f"up {show(rates.up)}, down {show(rates.down)}"
 
     def remotes_in_flight(self, stats: JobStats) -> dict[str, int]:
         report = stats.reporters.get("concurrency")
@@ -288,6 +268,9 @@ class BackupRunner(Runner):
             raise ConfigError(f"options: {exc}") from None
         db = o.get("db") if kind == "full" else spec.source if kind == "database" else None
         return {"type": kind, "db": db, "codec": codec, "chunk": chunk, "keep": keep, "grace": grace}
+
+    def bandwidth_now(self) -> str | None:
+        return None  # a backup's writes are not limited (``bwlimit`` applies to sync and migrate jobs)
 
     @classmethod
     def check(cls, spec: JobSpec) -> None:
@@ -378,6 +361,15 @@ class MigrateRunner(Runner):
         if spec.continuous:
             raise ConfigError("continuous: migrate jobs run on a schedule or on demand, not on filesystem events")
         cls._settings(spec)
+        cls.settings_of(spec).check()
+
+    @staticmethod
+    def settings_of(spec: JobSpec) -> Any:
+        """How the migration's copies run: the job's bandwidth limit, transfers, retries and verification."""
+        from ..ops.spec import TransferSettings
+
+        return TransferSettings(transfers=spec.transfers, retries=spec.retries, verify=spec.verify,
+                                bwlimit=spec.bwlimit)
 
     async def run(self, stats: JobStats, stop: StopSignal) -> None:
         import anyio
@@ -397,9 +389,9 @@ class MigrateRunner(Runner):
                     return
                 result = await migrate_company(manager, self.spec.source, self.spec.dest, live=s["live"],
                                                filt=self.spec.filters.build(), journal=self.journal,
-                                               categories=s["categories"])
+                                               categories=s["categories"], settings=self.settings_of(self.spec),
+                                               stats=stats)
                 self.last_result = result.as_dict()
-                stats.listed_objects = stats.done_objects = result.copied
                 stats.listing_done = True
         if scope.cancelled_caught:
             stats.interrupted = True

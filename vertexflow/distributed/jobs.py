@@ -41,7 +41,6 @@ from .worker import ShardTask, run_loop, warm
 
 log = get_logger(__name__)
 
-EXIT_OK, EXIT_PARTIAL, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
 _BWLIMIT = ("bwlimit", "bwlimit_up", "bwlimit_down")
 _SUMMED = {"objects": "done_objects", "bytes": "done_bytes", "skipped": "skipped_objects",
            "failed": "failed_objects", "retries": "retries", "server_side_copies": "server_side_copies",
@@ -112,15 +111,20 @@ def _merge(stats: JobStats, summary: dict[str, Any]) -> None:
             stats.failures.append(Failure(f["key"], f["reason"], f["message"]))
 
 
-def cluster_transfer(*, address: str, mode: str, src_loc: Any, dst_loc: Any, config_path: str | None,
-                     options: Any, layers: Any, given: dict[str, Any], journal_path: str | None,
-                     no_journal: bool, show_progress: bool) -> tuple[int, JobStats]:
-    """Run a copy or sync (``options``: the CLI's SyncOptions) as shards on ``address``."""
+def cluster_transfer(*, address: str, transfer: Any, show_progress: bool) -> tuple[JobStats, str | None]:
+    """Run a copy or sync (a prepared :class:`~vertexflow.ops.assembly.Transfer`) as shards on ``address``.
+
+    Returns the job's stats and, when the job could not run to its end, the
+    error to show (``stats.fatal`` is then set; ``stats.interrupted`` for a Ctrl-C).
+    """
     from ..state.journal import Journal
 
+    spec, options = transfer.spec, transfer.options
+    src_loc, dst_loc = transfer.src, transfer.dst
     stats = JobStats()
     with ExitStack() as stack:
-        if no_journal:
+        journal_path = spec.journal
+        if spec.no_journal:
             journal_path = os.path.join(stack.enter_context(tempfile.TemporaryDirectory(prefix="vf-")), "j.db")
         try:
             client = stack.enter_context(connect(address))
@@ -129,14 +133,14 @@ def cluster_transfer(*, address: str, mode: str, src_loc: Any, dst_loc: Any, con
 
             async def start() -> Any:
                 async with await Journal.open(journal_path) as journal:
-                    job, resumed = await journal.start_job(mode, src_loc.canonical, dst_loc.canonical,
+                    job, resumed = await journal.start_job(spec.mode, src_loc.canonical, dst_loc.canonical,
                                                      {**options.fingerprint(), "cluster": "shards"},
                                                      replay={**options.replay, "cluster": address})
                     return job, resumed, journal.path
 
             job, resumed, path = run_loop(start)
             shardlog = stack.enter_context(ShardLog(path))
-            stats.job_id = job.id
+            stats.job_id = None if spec.no_journal else job.id  # a throw-away journal's id names nothing
             known = shardlog.load(job.id)
             stats.resumed = resumed
             if known:
@@ -144,23 +148,21 @@ def cluster_transfer(*, address: str, mode: str, src_loc: Any, dst_loc: Any, con
                                  sum(s.bytes for s, _ in known))
                 done = {s.index for s, state in known if state == "done"}
             else:
-                plan = run_loop(lambda: _plan(src_loc, layers, options.filter, slots))
+                plan = run_loop(lambda: _plan(src_loc, transfer.layers, options.filter, slots))
                 shardlog.save_plan(job.id, plan.shards)
                 done = set()
-            if mode == "sync" and options.delete and options.max_delete is not None:
-                run_loop(lambda: _check_deletes(src_loc, dst_loc, layers, options, path))
+            if spec.mode == "sync" and options.delete and options.max_delete is not None:
+                run_loop(lambda: _check_deletes(src_loc, dst_loc, transfer.layers, options, path))
         except VertexflowError as exc:
-            click.echo(f"vertexflow: error: {exc}", err=True)
             stats.fatal = str(exc)
-            return EXIT_FATAL, stats
+            return stats, str(exc)
         report = ClusterReport(address, len(plan.shards))
         report.workers, report.already_done = slots, len(done)
         stats.reporters["cluster"] = report
         stats.listed_objects, stats.listed_bytes, stats.listing_done = plan.objects, plan.bytes, True
-        limits = tuple(given.get(n) for n in _BWLIMIT)
+        limits = _limits(spec)
         report.bwlimit = {n: v for n, v in zip(_BWLIMIT, limits, strict=True) if v} or None
-        tasks = shard_tasks(mode, src_loc, dst_loc, config_path, options, given,
-                            [s for s in plan.shards if s.index not in done])
+        tasks = shard_tasks(transfer, [s for s in plan.shards if s.index not in done])
         errors: list[str] = []
 
         def started(index: int) -> None:
@@ -188,19 +190,18 @@ def cluster_transfer(*, address: str, mode: str, src_loc: Any, dst_loc: Any, con
             shard_state = "interrupted" if summary.get("interrupted") else "failed" if summary.get("failed") else "done"
             shardlog.mark(job.id, outcome.index, shard_state, stats=summary)
 
-        state, code = "failed", EXIT_FATAL
+        state, error_text = "failed", None
         try:
             with _progress(stats, show_progress) as redraw:
                 run_shards(client, tasks, live=stats, on_start=started, on_finish=finished, redraw=redraw,
                            bandwidth=any(limits))
             if errors:
-                click.echo("vertexflow: error: " + "; ".join(errors[:5]), err=True)
+                error_text = "; ".join(errors[:5])
                 stats.fatal = errors[0]
             else:
-                code = EXIT_PARTIAL if stats.failed_objects else EXIT_OK
-                state = "done" if code == EXIT_OK else "failed"
+                state = "failed" if stats.failed_objects else "done"
         except KeyboardInterrupt:
-            stats.interrupted, state, code = True, "interrupted", EXIT_INTERRUPTED
+            stats.interrupted, state = True, "interrupted"
         finally:
             stats.finished = time.monotonic()
 
@@ -209,20 +210,25 @@ def cluster_transfer(*, address: str, mode: str, src_loc: Any, dst_loc: Any, con
                     await journal.finish_job(job.id, state, stats.summary())
 
             run_loop(finish)
-    return code, stats
+    return stats, error_text
 
 
-def shard_tasks(mode: str, src_loc: Any, dst_loc: Any, config_path: str | None, options: Any,
-                given: dict[str, Any], shards: list[Any]) -> list[ShardTask]:
-    """The tasks for ``shards``: location specs as typed, never the backends' (secret-bearing) arguments."""
-    o = options
-    task_options = {"compare": o.compare, "delete": o.delete, "max_delete": o.max_delete,
-                    "transfers": o.copy.transfers, "retries": o.copy.retry.attempts, "verify": o.copy.verify}
-    limits = tuple(given.get(n) for n in _BWLIMIT)
-    return [ShardTask(kind=mode, src=src_loc.spec, dst=dst_loc.spec, config_path=config_path, index=s.index,
-                      start_at=s.start_at, end_before=s.end_before, filter=o.filter.describe(),
-                      options=task_options, bwlimit=limits,  # type: ignore[arg-type]
-                      middleware={k: v for k, v in given.items() if k not in _BWLIMIT})
+def _limits(spec: Any) -> tuple[str | None, str | None, str | None]:
+    s = spec.settings
+    return (s.bwlimit, s.bwlimit_up, s.bwlimit_down)
+
+
+def shard_tasks(transfer: Any, shards: list[Any]) -> list[ShardTask]:
+    """The tasks for ``shards``: the job spec (location specs as typed), never the backends' secret-bearing arguments."""
+    from dataclasses import replace
+
+    spec = transfer.spec
+    # the transfers the driver chose, so that every shard runs as the job was asked to
+    settings = replace(spec.settings, transfers=transfer.options.copy.transfers)
+    shipped = replace(spec, settings=settings, journal=None, no_journal=True, dry_run=False).to_dict()
+    return [ShardTask(kind=spec.mode, src=transfer.src.spec, dst=transfer.dst.spec, config_path=spec.config_path,
+                      index=s.index, start_at=s.start_at, end_before=s.end_before, filter=spec.filter.describe(),
+                      options={}, spec=shipped, bwlimit=_limits(spec))
             for s in shards]
 
 
@@ -279,7 +285,7 @@ def cluster_verify(*, address: str, src_loc: Any, dst_loc: Any, config_path: str
                                   on_finish=lambda o: None)
         except KeyboardInterrupt:
             click.echo("vertexflow: verify interrupted", err=True)
-            raise SystemExit(EXIT_INTERRUPTED) from None
+            raise
     failed = [o for o in outcomes if o.error is not None]
     if failed:
         raise ClusterError("; ".join(f"shard {o.index}: {o.error}" for o in failed[:5]))

@@ -1,10 +1,11 @@
 """What a Dask worker runs: one shard of a copy, sync or verify job.
 
-The task carries only what a user types: the two location specs, the path
-of the config file, filters and options. The worker rebuilds the backends
-from them with its *own* config file and environment
-(:func:`vertexflow.locations.parse_location`), which is how credentials
-reach it: they are never in a task, a result or a log line.
+A copy or sync task carries the job spec (:class:`~vertexflow.ops.spec.TransferSpec`,
+as plain data: the two location specs as typed, the path of the config
+file, filters and options) and the shard's key range. The worker opens the
+job from it through the one assembly path (:mod:`vertexflow.ops.assembly`)
+with its *own* config file and environment, which is how credentials reach
+it: they are never in a task, a result or a log line.
 
 A shard runs vertexflow's ordinary async engine (``SyncJob`` or
 ``VerifyJob``) on the shard's key range, inside its own event loop, with a
@@ -21,11 +22,10 @@ through a ``distributed.Queue`` and reads the job's bandwidth share from a
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -59,11 +59,10 @@ class ShardTask:
     end_before: str | None
     #: the user's filter, as ``Filter.describe()`` gives it
     filter: dict[str, Any]
-    #: copy/sync: compare, delete, max_delete, transfers, retries, verify;
     #: verify: mode, sample, fix, transfers
     options: dict[str, Any]
-    #: the stage/middleware options given (``middleware.options.given_options``), bandwidth excluded
-    middleware: dict[str, Any] = field(default_factory=dict)
+    #: copy/sync: the job spec (``TransferSpec.to_dict()``), without journal
+    spec: dict[str, Any] | None = None
     #: the job's (--bwlimit, --bwlimit-up, --bwlimit-down) and this shard's starting share
     bwlimit: tuple[str | None, str | None, str | None] = (None, None, None)
     share: float = 1.0
@@ -99,7 +98,7 @@ async def warm(kinds: tuple[str, ...] = ()) -> None:
 
 def _imports(kinds: tuple[str, ...]) -> None:
     from ..backends import backend_class
-    from ..ops import copy, sync, verify  # noqa: F401
+    from ..ops import assembly, copy, sync, verify  # noqa: F401
     from ..state import journal  # noqa: F401
 
     for kind in kinds:
@@ -195,83 +194,33 @@ async def _stoppable(requested: threading.Event, job: Any, stats: JobStats, cloc
 async def _transfer(task: ShardTask, stats: JobStats, bandwidth: ShardBandwidth | None,
                     stop: Any) -> dict[str, Any]:
     from ..config import load_config
-    from ..locations import parse_location
-    from ..ops.copy import CopyOptions, resolve_source
-    from ..ops.sync import SyncJob, SyncOptions
-    from ..retry import RetryPolicy
-    from ..state.journal import Journal
+    from ..ops.assembly import Transfer
+    from ..ops.spec import TransferSpec
 
-    config = load_config(task.config_path)
-    src_loc, dst_loc = parse_location(task.src, config), parse_location(task.dst, config)
-    o = task.options
-    options = SyncOptions(mode=task.kind, delete=o.get("delete", False),  # type: ignore[arg-type]
-                          max_delete=o.get("max_delete"), compare=o.get("compare", "size_mtime"),
-                          filter=task.shard_filter(), stages=_stage_options(task.middleware),
-                          copy=CopyOptions(transfers=o["transfers"], retry=RetryPolicy(attempts=o["retries"]),
-                                           verify=o.get("verify", True)))
-    layers = _middleware(task, config, src_loc, dst_loc, options)
+    assert task.spec is not None, "a copy or sync shard carries its job spec"
+    # the shard's key range, and a throw-away journal: the driver's journal is the record of the job
+    spec = replace(TransferSpec.from_dict(task.spec), filter=task.shard_filter(), no_journal=True)
+    transfer = Transfer.prepare(spec, load_config(task.config_path))
     if bandwidth is not None:
-        layers = replace(layers, bandwidth=bandwidth)
-    source, single_key = await resolve_source(src_loc)
-    with tempfile.TemporaryDirectory(prefix="vertexflow-shard-") as tmp:
-        async with source, dst_loc.backend() as target, await Journal.open(os.path.join(tmp, "j.db")) as journal:
-            await SyncJob(layers.source(source, stats), layers.destination(target, stats), journal,
-                          src_spec=src_loc.canonical, dst_spec=dst_loc.canonical, options=options,
-                          single_key=single_key, stats=stats, stop=stop).run()
-    stats.job_id = None  # the shard's journal is thrown away; the driver's job id is the one to show
+        transfer = transfer.with_layers(lambda layers: replace(layers, bandwidth=bandwidth))
+    await transfer.run(stats, stop)
     return {"stats": stats.summary(), "planned_deletes": stats.planned_deletes}
 
 
 async def _verify(task: ShardTask, stop: Any) -> dict[str, Any]:
     from ..config import load_config
     from ..locations import parse_location
-    from ..ops.copy import CopyJob, CopyOptions, resolve_source
-    from ..ops.verify import VerifyJob
+    from ..ops.copy import resolve_source
+    from ..ops.verify import verify_and_fix
 
     config = load_config(task.config_path)
     src_loc, dst_loc = parse_location(task.src, config), parse_location(task.dst, config)
-    o, filt = task.options, task.shard_filter()
+    o = task.options
     source, _ = await resolve_source(src_loc)
     async with source, dst_loc.backend() as target:
-        job = VerifyJob(source, target, mode=o["mode"], filt=filt, sample=o["sample"], workers=o["transfers"],
-                        stop=stop)
-        report = await job.run()
-        result: dict[str, Any] = {"before_fix": None, "fixed": 0, **report.as_dict()}
-        if o.get("fix") and not report.ok:
-            keys = job.keys_to_fix()
-
-            async def items():  # type: ignore[no-untyped-def]
-                for key in keys:
-                    yield await source.stat(key)
-
-            stats = JobStats()
-            await CopyJob(source, target, CopyOptions(transfers=o["transfers"]), items=items(), stats=stats).run()
-            again = await VerifyJob(source, target, mode=o["mode"], filt=filt, sample=o["sample"],
-                                    workers=o["transfers"]).run()
-            result = {"before_fix": report.as_dict(), "fixed": stats.done_objects, **again.as_dict()}
-    return {"report": result}
-
-
-def _stage_options(given: dict[str, Any]) -> dict[str, Any]:
-    from ..middleware.options import STAGE_NAMES
-
-    return {n: v for n, v in given.items() if n in STAGE_NAMES}
-
-
-def _middleware(task: ShardTask, config: Any, src_loc: Any, dst_loc: Any, options: Any) -> Any:
-    """The job's stages and adaptive concurrency, rebuilt from the options as the CLI parses them."""
-    import click
-
-    from ..middleware.options import JobMiddleware, as_arguments, middleware_options
-
-    def command(**kw: Any) -> None:  # pragma: no cover - never invoked, only parsed
-        pass
-
-    for opt in reversed(middleware_options):
-        command = opt(command)
-    kw = click.command()(command).make_context("shard", as_arguments(task.middleware)).params
-    return JobMiddleware.from_cli(kw, config=config, src=src_loc, dst=dst_loc,
-                                  transfers=options.copy.transfers, retry=options.copy.retry)
+        report = await verify_and_fix(source, target, mode=o["mode"], filt=task.shard_filter(), sample=o["sample"],
+                                      workers=o["transfers"], fix=bool(o.get("fix")), stop=stop)
+    return {"report": report}
 
 
 class _Reporter:

@@ -27,8 +27,8 @@ import anyio
 
 from ..backends.base import Backend, UploadCheckpoint
 from ..errors import Throttled
-from ..model import BodyFactory, ObjectInfo
-from .base import BackendWrapper, unwrap
+from ..model import BodyFactory, ObjectInfo, Pace
+from .base import BackendWrapper
 
 #: Cut to this share of the limit on throttling: halving is TCP's choice, and
 #: recovers from a 16-to-1 collapse in ~4 cuts rather than oscillating.
@@ -140,13 +140,15 @@ class AdaptiveBackend(BackendWrapper):
 
     async def read_whole(self, key: str, *, limit: int, if_version: str | None = None,
                          on_bytes: Callable[[int], None] | None = None) -> bytes:
+        if not self.features.whole_reads:  # joins what open() streams, which takes the slot
+            return await super().read_whole(key, limit=limit, if_version=if_version, on_bytes=on_bytes)
         async with self._slot():
             return await self.inner.read_whole(key, limit=limit, if_version=if_version, on_bytes=on_bytes)
 
-    async def put(self, info: ObjectInfo, body: BodyFactory, *,
-                  checkpoint: UploadCheckpoint | None = None) -> ObjectInfo:
+    async def put(self, info: ObjectInfo, body: BodyFactory, *, checkpoint: UploadCheckpoint | None = None,
+                  pace: Pace | None = None) -> ObjectInfo:
         async with self._slot():
-            return await self._put(self.inner, info, body, checkpoint)
+            return await self.inner.put(info, body, checkpoint=checkpoint, pace=pace)
 
     async def delete(self, key: str) -> None:
         async with self._slot():
@@ -154,4 +156,4 @@ class AdaptiveBackend(BackendWrapper):
 
     async def server_copy(self, source: Backend, src: ObjectInfo, dst_key: str) -> ObjectInfo:
         async with self._slot():
-            return await self.inner.server_copy(unwrap(source), src, dst_key)
+            return await super().server_copy(source, src, dst_key)

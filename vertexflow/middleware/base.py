@@ -1,14 +1,21 @@
-"""The base of every backend decorator: delegate everything, override what changes."""
+"""The base of every backend decorator: delegate everything, override what changes.
+
+A decorator forwards the abilities of what it wraps (a local source behind a
+bandwidth limit is still a local source), except ``direct_files``: the
+engine's zero-copy routes would bypass the decorator. A subclass that changes
+keys or bytes hides what no longer holds (:mod:`.stages`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
+from pathlib import Path
 
 from ..backends.base import Backend, UploadCheckpoint
 from ..errors import NotFound
-from ..model import BodyFactory, ObjectInfo
+from ..model import BodyFactory, ObjectInfo, Pace
 
 
 def unwrap(backend: Backend) -> Backend:
@@ -19,16 +26,15 @@ def unwrap(backend: Backend) -> Backend:
 
 
 class BackendWrapper(Backend):
-    """Delegates every call to ``inner``.
+    """Delegates every call to ``inner``, and declares the abilities of ``inner`` but ``direct_files``.
 
-    Hides ``local_path`` (the engine's local fast paths would bypass the
-    decorator); subclasses adjust the rest of :attr:`features` to what they do.
+    Subclasses adjust :attr:`features` to what they do.
     """
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.scheme = inner.scheme  # type: ignore[misc]
-        self.features = replace(inner.features, local_path=False)
+        self.features = replace(inner.features, direct_files=False)
 
     @property  # type: ignore[override]
     def requests(self) -> int:
@@ -45,8 +51,7 @@ class BackendWrapper(Backend):
         try:
             await self.inner.check(write=write)
         except NotFound:
-            # A local directory not made yet is empty, not missing: jobs tell the two
-            # apart by the local_path feature, which this class hides.
+            # A local directory not made yet is empty, not missing (also behind stages, which hide its paths).
             if write or not unwrap(self.inner).features.local_path:
                 raise
 
@@ -60,29 +65,54 @@ class BackendWrapper(Backend):
              if_version: str | None = None) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         return self.inner.open(key, offset=offset, length=length, if_version=if_version)
 
-    async def put(self, info: ObjectInfo, body: BodyFactory, *,
-                  checkpoint: UploadCheckpoint | None = None) -> ObjectInfo:
-        return await self._put(self.inner, info, body, checkpoint)
+    async def read_whole(self, key: str, *, limit: int, if_version: str | None = None,
+                         on_bytes: Callable[[int], None] | None = None) -> bytes:
+        if self.features.whole_reads:
+            return await self.inner.read_whole(key, limit=limit, if_version=if_version, on_bytes=on_bytes)
+        return await super().read_whole(key, limit=limit, if_version=if_version, on_bytes=on_bytes)
 
-    @staticmethod
-    async def _put(target: Backend, info: ObjectInfo, body: BodyFactory,
-                   checkpoint: UploadCheckpoint | None) -> ObjectInfo:
-        # the checkpoint goes only to backends that declare resumable uploads
-        if checkpoint is None:
-            return await target.put(info, body)
-        return await target.put(info, body, checkpoint=checkpoint)  # type: ignore[call-arg]
+    async def put(self, info: ObjectInfo, body: BodyFactory, *, checkpoint: UploadCheckpoint | None = None,
+                  pace: Pace | None = None) -> ObjectInfo:
+        return await self.inner.put(info, body, checkpoint=checkpoint, pace=pace)
 
     async def delete(self, key: str) -> None:
         await self.inner.delete(key)
 
     async def server_copy(self, source: Backend, src: ObjectInfo, dst_key: str) -> ObjectInfo:
+        if not self.features.server_side_copy:
+            return await super().server_copy(source, src, dst_key)
         return await self.inner.server_copy(unwrap(source), src, dst_key)
 
     def same_store(self, other: Backend) -> bool:
-        return self.inner.same_store(unwrap(other))
+        return self.features.server_side_copy and self.inner.same_store(unwrap(other))
 
     async def free_space(self) -> int | None:
         return await self.inner.free_space()
+
+    def local_path(self, key: str) -> Path:
+        if not self.features.local_path:
+            return super().local_path(key)
+        return self.inner.local_path(key)
+
+    async def file_sha256(self, key: str) -> str:
+        if not self.features.local_path:
+            return await super().file_sha256(key)
+        return await self.inner.file_sha256(key)
+
+    async def public_link(self, key: str, *, expires: int) -> str:
+        if not self.features.public_links:
+            return await super().public_link(key, expires=expires)
+        return await self.inner.public_link(key, expires=expires)
+
+    async def make_folder(self, path: str) -> None:
+        if not self.features.folders:
+            return await super().make_folder(path)
+        await self.inner.make_folder(path)
+
+    async def is_folder(self, path: str) -> bool:
+        if not self.features.folders:
+            return await super().is_folder(path)
+        return await self.inner.is_folder(path)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 from ..backends.base import Backend, UploadCheckpoint
 from ..errors import ConfigError, NotFound
-from ..model import SHA256, BodyFactory, ObjectInfo
+from ..model import SHA256, BodyFactory, ObjectInfo, Pace
 from ..transforms.chunking import MANIFEST_NAME, MANIFEST_SUFFIX
 from ..transforms.config import Stages
 from ..transforms.reading import Reader, candidate_suffixes, logical
@@ -63,7 +63,11 @@ class TransformedBackend(BackendWrapper):
         if self._decoding:
             # stored names differ from keys, so neither their order nor the store's hashes hold
             self.features = replace(self.features, sorted_listing=False, native_hashes=(), stat_hashes=())
-        self.features = replace(self.features, server_side_copy=False, resumable_uploads=False,
+        # stored keys and bytes differ from the objects': no file, link or folder stands for one,
+        # and every byte is hashed on its way through
+        self.features = replace(self.features, server_side_copy=False, resumable_uploads=False, paced_writes=False,
+                                local_path=False, whole_reads=False, public_links=False, folders=False,
+                                hashes_in_stream=True,
                                 max_object_size=None if stages.chunk_size else self.features.max_object_size)
         self._chain = self._build_chain()
         self._reader = Reader(inner, self._compress_lane, self._hash_lane, describe=self.describe())
@@ -94,8 +98,8 @@ class TransformedBackend(BackendWrapper):
         return stage
 
     # -- writing ----------------------------------------------------------
-    async def put(self, info: ObjectInfo, body: BodyFactory, *,
-                  checkpoint: UploadCheckpoint | None = None) -> ObjectInfo:
+    async def put(self, info: ObjectInfo, body: BodyFactory, *, checkpoint: UploadCheckpoint | None = None,
+                  pace: Pace | None = None) -> ObjectInfo:
         content = Content()
         item = Item(key=info.key, size=info.size, mtime=info.mtime, origin=info.key, content=content,
                     expected_sha256=info.hashes.get(SHA256), digests=content.digests)

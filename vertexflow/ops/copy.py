@@ -1,17 +1,14 @@
 """``copy SRC DST``: put every object of SRC under DST.
 
 The job is one pipeline (:mod:`vertexflow.pipeline.runner`): the source
-listing is streamed into a bounded queue and drained by ``transfers``
-workers. Each object is moved by the cheapest route its two ends allow,
-chosen once per job:
-
-* local -> local: one worker-thread call per object, or per batch of small
-  files, reading, hashing and writing each byte once (``copy_file_range``
-  when hashing is off);
-* same store (S3 -> S3 on one endpoint): the server copies;
-* local -> anywhere: a small file is read (and checked against its listed
-  version) in one thread call, then put from memory; a large one is streamed;
-* anything else: ``src.open`` streamed into ``dst.put``.
+listing is streamed into a bounded channel (``to_transfer``) and drained by
+``transfers`` workers. Small files of a bare local source are cut into
+batches while listing (one worker-thread call reads, and between local
+directories writes, a whole batch). Every other object takes the cheapest
+route its two ends allow (:mod:`.routes`: ``local_file``, ``server_side``,
+``whole_read``, ``streamed``), chosen once per job; a route that cannot serve
+an object raises :class:`~vertexflow.errors.CantCopy` and the object is
+streamed instead. The summary counts the objects each route carried.
 
 Every transfer is checked: the destination reports the SHA-256 of the bytes
 it stored (computed in-stream), the byte count must match the listing, and
@@ -31,25 +28,25 @@ from typing import Any, Protocol
 
 import anyio
 
-from ..backends.base import Backend, UploadCheckpoint
+from ..backends.base import Backend, UploadCheckpoint, direct_files
 from ..backends.local import SMALL_FILE, LocalBackend, mtime_ns_of
 from ..backends.local_processes import FileCopyProcesses, processes_allowed
-from ..errors import IntegrityError, JobAborted, NotFound, ProcessesUnavailable, SourceChanged, VertexflowError, first_error
+from ..errors import CantCopy, JobAborted, NotFound, ProcessesUnavailable, VertexflowError, first_error
 from ..logs import get_logger
-from ..middleware.stages import TransformedBackend
-from ..model import SHA256, BodyFactory, ObjectInfo, body_from_bytes
+from ..model import ObjectInfo, body_from_bytes
 from ..pipeline.runner import StopSignal, run_pipeline
 from ..pipeline.stats import JobStats
 from ..retry import RetryPolicy, release_frames, retry_call
+from .routes import RouteContext, choose_routes
+from .spec import LOCAL_TRANSFERS
 
 log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CopyOptions:
-    # 8 transfers keep a 2-core machine's disks and both cores busy; remote
-    # stores want more in flight (the CLI default for them is 16).
-    transfers: int = 8
+    #: objects in flight (the spec chooses: :data:`~vertexflow.ops.spec.LOCAL_TRANSFERS` or ``REMOTE_TRANSFERS``)
+    transfers: int = LOCAL_TRANSFERS
     #: listed objects waiting for a worker; bounds memory (an ObjectInfo is ~0.5 KB)
     queue_size: int = 1024
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -112,20 +109,17 @@ class CopyJob:
         self._prehash_slots = anyio.CapacityLimiter(max(1, min(self.options.large_transfers, os.cpu_count() or 1)))
         self.stats = stats or JobStats()
         self.stop = stop or StopSignal()
-        self._local_to_local = isinstance(dst, LocalBackend) and isinstance(src, LocalBackend)
-        self._server_side = dst.features.server_side_copy and dst.same_store(src)
-        self._local_source = isinstance(src, LocalBackend)
-        # small objects are read whole where the source has a cheaper way to (local files,
-        # S3); elsewhere, and under a bandwidth limit (which paces the read and the write of
-        # the same bytes together while they stream), they stream as large ones do
-        self._whole_reads = type(src).read_whole is not Backend.read_whole
-        # stages hash every byte as it streams, and store other bytes: no first pass over a file
-        self._hashes_in_stream = isinstance(dst, TransformedBackend)
-        # the SHA-256 a large object's stat gives checks its copy end to end (see _with_stat_hash)
-        self._hash_by_stat = (self.options.verify and SHA256 in src.features.stat_hashes
-                              and not self._hashes_in_stream)
-        if isinstance(dst, LocalBackend):
-            dst.hash_files = self.options.verify
+        self.routes = RouteContext(src=src, dst=dst, stats=self.stats, verify=self.options.verify,
+                                   large_object=self.options.large_object, checkpoints=checkpoints)
+        self._routes = choose_routes(self.routes)
+        self._streamed = self._routes[-1]
+        # bytes moved between local files by the engine itself (nothing wrapped around either end)
+        self._local_to_local = self._routes[0].name == "local_file"
+        self._server_side = self._routes[0].name == "server_side"
+        # small local files read in batches, one thread call each (a bare local source)
+        self._batch_source = src.features.direct_files
+        if dst.features.direct_files:  # local writes hash every byte unless the job does not verify
+            direct_files(dst).hash_files = self.options.verify
         self._small_listed = 0
         self._processes: FileCopyProcesses | None = None
         #: batches of small files that worker processes copied
@@ -164,7 +158,7 @@ class CopyJob:
         async for info in self._listing():
             stats.listed_objects += 1
             stats.listed_bytes += info.size or 0
-            if self._local_source and not self._server_side and (info.size or 0) <= SMALL_FILE:
+            if self._batch_source and not self._server_side and (info.size or 0) <= SMALL_FILE:
                 batch.append(info)
                 batch_bytes += info.size or 0
                 self._small_listed += 1
@@ -200,8 +194,7 @@ class CopyJob:
         if not self._local_to_local:
             await self._put_batch(items)
             return
-        src, dst = self.src, self.dst
-        assert isinstance(src, LocalBackend) and isinstance(dst, LocalBackend)
+        src, dst = direct_files(self.src), direct_files(self.dst)
         jobs = [(info.key, info.version, mtime_ns_of(info)) for info in items]
         self.stats.in_flight += len(items)
         try:
@@ -223,8 +216,9 @@ class CopyJob:
             if isinstance(result, Exception):
                 await self._after_batch_failure(info, result)
             else:
-                self._done(info, dst.written_info(info.key, result))
+                self._done(info, LocalBackend.written_info(info.key, result))
                 self.stats.moved_bytes += result.size
+                self.stats.routes["local_batch"] += 1
 
     def _file_processes(self) -> FileCopyProcesses | None:
         """The worker processes for small local files, started once the job has listed enough of them."""
@@ -232,9 +226,8 @@ class CopyJob:
             if (not self.options.processes or self._small_listed < self.options.processes_after
                     or not processes_allowed()):
                 return None
-            src, dst = self.src, self.dst
-            assert isinstance(src, LocalBackend) and isinstance(dst, LocalBackend)
-            self._processes = FileCopyProcesses(str(src.root), str(dst.root), hash_files=dst.hash_files,
+            src, dst = direct_files(self.src), direct_files(self.dst)
+            self._processes = FileCopyProcesses(str(src.root), str(dst.root), hash_files=self.options.verify,
                                                 processes=self.options.processes)
         return None if self._processes.broken else self._processes
 
@@ -245,8 +238,7 @@ class CopyJob:
         fails (to read or to put) goes through the per-object path, which
         retries with backoff.
         """
-        src = self.src
-        assert isinstance(src, LocalBackend)
+        src = direct_files(self.src)
 
         def read_all() -> list[bytes | Exception]:
             out: list[bytes | Exception] = []
@@ -263,11 +255,12 @@ class CopyJob:
                 continue
             self.stats.in_flight += 1
             try:
-                result = self._verified(info, await self.dst.put(info, body_from_bytes(data)))
+                result = self.routes.verified(info, await self.dst.put(info, body_from_bytes(data)))
             except Exception as exc:
                 await self._after_batch_failure(info, exc)
             else:
                 self.stats.moved_bytes += len(data)
+                self.stats.routes["batch_read"] += 1
                 self._done(info, result)
             finally:
                 self.stats.in_flight -= 1
@@ -289,11 +282,11 @@ class CopyJob:
             policy = replace(policy, attempts=policy.attempts - attempts_used)
         try:
             if (info.size or 0) > self.options.large_object and not self._local_to_local:
-                if self._needs_prehash(info):
+                if self.routes.needs_prehash(info):
                     # before taking a large slot: the next files are hashed while
                     # those in the slots upload, instead of all pausing together
                     async with self._prehash_slots:
-                        info = await retry_call(lambda: self._prehashed(info), policy,
+                        info = await retry_call(lambda: self.routes.prehashed(info), policy,
                                                 on_retry=lambda exc, n, d: self._retrying(info, exc, n, d))
                 async with self._large_slots:
                     result = await self._transfer_with_retries(info, policy)
@@ -332,86 +325,16 @@ class CopyJob:
                     reason=getattr(exc, "reason", "error"), error=str(exc))
 
     async def _transfer(self, info: ObjectInfo) -> ObjectInfo:
-        src, dst = self.src, self.dst
-        if self._local_to_local:
-            assert isinstance(src, LocalBackend) and isinstance(dst, LocalBackend)
-            result = await dst.run_blocking(dst.copy_from_file, src.path_of(info.key), info, info)
-            self.stats.moved_bytes += result.size or 0
-            return self._verified(info, result)
-        if self._server_side:
-            result = await dst.server_copy(src, info, info.key)
-            self.stats.server_side_copies += 1
-            self.stats.moved_bytes += result.size or 0
-            return self._verified(info, result)
-        target = info
-        if self._whole_reads and info.size is not None and info.size <= SMALL_FILE:
-            data = await src.read_whole(info.key, limit=SMALL_FILE, if_version=info.version,
-                                        on_bytes=self._moved)
-            return self._verified(info, await dst.put(info, body_from_bytes(data)))
-        if self._hash_by_stat and SHA256 not in info.hashes and (info.size or 0) > self.options.large_object:
-            target = await self._with_stat_hash(info)
-        if self._needs_prehash(info):
-            target = await self._prehashed(info)
-        if dst.features.resumable_uploads and self.checkpoints is not None:
-            result = await dst.put(target, self._stream(info), checkpoint=self.checkpoints(info))  # type: ignore[call-arg]
-        else:
-            result = await dst.put(target, self._stream(info))
-        return self._verified(target, result)
-
-    def _needs_prehash(self, info: ObjectInfo) -> bool:
-        return (self._local_source and self.options.verify and SHA256 not in info.hashes
-                and not self._hashes_in_stream)
-
-    async def _prehashed(self, info: ObjectInfo) -> ObjectInfo:
-        """``info`` with the SHA-256 of its local file.
-
-        Stores that keep the SHA-256 beside the object (S3 metadata) need it
-        before a multipart upload starts; hashing the file first also proves
-        the upload matches the file as listed.
-        """
-        src = self.src
-        assert isinstance(src, LocalBackend)
-        digest = await src.run_blocking(src.sha256, info.key)
-        return replace(info, hashes={**info.hashes, SHA256: digest})
-
-    async def _with_stat_hash(self, info: ObjectInfo) -> ObjectInfo:
-        """``info`` with the SHA-256 the source's stat reports, so that the copy is checked against it.
-
-        Listings of S3 do not carry the SHA-256 metadata, and a read of a large
-        object cannot check its bytes otherwise (a multipart ETag is not a
-        digest of them). The destination compares what it receives with the
-        digest given (and an S3 destination stores it at creation). Only for
-        objects over ``large_object`` bytes: beside them one more request is
-        small, and smaller S3 objects come whole in one answer, checked by it.
-        """
-        head = await self.src.stat(info.key)
-        digest = head.hashes.get(SHA256)
-        if digest is None or (info.version is not None and head.version != info.version):
-            return info  # none kept, or changed since listed (the read then says so)
-        return replace(info, hashes={**info.hashes, SHA256: digest})
-
-    def _moved(self, n: int) -> None:
-        self.stats.moved_bytes += n
-
-    def _stream(self, info: ObjectInfo) -> BodyFactory:
-        src, stats = self.src, self.stats
-
-        async def body() -> AsyncIterator[bytes]:
-            async with src.open(info.key, if_version=info.version) as chunks:
-                async for chunk in chunks:
-                    stats.moved_bytes += len(chunk)
-                    yield chunk
-
-        return body
-
-    def _verified(self, info: ObjectInfo, result: ObjectInfo) -> ObjectInfo:
-        if info.size is not None and result.size is not None and info.size != result.size:
-            raise SourceChanged(f"listed with {info.size} bytes, copied {result.size}",
-                                backend=self.dst.describe(), key=info.key)
-        expected, got = info.hashes.get(SHA256), result.hashes.get(SHA256)
-        if expected and got and expected != got:
-            raise IntegrityError("SHA-256 of the copy differs from the source's",
-                                 backend=self.dst.describe(), key=info.key)
+        route = next(r for r in self._routes if r.serves(info))
+        try:
+            result = await route.copy(info)
+        except CantCopy as exc:
+            if route is self._streamed:
+                raise
+            log.info("route cannot copy: streaming", key=info.key, route=route.name, error=str(exc))
+            route = self._streamed
+            result = await route.copy(info)
+        self.stats.routes[route.name] += 1
         return result
 
 
@@ -424,8 +347,8 @@ async def resolve_source(location: Any) -> tuple[Backend, str | None]:
     backend: Backend = location.backend()
     try:
         await backend.check()
-        if isinstance(backend, LocalBackend):
-            if backend.root.is_file():
+        if backend.features.local_path:
+            if os.path.isfile(location.args[0]):
                 return await _single(backend, location)
             return backend, None
         async for _ in backend.list():
@@ -450,7 +373,7 @@ async def resolve_source(location: Any) -> tuple[Backend, str | None]:
         raise
 
 
-async def _single(backend: LocalBackend, location: Any) -> tuple[Backend, str]:
+async def _single(backend: Backend, location: Any) -> tuple[Backend, str]:
     parent_loc, name = location.split_last()
     await backend.aclose()
     return parent_loc.backend(), name

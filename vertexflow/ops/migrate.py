@@ -26,8 +26,6 @@ switch (new files, overwrites and deletes).
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -48,7 +46,9 @@ from ..tenancy.live_state import LiveState
 from ..tenancy.manager import BUILTIN_TYPES, DEFAULT_SUBFOLDERS, StorageManager, Target
 from ..tenancy.registry import Company, Placement
 from ..tenancy.storage_config import connection_storage_type
-from .sync import SyncJob, SyncOptions
+from ..pipeline.stats import JobStats
+from .assembly import run_between
+from .spec import TransferSettings
 from .verify import Difference, VerifyJob, VerifyReport
 
 log = get_logger(__name__)
@@ -122,9 +122,8 @@ async def _journal_or_temp(journal: Journal | None) -> AsyncIterator[Journal]:
     if journal is not None:
         yield journal
         return
-    with tempfile.TemporaryDirectory(prefix="vertexflow-migrate-") as tmp:
-        async with await Journal.open(os.path.join(tmp, "journal.db")) as j:
-            yield j
+    async with Journal.temporary() as j:
+        yield j
 
 
 async def _list_plan(backend: Backend, filt: Filter, plan: ContentPlan) -> None:
@@ -168,8 +167,13 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
                           filt: Filter = NO_FILTER, dry_run: bool = False, journal: Journal | None = None,
                           categories: tuple[str, ...] = (), subfolders: tuple[str, ...] = DEFAULT_SUBFOLDERS,
                           wrap_target: Callable[[Backend], Backend] | None = None,
-                          on_event: Event | None = None) -> MigrationResult:
+                          on_event: Event | None = None, settings: TransferSettings | None = None,
+                          stats: JobStats | None = None) -> MigrationResult:
     """Migrate a company to ``to``; see the module docstring for the steps.
+
+    ``settings`` (bandwidth limit, transfers, retries, verification) apply to
+    the copy of every content type, as to any other job; ``stats`` fills as
+    the bytes move (the daemon shows it live).
 
     Raises :class:`MigrationFailed` (after rolling back) when the copy or the
     verification fails, :class:`InsufficientStorage` when it cannot fit, and
@@ -177,6 +181,8 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
     ``wrap_target`` wraps each target backend (middleware, fault injection).
     """
     registry = manager.require_registry()
+    settings = settings or TransferSettings()
+    progress = stats if stats is not None else JobStats()
     company = manager.company(company_ref)
     source = company.placement
     target, target_name = resolve_target(manager, company, to)
@@ -219,12 +225,13 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
                 for (ct, old_t, new_t), plan in zip(pairs, plans, strict=True):
                     if plan.objects == 0:
                         continue  # nothing stored yet (a live write meanwhile is reconciled below)
-                    stats = await SyncJob(olds[ct].backend, news[ct].backend, j, src_spec=old_t.label(),
-                                          dst_spec=new_t.label(),
-                                          options=SyncOptions(mode="copy", filter=filt)).run()
-                    result.copied += stats.done_objects
-                    if stats.failed_objects and live_run is None:
-                        raise MigrationFailed(f"{stats.failed_objects} files of {ct} could not be copied "
+                    done, failed = progress.done_objects, progress.failed_objects
+                    await run_between(olds[ct].backend, news[ct].backend, j, src_spec=old_t.label(),
+                                      dst_spec=new_t.label(), settings=settings, stats=progress, filt=filt)
+                    result.copied += progress.done_objects - done
+                    failed = progress.failed_objects - failed
+                    if failed and live_run is None:
+                        raise MigrationFailed(f"{failed} files of {ct} could not be copied "
                                               f"to {new_t.label()}", migration_id=record.id)
             if live_run is not None:
                 await live_run.reconcile_passes()
@@ -448,7 +455,8 @@ async def _abandon(manager: StorageManager, company: Company, migration_id: int,
 
 
 async def rollback_company(manager: StorageManager, company_ref: int | str, *, sync_back: bool = True,
-                           journal: Journal | None = None) -> MigrationResult:
+                           journal: Journal | None = None, settings: TransferSettings | None = None,
+                           stats: JobStats | None = None) -> MigrationResult:
     """Return a company to where its last switched migration took it from.
 
     With ``sync_back`` what changed on the new backend since the switch is
@@ -468,6 +476,7 @@ async def rollback_company(manager: StorageManager, company_ref: int | str, *, s
         raise ConfigError(f"company {company.slug!r} is no longer where migration {record.id} put it; "
                           "refusing to roll back")
     result = MigrationResult(record.id, company.slug, record.target, record.source, "rolled_back", [])
+    progress = stats if stats is not None else JobStats()
     if sync_back:
         async with _journal_or_temp(journal) as j:
             for ct in manager.config.content_type_names():
@@ -479,15 +488,16 @@ async def rollback_company(manager: StorageManager, company_ref: int | str, *, s
                     async for _ in now.list_files():
                         has_files = True
                         break
-                    stats = await SyncJob(now.backend, back.backend, j, src_spec=now_t.label(),
-                                          dst_spec=back_t.label(),
-                                          options=SyncOptions(mode="sync", delete=has_files,
-                                                              compare="checksum")).run()
-                    if stats.failed_objects:
-                        raise MigrationFailed(f"rollback: {stats.failed_objects} files of {ct} could not be "
+                    done, failed = progress.done_objects, progress.failed_objects
+                    await run_between(now.backend, back.backend, j, src_spec=now_t.label(), dst_spec=back_t.label(),
+                                      settings=settings or TransferSettings(), stats=progress, mode="sync",
+                                      delete=has_files, compare="checksum")
+                    failed = progress.failed_objects - failed
+                    if failed:
+                        raise MigrationFailed(f"rollback: {failed} files of {ct} could not be "
                                               f"synced back to {back_t.label()}; the company was not moved",
                                               migration_id=record.id)
-                    result.copied += stats.done_objects
+                    result.copied += progress.done_objects - done
                 finally:
                     await now.aclose()
                     await back.aclose()

@@ -35,7 +35,6 @@ from typing import Literal
 import anyio
 
 from ..backends.base import Backend
-from ..backends.local import LocalBackend
 from ..errors import NotFound
 from ..filters import NO_FILTER, Filter
 from ..model import SHA256, ObjectInfo
@@ -252,8 +251,8 @@ async def object_sha256(backend: Backend, info: ObjectInfo) -> str:
     """The SHA-256 of an object: the backend's own if it reports one, else read and hashed."""
     if info.hashes.get(SHA256):
         return info.hashes[SHA256]
-    if isinstance(backend, LocalBackend):
-        return await backend.run_blocking(backend.sha256, info.key)
+    if backend.features.local_path:
+        return await backend.file_sha256(info.key)
     h = hashlib.sha256()
     async with backend.open(info.key) as chunks:
         async for chunk in chunks:

@@ -147,7 +147,9 @@ class SyncJob:
             return self.stats
         self.job, self.resumed = await self.journal.start_job(self.options.mode, self.src_spec, self.dst_spec,
                                                               self.options.fingerprint(), replay=self.options.replay)
-        self.stats.job_id, self.stats.resumed = self.job.id, self.resumed
+        # a throw-away journal's job id names nothing a user can find again
+        self.stats.job_id = self.job.id if self.journal.kept else None
+        self.stats.resumed = self.resumed
         recorder = _JournalRecorder(self.journal, self.job.id, self.dst.describe())
         state = "failed"
         try:

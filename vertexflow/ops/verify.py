@@ -149,3 +149,31 @@ class VerifyJob:
 
     def keys_to_fix(self) -> list[str]:
         return [p.key for p in self.report.problems if p.kind in ("missing", "different")]
+
+
+async def verify_and_fix(src: Backend, dst: Backend, *, mode: Literal["checksum", "size"] = "checksum",
+                         filt: Filter = NO_FILTER, sample: float = 1.0, workers: int = HASH_WORKERS,
+                         fix: bool = False, stop: StopSignal | None = None) -> dict[str, Any]:
+    """Verify ``dst`` against ``src``; with ``fix``, copy what is missing or different and verify again.
+
+    Returns the report as ``verify --json`` prints it: ``before_fix`` (the
+    first report, when a fix ran), ``fixed`` (objects copied) and the fields
+    of the last report.
+    """
+    from ..pipeline.stats import JobStats
+    from .copy import CopyJob, CopyOptions
+
+    job = VerifyJob(src, dst, mode=mode, filt=filt, sample=sample, workers=workers, stop=stop)
+    report = await job.run()
+    if not fix or report.ok:
+        return {"before_fix": None, "fixed": 0, **report.as_dict()}
+    keys = job.keys_to_fix()
+
+    async def items() -> AsyncIterator[ObjectInfo]:
+        for key in keys:
+            yield await src.stat(key)
+
+    stats = JobStats()
+    await CopyJob(src, dst, CopyOptions(transfers=workers), items=items(), stats=stats, stop=stop).run()
+    again = await VerifyJob(src, dst, mode=mode, filt=filt, sample=sample, workers=workers, stop=stop).run()
+    return {"before_fix": report.as_dict(), "fixed": stats.done_objects, **again.as_dict()}

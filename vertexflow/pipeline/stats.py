@@ -37,6 +37,9 @@ class JobStats:
     failed_objects: int = 0
     retries: int = 0
     server_side_copies: int = 0
+    #: objects copied, by the route they took (vertexflow.ops.routes; batches of small local files:
+    #: "local_batch" between local directories, "batch_read" to anywhere else)
+    routes: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     failures_by_reason: Counter[str] = field(default_factory=Counter)
     failures: list[Failure] = field(default_factory=list)
@@ -79,6 +82,7 @@ class JobStats:
             "objects_per_s": round(self.done_objects / seconds, 1) if seconds > 0 else 0.0,
             "retries": self.retries,
             "server_side_copies": self.server_side_copies,
+            "routes": dict(self.routes),
             "failures_by_reason": dict(self.failures_by_reason),
             "failures": [{"key": f.key, "reason": f.reason, "message": f.message} for f in self.failures],
             "failures_not_shown": max(0, self.failed_objects - len(self.failures)),

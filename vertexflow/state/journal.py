@@ -38,8 +38,10 @@ import hashlib
 import json
 import os
 import sqlite3
+import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,8 +167,10 @@ def fingerprint(kind: str, src: str, dst: str, options: Mapping[str, Any]) -> st
 class Journal:
     """The journal database. Create with :meth:`open`; every method is async and thread-safe."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, kept: bool = True) -> None:
         self.path = path
+        #: False for a throw-away journal (``--no-journal``): its job ids name nothing a user can find
+        self.kept = kept
         self._db: sqlite3.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
 
@@ -175,6 +179,16 @@ class Journal:
         journal = cls(Path(path) if path is not None else default_journal_path())
         await journal._run(journal._connect)
         return journal
+
+    @classmethod
+    @asynccontextmanager
+    async def temporary(cls) -> AsyncIterator[Journal]:
+        """A throw-away journal in a temporary directory, removed on exit (``kept`` is False)."""
+        with tempfile.TemporaryDirectory(prefix="vertexflow-journal-") as tmp:
+            journal = cls(Path(tmp) / "journal.db", kept=False)
+            await journal._run(journal._connect)
+            async with journal:
+                yield journal
 
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,16 +18,12 @@ Yandex.Disk publishes the file and gives its ``public_url``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from pathlib import Path
 from urllib.parse import quote
 
-import anyio
 
 from ..backends.base import Backend, check_key
-from ..backends.local import LocalBackend
 from ..errors import NotFound
 from ..model import BodyFactory, ObjectInfo, body_from_bytes, read_all
 
@@ -88,11 +84,8 @@ class StorageAdapter:
         b = self.backend
         if self.public_base_url:
             return f"{self.public_base_url}/{quote(key)}"
-        # by scheme, not class: a local-only run need not import the S3 and Yandex clients
-        if b.scheme == "yadisk":
-            return await b.publish(key)  # type: ignore[attr-defined]
-        if b.scheme == "s3":
-            return await b.presigned_url(key, PRESIGN_SECONDS)  # type: ignore[attr-defined]
+        if b.features.public_links:
+            return await b.public_link(key, expires=PRESIGN_SECONDS)
         if b.features.local_path:
             return b.local_path(key).as_uri()
         raise NotImplementedError(f"{self.describe()} has no public URLs; set public_base_url")
@@ -102,23 +95,16 @@ class StorageAdapter:
         """Create folder ``path`` (and its parents) under the root; existing is fine."""
         check_key(path, backend=self.describe())
         b = self.backend
-        if isinstance(b, LocalBackend):
-            target = b.local_path(path)
-            await anyio.to_thread.run_sync(lambda: os.makedirs(target, exist_ok=True))
-        elif b.scheme == "yadisk":
-            # the backend's own mkdir -p: it tolerates racing creators and caches what exists
-            await b.make_folder(path)  # type: ignore[attr-defined]
+        if b.features.folders:
+            await b.make_folder(path)
         else:
             await self.save_file(f"{path}/{FOLDER_MARKER}", b"")
 
     async def folder_exists(self, path: str) -> bool:
         check_key(path, backend=self.describe())
         b = self.backend
-        if isinstance(b, LocalBackend):
-            target: Path = b.local_path(path)
-            return await anyio.to_thread.run_sync(target.is_dir)
-        if b.scheme == "yadisk":
-            return bool(await b.is_folder(path))  # type: ignore[attr-defined]
+        if b.features.folders:
+            return await b.is_folder(path)
         async for _ in self.list_files(f"{path}/"):
             return True
         return False

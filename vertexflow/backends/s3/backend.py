@@ -33,7 +33,7 @@ from ...errors import (
     TransientError,
 )
 from ...logs import get_logger
-from ...model import MD5, SHA256, BodyFactory, Features, ObjectInfo
+from ...model import MD5, SHA256, BodyFactory, Features, ObjectInfo, Pace
 from ...retry import RetryPolicy, retry_call
 from ..base import Backend, UploadCheckpoint, check_key
 from . import listing
@@ -124,6 +124,9 @@ class S3Backend(Backend):
         max_object_size=MAX_OBJECT_SIZE,
         preserves_mtime=False,
         resumable_uploads=True,
+        paced_writes=True,
+        whole_reads=True,
+        public_links=True,
         stat_hashes=(SHA256,),
     )
     #: Largest object copied with one CopyObject; bigger ones use UploadPartCopy.
@@ -345,11 +348,11 @@ class S3Backend(Backend):
 
     # -- keys and errors ---------------------------------------------------------
 
-    async def presigned_url(self, key: str, expires_in: int) -> str:
-        """A GET link for ``key`` valid for ``expires_in`` seconds (signed locally, no request)."""
+    async def public_link(self, key: str, *, expires: int) -> str:
+        """A GET link for ``key`` valid for ``expires`` seconds (signed locally, no request)."""
         client = await self._client()
         return str(await client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self._full_key(key)}, ExpiresIn=expires_in))
+            "get_object", Params={"Bucket": self.bucket, "Key": self._full_key(key)}, ExpiresIn=expires))
 
     def _full_key(self, key: str) -> str:
         check_key(key, backend=self.describe())
@@ -678,30 +681,36 @@ class S3Backend(Backend):
 
     # -- put -----------------------------------------------------------------------
 
-    async def put(self, info: ObjectInfo, body: BodyFactory, *,
-                  checkpoint: UploadCheckpoint | None = None) -> ObjectInfo:
-        """PutObject up to ``multipart_threshold``, multipart above (resumed from ``checkpoint``, see :mod:`.upload`)."""
+    async def put(self, info: ObjectInfo, body: BodyFactory, *, checkpoint: UploadCheckpoint | None = None,
+                  pace: Pace | None = None) -> ObjectInfo:
+        """PutObject up to ``multipart_threshold``, multipart above (resumed from ``checkpoint``, see :mod:`.upload`).
+
+        ``pace`` is told the body's bytes as they are read, but for the parts a
+        resumed upload already has (read to be hashed, never sent).
+        """
         if info.size is not None and info.size > MAX_OBJECT_SIZE:
             raise ObjectTooLarge(f"{info.size} bytes is over S3's 5 TiB limit",
                                  backend=self.describe(), key=info.key)
         full = self._full_key(info.key)
         try:
-            return await self._put(info, full, body, checkpoint)
+            return await self._put(info, full, body, checkpoint, pace)
         except SourceDiffers as exc:
             # the upload the checkpoint saved is aborted and the checkpoint cleared: start afresh
             log.info("s3.resume_discarded", backend=self.describe(), key=info.key, reason=str(exc))
-            return await self._put(info, full, body, checkpoint)
+            return await self._put(info, full, body, checkpoint, pace)
 
     async def _put(self, info: ObjectInfo, full: str, body: BodyFactory,
-                   checkpoint: UploadCheckpoint | None) -> ObjectInfo:
+                   checkpoint: UploadCheckpoint | None, pace: Pace | None) -> ObjectInfo:
+        state = await checkpoint.load() if checkpoint is not None else None
         it = body()
         try:
-            reader = BodyReader(it, info.size, self._fail(SourceChanged, info.key))
+            reader = BodyReader(it, info.size, self._fail(SourceChanged, info.key), pace)
+            reader.resuming(state)
             head, ended = await reader.read_head(self._threshold)
             if ended:
                 reader.check_end()
                 return await self._put_single(info, full, b"".join(head))
-            return await self._uploads.put(info, full, reader, head, checkpoint)
+            return await self._uploads.put(info, full, reader, head, checkpoint, state)
         finally:
             await close_iterator(it)
 

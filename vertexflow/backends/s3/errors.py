@@ -12,6 +12,7 @@ from ...errors import (
     AccessDenied,
     AuthError,
     BackendError,
+    CantCopy,
     ConnectionFailed,
     InsufficientStorage,
     IntegrityError,
@@ -61,6 +62,15 @@ ERROR_TABLE: dict[str, type[BackendError]] = {
     "XAmzContentSHA256Mismatch": IntegrityError,
     "QuotaExceeded": InsufficientStorage,
 }
+
+#: Answers to a server-side copy (CopyObject, UploadPartCopy) that mean the server will not copy
+#: this object itself, though it stores it: the engine streams it instead.
+COPY_TABLE: dict[str, type[BackendError]] = {
+    "NotImplemented": CantCopy,
+    "501": CantCopy,
+}
+#: the operations :data:`COPY_TABLE` applies to
+COPY_OPS = ("CopyObject", "UploadPartCopy")
 
 # Transport failures: could not connect at all, or the connection broke.
 _CONNECT_ERRORS = (bce.EndpointConnectionError, bce.ConnectTimeoutError,
@@ -130,7 +140,8 @@ def _class_for(code: str, status: int) -> type[BackendError]:
 
 def _mapped(code: str, status: int, message: str, retry_after: float | None, *, backend: str,
             key: str | None, op: str) -> BackendError:
-    cls = _class_for(code, status)
+    copy_cls = COPY_TABLE.get(code) or COPY_TABLE.get(str(status)) if op in COPY_OPS else None
+    cls = copy_cls or _class_for(code, status)
     text = f"{op} failed: {code}"
     if message:
         text += f": {message}"

@@ -39,7 +39,7 @@ import botocore.exceptions as bce
 
 from ...errors import BackendError, IntegrityError, ObjectTooLarge, TransientError
 from ...logs import get_logger
-from ...model import SHA256, ObjectInfo
+from ...model import SHA256, ObjectInfo, Pace
 from ..base import UploadCheckpoint
 from .common import (
     ABORT_TIMEOUT,
@@ -74,22 +74,56 @@ class SourceDiffers(Exception):
 
 
 class BodyReader:
-    """Reads a put body, counting bytes and refusing more than the announced size."""
+    """Reads a put body, counting bytes and refusing more than the announced size.
 
-    def __init__(self, it: AsyncIterator[bytes], expected: int | None, fail: Callable[[str], BackendError]):
+    With ``pace`` (a bandwidth limit) each chunk is paced as it is read, as a
+    limited body would be, except the bytes of :attr:`unsent` parts: the
+    parts a resumed upload already has are read to be hashed, not sent.
+    """
+
+    def __init__(self, it: AsyncIterator[bytes], expected: int | None, fail: Callable[[str], BackendError],
+                 pace: Pace | None = None):
         self._it = it
         self._expected = expected
         self._fail = fail
+        self._pace = pace
         self.count = 0
+        #: part numbers (of ``part_size`` bytes, from 1) whose bytes are not sent
+        self.unsent: frozenset[int] = frozenset()
+        self.part_size = 0
+
+    def resuming(self, state: Mapping[str, Any] | None) -> None:
+        """The parts a saved upload holds will not be sent (until :meth:`Uploads.put` says otherwise)."""
+        try:
+            self.part_size = int(state["part_size"]) if state else 0
+            self.unsent = frozenset(int(p["number"]) for p in state["parts"]) if state else frozenset()
+        except (KeyError, TypeError, ValueError):
+            self.part_size, self.unsent = 0, frozenset()
+
+    def _sent(self, start: int, n: int) -> int:
+        """How many of the ``n`` bytes from offset ``start`` belong to parts that are sent."""
+        if not self.unsent or self.part_size <= 0:
+            return n
+        sent, offset, end = 0, start, start + n
+        while offset < end:
+            number = offset // self.part_size + 1
+            stop = min(end, number * self.part_size)
+            if number not in self.unsent:
+                sent += stop - offset
+            offset = stop
+        return sent
 
     async def chunk(self) -> bytes | None:
         """The next non-empty chunk, or None at the end."""
         async for chunk in self._it:
             if not chunk:
                 continue
+            start = self.count
             self.count += len(chunk)
             if self._expected is not None and self.count > self._expected:
                 raise self._fail(f"body is longer than the announced {self._expected} bytes")
+            if self._pace is not None and (n := self._sent(start, len(chunk))):
+                await self._pace(n)
             return chunk
         return None
 
@@ -214,13 +248,18 @@ class Uploads:
     # -- one put -----------------------------------------------------------------------
 
     async def put(self, info: ObjectInfo, full: str, reader: BodyReader, head: list[bytes],
-                  checkpoint: UploadCheckpoint | None) -> ObjectInfo:
-        """Upload the rest of ``reader`` (``head`` already read) in parts; see the module docstring."""
+                  checkpoint: UploadCheckpoint | None, state: Mapping[str, Any] | None) -> ObjectInfo:
+        """Upload the rest of ``reader`` (``head`` already read) in parts; see the module docstring.
+
+        ``state``: what ``checkpoint`` held when the put started.
+        """
         key = info.key
         sha256 = info.hashes.get(SHA256)
         sha256 = sha256.lower() if sha256 else None
-        state = await checkpoint.load() if checkpoint is not None else None
         upload = await self._resumed(key, full, state, sha256) if state else None
+        # the bytes still to read are sent, but for the parts the server confirmed it has
+        reader.part_size = upload.part_size if upload is not None else 0
+        reader.unsent = frozenset(upload.unverified) if upload is not None else frozenset()
         if upload is None:
             # metadata known before the first byte is sent: a multipart upload
             # fixes it at creation, so digests taken in-stream are not among it

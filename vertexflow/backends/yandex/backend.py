@@ -51,9 +51,9 @@ from ...errors import (
     TransientError,
 )
 from ...logs import get_logger
-from ...model import MD5, SHA256, BodyFactory, Features, ObjectInfo
+from ...model import MD5, SHA256, BodyFactory, Features, ObjectInfo, Pace
 from ...retry import RetryPolicy, retry_call
-from ..base import Backend, check_key
+from ..base import Backend, UploadCheckpoint, check_key
 from . import api
 from .client import YandexDiskClient, connection_error, poll_operation
 from .dircache import DirCache
@@ -143,7 +143,8 @@ class YandexDiskBackend(Backend):
     """
 
     scheme = "yadisk"
-    features = Features(server_side_copy=True, native_hashes=(MD5, SHA256), sorted_listing=True)
+    features = Features(server_side_copy=True, native_hashes=(MD5, SHA256), sorted_listing=True,
+                        public_links=True, folders=True)
 
     def __init__(self, root: str = "/", *, token: str, base_url: str = DEFAULT_BASE_URL,
                  request_timeout: float = 30.0, chunk_size: int = 10 * MiB, upload_concurrency: int = 3,
@@ -382,7 +383,8 @@ class YandexDiskBackend(Backend):
         if got < want:
             raise TransientError(f"download ended after {got} of {want} bytes", backend=self.describe(), key=key)
 
-    async def put(self, info: ObjectInfo, body: BodyFactory) -> ObjectInfo:
+    async def put(self, info: ObjectInfo, body: BodyFactory, *, checkpoint: UploadCheckpoint | None = None,
+                  pace: Pace | None = None) -> ObjectInfo:
         key = check_key(info.key, backend=self.describe())
         limit = self._disk.max_file_size if self._disk is not None else None
         if info.size is not None and limit is not None and info.size > limit:
@@ -583,6 +585,10 @@ class YandexDiskBackend(Backend):
             await self._discard(dst_key)
             raise SourceChanged("the source changed since it was listed", backend=source.describe(), key=src.key)
         return stored
+
+    async def public_link(self, key: str, *, expires: int = 0) -> str:
+        """Publish ``key`` and return its public URL (it does not expire: ``expires`` is not used)."""
+        return await self.publish(key)
 
     async def publish(self, key: str) -> str:
         """Publish ``key`` and return its public URL."""

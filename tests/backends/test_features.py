@@ -1,0 +1,190 @@
+"""What ``Features`` declares is what the object implements: every backend, every decorator stack the engine builds.
+
+For each real backend (local disk, the suite's SeaweedFS, the Yandex.Disk
+emulator) and each stack the job assembly puts around it (nothing, a
+bandwidth limit, adaptive concurrency, both, stages), every ability is tried
+for real: a declared ability works, an undeclared one raises
+NotImplementedError (or, for ``put``'s ``pace`` and ``checkpoint``, is not
+used). Decorators that keep keys and bytes forward what they wrap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from vertexflow.backends.base import ABILITIES, Backend, DirectFiles, direct_files
+from vertexflow.backends.local import LocalBackend
+from vertexflow.backends.s3 import S3Backend
+from vertexflow.backends.yandex import YandexDiskBackend
+from vertexflow.middleware.base import unwrap
+from vertexflow.model import body_from_bytes, ObjectInfo, read_all
+from vertexflow.ops.assembly import JobLayers
+from vertexflow.ops.spec import StageSpec, TransferSettings
+from vertexflow.pipeline.stats import JobStats
+from vertexflow.retry import RetryPolicy
+from vertexflow.testing.seaweedfs import SeaweedFS
+from vertexflow.testing.yandex_disk import YandexDiskEmulator, running_emulator
+
+MiB = 1024 * 1024
+DATA = os.urandom(6 * MiB)  # over the S3 backend's part size below: a multipart upload that checkpoints
+KEY = "dir/obj.bin"
+_roots = itertools.count()
+
+#: the stacks the assembly builds, as the settings that ask for them
+STACKS: dict[str, Callable[[], TransferSettings]] = {
+    "bare": lambda: TransferSettings(adaptive=False),
+    "bwlimit": lambda: TransferSettings(adaptive=False, bwlimit="1G"),
+    "bwlimit-up": lambda: TransferSettings(adaptive=False, bwlimit_up="1G"),
+    "adaptive": lambda: TransferSettings(adaptive=True),
+    "adaptive+bwlimit": lambda: TransferSettings(adaptive=True, bwlimit="1G"),
+    "stages": lambda: TransferSettings(adaptive=False, stages=StageSpec(compress="zstd:1")),
+}
+#: abilities that a decorator keeping keys and bytes forwards from what it wraps
+FORWARDED = ("local_path", "server_side_copy", "public_links", "folders", "resumable_uploads", "paced_writes")
+
+
+@pytest.fixture(scope="module")
+async def yandex() -> AsyncIterator[YandexDiskEmulator]:
+    async with running_emulator(token="features-token") as emu:
+        yield emu
+
+
+def make(kind: str, tmp_path: Path, seaweed: SeaweedFS, bucket: str, emu: YandexDiskEmulator) -> Backend:
+    if kind == "local":
+        return LocalBackend(tmp_path / f"root-{next(_roots)}")
+    if kind == "s3":
+        return S3Backend(bucket, f"f{next(_roots)}", endpoint_url=seaweed.endpoint, region=seaweed.region,
+                         access_key_id=seaweed.access_key, secret_access_key=seaweed.secret_key,
+                         part_size=5 * MiB, multipart_threshold=5 * MiB)
+    return YandexDiskBackend(f"/features-{next(_roots)}", token="features-token", base_url=emu.base_url,
+                             retry_policy=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.1))
+
+
+class Checkpoint:
+    def __init__(self) -> None:
+        self.saves = 0
+
+    async def load(self) -> None:
+        return None
+
+    async def save(self, state: Any) -> None:
+        self.saves += 1
+
+    async def clear(self) -> None:
+        pass
+
+
+def test_every_ability_names_methods_the_contract_has() -> None:
+    for flag, methods in ABILITIES.items():
+        assert flag in {f for f in type(LocalBackend.features).__dataclass_fields__}
+        for method in methods:
+            assert any(hasattr(cls, method) for cls in (Backend, DirectFiles)), (flag, method)
+
+
+@pytest.mark.parametrize("kind", ["local", "s3", "yandex"])
+def test_a_bare_backend_declares_exactly_the_methods_it_overrides(kind: str) -> None:
+    cls = {"local": LocalBackend, "s3": S3Backend, "yandex": YandexDiskBackend}[kind]
+    for flag in ("local_path", "public_links", "folders", "server_side_copy", "whole_reads"):
+        overridden = all(getattr(cls, m) is not getattr(Backend, m, None) for m in ABILITIES[flag])
+        assert getattr(cls.features, flag) == overridden, (kind, flag)
+    assert cls.features.direct_files == all(hasattr(cls, m) for m in ABILITIES["direct_files"])
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("stack", list(STACKS))
+@pytest.mark.parametrize("kind", ["local", "s3", "yandex"])
+async def test_declared_is_implemented(kind: str, stack: str, tmp_path: Path, seaweed: SeaweedFS, s3_bucket: str,
+                                       yandex: YandexDiskEmulator) -> None:
+    bare = make(kind, tmp_path, seaweed, s3_bucket, yandex)
+    settings = STACKS[stack]()
+    layers = JobLayers.build(settings, transfers=4)
+    async with bare:
+        await bare.check(write=True)
+        b = layers.destination(bare, JobStats())
+        f = b.features
+        if stack == "bare" or (stack == "adaptive" and kind == "local"):
+            assert b is bare  # nothing asked (or local disk, which never says "slow down")
+        else:
+            assert not f.direct_files  # a decorator stands in the path of the bytes
+        if stack != "stages":
+            for flag in FORWARDED:
+                assert getattr(f, flag) == getattr(bare.features, flag), (flag, "forwarded")
+
+        # put: pace and checkpoint are used exactly where declared
+        paced: list[int] = []
+
+        async def pace(n: int) -> None:
+            paced.append(n)
+
+        checkpoint = Checkpoint()
+        info = ObjectInfo(key=KEY, size=len(DATA))
+        stored = await b.put(info, body_from_bytes(DATA), checkpoint=checkpoint, pace=pace)
+        assert stored.size == len(DATA)
+        assert (sum(paced) == len(DATA)) if f.paced_writes else not paced
+        assert (checkpoint.saves > 0) == f.resumable_uploads
+        async with b.open(KEY) as chunks:
+            assert await read_all(chunks) == DATA
+        assert await b.read_whole(KEY, limit=len(DATA)) == DATA
+
+        # local files
+        if f.local_path:
+            assert b.local_path(KEY).read_bytes() == DATA
+            assert await b.file_sha256(KEY) == hashlib.sha256(DATA).hexdigest()
+        else:
+            with pytest.raises(NotImplementedError):
+                b.local_path(KEY)
+            with pytest.raises(NotImplementedError):
+                await b.file_sha256(KEY)
+        if f.direct_files:
+            files = direct_files(b)
+            assert isinstance(b, DirectFiles) and files.read_file(KEY, None) == DATA
+        else:
+            assert not isinstance(b, DirectFiles)
+            with pytest.raises(NotImplementedError):
+                direct_files(b)
+
+        # public links serve the object without credentials
+        if f.public_links:
+            url = await b.public_link(KEY, expires=600)
+            assert url.startswith("http")
+            if kind == "s3":
+                async with aiohttp.ClientSession() as http, http.get(url) as resp:
+                    assert resp.status == 200 and await resp.read() == DATA
+        else:
+            with pytest.raises(NotImplementedError):
+                await b.public_link(KEY, expires=600)
+
+        # folders
+        if f.folders:
+            await b.make_folder("a/b")
+            assert await b.is_folder("a/b") and not await b.is_folder("a/nope")
+        else:
+            with pytest.raises(NotImplementedError):
+                await b.make_folder("a/b")
+            with pytest.raises(NotImplementedError):
+                await b.is_folder("a/b")
+
+        # server-side copy within the same store
+        if f.server_side_copy:
+            assert b.same_store(b)
+            src = await b.stat(KEY)
+            await b.server_copy(b, src, "dir/copy.bin")
+            async with b.open("dir/copy.bin") as chunks:
+                assert await read_all(chunks) == DATA
+        else:
+            with pytest.raises(NotImplementedError):
+                await b.server_copy(b, await b.stat(KEY), "dir/copy.bin")
+
+        # whole reads: declared only where the innermost backend has its own
+        assert not f.whole_reads or unwrap(b).features.whole_reads
+        if stack in ("bwlimit", "adaptive+bwlimit", "stages"):
+            assert not f.whole_reads  # the read must pass the limit (or the stages) as it streams
+        assert f.hashes_in_stream == (stack == "stages")

@@ -1,0 +1,185 @@
+"""The routes an object can take from source to destination, each with a name.
+
+The copy engine (:mod:`.copy`) chooses, once per job, which routes the two
+ends allow (by their declared :class:`~vertexflow.model.Features`), then for
+each object the cheapest of them:
+
+* ``local_file``: both ends are bare local directories: one worker-thread call
+  reads, hashes and writes (``copy_file_range`` when hashing is off);
+* ``server_side``: both ends are in one store: the server copies;
+* ``whole_read``: a small object, from a source that reads one in a single
+  request or thread hop: read whole, put from memory;
+* ``streamed``: ``src.open`` streamed into ``dst.put``; every object can take it.
+
+A route that cannot serve an object raises :class:`~vertexflow.errors.CantCopy`
+and the engine sends the object by the ``streamed`` route instead (rclone's
+``ErrorCantCopy``). Every route checks what it did: the byte count must match
+the listing and the SHA-256 the destination reports must match the source's
+where both are known.
+
+Batches of small files of a bare local source (one thread call for many)
+are cut while listing, before any route is chosen; the summary counts their
+objects as ``local_batch`` (between local directories) and ``batch_read``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
+
+from ..backends.base import Backend, UploadCheckpoint, direct_files
+from ..backends.local import SMALL_FILE
+from ..errors import IntegrityError, SourceChanged
+from ..model import SHA256, BodyFactory, ObjectInfo, body_from_bytes
+from ..pipeline.stats import JobStats
+
+
+@dataclass(slots=True)
+class RouteContext:
+    """What every route of one job shares."""
+
+    src: Backend
+    dst: Backend
+    stats: JobStats
+    verify: bool
+    #: objects above this many bytes are large (S3: only they get the stat's SHA-256)
+    large_object: int
+    checkpoints: Callable[[ObjectInfo], UploadCheckpoint] | None = None
+    _prehash: bool = field(init=False, default=False)
+    _hash_by_stat: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        # large local files are hashed before their upload (behind a bandwidth limit too): stores that
+        # keep the SHA-256 beside the object need it before a multipart upload starts
+        self._prehash = self.src.features.local_path and self.verify and not self.dst.features.hashes_in_stream
+        # the SHA-256 a large object's stat gives checks its copy end to end
+        self._hash_by_stat = (self.verify and SHA256 in self.src.features.stat_hashes
+                              and not self.dst.features.hashes_in_stream)
+
+    def needs_prehash(self, info: ObjectInfo) -> bool:
+        return self._prehash and SHA256 not in info.hashes
+
+    async def prehashed(self, info: ObjectInfo) -> ObjectInfo:
+        """``info`` with the SHA-256 of its local file (which also proves the upload matches the file as listed)."""
+        digest = await self.src.file_sha256(info.key)
+        return replace(info, hashes={**info.hashes, SHA256: digest})
+
+    async def with_stat_hash(self, info: ObjectInfo) -> ObjectInfo:
+        """``info`` with the SHA-256 the source's stat reports, so that the copy is checked against it.
+
+        Listings of S3 do not carry the SHA-256 metadata, and a read of a large
+        object cannot check its bytes otherwise (a multipart ETag is not a
+        digest of them). Only for objects over ``large_object`` bytes: beside
+        them one more request is small, and smaller S3 objects come whole in
+        one answer, checked by it.
+        """
+        if not self._hash_by_stat or SHA256 in info.hashes or (info.size or 0) <= self.large_object:
+            return info
+        head = await self.src.stat(info.key)
+        digest = head.hashes.get(SHA256)
+        if digest is None or (info.version is not None and head.version != info.version):
+            return info  # none kept, or changed since listed (the read then says so)
+        return replace(info, hashes={**info.hashes, SHA256: digest})
+
+    def moved(self, n: int) -> None:
+        self.stats.moved_bytes += n
+
+    def stream(self, info: ObjectInfo) -> BodyFactory:
+        """The source object as a replayable body; progress counts its bytes as they pass."""
+        src, stats = self.src, self.stats
+
+        async def body() -> AsyncIterator[bytes]:
+            async with src.open(info.key, if_version=info.version) as chunks:
+                async for chunk in chunks:
+                    stats.moved_bytes += len(chunk)
+                    yield chunk
+
+        return body
+
+    def verified(self, info: ObjectInfo, result: ObjectInfo) -> ObjectInfo:
+        if info.size is not None and result.size is not None and info.size != result.size:
+            raise SourceChanged(f"listed with {info.size} bytes, copied {result.size}",
+                                backend=self.dst.describe(), key=info.key)
+        expected, got = info.hashes.get(SHA256), result.hashes.get(SHA256)
+        if expected and got and expected != got:
+            raise IntegrityError("SHA-256 of the copy differs from the source's",
+                                 backend=self.dst.describe(), key=info.key)
+        return result
+
+
+class Route:
+    """One way to copy an object; ``copy`` raises CantCopy when this route cannot serve it."""
+
+    name: ClassVar[str]
+
+    def __init__(self, ctx: RouteContext) -> None:
+        self.ctx = ctx
+
+    def serves(self, info: ObjectInfo) -> bool:
+        """Whether this route is the one for ``info`` (the job already knows the ends allow it)."""
+        return True
+
+    async def copy(self, info: ObjectInfo) -> ObjectInfo:
+        raise NotImplementedError
+
+
+class LocalFileRoute(Route):
+    name = "local_file"
+
+    async def copy(self, info: ObjectInfo) -> ObjectInfo:
+        ctx = self.ctx
+        files = direct_files(ctx.dst)
+        result = await files.run_blocking(files.copy_from_file, direct_files(ctx.src).path_of(info.key), info, info)
+        ctx.moved(result.size or 0)
+        return ctx.verified(info, result)
+
+
+class ServerSideRoute(Route):
+    name = "server_side"
+
+    async def copy(self, info: ObjectInfo) -> ObjectInfo:
+        ctx = self.ctx
+        result = await ctx.dst.server_copy(ctx.src, info, info.key)
+        ctx.stats.server_side_copies += 1
+        ctx.moved(result.size or 0)
+        return ctx.verified(info, result)
+
+
+class WholeReadRoute(Route):
+    name = "whole_read"
+
+    def serves(self, info: ObjectInfo) -> bool:
+        return info.size is not None and info.size <= SMALL_FILE
+
+    async def copy(self, info: ObjectInfo) -> ObjectInfo:
+        ctx = self.ctx
+        data = await ctx.src.read_whole(info.key, limit=SMALL_FILE, if_version=info.version, on_bytes=ctx.moved)
+        return ctx.verified(info, await ctx.dst.put(info, body_from_bytes(data)))
+
+
+class StreamedRoute(Route):
+    name = "streamed"
+
+    async def copy(self, info: ObjectInfo) -> ObjectInfo:
+        ctx = self.ctx
+        target = await ctx.with_stat_hash(info)
+        if ctx.needs_prehash(target):
+            target = await ctx.prehashed(target)
+        checkpoint = ctx.checkpoints(info) if ctx.dst.features.resumable_uploads and ctx.checkpoints else None
+        result = await ctx.dst.put(target, ctx.stream(info), checkpoint=checkpoint)
+        return ctx.verified(target, result)
+
+
+def choose_routes(ctx: RouteContext) -> tuple[Route, ...]:
+    """The routes this job's two ends allow, cheapest first; the last one (streamed) serves every object."""
+    src, dst = ctx.src, ctx.dst
+    routes: list[Route] = []
+    if src.features.direct_files and dst.features.direct_files:
+        routes.append(LocalFileRoute(ctx))
+    elif dst.features.server_side_copy and dst.same_store(src):
+        routes.append(ServerSideRoute(ctx))
+    elif src.features.whole_reads:
+        routes.append(WholeReadRoute(ctx))
+    routes.append(StreamedRoute(ctx))
+    return tuple(routes)
