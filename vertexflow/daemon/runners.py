@@ -143,8 +143,8 @@ class SyncRunner(Runner):
         super().__init__(spec, remotes=remotes, journal=journal)
         from ..ops.assembly import Transfer
 
-        self.transfer = Transfer.prepare(self.transfer_spec(spec), remotes).with_layers(self._count_waits)
-        self.src_loc, self.dst_loc = self.transfer.src, self.transfer.dst
+        checked = Transfer.prepare(self.transfer_spec(spec), remotes)  # a bad job stops the daemon at load
+        self.src_loc, self.dst_loc = checked.src, checked.dst
         self._dest_description: str | None = None
 
     @staticmethod
@@ -173,7 +173,11 @@ class SyncRunner(Runner):
         def opened(source: Any, target: Any) -> None:
             self._dest_description = target.describe()
 
-        await self.transfer.run(stats, stop, journal=self.journal, on_open=opened)
+        from ..ops.assembly import Transfer
+
+        # prepared afresh for every run: age filters count from now, bandwidth buckets start empty
+        transfer = Transfer.prepare(self.transfer_spec(self.spec), self.remotes).with_layers(self._count_waits)
+        await transfer.run(stats, stop, journal=self.journal, on_open=opened)
         if stats.job_id is not None and not stop.stopping:
             await self._forget_old_runs(stats.job_id)
 

@@ -109,9 +109,9 @@ class CopyJob:
         self._prehash_slots = anyio.CapacityLimiter(max(1, min(self.options.large_transfers, os.cpu_count() or 1)))
         self.stats = stats or JobStats()
         self.stop = stop or StopSignal()
-        self.routes = RouteContext(src=src, dst=dst, stats=self.stats, verify=self.options.verify,
+        self._route_context = RouteContext(src=src, dst=dst, stats=self.stats, verify=self.options.verify,
                                    large_object=self.options.large_object, checkpoints=checkpoints)
-        self._routes = choose_routes(self.routes)
+        self._routes = choose_routes(self._route_context)
         self._streamed = self._routes[-1]
         # bytes moved between local files by the engine itself (nothing wrapped around either end)
         self._local_to_local = self._routes[0].name == "local_file"
@@ -255,7 +255,7 @@ class CopyJob:
                 continue
             self.stats.in_flight += 1
             try:
-                result = self.routes.verified(info, await self.dst.put(info, body_from_bytes(data)))
+                result = self._route_context.verified(info, await self.dst.put(info, body_from_bytes(data)))
             except Exception as exc:
                 await self._after_batch_failure(info, exc)
             else:
@@ -282,11 +282,11 @@ class CopyJob:
             policy = replace(policy, attempts=policy.attempts - attempts_used)
         try:
             if (info.size or 0) > self.options.large_object and not self._local_to_local:
-                if self.routes.needs_prehash(info):
+                if self._route_context.needs_prehash(info):
                     # before taking a large slot: the next files are hashed while
                     # those in the slots upload, instead of all pausing together
                     async with self._prehash_slots:
-                        info = await retry_call(lambda: self.routes.prehashed(info), policy,
+                        info = await retry_call(lambda: self._route_context.prehashed(info), policy,
                                                 on_retry=lambda exc, n, d: self._retrying(info, exc, n, d))
                 async with self._large_slots:
                     result = await self._transfer_with_retries(info, policy)
