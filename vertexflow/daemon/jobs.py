@@ -125,7 +125,7 @@ class Totals:
 
     def add(self, stats: JobStats) -> None:
         self.objects += stats.done_objects
-        self.bytes += stats.done_bytes
+        self.bytes += stats.moved_bytes  # as the bytes move (a live run adds them the same way)
         self.retries += stats.retries
         self.deleted += stats.deleted_objects
         self.failures.update(stats.failures_by_reason)
@@ -143,14 +143,15 @@ def progress(stats: JobStats, rate: float) -> dict[str, Any]:
     """A running job's progress as the API and dashboard show it."""
     total = stats.listed_bytes
     done = stats.done_bytes
-    remaining = max(0, total - done)
+    moving = stats.progress_bytes  # bytes count as they move: a large object's progress is not one step
+    remaining = max(0, total - moving)
     eta = remaining / rate if stats.listing_done and rate > 0 else None
     return {
         "listed_objects": stats.listed_objects, "listed_bytes": total, "listing_done": stats.listing_done,
         "done_objects": stats.done_objects, "done_bytes": done, "moved_bytes": stats.moved_bytes,
         "skipped_objects": stats.skipped_objects, "failed_objects": stats.failed_objects,
         "deleted_objects": stats.deleted_objects, "in_flight": stats.in_flight, "retries": stats.retries,
-        "fraction": (done / total) if total else (1.0 if stats.listing_done else 0.0),
+        "fraction": (moving / total) if total else (1.0 if stats.listing_done else 0.0),
         "rate_bytes_per_s": round(rate, 1), "eta_seconds": round(eta, 1) if eta is not None else None,
         "seconds": round(stats.elapsed, 3),
     }

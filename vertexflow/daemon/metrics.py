@@ -41,7 +41,7 @@ class JobsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         objects = CounterMetricFamily("vertexflow_objects_transferred", "Objects transferred", labels=["job"])
-        bytes_ = CounterMetricFamily("vertexflow_bytes_transferred", "Bytes transferred (objects done)",
+        bytes_ = CounterMetricFamily("vertexflow_bytes_transferred", "Bytes moved, counted as they move (a retried object's bytes count again)",
                                      labels=["job"])
         deleted = CounterMetricFamily("vertexflow_objects_deleted", "Destination objects deleted", labels=["job"])
         failures = CounterMetricFamily("vertexflow_failures", "Objects that failed, by reason",

@@ -48,11 +48,11 @@ class ProgressView:
         bound = "" if s.listing_done else "≥"
         total_objects = s.listed_objects
         line = Text()
+        moved = s.progress_bytes  # bytes count as they move, not when their object finishes
         if s.listing_done and s.listed_bytes:
-            frac = min(1.0, s.moved_bytes / s.listed_bytes)
-            filled = int(frac * 20)
+            filled = int(moved / s.listed_bytes * 20)
             line.append("[" + "█" * filled + "░" * (20 - filled) + "] ", style="cyan")
-        line.append(f"{human_bytes(s.done_bytes)}/{bound}{human_bytes(s.listed_bytes)}  ")
+        line.append(f"{human_bytes(moved)}/{bound}{human_bytes(s.listed_bytes)}  ")
         line.append(f"{human_bytes(rate)}/s  ", style="green")
         finished = s.done_objects + s.skipped_objects + s.failed_objects
         line.append(f"objects {finished:,}/{bound}{total_objects:,}  ")
@@ -64,7 +64,7 @@ class ProgressView:
         if s.retries:
             line.append(f"retries {s.retries:,}  ")
         if s.listing_done and rate > 0:
-            eta = max(0.0, (s.listed_bytes - s.moved_bytes) / rate)
+            eta = max(0.0, (s.listed_bytes - moved) / rate)
             line.append(f"ETA {int(eta // 3600)}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d}")
         else:
             line.append("ETA --:--:--")

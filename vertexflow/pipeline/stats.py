@@ -66,6 +66,18 @@ class JobStats:
             self.failures.append(Failure(key, reason, str(exc)))
 
     @property
+    def progress_bytes(self) -> int:
+        """Bytes moved so far, in flight included, never past what was listed once listing is done.
+
+        What progress shows (bars, fractions, ETAs): it grows as the bytes
+        move, not in steps as objects finish. A retried object's bytes count
+        again while they move, hence the cap.
+        """
+        if self.listing_done and self.listed_bytes:
+            return min(self.moved_bytes, self.listed_bytes)
+        return self.moved_bytes
+
+    @property
     def elapsed(self) -> float:
         return (self.finished or time.monotonic()) - self.started
 
