@@ -47,6 +47,8 @@ def transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--journal", "journal_path", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_JOURNAL",
                      help="Journal database [~/.local/state/vertexflow/journal.db]."),
         click.option("--no-journal", is_flag=True, help="Keep no record (no resume, no incremental sync)."),
+        click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                     help="Write one JSON line per object (copied, skipped, deleted, failed) to FILE as the job runs."),
         cluster_option,
         *filter_options,
         *stage_and_limit_options,
@@ -169,7 +171,8 @@ def spec_from_options(mode: str, src: str, dst: str, config_path: str | None, kw
     return TransferSpec(mode=mode, source=src, dest=dst, config_path=config_path,  # type: ignore[arg-type]
                         delete=kw.pop("delete", False), max_delete=kw.pop("max_delete", None), compare=compare,
                         dry_run=kw.pop("dry_run"), order_by=kw.pop("order_by"), filter=filt, settings=settings,
-                        journal=kw.pop("journal_path"), no_journal=kw.pop("no_journal"))
+                        journal=kw.pop("journal_path"), no_journal=kw.pop("no_journal"),
+                        report=kw.pop("report_path", None))
 
 
 def run_spec(spec: TransferSpec, config: Any, *, as_json: bool, progress: bool | None, cluster: str | None,

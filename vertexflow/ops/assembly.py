@@ -140,6 +140,10 @@ class Transfer:
             config = config_or_none(spec.config_path)
         src, dst = parse_location(spec.source, config), parse_location(spec.dest, config)
         options = sync_options(spec, local_only=src.kind == "local" and dst.kind == "local")
+        if spec.report is not None:
+            from .report import check_report_path
+
+            check_report_path(spec.report)
         layers = JobLayers.build(spec.settings, transfers=options.copy.transfers,
                                  source_limit=_remote_limit(src, config), dest_limit=_remote_limit(dst, config))
         return cls(spec, config, src, dst, options, layers)
@@ -155,13 +159,23 @@ class Transfer:
         from .copy import resolve_source
         from .sync import SyncJob
 
-        source, single_key = await resolve_source(self.src)
-        async with source, self.dst.backend() as target, self._journal(journal) as j:
-            if on_open is not None:
-                on_open(source, target)
-            return await SyncJob(self.layers.source(source, stats), self.layers.destination(target, stats), j,
-                                 src_spec=self.src.canonical, dst_spec=self.dst.canonical, options=self.options,
-                                 single_key=single_key, stats=stats, stop=stop, on_plan=on_plan).run()
+        report = None
+        if self.spec.report is not None and not self.spec.dry_run:
+            from .report import TransferReport
+
+            report = TransferReport.open(self.spec.report)
+        try:
+            source, single_key = await resolve_source(self.src)
+            async with source, self.dst.backend() as target, self._journal(journal) as j:
+                if on_open is not None:
+                    on_open(source, target)
+                await SyncJob(self.layers.source(source, stats), self.layers.destination(target, stats), j,
+                              src_spec=self.src.canonical, dst_spec=self.dst.canonical, options=self.options,
+                              single_key=single_key, stats=stats, stop=stop, on_plan=on_plan, report=report).run()
+        finally:
+            if report is not None:
+                report.close(stats.summary())
+        return stats
 
     @asynccontextmanager
     async def _journal(self, journal: Journal | None) -> AsyncIterator[Journal]:

@@ -37,6 +37,7 @@ from ..model import ObjectInfo, body_from_bytes
 from ..pipeline.runner import StopSignal, run_pipeline
 from ..pipeline.stats import JobStats
 from ..retry import RetryPolicy, release_frames, retry_call
+from .report import TransferReport
 from .routes import RouteContext, choose_routes
 from .spec import LOCAL_TRANSFERS
 
@@ -92,7 +93,7 @@ class CopyJob:
 
     def __init__(self, src: Backend, dst: Backend, options: CopyOptions | None = None, *,
                  single_key: str | None = None, items: AsyncIterator[ObjectInfo] | None = None,
-                 recorder: Recorder | None = None,
+                 recorder: Recorder | None = None, report: TransferReport | None = None,
                  checkpoints: Callable[[ObjectInfo], UploadCheckpoint] | None = None,
                  stats: JobStats | None = None,
                  stop: StopSignal | None = None) -> None:
@@ -102,6 +103,8 @@ class CopyJob:
         self.single_key = single_key
         self.source_items = items
         self.recorder = recorder
+        #: ``--report``: a line per object
+        self.report = report
         #: gives the durable checkpoint of an object's upload (from the journal)
         self.checkpoints = checkpoints
         self._large_slots = anyio.CapacityLimiter(self.options.large_transfers)
@@ -216,9 +219,8 @@ class CopyJob:
             if isinstance(result, Exception):
                 await self._after_batch_failure(info, result)
             else:
-                self._done(info, LocalBackend.written_info(info.key, result))
+                self._done(info, LocalBackend.written_info(info.key, result), "local_batch")
                 self.stats.moved_bytes += result.size
-                self.stats.routes["local_batch"] += 1
 
     def _file_processes(self) -> FileCopyProcesses | None:
         """The worker processes for small local files, started once the job has listed enough of them."""
@@ -260,8 +262,7 @@ class CopyJob:
                 await self._after_batch_failure(info, exc)
             else:
                 self.stats.moved_bytes += len(data)
-                self.stats.routes["batch_read"] += 1
-                self._done(info, result)
+                self._done(info, result, "batch_read")
             finally:
                 self.stats.in_flight -= 1
 
@@ -276,6 +277,7 @@ class CopyJob:
             self._failed(info, exc)
 
     async def _copy_one(self, info: ObjectInfo, attempts_used: int = 0) -> None:
+        started = time.monotonic()
         self.stats.in_flight += 1
         policy = self.options.retry
         if attempts_used:  # replace() costs a few microseconds: per object, only when needed
@@ -289,33 +291,39 @@ class CopyJob:
                         info = await retry_call(lambda: self._route_context.prehashed(info), policy,
                                                 on_retry=lambda exc, n, d: self._retrying(info, exc, n, d))
                 async with self._large_slots:
-                    result = await self._transfer_with_retries(info, policy)
+                    result, route = await self._transfer_with_retries(info, policy)
             else:
-                result = await self._transfer_with_retries(info, policy)
+                result, route = await self._transfer_with_retries(info, policy)
         except Exception as exc:
             if getattr(exc, "fatal", False):
                 raise
             self._failed(info, exc)
         else:
-            self._done(info, result)
+            self._done(info, result, route, time.monotonic() - started)
         finally:
             self.stats.in_flight -= 1
 
-    async def _transfer_with_retries(self, info: ObjectInfo, policy: RetryPolicy) -> ObjectInfo:
+    async def _transfer_with_retries(self, info: ObjectInfo, policy: RetryPolicy) -> tuple[ObjectInfo, str]:
         return await retry_call(lambda: self._transfer(info), policy,
                                 on_retry=lambda exc, n, d: self._retrying(info, exc, n, d))
 
-    def _done(self, info: ObjectInfo, result: ObjectInfo) -> None:
+    def _done(self, info: ObjectInfo, result: ObjectInfo, route: str, seconds: float | None = None) -> None:
         self.stats.done_objects += 1
         self.stats.done_bytes += result.size or 0
+        self.stats.routes[route] += 1
         if self.recorder is not None:
             self.recorder.done(info, result)
+        if self.report is not None:
+            self.report.copied(info, result, route, seconds)
+        log.info("object copied", key=info.key, bytes=result.size, route=route)
 
     def _failed(self, info: ObjectInfo, exc: BaseException) -> None:
         release_frames(exc)
         self.stats.record_failure(info.key, exc)
         if self.recorder is not None:
             self.recorder.failed(info, exc)
+        if self.report is not None:
+            self.report.failed(info, exc)
         log.error("object failed", key=info.key, reason=getattr(exc, "reason", type(exc).__name__),
                   error=str(exc))
 
@@ -324,7 +332,7 @@ class CopyJob:
         log.warning("retrying", key=info.key, attempt=attempt, delay=round(delay, 2),
                     reason=getattr(exc, "reason", "error"), error=str(exc))
 
-    async def _transfer(self, info: ObjectInfo) -> ObjectInfo:
+    async def _transfer(self, info: ObjectInfo) -> tuple[ObjectInfo, str]:
         route = next(r for r in self._routes if r.serves(info))
         try:
             result = await route.copy(info)
@@ -334,8 +342,7 @@ class CopyJob:
             log.info("route cannot copy: streaming", key=info.key, route=route.name, error=str(exc))
             route = self._streamed
             result = await route.copy(info)
-        self.stats.routes[route.name] += 1
-        return result
+        return result, route.name
 
 
 async def resolve_source(location: Any) -> tuple[Backend, str | None]:

@@ -140,6 +140,8 @@ class TransferSpec:
     journal: str | None = None
     #: keep no record: a throw-away journal, no resume, no job id
     no_journal: bool = False
+    #: ``--report``: a JSON line per object written here as the job runs (:mod:`vertexflow.ops.report`)
+    report: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("copy", "sync"):

@@ -32,6 +32,7 @@ from ..pipeline.runner import StopSignal, run_pipeline
 from ..pipeline.stats import JobStats
 from ..state.journal import DestRecord, Journal, JournalCheckpoint, JobRecord, ObjectRecord
 from .copy import CopyJob, CopyOptions
+from .report import TransferReport
 from .plan import CompareMode, Decision, Planner
 
 log = get_logger(__name__)
@@ -127,7 +128,7 @@ class SyncJob:
     def __init__(self, src: Backend, dst: Backend, journal: Journal, *, src_spec: str, dst_spec: str,
                  options: SyncOptions | None = None, single_key: str | None = None,
                  stats: JobStats | None = None, stop: StopSignal | None = None,
-                 on_plan: Callable[[Decision], None] | None = None) -> None:
+                 on_plan: Callable[[Decision], None] | None = None, report: TransferReport | None = None) -> None:
         self.src, self.dst, self.journal = src, dst, journal
         self.src_spec, self.dst_spec = src_spec, dst_spec
         self.options = options or SyncOptions()
@@ -135,6 +136,7 @@ class SyncJob:
         self.stats = stats or JobStats()
         self.stop = stop or StopSignal()
         self.on_plan = on_plan
+        self.report = report
         self.job: JobRecord | None = None
         self.resumed = False
         self.planned_deletes = 0
@@ -176,7 +178,7 @@ class SyncJob:
                 else:
                     items = self._copies(recorder)
                 dest = self.dst.describe()
-                await CopyJob(self.src, self.dst, self.options.copy, items=items, recorder=recorder,
+                await CopyJob(self.src, self.dst, self.options.copy, items=items, recorder=recorder, report=self.report,
                               checkpoints=lambda info: JournalCheckpoint(self.journal, dest, info.key, info.version),
                               stats=self.stats, stop=self.stop).run()
                 await recorder.flush()
@@ -219,6 +221,9 @@ class SyncJob:
             elif d.action == "skip":
                 self.stats.listed_objects += 1
                 self.stats.skipped_objects += 1
+                if self.report is not None and d.src is not None:
+                    self.report.skipped(d.src, d.why)
+                log.debug("object unchanged", key=d.key, why=d.why)
             elif d.action == "delete":
                 recorder.planned(d)
                 self.planned_deletes += 1
@@ -285,5 +290,8 @@ class SyncJob:
             await self.dst.delete(record.key)
             recorder.deleted(record.key)
             self.stats.deleted_objects += 1
+            if self.report is not None:
+                self.report.deleted(record.key)
+            log.info("object deleted", key=record.key)
 
         await run_pipeline(keys, delete, workers=DELETE_WORKERS, queue_size=256, stop=self.stop)
