@@ -133,7 +133,7 @@ class CopyJob:
         try:
             await self.dst.check(write=True)
             await run_pipeline(self._items(), self._handle, workers=self.options.transfers,
-                               queue_size=self.options.queue_size, stop=self.stop)
+                               queue_size=self.options.queue_size, stop=self.stop, name="to_transfer")
         except BaseExceptionGroup as group:
             raise self._abort(first_error(group)) from None
         except VertexflowError as exc:

@@ -294,4 +294,4 @@ class SyncJob:
                 self.report.deleted(record.key)
             log.info("object deleted", key=record.key)
 
-        await run_pipeline(keys, delete, workers=DELETE_WORKERS, queue_size=256, stop=self.stop)
+        await run_pipeline(keys, delete, workers=DELETE_WORKERS, queue_size=256, stop=self.stop, name="to_delete")

@@ -94,7 +94,8 @@ class VerifyJob:
 
     async def run(self) -> VerifyReport:
         await self.src.check()
-        await run_pipeline(self._pairs(), self._compare, workers=self.workers, queue_size=256, stop=self.stop)
+        await run_pipeline(self._pairs(), self._compare, workers=self.workers, queue_size=256, stop=self.stop,
+                           name="to_compare")
         return self.report
 
     async def _pairs(self) -> AsyncIterator[tuple[ObjectInfo, ObjectInfo]]:

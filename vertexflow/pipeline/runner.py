@@ -61,8 +61,14 @@ async def run_pipeline(
     workers: int,
     queue_size: int,
     stop: StopSignal | None = None,
+    name: str = "to_work",
 ) -> None:
-    """Feed ``items`` to ``workers`` concurrent calls of ``worker`` until exhausted or stopped."""
+    """Feed ``items`` to ``workers`` concurrent calls of ``worker`` until exhausted or stopped.
+
+    ``name`` names the channel after the stage it feeds (``to_transfer``,
+    ``to_delete``, ``to_compare``); its tasks carry it (``to_transfer:fill``,
+    ``to_transfer:worker-3``), as debuggers and task dumps show them.
+    """
     stop = stop or StopSignal()
     send, receive = anyio.create_memory_object_stream[T](queue_size)
     producer_scope = anyio.CancelScope()
@@ -91,8 +97,8 @@ async def run_pipeline(
         stop.attach(outer.cancel_scope)
         outer.start_soon(cut_listing_on_stop)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(produce)
+            tg.start_soon(produce, name=f"{name}:fill")
             async with receive:
-                for _ in range(workers):
-                    tg.start_soon(consume, receive.clone())
+                for i in range(workers):
+                    tg.start_soon(consume, receive.clone(), name=f"{name}:worker-{i}")
         outer.cancel_scope.cancel()  # only the stop watcher is left
