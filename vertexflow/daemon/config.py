@@ -178,7 +178,8 @@ class JobSpec(_Strict):
     kind: Literal["sync", "backup", "migrate"]
     source: str
     dest: str
-    #: every INTERVAL (first run at start), or on a cron expression; neither: only on demand/events
+    #: every INTERVAL (first run at start, or an interval after the last run the journal remembers),
+    #: or on a cron expression; neither: only on demand/events
     interval: float | None = None
     cron: str | None = None
     #: "[DAYS ]HH:MM-HH:MM", e.g. "Mon-Fri 01:00-06:00", "Sat,Sun 00:00-24:00", "22:00-02:00"

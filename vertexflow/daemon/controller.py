@@ -15,6 +15,10 @@ job's windows, and runs the job's runner with a fresh
   flight finish; the journal is flushed): the next run continues it. Cancel
   aborts the transfers in flight (temporary files and multipart uploads are
   cleaned up by the backends).
+* What a person relies on survives a restart (given the daemon's journal):
+  the last runs, the last start and success (so the overdue clock and the
+  schedule go on from them: an interval job is not rerun just because the
+  process restarted), failures in a row, and a user's pause or cancel.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -47,6 +51,9 @@ from .jobs import (
     progress,
 )
 from .runners import Runner
+
+if TYPE_CHECKING:
+    from ..state.journal import Journal
 from .schedule import Schedule, Windows
 
 log = get_logger("vertexflow.daemon")
@@ -64,8 +71,11 @@ WATCH_RETRY = 5.0
 class JobController:
     def __init__(self, spec: JobSpec, runner: Runner, *, settings: DaemonSettings, errors: ErrorLog,
                  on_result: Callable[[JobController, RunResult], None] | None = None,
-                 clock: Callable[[], datetime] = datetime.now) -> None:
+                 clock: Callable[[], datetime] = datetime.now, journal: Journal | None = None) -> None:
         self.clock = clock  # local wall time: schedules and windows (tests move it)
+        #: where the job's history and state are kept across restarts (None: in memory only)
+        self.journal = journal
+        self._state_changed = False
         self.errors = errors
         self.on_result = on_result
         self.settings = settings
@@ -115,6 +125,7 @@ class JobController:
         """Supervise the job until :meth:`drain` (or cancellation of :attr:`scope`)."""
         try:
             with self.scope:
+                await self._recall()
                 try:
                     if await self.runner.has_unfinished_run():
                         self.pending = "resume"
@@ -133,6 +144,8 @@ class JobController:
     async def _loop(self) -> None:
         while not self.closing:
             self._wake = anyio.Event()
+            if self._state_changed:
+                await self._save_state()
             now = self.clock()
             reason = self._due(now)
             wake: datetime | None
@@ -216,10 +229,60 @@ class JobController:
             stats.finished = stats.finished or time.monotonic()
             self.totals.add(stats)
             self.last_stats, self.stats, self.stop = stats, None, None
-        self._finish(reason, stats, stop, started, error)
+        result = self._finish(reason, stats, stop, started, error)
+        with anyio.CancelScope(shield=True):  # a run once finished is remembered, drain or not
+            await self._remember(result)
+
+    # -- memory across restarts --------------------------------------------
+    async def _recall(self) -> None:
+        """Take back what an earlier process of the daemon remembered of this job."""
+        if self.journal is None:
+            return
+        try:
+            state = await self.journal.daemon_state(self.name) or {}
+            runs = await self.journal.daemon_runs(self.name, self.settings.history)
+        except Exception as exc:  # noqa: BLE001 - a journal problem must not stop the job
+            log.warning("could not read the job's history", job=self.name, error=str(exc))
+            return
+        if not state:
+            self._state_changed = True  # first seen: the overdue clock starts now, and survives restarts
+        self.results.extend(RunResult.from_dict(r) for r in runs)
+        self.held = state.get("held") if state.get("held") in ("paused", "cancelled") else None
+        self.failures = int(state.get("failures") or 0)
+        self.last_success = state.get("last_success") or self.last_success
+        self.created = state.get("created") or self.created
+        if state.get("last_start"):
+            self.last_start = datetime.fromtimestamp(float(state["last_start"]))
+            self.next_run = self.schedule.next_run(self.clock(), self.last_start)
+        if self.held == "paused" and self.results and self.results[-1].outcome == INTERRUPTED:
+            self.pending = "resume"  # resumed by the user later, it continues the interrupted run
+        self._idle_state()
+
+    def _state(self) -> dict[str, Any]:
+        return {"held": self.held, "failures": self.failures, "last_success": self.last_success,
+                "created": self.created,
+                "last_start": self.last_start.timestamp() if self.last_start is not None else None}
+
+    async def _save_state(self) -> None:
+        self._state_changed = False
+        if self.journal is None:
+            return
+        try:
+            await self.journal.save_daemon_state(self.name, self._state())
+        except Exception as exc:  # noqa: BLE001 - the run itself is not lost: only its memory
+            log.warning("could not save the job's state", job=self.name, error=str(exc))
+
+    async def _remember(self, result: RunResult) -> None:
+        if self.journal is None:
+            return
+        try:
+            await self.journal.record_daemon_run(self.name, result.as_dict(), keep=self.settings.history)
+        except Exception as exc:  # noqa: BLE001 - the run itself is not lost: only its memory
+            log.warning("could not record the run", job=self.name, error=str(exc))
+        await self._save_state()
 
     def _finish(self, reason: str, stats: JobStats, stop: StopSignal, started: float,
-                error: BaseException | None) -> None:
+                error: BaseException | None) -> RunResult:
         spec, now = self.spec, time.time()
         self.last_full_run = time.monotonic()
         interrupted_by = None
@@ -264,6 +327,7 @@ class JobController:
         self.totals.runs[outcome] += 1
         if self.on_result is not None:
             self.on_result(self, result)
+        return result
 
     async def _stop_at_window_end(self) -> None:
         while True:
@@ -315,6 +379,7 @@ class JobController:
     def start(self) -> str:
         if self.stats is not None:
             return "already running"
+        self._state_changed = self._state_changed or self.held is not None
         self.held = None
         self.retry_at = None
         self.trigger("manual")
@@ -324,6 +389,7 @@ class JobController:
         if self.held == "paused":
             return "already paused"
         self.held = "paused"
+        self._state_changed = True
         if self.stop is not None:
             self._interrupt("pause")
         else:
@@ -336,6 +402,7 @@ class JobController:
             return "not paused"
         was = self.held
         self.held = None
+        self._state_changed = True
         last = self.results[-1] if self.results else None
         if was == "paused" or (last is not None and last.outcome in (INTERRUPTED, CANCELLED)):
             self.pending = self.pending or "resume"
@@ -344,6 +411,7 @@ class JobController:
 
     def cancel(self) -> str:
         self.held = "cancelled"
+        self._state_changed = True
         self.pending = None
         self.retry_at = None
         running = self.stop is not None

@@ -63,6 +63,11 @@ class RunResult:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "seconds": round(self.seconds, 3)}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        """The result :meth:`as_dict` gave (the daemon's journal keeps them)."""
+        return cls(**{f: data[f] for f in cls.__dataclass_fields__ if f in data})
+
 
 @dataclass(frozen=True, slots=True)
 class ErrorEvent:

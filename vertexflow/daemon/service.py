@@ -131,7 +131,7 @@ class Daemon:
         assert self.journal is not None and self._tg is not None
         runner = runner_class(spec.kind)(spec, remotes=self.remotes, journal=self.journal)
         controller = JobController(spec, runner, settings=self.config.daemon, errors=self.errors,
-                                   on_result=self.metrics.observe)
+                                   on_result=self.metrics.observe, journal=self.journal)
         self.controllers[spec.name] = controller
         self._tg.start_soon(self._supervise, controller)
 

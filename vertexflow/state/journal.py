@@ -15,6 +15,10 @@ Tables (the schema below is the documentation):
   object.
 * ``uploads``: multipart uploads in progress (upload id and completed parts),
   so a resumed job continues a large upload instead of starting again.
+* ``daemon_runs`` and ``daemon_jobs``: what the daemon must remember across
+  restarts, per job of its config: its last runs (outcome, counts, error),
+  and its state (last start and success, failures in a row, a user's pause or
+  cancel). Bounded: a job keeps its newest ``history`` runs.
 
 Retention: a job's ``done`` object rows serve only ``jobs show`` once the job
 is ``done`` (a done job is never resumed; later syncs read ``dest_index``).
@@ -100,6 +104,18 @@ CREATE TABLE IF NOT EXISTS uploads (
     parts       TEXT NOT NULL,             -- JSON list of completed parts
     extra       TEXT,                      -- JSON object: the rest of the backend's saved state
     PRIMARY KEY (dest, key)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS daemon_runs (
+    id          INTEGER PRIMARY KEY,
+    job         TEXT NOT NULL,             -- the job's name in the daemon's config
+    result      TEXT NOT NULL              -- JSON: the run's result as the API shows it
+);
+CREATE INDEX IF NOT EXISTS daemon_runs_job ON daemon_runs (job, id);
+
+CREATE TABLE IF NOT EXISTS daemon_jobs (
+    job         TEXT PRIMARY KEY,
+    state       TEXT NOT NULL              -- JSON: last start/success, failures in a row, held by the user
 ) WITHOUT ROWID;
 """
 
@@ -286,6 +302,36 @@ class Journal:
             return _job(row) if row else None
 
         return await self._run(do)
+
+    # -- the daemon's memory of its jobs --------------------------------------------------
+    async def record_daemon_run(self, job: str, result: Mapping[str, Any], *, keep: int) -> None:
+        """Add a finished run of daemon job ``job``, keeping its newest ``keep`` runs."""
+        def do() -> None:
+            self.db.execute("BEGIN")
+            self.db.execute("INSERT INTO daemon_runs (job, result) VALUES (?, ?)",
+                            (job, json.dumps(dict(result), default=str)))
+            self.db.execute("DELETE FROM daemon_runs WHERE job = ? AND id NOT IN "
+                            "(SELECT id FROM daemon_runs WHERE job = ? ORDER BY id DESC LIMIT ?)",
+                            (job, job, keep))
+            self.db.execute("COMMIT")
+
+        await self._run(do)
+
+    async def daemon_runs(self, job: str, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` runs of daemon job ``job``, oldest first."""
+        rows = await self._run(lambda: self.db.execute(
+            "SELECT result FROM daemon_runs WHERE job = ? ORDER BY id DESC LIMIT ?", (job, limit)).fetchall())
+        return [json.loads(r[0]) for r in reversed(rows)]
+
+    async def save_daemon_state(self, job: str, state: Mapping[str, Any]) -> None:
+        await self._run(lambda: self.db.execute(
+            "INSERT INTO daemon_jobs (job, state) VALUES (?, ?) ON CONFLICT (job) DO UPDATE SET state = excluded.state",
+            (job, json.dumps(dict(state), default=str))))
+
+    async def daemon_state(self, job: str) -> dict[str, Any] | None:
+        row = await self._run(lambda: self.db.execute("SELECT state FROM daemon_jobs WHERE job = ?",
+                                                      (job,)).fetchone())
+        return json.loads(row[0]) if row else None
 
     async def list_jobs(self, limit: int = 50) -> list[JobRecord]:
         def do() -> list[JobRecord]:
