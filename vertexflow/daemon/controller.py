@@ -38,7 +38,12 @@ from ..pipeline.runner import StopSignal
 from ..pipeline.stats import JobStats
 from .config import DaemonSettings, JobSpec
 from .jobs import (
+    ALREADY_PAUSED,
+    ALREADY_PAUSING,
+    ALREADY_RUNNING,
     CANCELLED,
+    NOT_PAUSED,
+    OUTSIDE_WINDOWS,
     FAILED,
     INTERRUPTED,
     PARTIAL,
@@ -295,7 +300,7 @@ class JobController:
             self.errors.add(spec.name, "run", message)
             log.error("job run failed", job=spec.name, error=message, failures_in_a_row=self.failures,
                       retry_in_s=round(delay, 1))
-        elif stop.stopping:
+        elif stop.stopping and not _finished_its_work(stats):
             interrupted_by = self.stop_reason or "stop"
             outcome = CANCELLED if interrupted_by == "cancel" else INTERRUPTED
             if interrupted_by == "window":
@@ -378,7 +383,9 @@ class JobController:
 
     def start(self) -> str:
         if self.stats is not None:
-            return "already running"
+            return ALREADY_RUNNING
+        if not self.windows.is_open(self.clock()):
+            return OUTSIDE_WINDOWS  # nothing would start: say so (the API gives the next window)
         self._state_changed = self._state_changed or self.held is not None
         self.held = None
         self.retry_at = None
@@ -387,25 +394,28 @@ class JobController:
 
     def pause(self) -> str:
         if self.held == "paused":
-            return "already paused"
+            return ALREADY_PAUSING if self.stop is not None else ALREADY_PAUSED
         self.held = "paused"
         self._state_changed = True
         if self.stop is not None:
             self._interrupt("pause")
+            self.state, self.state_detail = JobState.PAUSING, "finishing the transfers in flight"
         else:
             self._idle_state()
         self._wake.set()
-        return "pausing" if self.stop is not None else "paused"
+        return str(self.state)
 
     def resume(self) -> str:
         if self.held is None:
-            return "not paused"
+            return NOT_PAUSED
         was = self.held
         self.held = None
         self._state_changed = True
         last = self.results[-1] if self.results else None
         if was == "paused" or (last is not None and last.outcome in (INTERRUPTED, CANCELLED)):
             self.pending = self.pending or "resume"
+        if self.stats is None:
+            self._idle_state()  # the answer states the state that results
         self._wake.set()
         return "resumed"
 
@@ -461,6 +471,17 @@ class JobController:
                       last_success=self.last_success, state=str(self.state))
         self.overdue = True
 
+    def next_start(self, now: datetime) -> datetime | None:
+        """When the next run can really start: its schedule (or retry), but not before a window opens."""
+        if self.held:
+            return None
+        t = self.retry_at if self.retry_at is not None else self._next_wake(now)
+        if self.pending is not None and self.stats is None:
+            t = now  # wanted now (a resume, a manual start, a missed window)
+        if t is not None and not self.windows.always and not self.windows.is_open(max(t, now)):
+            t = self.windows.next_open(max(t, now))
+        return t
+
     def tick(self, now: float) -> None:
         self.throughput.tick(now, self.stats.moved_bytes if self.stats is not None else 0)
 
@@ -469,7 +490,7 @@ class JobController:
         spec = self.spec
         stats = self.stats
         rate = self.throughput.recent_rate()
-        nxt = self.retry_at if self.retry_at is not None else self._next_wake(self.clock())
+        nxt = self.next_start(self.clock())
         out: dict[str, Any] = {
             "name": spec.name, "kind": spec.kind, "source": spec.source, "dest": spec.dest,
             "state": str(self.state), "state_detail": self.state_detail,
@@ -499,3 +520,9 @@ class JobController:
 def _watch_filter(_change: Any, path: str) -> bool:
     # our own temporary files (a destination inside the source) are not changes
     return not os.path.basename(path).startswith(".vertexflow-tmp-")
+
+
+def _finished_its_work(stats: JobStats) -> bool:
+    """A run stopped (a window closing, a pause, a drain) after it had done everything it had to."""
+    return (stats.listing_done and not stats.failed_objects and stats.planned_deletes <= stats.deleted_objects
+            and stats.done_objects + stats.skipped_objects >= stats.listed_objects)

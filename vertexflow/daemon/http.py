@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from .. import __version__
+from .jobs import REFUSED
 from .metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -53,7 +54,6 @@ _OPEN = ("/healthz", "/readyz")
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 _ACTIONS = ("start", "pause", "resume", "cancel")
 #: answers that mean the action changed nothing
-_NO_OP = ("already running", "already paused", "not paused")
 
 
 def make_app(service: Daemon, token: str | None) -> web.Application:
@@ -137,8 +137,10 @@ async def action(request: web.Request) -> web.Response:
     if request.app[SERVICE].draining:
         return _error(503, "the daemon is draining")
     result = getattr(controller, verb)()
+    snapshot = controller.snapshot()
     return web.json_response({"job": controller.name, "action": verb, "result": result,
-                              "state": str(controller.state)}, status=409 if result in _NO_OP else 200)
+                              "state": snapshot["state"], "next_run": snapshot["next_run"]},
+                             status=409 if result in REFUSED else 200)
 
 
 async def errors(request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ States (:class:`JobState`)::
     idle       nothing scheduled: runs only on demand (or filesystem events)
     scheduled  waiting for its next run (``next_run``)
     running    a run is in progress
+    pausing    paused by the user while a run was in progress: the transfers in flight are finishing
     paused     held by the user (``pause``), or outside its windows with work waiting
     failed     the last run failed; retried after a backoff (``retry_at``)
     cancelled  the user cancelled it: no run until ``start`` or ``resume``
@@ -29,6 +30,7 @@ class JobState(StrEnum):
     IDLE = "idle"
     SCHEDULED = "scheduled"
     RUNNING = "running"
+    PAUSING = "pausing"
     PAUSED = "paused"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -36,6 +38,12 @@ class JobState(StrEnum):
 
 #: outcomes of a run
 SUCCESS, PARTIAL, FAILED, INTERRUPTED, CANCELLED = "success", "partial", "failed", "interrupted", "cancelled"
+
+#: what a control request answers when it changes nothing (the API answers them 409)
+ALREADY_RUNNING, ALREADY_PAUSED, ALREADY_PAUSING, NOT_PAUSED = (
+    "already running", "already paused", "already pausing", "not paused")
+OUTSIDE_WINDOWS = "outside its windows"
+REFUSED = (ALREADY_RUNNING, ALREADY_PAUSED, ALREADY_PAUSING, NOT_PAUSED, OUTSIDE_WINDOWS)
 
 
 @dataclass(frozen=True, slots=True)
