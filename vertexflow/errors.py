@@ -11,6 +11,7 @@ decide what to do from the class alone::
     │   ├── NotFound           the object, bucket or path does not exist
     │   ├── AuthError          credentials rejected (fatal)
     │   ├── AccessDenied       this one object or path may not be read or written
+    │   │   └── WriteDenied    a write refused: before any object is written, the job stops (read-only keys)
     │   ├── InvalidKey         a key that this backend cannot store safely
     │   ├── Conflict           the backend refuses because of the current state
     │   ├── ObjectTooLarge     over the backend's per-object limit
@@ -109,6 +110,17 @@ class AuthError(BackendError):
 
 class AccessDenied(BackendError):
     reason = "access_denied"
+
+
+class WriteDenied(AccessDenied):
+    """The store refused to write an object (S3 AccessDenied to a PutObject, an upload part, a copy).
+
+    One object among many written is a per-object failure; refused before any
+    object of the job was written, it stops the job: the credentials (or the
+    bucket policy) allow no writes, and every other object would fail the same way.
+    """
+
+    reason = "write_denied"
 
 
 class InvalidKey(BackendError):

@@ -120,6 +120,14 @@ class Filter:
             return False
         return not any(r.match(key) for r in self._exc)
 
+    def excludes_subtree(self, prefix: str) -> bool:
+        """True when no key under ``prefix`` (a folder, without its "/") can match: the ``prefix``
+        option points elsewhere, or an exclude glob covers the whole subtree (``inner/**``)."""
+        if self.prefix and not (prefix + "/").startswith(self.prefix) and not self.prefix.startswith(prefix + "/"):
+            return True
+        probes = (f"{prefix}/a", f"{prefix}/a/b.c", f"{prefix}/.z")
+        return any(all(r.match(p) for p in probes) for r in self._exc)
+
     def matches(self, info: ObjectInfo) -> bool:
         if not self.matches_key(info.key):
             return False

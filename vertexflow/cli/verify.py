@@ -46,6 +46,7 @@ def verify(obj: Ctx, src: str, dst: str, mode: str, sample: str, fix: bool, as_j
            cluster: str | None = None, **filter_kw: Any) -> None:
     """Compare SRC and DST: report missing, extra and different objects (exit 1 if any)."""
     from ..ops.copy import resolve_source
+    from ..ops.overlap import check_overlap
     from ..ops.verify import verify_and_fix
 
     with reported():
@@ -53,6 +54,8 @@ def verify(obj: Ctx, src: str, dst: str, mode: str, sample: str, fix: bool, as_j
         fraction = parse_sample(sample)
         src_loc = parse_location(src, obj.config)
         dst_loc = parse_location(dst, obj.config)
+        if fix:  # --fix copies: the same refusal as copy's
+            check_overlap(src_loc, dst_loc, filt, what="verify --fix")
 
     async def run() -> dict[str, Any]:
         source, _ = await resolve_source(src_loc)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from .overlap import check_overlap
 
 if TYPE_CHECKING:
     from ..backends.base import Backend
@@ -139,6 +140,7 @@ class Transfer:
         if config is None:
             config = config_or_none(spec.config_path)
         src, dst = parse_location(spec.source, config), parse_location(spec.dest, config)
+        check_overlap(src, dst, spec.filter, what=spec.mode)
         options = sync_options(spec, local_only=src.kind == "local" and dst.kind == "local")
         if spec.report is not None:
             from .report import check_report_path

@@ -31,7 +31,15 @@ import anyio
 from ..backends.base import Backend, UploadCheckpoint, direct_files
 from ..backends.local import SMALL_FILE, LocalBackend, mtime_ns_of
 from ..backends.local_processes import FileCopyProcesses, processes_allowed
-from ..errors import CantCopy, JobAborted, NotFound, ProcessesUnavailable, VertexflowError, first_error
+from ..errors import (
+    CantCopy,
+    JobAborted,
+    NotFound,
+    ProcessesUnavailable,
+    VertexflowError,
+    WriteDenied,
+    first_error,
+)
 from ..logs import get_logger
 from ..model import ObjectInfo, body_from_bytes
 from ..pipeline.runner import StopSignal, run_pipeline
@@ -318,6 +326,10 @@ class CopyJob:
         log.info("object copied", key=info.key, bytes=result.size, route=route)
 
     def _failed(self, info: ObjectInfo, exc: BaseException) -> None:
+        if isinstance(exc, WriteDenied) and not self.stats.done_objects:
+            # refused before anything was written: every other object would be refused the same way
+            raise JobAborted(f"{exc}: the destination refuses writes (credentials that may only read, or a "
+                             "bucket policy); stopped before trying the other objects") from exc
         release_frames(exc)
         self.stats.record_failure(info.key, exc)
         if self.recorder is not None:

@@ -149,12 +149,25 @@ class SeaweedFS:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    @property
+    def reader_key(self) -> str:
+        """The access key of an identity that may read and list only."""
+        return f"{self._access_key}-reader"
+
+    @property
+    def reader_secret(self) -> str:
+        return f"{self._secret_key}-reader"
+
     def _write_identities(self) -> Path:
         path = self.workdir / "s3-identities.json"
         identities = {"identities": [{
             "name": "admin",
             "credentials": [{"accessKey": self._access_key, "secretKey": self._secret_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }, {
+            "name": "reader",  # may read and list, never write: what a read-only key looks like
+            "credentials": [{"accessKey": self.reader_key, "secretKey": self.reader_secret}],
+            "actions": ["Read", "List"],
         }]}
         path.write_text(json.dumps(identities))
         path.chmod(0o600)

@@ -22,6 +22,7 @@ from ...errors import (
     SourceChanged,
     Throttled,
     TransientError,
+    WriteDenied,
 )
 
 #: S3 error codes (and bare HTTP statuses, which HEAD answers carry instead of
@@ -71,6 +72,9 @@ COPY_TABLE: dict[str, type[BackendError]] = {
 }
 #: the operations :data:`COPY_TABLE` applies to
 COPY_OPS = ("CopyObject", "UploadPartCopy")
+#: the operations that write: an AccessDenied to one of them is a :class:`WriteDenied`
+WRITE_OPS = ("PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "CopyObject",
+             "UploadPartCopy")
 
 # Transport failures: could not connect at all, or the connection broke.
 _CONNECT_ERRORS = (bce.EndpointConnectionError, bce.ConnectTimeoutError,
@@ -142,6 +146,8 @@ def _mapped(code: str, status: int, message: str, retry_after: float | None, *, 
             key: str | None, op: str) -> BackendError:
     copy_cls = COPY_TABLE.get(code) or COPY_TABLE.get(str(status)) if op in COPY_OPS else None
     cls = copy_cls or _class_for(code, status)
+    if cls is AccessDenied and op in WRITE_OPS:
+        cls = WriteDenied
     text = f"{op} failed: {code}"
     if message:
         text += f": {message}"
