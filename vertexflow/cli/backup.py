@@ -101,7 +101,8 @@ def create(ctx: click.Context, kind: str, db_path: str | None, storage: str | No
                                "seconds": round(result.seconds, 3), "skipped": result.skipped}
     if meta.storage:
         s = meta.storage
-        summary.update(parts=len(s.parts), files=s.files, bytes=s.bytes, stored_bytes=s.stream_size,
+        summary.update(parts=len(s.parts), files=s.files, directories=s.directories, bytes=s.bytes,
+                       stored_bytes=s.stream_size,
                        mb_per_s=round(s.bytes / 1e6 / max(result.seconds, 1e-9), 1))
     if meta.database:
         summary.update(database_bytes=meta.database.size)
@@ -162,7 +163,8 @@ def verify(ctx: click.Context, backup_spec: str, as_json: bool) -> None:
     else:
         for p in report.problems:
             click.echo(f"PROBLEM {p}")
-        click.echo(f"backup {bid}: {report.parts} parts, {report.files} files, {report.bytes} bytes: "
+        click.echo(f"backup {bid}: {report.parts} parts, {report.files} files, {report.directories} directories, "
+                   f"{report.bytes} bytes: "
                    + ("OK" if report.ok else f"{len(report.problems)} problem(s)"), err=not report.ok)
     sys.exit(EXIT_OK if report.ok else EXIT_PARTIAL)
 
@@ -178,12 +180,14 @@ def verify(ctx: click.Context, backup_spec: str, as_json: bool) -> None:
 @click.pass_context
 def restore(ctx: click.Context, backup_spec: str, target_storage: str | None, db_path: str | None,
             only: str | None, as_json: bool) -> None:
-    """Check the whole backup, then stream its files into the target and restore the database."""
+    """Check the whole backup (parts, members, database copy), then write the files and the database."""
     from ..ops.backup.reading import Opened, load_metadata
-    from ..ops.backup.restore import restore_backup
+    from ..ops.backup.restore import RestoreResult, restore_backup
 
     config = _config(ctx)
     loc, bid = _backup_location(backup_spec, config)
+    result = RestoreResult()
+    where: dict[str, str | None] = {"target": None, "database": None}
 
     async def run() -> Any:
         async with loc.backend() as store:
@@ -192,23 +196,54 @@ def restore(ctx: click.Context, backup_spec: str, target_storage: str | None, db
             target = None
             if meta.storage is not None:
                 target = _target_location(target_storage or meta.storage.source, config)
+                where["target"] = target.canonical.removeprefix("file://")
             db = db_path or (meta.database.source if meta.database else None)
+            where["database"] = db if meta.database else None
             if target is None:
-                return await restore_backup(opened, target=None, db_path=db, only=only)
+                return await restore_backup(opened, target=None, db_path=db, only=only, result=result)
             async with target.backend() as backend:
-                return await restore_backup(opened, target=backend, db_path=db, only=only)
+                return await restore_backup(opened, target=backend, db_path=db, only=only, result=result)
 
-    result = run_or_exit(run, problems=PROBLEMS)
-    out = {"backup": bid, "files": result.files, "bytes": result.bytes, "skipped": result.skipped,
-           "database": result.database, "kept_database": result.kept_database}
+    try:
+        run_or_exit(run, problems=PROBLEMS)
+    except SystemExit as stop:
+        if stop.code:  # the error is printed; say what was checked, what was written, what to do
+            click.echo(_restore_next_step(backup_spec, result, where), err=True)
+        raise
+    out = {"backup": bid, "files": result.files, "bytes": result.bytes, "directories": result.directories,
+           "skipped": result.skipped, "database": result.database, "kept_database": result.kept_database}
     if as_json:
         click.echo(json.dumps(out, indent=2))
     else:
         click.echo(f"restored backup {bid}: {result.files} files, {result.bytes} bytes"
+                   + (f", {result.directories} empty folders" if result.directories else "")
                    + (f" ({result.skipped} outside --only)" if only else ""))
         if result.database:
             click.echo(f"database restored to {result.database}"
                        + (f"; the previous file is kept at {result.kept_database}" if result.kept_database else ""))
+
+
+def _restore_next_step(spec: str, result: Any, where: dict[str, str | None]) -> str:
+    """After a failed restore: what was checked, what was (not) written, and what to do next."""
+    target, database = where["target"], where["database"]
+    checked = (", ".join(result.checked) if result.checked
+               else "nothing yet (the backup's metadata.json and SHA256SUMS did not load)")
+    lines = [f"checked and sound: {checked}"]
+    if not result.wrote_anything:
+        untouched = [f"nothing was written to {target}" if target else "nothing was written",
+                     *([f"the database {database} was not replaced"] if database else [])]
+        lines.append("; ".join(untouched) + ".")
+        lines.append(f"next: run `vertexflow backup verify {spec}` to list every problem of this backup, and "
+                     "restore an older one (`vertexflow backup list --to ...`); if the error is about the target "
+                     "or the connection, fix that and run the restore again.")
+    else:
+        lines.append(f"written before the failure: {result.files} files, {result.directories} empty folders to "
+                     f"{target}, each checked against MEMBERS.sha256"
+                     + ("; the database was being replaced (the previous file is kept beside it as "
+                        "<db>.before-restore-<time>)" if result.phase == "restoring database"
+                        else (f"; the database {database} was not replaced" if database else "")) + ".")
+        lines.append("next: fix the cause above and run the same restore again; it rewrites every file.")
+    return "\n".join(f"vertexflow: {line}" for line in lines)
 
 
 def _target_location(value: str, config: Any) -> Any:

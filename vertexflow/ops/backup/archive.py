@@ -13,6 +13,15 @@ and reading is skipped and counted; any other read error fails the backup.
 
 Every archived file's SHA-256 is taken in-stream and written to
 ``MEMBERS.sha256`` (spooled to a temporary file once past 4 MiB).
+
+Directories are members too, so that empty ones (a provisioned
+``acme/cats/QR`` with nothing in it yet) survive: a source with folders on
+this machine (``features.local_path``) is walked for them first, and each
+becomes a tar directory member (``tar -x`` creates it) and a
+``# directory <path>/`` line of MEMBERS.sha256, before the files. Object
+stores have no folders (their folder markers are ordinary objects and are
+archived as files); for Yandex.Disk the backend offers no folder listing, so
+only the folders that hold files come back there.
 """
 
 from __future__ import annotations
@@ -22,17 +31,19 @@ import os
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ...backends.base import Backend
+from ...backends.local import TMP_PREFIX
 from ...errors import SourceChanged
 from ...model import BodyFactory, ObjectInfo
 from ...transforms.compression import Codec, encoder
-from .metadata import member_line
-from .tarstream import end_of_archive, member_header, padding
+from .metadata import directory_line, member_line
+from .tarstream import directory_header, end_of_archive, member_header, padding
 
 #: tar bytes gathered before one compress call (fewer, larger calls; zstd frames are 4 MiB anyway)
 FEED = 1024 * 1024
@@ -47,6 +58,7 @@ BATCH_FILES = 256
 class ArchiveStats:
     files: int = 0
     bytes: int = 0
+    directories: int = 0
     skipped: list[str] = field(default_factory=list)
 
 
@@ -94,6 +106,13 @@ class ArchiveBuilder:
         self.stats.files += 1
         self.stats.bytes += size
 
+    def add_directories(self, directories: list[tuple[str, float]]) -> None:
+        """Directory members (``(path, mtime)``, parents first) and their MEMBERS.sha256 lines."""
+        for key, mtime in directories:
+            self._emit(directory_header(key, mtime))
+            self.members.write(directory_line(key))
+            self.stats.directories += 1
+
     def add_local_batch(self, batch: list[tuple[ObjectInfo, str]]) -> None:
         for info, path in batch:
             try:
@@ -131,6 +150,11 @@ async def produce(source: Backend, builder: ArchiveBuilder, send: MemoryObjectSe
                 await _send(builder, send)
 
         local = source.features.local_path
+        if local:
+            directories = await anyio.to_thread.run_sync(local_directories, source.local_path("x").parent)
+            for i in range(0, len(directories), BATCH_FILES):  # bounded output between sends
+                await anyio.to_thread.run_sync(builder.add_directories, directories[i:i + BATCH_FILES])
+                await _send(builder, send)
         async for info in source.list():
             size = info.size if info.size is not None else (await source.stat(info.key)).size or 0
             if local and size <= SMALL:
@@ -144,6 +168,41 @@ async def produce(source: Backend, builder: ArchiveBuilder, send: MemoryObjectSe
         await flush()
         await anyio.to_thread.run_sync(builder.finish)
         await _send(builder, send)
+
+
+def local_directories(root: Path) -> list[tuple[str, float]]:
+    """Every directory under ``root`` as ``(key, mtime)``, parents before children, in key order. Blocking.
+
+    Symbolic links are not followed (the listing does not follow them either)
+    and the local backend's temporary entries are left out. ``root`` is the
+    folder of a local source's keys (``local_path`` of a one-segment key has
+    it as its parent, whatever wraps the backend).
+    """
+
+    def children(path: str, rel: str) -> list[tuple[str, str, float]]:
+        found = []
+        try:
+            with os.scandir(path) as it:
+                for e in it:
+                    if e.name.startswith(TMP_PREFIX):
+                        continue
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            found.append((e.path, rel + e.name, e.stat(follow_symlinks=False).st_mtime))
+                    except OSError:
+                        continue  # vanished since it was listed
+        except OSError:
+            return []  # gone, not a directory, or unreadable: the listing of the files reports the last
+        found.sort(key=lambda t: t[1], reverse=True)  # pop() from the end = ascending
+        return found
+
+    out: list[tuple[str, float]] = []
+    stack = children(str(root), "")
+    while stack:
+        path, key, mtime = stack.pop()
+        out.append((key, mtime))
+        stack.extend(children(path, key + "/"))
+    return out
 
 
 async def _stream_member(source: Backend, info: ObjectInfo, size: int, builder: ArchiveBuilder,

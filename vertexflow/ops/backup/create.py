@@ -136,7 +136,7 @@ async def _storage(dest: Backend, bid: str, opts: CreateOptions) -> tuple[Storag
         chunk_size=opts.chunk_size, parts=tuple(parts), stream_size=digest.size,
         stream_sha256=digest.sha256.hexdigest(),  # type: ignore[attr-defined]
         files=builder.stats.files, bytes=builder.stats.bytes,
-        members=StoredFile(MEMBERS, members_size, members_sha))
+        members=StoredFile(MEMBERS, members_size, members_sha), directories=builder.stats.directories)
     return section, builder.stats.skipped
 
 

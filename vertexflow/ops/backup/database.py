@@ -9,6 +9,14 @@ wait (their busy timeout) for the few moments the copy takes. A stepwise
 copy would let writers in between steps, but SQLite restarts such a copy
 whenever another connection writes, so under a steady writer it might never
 finish.
+
+Side files: a read-only connection to a database in WAL mode creates
+``-wal`` and ``-shm`` beside it and, unlike a read-write one, cannot remove
+them when it closes. So a private copy (the temporary file of a backup or a
+restore, which nothing else opens) is read with ``immutable=1`` (no locks,
+no side files), and the restored database is opened read-write, so that
+SQLite folds and removes its side files as the last connection closes
+(files that other processes hold open keep theirs, as they should).
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ import hashlib
 import os
 import sqlite3
 from contextlib import closing
+from typing import Literal
+from urllib.parse import quote
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,7 +40,7 @@ def snapshot(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
     if not Path(source).is_file():
         raise ConfigError(f"--db {str(source)!r}: no such database file")
     try:
-        _copy(source, target, read_only=True)
+        _copy(source, target, source_is="live")
     except sqlite3.DatabaseError as exc:
         raise BackupError(f"database {source}: the copy failed: {exc}") from exc
     problem = integrity_problem(target)
@@ -38,18 +48,27 @@ def snapshot(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
         raise BackupError(f"database {source}: the copy fails its integrity check: {problem}")
 
 
-def _copy(source: str | os.PathLike[str], target: str | os.PathLike[str], *, read_only: bool) -> None:
+#: how a database file is opened: ``live`` read-only among other connections (the platform's
+#: database being backed up), ``private`` a copy nothing else opens (immutable: no locks, no side
+#: files), ``shared`` read-write without creating it (the database a restore wrote)
+Access = Literal["live", "private", "shared"]
+_MODE = {"live": "mode=ro", "private": "mode=ro&immutable=1", "shared": "mode=rw"}
+
+
+def _connect(path: str | os.PathLike[str], access: Access) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{quote(str(Path(path).absolute()))}?{_MODE[access]}", uri=True, timeout=30)
+
+
+def _copy(source: str | os.PathLike[str], target: str | os.PathLike[str], *, source_is: Access) -> None:
     """``source`` into ``target`` by the backup API, in one step (one consistent snapshot)."""
-    src_name = f"file:{Path(source).absolute()}?mode=ro" if read_only else str(source)
-    with closing(sqlite3.connect(src_name, uri=read_only, timeout=30)) as src, \
-            closing(sqlite3.connect(target, timeout=30)) as dst:
+    with closing(_connect(source, source_is)) as src, closing(sqlite3.connect(target, timeout=30)) as dst:
         src.backup(dst, pages=-1)
 
 
-def integrity_problem(path: str | os.PathLike[str]) -> str | None:
+def integrity_problem(path: str | os.PathLike[str], *, access: Access = "private") -> str | None:
     """None when ``PRAGMA integrity_check`` says ok; else what it (or opening the file) said."""
     try:
-        with closing(sqlite3.connect(f"file:{Path(path).absolute()}?mode=ro", uri=True)) as con:
+        with closing(_connect(path, access)) as con:
             rows = con.execute("PRAGMA integrity_check").fetchall()
     except sqlite3.DatabaseError as exc:
         return str(exc)
@@ -80,11 +99,11 @@ def restore_into(copy: str | os.PathLike[str], target: str | os.PathLike[str], *
     if target.exists():
         stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
         kept = f"{target}.before-restore-{stamp}"
-        _copy(target, kept, read_only=False)
+        _copy(target, kept, source_is="shared")
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
-    _copy(copy, target, read_only=True)
-    problem = integrity_problem(target)
+    _copy(copy, target, source_is="private")
+    problem = integrity_problem(target, access="shared")
     if problem:
         raise BackupError(f"database {target}: fails its integrity check after the restore: {problem}"
                           + (f" (the previous file is kept at {kept})" if kept else ""))

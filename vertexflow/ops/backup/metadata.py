@@ -3,7 +3,8 @@
 A backup is one folder ``<id>/`` at the destination (see ``docs/backup.md``)::
 
     storage.tar.zst.part0000 ...   the compressed tar stream, cut into parts
-    MEMBERS.sha256                 "<sha256>  <path>" per archived file (sha256sum format)
+    MEMBERS.sha256                 "<sha256>  <path>" per archived file (sha256sum format),
+                                   "# directory <path>/" per archived directory (a comment to sha256sum)
     database.sqlite3.zst           the database copy, compressed with the same codec
     SHA256SUMS                     every stored file above, sha256sum format
     metadata.json                  written last: a folder without it is incomplete
@@ -82,6 +83,9 @@ class StorageSection:
     files: int
     bytes: int  # uncompressed content of the files
     members: StoredFile  # MEMBERS.sha256
+    #: directories archived (each a tar directory member and a "# directory" line of MEMBERS.sha256);
+    #: None for a backup written before directories were archived (its MEMBERS.sha256 lists files only)
+    directories: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,8 @@ class Metadata:
                 "stream": {"size": s.stream_size, "sha256": s.stream_sha256},
                 "files": s.files, "bytes": s.bytes, "members": asdict(s.members),
             }
+            if s.directories is not None:
+                doc["storage"]["directories"] = s.directories
         if self.database:
             d = self.database
             doc["database"] = {"compression": d.compression, "stored": asdict(d.stored),
@@ -228,7 +234,8 @@ def _storage(r: _Reader, source: str) -> StorageSection:
     section = StorageSection(source=source, compression=codec, level=r.get("level", int),
                              chunk_size=r.get("chunk_size", int), parts=parts,
                              stream_size=stream.get("size", int), stream_sha256=stream.sha("sha256"),
-                             files=r.get("files", int), bytes=r.get("bytes", int), members=members)
+                             files=r.get("files", int), bytes=r.get("bytes", int), members=members,
+                             directories=r.get("directories", int) if "directories" in r.doc else None)
     if not parts:
         raise BadMetadata(f"{r.path}: field 'parts' is empty")
     if sum(p.size for p in parts) != section.stream_size:
@@ -284,6 +291,34 @@ def member_line(sha256: str, name: str) -> bytes:
     return f"{sha256}  {name}\n".encode("utf-8", "surrogateescape")
 
 
+#: how a directory line of MEMBERS.sha256 starts: sha256sum -c skips lines that start with "#"
+DIRECTORY_LINE = "# directory "
+
+
+def directory_line(name: str) -> bytes:
+    """``# directory <path>/``: a directory member, as a comment ``sha256sum -c`` passes over.
+
+    The path is always escaped the way sha256sum escapes names (``\\``, ``\n``,
+    ``\r``), so any name fits on one line.
+    """
+    escaped = name.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    return f"{DIRECTORY_LINE}{escaped}/\n".encode("utf-8", "surrogateescape")
+
+
+def parse_directory_line(line: bytes, *, where: str) -> str | None:
+    """The directory path of a ``# directory`` line; None for any other line. Raises on a bad one."""
+    if not line.startswith(b"#"):
+        return None
+    text = line.decode("utf-8", "surrogateescape").rstrip("\n")
+    if not text.startswith(DIRECTORY_LINE) or not text.endswith("/") or len(text) <= len(DIRECTORY_LINE) + 1:
+        raise BadMetadata(f"{where}: a line starting with '#' is not '{DIRECTORY_LINE}<path>/'")
+    return _unescape(text[len(DIRECTORY_LINE):-1])
+
+
+def _unescape(name: str) -> str:
+    return re.sub(r"\\(.)", lambda g: {"n": "\n", "r": "\r", "\\": "\\"}.get(g.group(1), g.group(1)), name)
+
+
 def parse_member_line(line: bytes, *, where: str) -> tuple[str, str]:
     text = line.decode("utf-8", "surrogateescape").rstrip("\n")
     escaped = text.startswith("\\")
@@ -294,5 +329,5 @@ def parse_member_line(line: bytes, *, where: str) -> tuple[str, str]:
         raise BadMetadata(f"{where}: a line is not '<sha256>  <path>'")
     name = m.group(2)
     if escaped:
-        name = re.sub(r"\\(.)", lambda g: {"n": "\n", "r": "\r", "\\": "\\"}.get(g.group(1), g.group(1)), name)
+        name = _unescape(name)
     return name, m.group(1)

@@ -18,6 +18,7 @@ from .metadata import (
     Metadata,
     StorageSection,
     check_agreement,
+    parse_directory_line,
     parse_member_line,
     parse_sha256sums,
 )
@@ -60,8 +61,16 @@ async def load_metadata(folder: Backend, name: str) -> Metadata:
     return meta
 
 
-async def load_members(folder: Backend, section: StorageSection, *, bid: str) -> dict[str, str]:
-    """``{path: sha256}`` from MEMBERS.sha256, checked against its recorded size and SHA-256."""
+@dataclass(frozen=True, slots=True)
+class Members:
+    """MEMBERS.sha256 read and checked: ``{path: sha256}`` of the files, and the directories' paths."""
+
+    files: dict[str, str]
+    directories: frozenset[str]
+
+
+async def load_members(folder: Backend, section: StorageSection, *, bid: str) -> Members:
+    """MEMBERS.sha256, checked against its recorded size and SHA-256 and the metadata's counts."""
     m = section.members
     try:
         data = await read_object(folder, f"{bid}/{m.name}")
@@ -70,13 +79,22 @@ async def load_members(folder: Backend, section: StorageSection, *, bid: str) ->
     if len(data) != m.size or hashlib.sha256(data).hexdigest() != m.sha256:
         raise CorruptData(f"backup {bid}: {m.name} differs from the metadata (corrupted)",
                           backend=folder.describe(), key=m.name)
-    out: dict[str, str] = {}
+    where = f"backup {bid}, {m.name}"
+    files: dict[str, str] = {}
+    directories: set[str] = set()
     for line in data.splitlines(keepends=True):
-        name, sha = parse_member_line(line, where=f"backup {bid}, {m.name}")
-        out[name] = sha
-    if len(out) != section.files:
-        raise BadMetadata(f"backup {bid}: {m.name} lists {len(out)} files, metadata says {section.files}")
-    return out
+        directory = parse_directory_line(line, where=where)
+        if directory is not None:
+            directories.add(directory)
+            continue
+        name, sha = parse_member_line(line, where=where)
+        files[name] = sha
+    if len(files) != section.files:
+        raise BadMetadata(f"backup {bid}: {m.name} lists {len(files)} files, metadata says {section.files}")
+    if len(directories) != (section.directories or 0):
+        raise BadMetadata(f"backup {bid}: {m.name} lists {len(directories)} directories, metadata says "
+                          f"{section.directories or 0}")
+    return Members(files, frozenset(directories))
 
 
 async def fetch_database(opened: Opened, path: str) -> None:

@@ -1,24 +1,36 @@
-"""``backup restore``: archive members straight into a backend, the database by the backup API.
+"""``backup restore``: everything checked first, then archive members straight into a backend, the database last.
 
-Storage is restored in two passes over the parts:
+Nothing is written until the whole backup has been checked:
 
-1. **check, write nothing**: every part's size and SHA-256, the archive read
-   through to its end marker, every member checked by :func:`.tarstream.safe_key`
+1. **check the storage, write nothing**: MEMBERS.sha256 against the
+   metadata, every part's size and SHA-256, the archive read through to its
+   end marker, every member checked by :func:`.tarstream.safe_key`
    (absolute paths, "..", links, devices, fifos are refused with
-   :class:`~vertexflow.errors.UnsafeArchive`) and every file's SHA-256
-   compared with MEMBERS.sha256;
-2. **write**: the members stream from the archive into ``target.put`` one by
-   one, each with its expected size and SHA-256, so the backend keeps an
-   object only when its bytes are the checked ones (whole-or-nothing per
-   object). The rules of pass 1 are applied again (a member must pass
-   ``safe_key`` and be listed in MEMBERS.sha256, its bytes must match), so a
-   part that changed between the passes cannot get an unchecked member
-   written; the parts' SHA-256 are not taken a second time.
+   :class:`~vertexflow.errors.UnsafeArchive`), every file's SHA-256 and every
+   directory compared with MEMBERS.sha256;
+2. **check the database copy, write nothing at the target**: it is
+   downloaded and decompressed to a temporary file (beside ``--db-path`` when
+   that folder exists, else in the temporary folder), and its stored and
+   plain SHA-256 and ``PRAGMA integrity_check`` are checked;
+3. **write the storage**: the members stream from the archive into
+   ``target.put`` one by one, each with its expected size and SHA-256, so the
+   backend keeps an object only when its bytes are the checked ones
+   (whole-or-nothing per object). The rules of pass 1 are applied again (a
+   member must pass ``safe_key`` and be listed in MEMBERS.sha256, its bytes
+   must match; a directory must be one pass 1 saw), so a part that changed
+   between the passes cannot get an unchecked member written; the parts'
+   SHA-256 are not taken a second time. A directory with nothing under it in
+   the archive is created (``make_folder`` where the target has folders, else
+   the folder marker object ``<path>/.keep``); the others come with their files;
+4. **put the database in place** from the checked copy (:func:`.database.restore_into`).
 
 Pass 1 hashes each part in one worker thread while another decodes it and
 checks the members (no thread hop per tar event). The price is reading (and
-decompressing) the parts twice; in exchange a bad
-or malicious backup is refused before anything is written.
+decompressing) the parts twice; in exchange a bad or malicious backup is
+refused before anything is written.
+
+:class:`RestoreResult` is filled as the restore goes, so a caller that
+passes its own sees, after a failure, what was checked and what was written.
 """
 
 from __future__ import annotations
@@ -26,27 +38,42 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 
 from ...backends.base import Backend
-from ...errors import CorruptData, PartNotReplayable
-from ...model import ObjectInfo
+from ...errors import CorruptData, PartNotReplayable, UnsafeArchive
+from ...model import ObjectInfo, body_from_bytes
+from ...tenancy.adapters import FOLDER_MARKER
 from .database import restore_into
 from .parts import archive_events, data_of, scan_archive
-from .reading import Opened, fetch_database, load_members
+from .reading import Members, Opened, fetch_database, load_members
 from .tarstream import END_MEMBER, Member, safe_key
+
+#: SQLite's side files of a database file (rollback journal, write-ahead log, its index)
+SIDE_FILES = ("-journal", "-wal", "-shm")
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 @dataclass(slots=True)
 class RestoreResult:
     files: int = 0
     bytes: int = 0
-    skipped: int = 0  # members outside --only
+    directories: int = 0  # folders created (those with nothing under them in the archive)
+    skipped: int = 0  # files outside --only
     database: str | None = None  # the restored database path
     kept_database: str | None = None  # the previous file, kept beside it
     checked_files: int = 0
+    #: "checking" (nothing written yet), "writing storage", "restoring database", "done"
+    phase: str = "checking"
+    #: what has been checked so far, in words (for the message after a failure)
+    checked: list[str] = field(default_factory=list)
+
+    @property
+    def wrote_anything(self) -> bool:
+        """Whether the target storage or the database may have changed (objects are put whole or not at all)."""
+        return self.files > 0 or self.directories > 0 or self.phase in ("restoring database", "done")
 
 
 def included(key: str, only: str | None) -> bool:
@@ -56,61 +83,136 @@ def included(key: str, only: str | None) -> bool:
     return key == prefix or key.startswith(prefix + "/")
 
 
+@dataclass(slots=True)
+class _Checked:
+    """What pass 1 found in the archive: the directories, and those with nothing under them."""
+
+    directories: set[str] = field(default_factory=set)
+    holders: set[str] = field(default_factory=set)  # directories some member lies under
+
+    def hold(self, key: str) -> None:
+        parent = key
+        while True:
+            parent = parent.rpartition("/")[0]
+            if not parent or parent in self.holders:
+                return
+            self.holders.add(parent)
+
+    @property
+    def empty(self) -> set[str]:
+        return self.directories - self.holders
+
+
 async def restore_backup(opened: Opened, *, target: Backend | None, db_path: str | None,
-                         only: str | None = None) -> RestoreResult:
-    result = RestoreResult()
+                         only: str | None = None, result: RestoreResult | None = None) -> RestoreResult:
+    """Check the whole backup, then restore its storage into ``target`` and its database to ``db_path``.
+
+    Raises (a :class:`~vertexflow.errors.BackupError` or
+    :class:`~vertexflow.errors.IntegrityError` naming the part, object or
+    member) before the first write when anything is damaged or unsafe.
+    """
+    result = result if result is not None else RestoreResult()
     meta = opened.meta
-    if meta.storage is not None and target is not None:
-        members = await load_members(opened.folder, meta.storage, bid=opened.name)
-        result.checked_files = await _check_pass(opened, members)
-        await _write_pass(opened, members, target, only, result)
-    if meta.database is not None and db_path:
-        result.database = db_path
-        result.kept_database = await _restore_database(opened, db_path)
+    storage = meta.storage is not None and target is not None
+    database = meta.database is not None and bool(db_path)
+    result.phase = "checking"
+    result.checked.append("metadata.json and SHA256SUMS")
+    members: Members | None = None
+    checked = _Checked()
+    if storage:
+        members = await load_members(opened.folder, meta.storage, bid=opened.name)  # type: ignore[arg-type]
+        result.checked.append("MEMBERS.sha256")
+        result.checked_files = await _check_pass(opened, members, checked)
+        parts = len(meta.storage.parts)  # type: ignore[union-attr]
+        result.checked.append(f"{parts} part{'s' if parts != 1 else ''} and the archive to its end "
+                              f"({result.checked_files} files, {len(checked.directories)} directories)")
+    copy: str | None = None
+    try:
+        if database:
+            assert db_path
+            copy = await _fetch_checked_copy(opened, db_path)
+            result.checked.append("the database copy (SHA-256, PRAGMA integrity_check)")
+        if storage:
+            assert target is not None and members is not None
+            result.phase = "writing storage"
+            await _write_pass(opened, members, checked, target, only, result)
+        if database:
+            assert db_path and copy
+            result.phase = "restoring database"
+            result.database = db_path
+            result.kept_database = await anyio.to_thread.run_sync(restore_into, copy, db_path)
+        result.phase = "done"
+    finally:
+        if copy is not None:
+            _remove_with_side_files(copy)
     return result
 
 
-async def _check_pass(opened: Opened, members: dict[str, str]) -> int:
+async def _check_pass(opened: Opened, members: Members, checked: _Checked) -> int:
     section = opened.meta.storage
     assert section is not None
     current: Member | None = None
     h = hashlib.sha256()
     files = 0
+    bid, where = opened.name, opened.folder.describe()
+    listed = members.directories if section.directories is not None else None
 
     def handle(event: object) -> None:  # runs in the reading worker thread
         nonlocal current, h, files
         if isinstance(event, Member):
-            safe_key(event)
+            try:
+                key = safe_key(event)
+            except UnsafeArchive as exc:
+                raise UnsafeArchive(f"backup {bid}: {exc}") from None
             current, h = event, hashlib.sha256()
+            if key is not None:
+                checked.hold(key)
+                if event.is_dir:
+                    if listed is not None and key not in listed:
+                        raise CorruptData(f"backup {bid}: directory {key!r} is not in MEMBERS.sha256", backend=where)
+                    checked.directories.add(key)
         elif event is END_MEMBER:
             assert current is not None
             if current.is_file:
                 files += 1
-                if members.get(current.name) != h.hexdigest():
-                    raise CorruptData(f"backup {opened.name}: member {current.name!r} differs from MEMBERS.sha256",
-                                      backend=opened.folder.describe())
+                if members.files.get(current.name) != h.hexdigest():
+                    what = "is not in" if current.name not in members.files else "differs from"
+                    raise CorruptData(f"backup {bid}: member {current.name!r} {what} MEMBERS.sha256", backend=where)
         else:
             h.update(event)  # type: ignore[arg-type]
 
-    await scan_archive(opened.folder, section, handle, bid=opened.name)
+    await scan_archive(opened.folder, section, handle, bid=bid)
     if files != section.files:
-        raise CorruptData(f"backup {opened.name}: the archive holds {files} files, metadata says {section.files}",
-                          backend=opened.folder.describe())
+        raise CorruptData(f"backup {bid}: the archive holds {files} files, metadata says {section.files}",
+                          backend=where)
+    if listed is not None and checked.directories != listed:
+        missing = sorted(listed - checked.directories)
+        raise CorruptData(f"backup {bid}: directory {missing[0]!r} is listed in MEMBERS.sha256 but not in the "
+                          f"archive ({len(missing)} such)", backend=where)
     return files
 
 
-async def _write_pass(opened: Opened, members: dict[str, str], target: Backend, only: str | None,
+async def _write_pass(opened: Opened, members: Members, checked: _Checked, target: Backend, only: str | None,
                       result: RestoreResult) -> None:
     section = opened.meta.storage
     assert section is not None
     await target.check(write=True)
+    empty = checked.empty
     # pass 1 checked every part's SHA-256; here each member is checked instead (the
     # put keeps it only if its bytes match MEMBERS.sha256), so the parts are not hashed again
     events = archive_events(opened.folder, section, bid=opened.name, hash_parts=False)
     async for event in events:
         if not isinstance(event, Member):
-            continue  # only END_MEMBER of a directory can come here; data is taken below
+            continue  # only END_MEMBER of a data-less member can come here; data is taken below
         key = safe_key(event)
+        if event.is_dir and key is not None:
+            if key not in checked.directories:  # the part changed after pass 1: nothing unchecked is done
+                raise CorruptData(f"backup {opened.name}: directory {key!r} was not in the archive when it was "
+                                  "checked", backend=opened.folder.describe())
+            if key in empty and included(key, only):
+                await make_folder(target, key)
+                result.directories += 1
+            continue
         if key is None or not event.is_file or not included(key, only):
             result.skipped += event.is_file
             async for _ in data_of(events):
@@ -125,7 +227,7 @@ async def _write_pass(opened: Opened, members: dict[str, str], target: Backend, 
             used = True
             return data_of(events)
 
-        expected = members.get(event.name)
+        expected = members.files.get(event.name)
         if expected is None:  # the part changed after pass 1: nothing unchecked is written
             raise CorruptData(f"backup {opened.name}: member {event.name!r} is not in MEMBERS.sha256",
                               backend=opened.folder.describe())
@@ -138,16 +240,38 @@ async def _write_pass(opened: Opened, members: dict[str, str], target: Backend, 
         result.bytes += event.size
 
 
-async def _restore_database(opened: Opened, db_path: str) -> str | None:
+async def make_folder(target: Backend, path: str) -> None:
+    """Folder ``path`` in ``target``: a real one where the store has folders, else the folder marker object."""
+    if target.features.folders:
+        await target.make_folder(path)
+    else:
+        await target.put(ObjectInfo(key=f"{path}/{FOLDER_MARKER}", size=0, hashes={"sha256": _EMPTY_SHA256}),
+                         body_from_bytes(b""))
+
+
+async def _fetch_checked_copy(opened: Opened, db_path: str) -> str:
+    """The database copy downloaded, decompressed and checked into a temporary file; its path.
+
+    Beside ``db_path`` when that folder exists (same file system: no copy of
+    the database into /tmp), else in the temporary folder: the check must not
+    create the target's folder before it has passed.
+    """
     directory = os.path.dirname(os.path.abspath(db_path))
-    os.makedirs(directory, exist_ok=True)
+    if not os.path.isdir(directory):
+        directory = tempfile.gettempdir()
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(db_path) + ".restore-", dir=directory)
     os.close(fd)
     try:
         await fetch_database(opened, tmp)
-        return await anyio.to_thread.run_sync(restore_into, tmp, db_path)
-    finally:
+    except BaseException:
+        _remove_with_side_files(tmp)
+        raise
+    return tmp
+
+
+def _remove_with_side_files(path: str) -> None:
+    for name in (path, *(path + s for s in SIDE_FILES)):
         try:
-            os.unlink(tmp)
+            os.unlink(name)
         except FileNotFoundError:
             pass

@@ -1,7 +1,8 @@
 """Tar without tarfile's file objects: headers for a stream we write, a push parser for one we read.
 
 Writing: :func:`member_header` gives the header block(s) of a regular file
-(POSIX pax where a name needs it, plain ustar otherwise), :func:`padding`
+and :func:`directory_header` those of a directory (POSIX pax where a name
+needs it, plain ustar otherwise), :func:`padding`
 the zeros after its data and :func:`end_of_archive` the closing blocks, so
 the archive is produced while the objects stream and never exists whole.
 
@@ -36,6 +37,15 @@ def member_header(name: str, size: int, mtime: float) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
+def directory_header(name: str, mtime: float) -> bytes:
+    """A directory member (``tar -x`` creates it, empty or not); tarfile ends its name with "/"."""
+    info = tarfile.TarInfo(name)
+    info.mtime = int(mtime)
+    info.mode = 0o755
+    info.type = tarfile.DIRTYPE
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
 def padding(size: int) -> bytes:
     return bytes(-size % BLOCK)
 
@@ -57,6 +67,10 @@ class Member:
     @property
     def is_file(self) -> bool:
         return self.type in (tarfile.REGTYPE, tarfile.AREGTYPE)
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type == tarfile.DIRTYPE
 
 
 #: event: the current member's data has all been given
@@ -209,7 +223,9 @@ _KIND = {tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device
 
 
 def safe_key(member: Member) -> str | None:
-    """The backend key a member restores to, None for a directory (object stores keep none).
+    """The backend key (or folder path) a member restores to; None only for the archive's root ("./").
+
+    A file's key, or a directory's path without its trailing "/" (``docs/empty``).
 
     Raises :class:`UnsafeArchive` for an absolute path, a ".." segment, a NUL,
     a symbolic or hard link (object stores cannot hold one; one pointing
@@ -235,7 +251,7 @@ def safe_key(member: Member) -> str | None:
     if member.type in _KIND:
         raise UnsafeArchive(f"member {name!r}: {_KIND[member.type]}")
     if member.type == tarfile.DIRTYPE:
-        return None
+        return "/".join(parts) or None
     if not member.is_file:
         raise UnsafeArchive(f"member {name!r}: unsupported member type {member.type!r}")
     if not parts:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ...errors import BackupError, IntegrityError, UnsafeArchive
 from .parts import Problem, scan_archive
-from .reading import Opened, fetch_database, load_members
+from .reading import Members, Opened, fetch_database, load_members
 from .tarstream import END_MEMBER, Member, safe_key
 
 
@@ -26,6 +26,7 @@ class VerifyReport:
     files: int = 0
     bytes: int = 0
     parts: int = 0
+    directories: int = 0
 
     @property
     def ok(self) -> bool:
@@ -33,7 +34,7 @@ class VerifyReport:
 
     def as_dict(self) -> dict[str, object]:
         return {"backup": self.backup, "ok": self.ok, "parts": self.parts, "files": self.files,
-                "bytes": self.bytes, "problems": [{"where": p.where, "what": p.what} for p in self.problems]}
+                "bytes": self.bytes, "directories": self.directories, "problems": [{"where": p.where, "what": p.what} for p in self.problems]}
 
 
 async def verify_backup(opened: Opened) -> VerifyReport:
@@ -55,11 +56,13 @@ async def _verify_storage(opened: Opened, report: VerifyReport) -> None:
     assert section is not None
     report.parts = len(section.parts)
     try:
-        members: dict[str, str] | None = await load_members(opened.folder, section, bid=opened.name)
+        members: Members | None = await load_members(opened.folder, section, bid=opened.name)
     except (BackupError, IntegrityError) as exc:
         report.problems.append(Problem(section.members.name, getattr(exc, "message", str(exc))))
         members = None
     seen: set[str] = set()
+    seen_dirs: set[str] = set()
+    listed_dirs = members.directories if members is not None and section.directories is not None else None
     current: Member | None = None
     h = hashlib.sha256()
     before = len(report.problems)
@@ -68,17 +71,24 @@ async def _verify_storage(opened: Opened, report: VerifyReport) -> None:
         if isinstance(event, Member):
             current, h = event, hashlib.sha256()
             try:
-                safe_key(event)
+                key = safe_key(event)
             except UnsafeArchive as exc:
                 report.problems.append(Problem(event.name, str(exc)))
+                return
+            if event.is_dir and key is not None:
+                report.directories += 1
+                seen_dirs.add(key)
+                if listed_dirs is not None and key not in listed_dirs:
+                    report.problems.append(Problem(event.name, "directory not in MEMBERS.sha256"))
         elif event is END_MEMBER:
             assert current is not None
             if current.is_file:
                 report.files += 1
                 report.bytes += current.size
                 seen.add(current.name)
-                if members is not None and members.get(current.name) != h.hexdigest():
-                    what = "not in MEMBERS.sha256" if current.name not in members else "content differs from MEMBERS.sha256"
+                if members is not None and members.files.get(current.name) != h.hexdigest():
+                    what = ("not in MEMBERS.sha256" if current.name not in members.files
+                            else "content differs from MEMBERS.sha256")
                     report.problems.append(Problem(current.name, what))
         else:
             h.update(event)  # type: ignore[arg-type]
@@ -90,5 +100,8 @@ async def _verify_storage(opened: Opened, report: VerifyReport) -> None:
         report.problems.append(Problem("archive", f"holds {report.files} files / {report.bytes} bytes, metadata "
                                                   f"says {section.files} / {section.bytes}"))
     if members is not None:
-        for name in sorted(set(members) - seen)[:20]:
+        for name in sorted(set(members.files) - seen)[:20]:
             report.problems.append(Problem(name, "listed in MEMBERS.sha256 but not in the archive"))
+    if listed_dirs is not None:
+        for name in sorted(listed_dirs - seen_dirs)[:20]:
+            report.problems.append(Problem(name + "/", "directory listed in MEMBERS.sha256 but not in the archive"))
