@@ -86,10 +86,16 @@ async def test_minio_to_minio_different_endpoints_and_credentials(
         assert m.registry.migrations() == [] and m.registry.company(acme.id).storage_connection_id is None
         result = await migrate_company(m, acme.id, "minio-b", filt=_filter(exclude=("*/QR/*",)))
         assert result.copied == len(FILES)  # the filter left the QR files out
-        company = m.registry.company(acme.id)
-        assert company.storage_connection_id == m.registry.connection("minio-b").id
         keys = {o["Key"] for o in seaweed2.boto3_client().list_objects_v2(Bucket=bucket2)["Contents"]}
         assert "portraits/acme/cat1/Image/f3.bin" in keys and "videos/acme/cat0/QR/f0.bin" not in keys
+        # a staged copy: the company stays on the old store, where the files left out are
+        assert result.state == "staged" and m.registry.company(acme.id).storage_connection_id is None
+        assert await m.file_exists("videos", "cat0/QR/f0.bin", company_id=acme.id)
+        result = await migrate_company(m, acme.id, "minio-b")  # the rest, then the switch
+        assert result.state == "switched" and result.copied == len(FILES)
+        company = m.registry.company(acme.id)
+        assert company.storage_connection_id == m.registry.connection("minio-b").id
+        assert await m.get_file("videos", "cat0/QR/f0.bin", company_id=acme.id) == FILES["cat0/QR/f0.bin"]
         # the old server's credentials do not open the new one: they really are two stores
         with pytest.raises(Exception, match="InvalidAccessKeyId|AccessDenied|SignatureDoesNotMatch"):
             seaweed2.boto3_client(access_key=seaweed.access_key,

@@ -18,7 +18,7 @@ import click
 
 from ..errors import ConfigError
 from ..tenancy.manager import DEFAULT_SUBFOLDERS, StorageManager
-from .run import EXIT_PARTIAL, reported, run_or_exit
+from .run import EXIT_PARTIAL, reported, run_job, run_or_exit
 from ..ops.assembly import open_journal
 from .transfer import build_filter, with_filter_options
 
@@ -197,49 +197,136 @@ def migrate(ctx: click.Context, db: str | None, storage_config: str | None) -> N
                    "incremental syncs and a short write fence (no downtime).")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change and record nothing.")
 @click.option("--category", "categories", multiple=True, metavar="SLUG", help="Also provision this category.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--transfers", type=click.IntRange(1, 1024), default=None,
+              help="Files in flight at once [8 local, 16 remote].")
+@click.option("--bwlimit", metavar="RATE",
+              help='Bytes per second each way: 10M, 10M:1M (up:down), off, or a timetable "08:00,512k 19:00,10M".')
+@click.option("--progress/--no-progress", default=None, help="Live progress bar on stderr [on for a terminal].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (also when the migration fails).")
 @click.option("--journal", "journal_path", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_JOURNAL")
 @with_filter_options
 @click.pass_obj
 def migrate_company_cmd(obj: TenancyCtx, company_ref: str, to: str, live: bool, dry_run: bool,
-                        categories: tuple[str, ...], as_json: bool, journal_path: str | None, **kw: Any) -> None:
-    """Migrate COMPANY (id or slug) to CONNECTION."""
+                        categories: tuple[str, ...], transfers: int | None, bwlimit: str | None,
+                        progress: bool | None, as_json: bool, journal_path: str | None, **kw: Any) -> None:
+    """Migrate COMPANY (id or slug) to CONNECTION.
+
+    \b
+    With a filter (--include, --exclude, --prefix...) it is a staged copy: the
+    company is switched only if every file of it is then verified on the
+    target; otherwise it stays where it is (state "staged") and the command
+    that completes the move is printed. A migration whose process is gone
+    (killed) shows as stale and is taken over by this command.
+    """
+    import sys
+
     from ..ops.migrate import migrate_company
+    from ..ops.spec import TransferSettings
+    from ..pipeline.runner import StopSignal
+    from ..pipeline.stats import JobStats
 
     with reported():
         filt = build_filter(kw)
+        settings = TransferSettings(transfers=transfers, bwlimit=bwlimit)
+        settings.check()
+    stats, stop = JobStats(), StopSignal()
+    out: dict[str, Any] = {}
 
-    async def run(m: StorageManager) -> dict[str, Any]:
-        async with open_journal(journal_path, False) as journal:
-            result = await migrate_company(m, company_ref, to, live=live, filt=filt, dry_run=dry_run,
-                                           journal=journal, categories=categories)
-        return result.as_dict()
+    async def job() -> None:
+        try:
+            async with obj.manager() as m:
+                company = m.company(company_ref)
+                before = max((r.id for r in m.require_registry().migrations(company.id)), default=0)
+                try:
+                    async with open_journal(journal_path, False) as journal:
+                        result = await migrate_company(m, company.id, to, live=live, filt=filt, dry_run=dry_run,
+                                                       journal=journal, categories=categories, settings=settings,
+                                                       stats=stats, stop=stop)
+                    out["data"] = result.as_dict()
+                except BaseException as exc:
+                    out["data"] = _failed_migration(m, company.id, before, exc)
+                    raise
+        except BaseException as exc:
+            out.setdefault("data", {"migration_id": None, "company": company_ref, "state": "error",
+                                    "message": str(exc)})
+            raise
 
-    data = _run(obj, run)
-    if as_json:
-        _echo(data, True, "")
+    show_progress = (sys.stderr.isatty() if progress is None else progress) and not dry_run and not as_json
+    code = run_job(job, stats, stop, show_progress)
+    data = out.get("data")
+    if data is not None:
+        data["transfer"] = {k: v for k, v in stats.summary().items()
+                            if k in ("objects", "bytes", "skipped", "failed", "seconds", "mb_per_s", "retries")}
+        if as_json:
+            _echo(data, True, "")
+        else:
+            _print_migration(data)
+        if data.get("state") == "interrupted" and as_json:
+            click.echo(f"vertexflow: {data['message']}", err=True)
+    sys.exit(code)
+
+
+def _failed_migration(m: StorageManager, company_id: int, before: int, exc: BaseException) -> dict[str, Any]:
+    """What a migration that raised recorded (its report), or the error alone when it recorded nothing."""
+    records = [r for r in m.require_registry().migrations(company_id) if r.id > before]
+    if not records:
+        return {"migration_id": None, "company_id": company_id, "state": "error", "message": str(exc)}
+    rec = records[-1]
+    data = dict(rec.report or {"migration_id": rec.id, "company_id": company_id})
+    data["state"] = data.get("state") if data.get("state") not in (None, "planned") else rec.state
+    data["message"] = data.get("message") or rec.message or str(exc)
+    return data
+
+
+def _print_migration(data: dict[str, Any]) -> None:
+    for p in data.get("plan", ()):
+        left = f" ({p['left_out']} left out by the filter)" if p.get("left_out") else ""
+        click.echo(f"{p['content_type']}: {p['objects']} files, {p['bytes']:,} bytes{left}  {p['from']} -> {p['to']}")
+    if data["state"] == "dry_run":
+        if data.get("left_out"):
+            click.echo(f"a filtered run is a staged copy: the company is switched only if all its files are then "
+                       f"on the target ({data['left_out']} left out)")
         return
-    for p in data["plan"]:
-        click.echo(f"{p['content_type']}: {p['objects']} files, {p['bytes']:,} bytes  {p['from']} -> {p['to']}")
-    if data["state"] != "dry_run":
+    if data.get("taken_over"):
+        click.echo(f"took over stale migration {', '.join(map(str, data['taken_over']))} (its process was gone)")
+    if data["state"] in ("switched", "staged"):
         click.echo(f"migration {data['migration_id']}: {data['state']}: {data['message']} "
                    f"(copied {data['copied']}, verified {data['verified']})")
+    elif data["state"] == "interrupted":
+        click.echo(f"migration {data['migration_id']}: interrupted: {data['message']}"
+                   if data.get("migration_id") is not None else data["message"])
+    elif data.get("migration_id") is not None:
+        click.echo(f"migration {data['migration_id']}: {data['state']}: the company stays on "
+                   f"{(data.get('from') or {}).get('name')}")
 
 
 @migrate.command("rollback")
 @click.argument("company_ref")
 @click.option("--no-sync-back", is_flag=True, help="Do not copy changes made since the switch back to the old backend.")
+@click.option("--transfers", type=click.IntRange(1, 1024), default=None,
+              help="Files in flight at once [8 local, 16 remote].")
+@click.option("--bwlimit", metavar="RATE", help="Bytes per second each way while syncing back (as for copy).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--journal", "journal_path", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_JOURNAL")
 @click.pass_obj
-def migrate_rollback(obj: TenancyCtx, company_ref: str, no_sync_back: bool, as_json: bool,
-                     journal_path: str | None) -> None:
-    """Return COMPANY to the backend its last migration moved it from."""
+def migrate_rollback(obj: TenancyCtx, company_ref: str, no_sync_back: bool, transfers: int | None,
+                     bwlimit: str | None, as_json: bool, journal_path: str | None) -> None:
+    """Return COMPANY to the backend its last migration moved it from.
+
+    The sync back runs as a live migration in reverse: writes of the platform
+    meanwhile go to both backends, and a short write fence covers the switch.
+    """
     from ..ops.migrate import rollback_company
+    from ..ops.spec import TransferSettings
+
+    with reported():
+        settings = TransferSettings(transfers=transfers, bwlimit=bwlimit)
+        settings.check()
 
     async def run(m: StorageManager) -> dict[str, Any]:
         async with open_journal(journal_path, False) as journal:
-            return (await rollback_company(m, company_ref, sync_back=not no_sync_back, journal=journal)).as_dict()
+            return (await rollback_company(m, company_ref, sync_back=not no_sync_back, journal=journal,
+                                           settings=settings)).as_dict()
 
     data = _run(obj, run)
     _echo(data, as_json, f"{data['message']} (synced back {data['copied']} files)")
@@ -261,22 +348,55 @@ def migrate_list(obj: TenancyCtx, company_ref: str | None, as_json: bool) -> Non
         f"{r['state']}  {r['message'] or ''}" for r in rows) or "(no migrations)")
 
 
+@migrate.command("status")
+@click.argument("company_ref")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def migrate_status(obj: TenancyCtx, company_ref: str, as_json: bool) -> None:
+    """Where COMPANY is and its last migration: running, stale (its process is gone), or how it ended."""
+    async def run(m: StorageManager) -> dict[str, Any]:
+        c = m.company(company_ref)
+        records = m.require_registry().migrations(c.id)
+        last = records[-1].as_dict() if records else None
+        if last is not None:
+            last.pop("report", None)
+        return {**_company_dict(m, c), "migration": last}
+
+    data = _run(obj, run)
+    where = data.get("connection") or data["storage_type"]
+    mig = data["migration"]
+    if mig is None:
+        text = f"company {data['slug']} on {where}; no migrations"
+    else:
+        text = f"company {data['slug']} on {where}; migration {mig['id']} -> {mig['to'].get('name')}: {mig['state']}"
+        lease = mig.get("lease")
+        if mig["state"] == "stale":
+            text += (f" (left {mig['recorded_state']} by pid {lease['pid'] if lease else '?'} on "
+                     f"{lease['host'] if lease else '?'}, which is gone: rerun `vertexflow migrate company "
+                     f"{data['slug']} --to {mig['to'].get('name')}` to take it over, or `vertexflow migrate "
+                     f"abandon {mig['id']}`)")
+        elif lease and mig["finished_at"] is None:
+            text += f" (pid {lease['pid']} on {lease['host']})"
+        if mig.get("message"):
+            text += f"\n  {mig['message']}"
+    _echo(data, as_json, text)
+
+
 @migrate.command("abandon")
 @click.argument("migration_id", type=int)
 @click.pass_obj
 def migrate_abandon(obj: TenancyCtx, migration_id: int) -> None:
-    """Mark a migration that was interrupted (killed) as failed, so the company can be migrated again."""
-    async def run(m: StorageManager) -> str:
-        from ..tenancy.live_state import LiveState
-        from ..tenancy.registry import ACTIVE_STATES
+    """Mark a migration that was interrupted (killed) as failed, so the company can be migrated again.
 
-        rec = m.require_registry().migration(migration_id)
-        if rec.state not in ACTIVE_STATES:
-            raise ConfigError(f"migration {migration_id} is {rec.state}, not in progress")
-        # a live one: writes go to the old backend only again (and its write fence, if up, is lifted)
-        LiveState(m.require_registry()).clear(rec.company_id, migration_id)
-        m.require_registry().update_migration(migration_id, state="failed", message="abandoned by the operator",
-                                       final=True)
-        return rec.state
+    Its live state goes with it: writes go to the old backend alone, a write
+    fence is lifted, its dirty-key rows are removed. (A rerun of a migration
+    whose process is gone takes it over without this.)
+    """
+    async def run(m: StorageManager) -> tuple[str, str]:
+        # a live one: writes go to the old backend only again (and its write fence, if up, is lifted), its
+        # dirty keys are dropped; a write that ends after this leaves none behind (LiveState.end_write)
+        rec = m.require_registry().abandon_migration(migration_id, "abandoned by the operator")
+        return ("stale " if rec.is_stale() else "") + rec.state, m.require_registry().migration(migration_id).state
 
-    click.echo(f"migration {migration_id} marked failed (was {_run(obj, run)})")
+    was, now = _run(obj, run)
+    click.echo(f"migration {migration_id} marked {now} (was {was})")

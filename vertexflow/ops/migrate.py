@@ -18,6 +18,26 @@ Steps, each recorded in the platform database's ``vertexflow_migrations``:
 6. switch: the company's storage columns and the record's state change in
    one transaction, and its cached adapters are dropped.
 
+Filters (``--include``, ``--exclude``, ``--prefix``, sizes, ages...) make a
+run a **staged copy**: it copies and verifies the files the filter selects,
+then switches only if every file of the company, the ones left out
+included, is verified on the target (listings first, then checksums).
+Otherwise it ends ``staged``: the company stays where it was (its platform
+reads and writes keep going to the old backend, where every file still is),
+and the record's message says how many files were copied and the command
+that completes the move (the same without the filter; what is already on the
+target is skipped). A filter never makes files vanish for the platform.
+
+The record holds a lease: the migrating process's pid and host, and
+``heartbeat_at``, renewed every few seconds by a thread (:class:`_Lease`).
+A migration in progress whose lease expired, or whose pid is dead on this
+host, is **stale** (``migrate status`` / ``list`` show it so); the next run
+of the company takes it over: its live state (dual writes, write fence,
+dirty keys) is rolled back in the transaction that starts the new record,
+the writes still in flight under it are waited for, and the copy resumes
+from the journal. Ctrl-C (``stop``) ends a run ``interrupted``: the record
+is ``failed`` with a message saying so, the company stays where it was.
+
 The old backend's files are never deleted: :func:`rollback_company` switches
 back after syncing to the old backend what changed on the new one since the
 switch (new files, overwrites and deletes).
@@ -26,6 +46,8 @@ switch (new files, overwrites and deletes).
 from __future__ import annotations
 
 import dataclasses
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -39,15 +61,18 @@ from ..errors import ConfigError, MigrationFailed, NotFound, SourceChanged
 from ..filters import NO_FILTER, Filter
 from ..logs import get_logger
 from ..middleware.base import BackendWrapper
+from ..model import ObjectInfo
+from ..pipeline.runner import StopSignal
 from ..state.journal import Journal
 from ..tenancy.adapters import FOLDER_MARKER, StorageAdapter
 from ..tenancy.dual_write import reconcile_key
 from ..tenancy.live_state import LiveState
 from ..tenancy.manager import BUILTIN_TYPES, DEFAULT_SUBFOLDERS, StorageManager, Target
-from ..tenancy.registry import Company, Placement
+from ..tenancy.registry import LEASE_HEARTBEAT, Company, Placement, Registry, this_host
 from ..tenancy.storage_config import connection_storage_type
 from ..pipeline.stats import JobStats
 from .assembly import run_between
+from .plan import empty_if_missing
 from .spec import TransferSettings
 from .verify import Difference, VerifyJob, VerifyReport
 
@@ -61,13 +86,18 @@ class ContentPlan:
     content_type: str
     source: str
     target: str
+    #: what the filter selects (everything without one)
     objects: int = 0
     bytes: int = 0
     folders: set[str] = field(default_factory=set)
+    #: every file of the company of this content type, filter or not
+    total_objects: int = 0
+    total_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"content_type": self.content_type, "from": self.source, "to": self.target,
-                "objects": self.objects, "bytes": self.bytes}
+                "objects": self.objects, "bytes": self.bytes,
+                "left_out": self.total_objects - self.objects}
 
 
 @dataclass(slots=True)
@@ -82,12 +112,16 @@ class MigrationResult:
     reconciled: dict[str, int] = field(default_factory=dict)
     verified: int = 0
     message: str = ""
+    #: files of the company the filter left out (a filtered run is a staged copy)
+    left_out: int = 0
+    #: stale migrations of the company this run took over
+    taken_over: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"migration_id": self.migration_id, "company": self.company, "from": self.source,
                 "to": self.target, "state": self.state, "plan": [p.as_dict() for p in self.plan],
                 "copied": self.copied, "reconciled": self.reconciled, "verified": self.verified,
-                "message": self.message}
+                "left_out": self.left_out, "taken_over": self.taken_over, "message": self.message}
 
 
 def resolve_target(manager: StorageManager, company: Company, to: str) -> tuple[Placement, str]:
@@ -127,8 +161,11 @@ async def _journal_or_temp(journal: Journal | None) -> AsyncIterator[Journal]:
 
 
 async def _list_plan(backend: Backend, filt: Filter, plan: ContentPlan) -> None:
+    """Count what ``filt`` selects and (with an active filter, from the whole listing) every file."""
     try:
-        async for info in backend.list(filt.prefix):
+        async for info in backend.list("" if filt.active else filt.prefix):
+            plan.total_objects += 1
+            plan.total_bytes += info.size or 0
             if not filt.matches(info):
                 continue
             plan.objects += 1
@@ -168,17 +205,29 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
                           categories: tuple[str, ...] = (), subfolders: tuple[str, ...] = DEFAULT_SUBFOLDERS,
                           wrap_target: Callable[[Backend], Backend] | None = None,
                           on_event: Event | None = None, settings: TransferSettings | None = None,
-                          stats: JobStats | None = None) -> MigrationResult:
+                          stats: JobStats | None = None, stop: StopSignal | None = None) -> MigrationResult:
     """Migrate a company to ``to``; see the module docstring for the steps.
 
     ``settings`` (bandwidth limit, transfers, retries, verification) apply to
     the copy of every content type, as to any other job; ``stats`` fills as
     the bytes move (the daemon shows it live).
 
+    An active ``filt`` makes the run a staged copy: it switches only if every
+    file of the company (not only those the filter selects) is then verified
+    on the target; otherwise the result's state is ``staged``, the company
+    stays where it was and the message names the command that completes the move.
+
+    ``stop`` (Ctrl-C): a graceful stop lets the copies in flight finish, a
+    hard one cancels them; either way the migration ends ``failed`` with a
+    message saying so, the company stays where it was, ``stats.interrupted``
+    is set and the result (state ``interrupted``) is returned.
+
     Raises :class:`MigrationFailed` (after rolling back) when the copy or the
     verification fails, :class:`InsufficientStorage` when it cannot fit, and
-    :class:`ConfigError` for an unknown company or connection.
-    ``wrap_target`` wraps each target backend (middleware, fault injection).
+    :class:`ConfigError` for an unknown company or connection, or a migration
+    of the company still in progress (a stale one, whose process is gone, is
+    taken over instead). ``wrap_target`` wraps each target backend
+    (middleware, fault injection).
     """
     registry = manager.require_registry()
     settings = settings or TransferSettings()
@@ -204,65 +253,223 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
         news = {ct: StorageAdapter(wrap_target(a.backend), public_base_url=a.public_base_url, label=a.label)
                 for ct, a in news.items()}
     try:
-        for plan in plans:
-            await _list_plan(olds[plan.content_type].backend, filt, plan)
-        if dry_run:
+        with anyio.CancelScope() as planning:
+            if stop is not None:
+                stop.attach(planning)  # a second Ctrl-C while listing
+            for plan in plans:
+                await _list_plan(olds[plan.content_type].backend, filt, plan)
+        result.left_out = sum(p.total_objects - p.objects for p in plans)
+        if dry_run and not planning.cancelled_caught:
             result.state = "dry_run"
+            return result
+        if planning.cancelled_caught or (stop is not None and stop.stopping):  # nothing recorded or changed
+            _interrupted(result, company, "planning")
+            progress.interrupted = True
             return result
 
         record = registry.start_migration(company.id, src_desc, dst_desc, live=live)
-        result.migration_id = record.id
+        result.migration_id, result.taken_over = record.id, list(registry.taken_over)
         step = _Step(manager, record.id, on_event)
+        if result.taken_over:
+            step.announce("taken_over", stale=result.taken_over)
         live_run = _LiveRun(manager, company.id, record.id, target, olds, news, step, result) if live else None
+        lease = _Lease(registry, record.id)
+        lease.start()
+        phase = ["planning"]
+        missing: str | None = None  # a staged copy: the first file of the company not on the target
+
+        def check_going() -> None:
+            if stop is not None and stop.stopping:
+                raise MigrationFailed("interrupted", migration_id=record.id)
+            if lease.lost:
+                raise MigrationFailed(f"migration {record.id} was taken over by another run (its lease was "
+                                      "not renewed in time)", migration_id=record.id)
+
         try:
-            await _quota(plans, news)
-            if live_run is not None:
-                await live_run.start(plan=[p.as_dict() for p in plans])
-            else:
-                step("copying", plan=[p.as_dict() for p in plans])
-            await _provision(plans, news, categories, subfolders)
-            async with _journal_or_temp(journal) as j:
-                for (ct, old_t, new_t), plan in zip(pairs, plans, strict=True):
-                    if plan.objects == 0:
-                        continue  # nothing stored yet (a live write meanwhile is reconciled below)
-                    done, failed = progress.done_objects, progress.failed_objects
-                    await run_between(olds[ct].backend, news[ct].backend, j, src_spec=old_t.label(),
-                                      dst_spec=new_t.label(), settings=settings, stats=progress, filt=filt)
-                    result.copied += progress.done_objects - done
-                    failed = progress.failed_objects - failed
-                    if failed and live_run is None:
-                        raise MigrationFailed(f"{failed} files of {ct} could not be copied "
-                                              f"to {new_t.label()}", migration_id=record.id)
-            if live_run is not None:
-                await live_run.reconcile_passes()
-            step("verifying")
-            for ct, _, new_t in pairs:
-                is_dirty = live_run.is_dirty(ct) if live_run is not None else None
-                result.verified += await _verify(olds[ct], news[ct], filt, is_dirty, new_t.label())
-            if live_run is not None:
-                await live_run.reconcile_passes()
-                await live_run.close()  # the write fence: it stays up until the switch below
-        except MigrationFailed as exc:
-            result.state, result.message = "rolled_back", str(exc)
-            await _abandon(manager, company, record.id, result, live)
-            raise
-        except BaseException as exc:
-            result.state, result.message = "failed", f"{type(exc).__name__}: {exc}"
-            await _abandon(manager, company, record.id, result, live)
-            raise
+            with anyio.CancelScope() as scope:
+                if stop is not None:
+                    stop.attach(scope)  # a hard stop cancels whatever runs; the company stays where it was
+                try:
+                    if result.taken_over and live_run is None:
+                        await _drain_stale_writes(manager, company.id, record.id)
+                    await _quota(plans, news)
+                    phase[0] = "copying"
+                    if live_run is not None:
+                        await live_run.start(plan=[p.as_dict() for p in plans])
+                    else:
+                        step("copying", plan=[p.as_dict() for p in plans])
+                    await _provision(plans, news, categories, subfolders)
+                    async with _journal_or_temp(journal) as j:
+                        for (ct, old_t, new_t), plan in zip(pairs, plans, strict=True):
+                            check_going()
+                            if plan.objects == 0:
+                                continue  # nothing stored yet (a live write meanwhile is reconciled below)
+                            done, failed = progress.done_objects, progress.failed_objects
+                            await run_between(olds[ct].backend, news[ct].backend, j, src_spec=old_t.label(),
+                                              dst_spec=new_t.label(), settings=settings, stats=progress, filt=filt,
+                                              stop=stop)
+                            result.copied += progress.done_objects - done
+                            failed = progress.failed_objects - failed
+                            check_going()
+                            if failed and live_run is None:
+                                raise MigrationFailed(f"{failed} files of {ct} could not be copied "
+                                                      f"to {new_t.label()}", migration_id=record.id)
+                    if live_run is not None:
+                        await live_run.reconcile_passes()
+                    check_going()
+                    phase[0] = "verifying"
+                    step("verifying")
+                    for ct, _, new_t in pairs:
+                        is_dirty = live_run.is_dirty(ct) if live_run is not None else None
+                        result.verified += await _verify(olds[ct], news[ct], filt, is_dirty, new_t.label())
+                    check_going()
+                    if filt.active:  # a staged copy: it switches only if the whole company is on the target
+                        missing = await _incomplete(olds, news, live_run)
+                    if missing is None and live_run is not None:
+                        await live_run.reconcile_passes()
+                        check_going()
+                        phase[0] = "closing"
+                        await live_run.close()  # the write fence: it stays up until the switch below
+                except MigrationFailed as exc:
+                    if (stop is not None and stop.stopping) or str(exc) == "interrupted":
+                        _interrupted(result, company, phase[0])
+                        await _abandon(manager, company, record.id, result, live)
+                        progress.interrupted = True
+                        return result
+                    result.state, result.message = "rolled_back", str(exc)
+                    await _abandon(manager, company, record.id, result, live)
+                    raise
+                except BaseException as exc:
+                    if isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt):
+                        _interrupted(result, company, phase[0])
+                        progress.interrupted = True
+                    else:
+                        result.state, result.message = "failed", f"{type(exc).__name__}: {exc}"
+                    await _abandon(manager, company, record.id, result, live)
+                    raise
+            if scope.cancelled_caught:  # a hard stop: recorded above
+                return result
+        finally:
+            lease.stop()
+        if missing is not None:
+            return _staged(manager, company, record.id, result, live, filt, target_name, missing, on_event)
         # the switch: one transaction (which lifts a write fence), then no request goes to the old placement
         result.state = "switched"
         result.message = f"company {company.slug} now on {target_name}"
-        registry.set_placement(company.id, target, migration_id=record.id, state="switched",
-                               message=result.message)
+        try:
+            registry.set_placement(company.id, target, migration_id=record.id, state="switched",
+                                   message=result.message)
+        except MigrationFailed as exc:  # taken over meanwhile: the other run owns the company's state
+            result.state, result.message = "failed", str(exc)
+            raise
         registry.update_migration(record.id, state="switched", report=result.as_dict(), final=True)
         manager.clear_company_cache(company.id)
         if on_event is not None:
             on_event("switched", {})
         return result
     finally:
-        for a in (*olds.values(), *news.values()):
-            await a.aclose()
+        with anyio.CancelScope(shield=True):
+            for a in (*olds.values(), *news.values()):
+                await a.aclose()
+
+
+def _interrupted(result: MigrationResult, company: Company, phase: str) -> None:
+    where = result.source.get("name") or result.source.get("storage_type")
+    result.state = "interrupted"
+    result.message = (f"interrupted by the operator while {phase}: company {company.slug} stays on {where} "
+                      "(nothing was switched; writes go to it alone); run the same command again: the copy "
+                      "resumes from the journal")
+
+
+class _Lease:
+    """The migration's lease: a thread renews ``heartbeat_at`` every :data:`LEASE_HEARTBEAT` seconds.
+
+    A thread with its own connection, so that the lease is renewed while the
+    event loop is busy (a long hash, a slow listing page). ``lost`` is set
+    when the record is no longer held by this process (another run took it over).
+    """
+
+    def __init__(self, registry: Registry, migration_id: int) -> None:
+        self.path, self.migration_id = registry.path, migration_id
+        self.pid, self.host = os.getpid(), this_host()
+        self.lost = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"vertexflow-migration-{migration_id}-lease",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            registry = Registry.open(self.path)
+        except Exception as exc:  # noqa: BLE001 - the lease then expires: the record shows stale
+            log.warning("cannot renew the migration's lease", migration=self.migration_id, error=str(exc))
+            return
+        try:
+            while not self._done.wait(LEASE_HEARTBEAT):
+                try:
+                    if not registry.heartbeat(self.migration_id, self.pid, self.host):
+                        self.lost = not self._done.is_set()
+                        return
+                except Exception as exc:  # noqa: BLE001 - a busy database: try again at the next beat
+                    log.warning("migration lease not renewed", migration=self.migration_id, error=str(exc))
+        finally:
+            registry.close()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)
+
+
+async def _drain_stale_writes(manager: StorageManager, company_id: int, migration_id: int,
+                              budget: float = 120.0) -> None:
+    """After a takeover: wait for writes a stale live migration's route still has in flight (dual writes)."""
+    live = LiveState(manager.require_registry())
+    generation = live.route(company_id).generation
+    deadline = time.monotonic() + budget
+    while (n := live.writes_before(company_id, generation)) > 0:
+        if time.monotonic() >= deadline:
+            raise MigrationFailed(f"{n} writes of the stale migration's route still in flight after {budget:g} s",
+                                  migration_id=migration_id)
+        await anyio.sleep(0.01)
+
+
+async def _incomplete(olds: dict[str, StorageAdapter], news: dict[str, StorageAdapter],
+                      live_run: _LiveRun | None) -> str | None:
+    """None if every file of the company (no filter) is on the target and verified; else the first that is not."""
+    for ct in olds:
+        is_dirty = live_run.is_dirty(ct) if live_run is not None else None
+        for mode in ("size", "checksum"):  # listings first: a file not copied costs no read
+            problems, more, _ = await _differences(olds[ct], news[ct], NO_FILTER, is_dirty, mode=mode,
+                                                   first_only=True)
+            if problems:
+                p = problems[0]
+                return f"{p.kind} {ct} {p.key}"
+            if more:
+                return f"{ct}: differences beyond those kept"
+    return None
+
+
+def _staged(manager: StorageManager, company: Company, migration_id: int, result: MigrationResult, live: bool,
+            filt: Filter, target_name: str, missing: str, on_event: Event | None) -> MigrationResult:
+    """End a filtered run that left files out: the company stays, the record says how to finish."""
+    where = result.source.get("name") or result.source.get("storage_type")
+    again = f"vertexflow migrate company {company.slug} --to {target_name}" + (" --live" if live else "")
+    result.state = "staged"
+    result.message = (f"staged copy: copied {result.copied} files selected by the filter to {target_name} "
+                      f"(verified {result.verified}); company {company.slug} stays on {where}, since not every "
+                      f"file of it is on {target_name} ({result.left_out} left out by the filter; first: "
+                      f"{missing}). To complete the move: {again}")
+    if live:
+        LiveState(manager.require_registry()).clear(company.id, migration_id)
+    manager.clear_company_cache(company.id)
+    manager.require_registry().update_migration(migration_id, state="staged", message=result.message,
+                                                report=result.as_dict(), final=True)
+    log.info("migration step", migration=migration_id, state="staged", filter=filt.describe())
+    if on_event is not None:
+        on_event("staged", {})
+    return result
 
 
 class _LiveRun:
@@ -289,9 +496,10 @@ class _LiveRun:
 
     def __init__(self, manager: StorageManager, company_id: int, migration_id: int, target: Placement,
                  olds: dict[str, StorageAdapter], news: dict[str, StorageAdapter], step: _Step,
-                 result: MigrationResult) -> None:
+                 result: MigrationResult, *, reads_current: bool = False) -> None:
         self.state = LiveState(manager.require_registry())
         self.company_id, self.migration_id, self.target = company_id, migration_id, target
+        self.reads_current = reads_current
         self.olds, self.news, self.step, self.result = olds, news, step, result
 
     def is_dirty(self, ct: str) -> Callable[[str], bool]:
@@ -306,7 +514,8 @@ class _LiveRun:
             await anyio.sleep(0.01)
 
     async def start(self, **data: Any) -> None:
-        generation = self.state.set_state(self.company_id, self.migration_id, "copying", self.target)
+        generation = self.state.set_state(self.company_id, self.migration_id, "copying", self.target,
+                                          reads_current=self.reads_current)
         self.step.announce("copying", live=True, **data)
         await self._drain(generation, self.start_budget, "when the dual writes began")
 
@@ -337,7 +546,8 @@ class _LiveRun:
     async def close(self) -> None:
         """Raise the write fence, drain, reconcile and check the last dirty keys."""
         started = time.monotonic()
-        generation = self.state.set_state(self.company_id, self.migration_id, "closing", self.target)
+        generation = self.state.set_state(self.company_id, self.migration_id, "closing", self.target,
+                                          reads_current=self.reads_current)
         self.step.announce("closing")
         await self._drain(generation, self.fence_budget, "under the write fence")
         deadline = started + self.fence_budget
@@ -380,31 +590,59 @@ async def _provision(plans: list[ContentPlan], news: dict[str, StorageAdapter], 
             await adapter.ensure_folder(folder)
 
 
-async def _verify(old: StorageAdapter, new: StorageAdapter, filt: Filter,
-                  is_dirty: Callable[[str], bool] | None, where: str) -> int:
-    """Compare old and new by checksum; ``is_dirty`` (live): keys still to be reconciled, left out."""
-    src, dst = old.backend, new.backend
+async def _differences(old: StorageAdapter, new: StorageAdapter, filt: Filter,
+                       is_dirty: Callable[[str], bool] | None, *, mode: str = "checksum",
+                       first_only: bool = False) -> tuple[list[Difference], bool, int]:
+    """Differences between old and new (folder markers left out), each confirmed by reading both sides.
+
+    ``is_dirty`` (live): keys still to be reconciled, left out. Returns the
+    differences, whether there were more than the report kept, and the files that matched.
+    A content type with no files on either side has none.
+    """
+    src: Backend = _EmptyIfMissing(old.backend)
+    dst: Backend = _EmptyIfMissing(new.backend)
     if is_dirty is not None:  # writes go on: a file may vanish between the listing and its read
-        src, dst = _Vanishing(src), _Vanishing(dst)
+        src, dst = _Vanishing(old.backend), _Vanishing(new.backend)
     try:
-        report = await VerifyJob(src, dst, mode="checksum", filt=_verify_filter(filt)).run()
+        report = await VerifyJob(src, dst, mode=mode, filt=_verify_filter(filt)).run()  # type: ignore[arg-type]
     except NotFound:  # nothing was ever stored here on the old backend: new must hold no file either
         report = VerifyReport()
         async for info in new.list_files():
             if filt.matches(info) and info.key.rsplit("/", 1)[-1] != FOLDER_MARKER:
                 report.add(Difference(info.key, "extra", "absent at the old backend"))
     # a live write in flight shows as a difference: its key is dirty and gets its final sync under the fence
-    problems = [p for p in report.problems
-                if not (is_dirty is not None and is_dirty(p.key)) and not await _same(old, new, p.key)]
-    if is_dirty is not None:
-        problems = [p for p in problems if not is_dirty(p.key)]  # dirtied while being compared
-    if problems or report.missing + report.extra + report.different > len(report.problems):
+    problems: list[Difference] = []
+    for p in report.problems:
+        if is_dirty is not None and is_dirty(p.key):
+            continue
+        if await _same(old, new, p.key):
+            continue
+        if is_dirty is not None and is_dirty(p.key):  # dirtied while being compared
+            continue
+        problems.append(p)
+        if first_only:
+            break
+    return problems, report.missing + report.extra + report.different > len(report.problems), report.matched
+
+
+async def _verify(old: StorageAdapter, new: StorageAdapter, filt: Filter,
+                  is_dirty: Callable[[str], bool] | None, where: str) -> int:
+    """Compare old and new by checksum; raise MigrationFailed naming the differences; the files matched."""
+    problems, more, matched = await _differences(old, new, filt, is_dirty)
+    if problems or more:
         first = "; ".join(f"{p.kind} {p.key} ({p.detail})" for p in problems[:5])
         raise MigrationFailed(f"verification of {where} failed: {len(problems)} differences: {first}")
-    return report.matched
+    return matched
 
 
-class _Vanishing(BackendWrapper):
+class _EmptyIfMissing(BackendWrapper):
+    """Lists a root that does not exist (a content type the company has no files of) as empty."""
+
+    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        return empty_if_missing(self.inner.list(prefix))
+
+
+class _Vanishing(_EmptyIfMissing):
     """Reads a file deleted since it was listed as a sentinel: a difference, not an error."""
 
     @asynccontextmanager
@@ -433,6 +671,18 @@ async def _one(chunk: bytes) -> AsyncIterator[bytes]:
 
 
 async def _same(old: StorageAdapter, new: StorageAdapter, key: str) -> bool:
+    """Whether ``key`` is the same on both sides now (both absent counts); a file on one side only is not read."""
+    stats: list[ObjectInfo | None] = []
+    for side in (old, new):
+        try:
+            stats.append(await side.stat(key))
+        except NotFound:
+            stats.append(None)
+    a_info, b_info = stats
+    if a_info is None or b_info is None:
+        return a_info is None and b_info is None
+    if a_info.size is not None and b_info.size is not None and a_info.size != b_info.size:
+        return False
     try:
         a = await old.get_file(key)
     except NotFound:
@@ -450,22 +700,34 @@ async def _abandon(manager: StorageManager, company: Company, migration_id: int,
     if live:
         LiveState(manager.require_registry()).clear(company.id, migration_id)
     manager.clear_company_cache(company.id)
-    manager.require_registry().update_migration(migration_id, state=result.state, message=result.message,
-                                         report=result.as_dict(), final=True)
+    state = "failed" if result.state == "interrupted" else result.state  # an interruption is recorded as failed
+    manager.require_registry().update_migration(migration_id, state=state, message=result.message,
+                                                report=result.as_dict(), final=True)
 
 
 async def rollback_company(manager: StorageManager, company_ref: int | str, *, sync_back: bool = True,
                            journal: Journal | None = None, settings: TransferSettings | None = None,
-                           stats: JobStats | None = None) -> MigrationResult:
+                           stats: JobStats | None = None, stop: StopSignal | None = None) -> MigrationResult:
     """Return a company to where its last switched migration took it from.
 
     With ``sync_back`` what changed on the new backend since the switch is
     synced to the old one first (a sync with deletes), so nothing written in
     between is lost. The company must still be where that migration put it.
+
+    The sync back is a live migration in reverse, with the forward one's
+    machinery (:class:`_LiveRun`): while it runs every write of the company,
+    in any process, goes to the current backend and then to the old one and
+    marks its key dirty; dirty keys are reconciled, then a short write fence
+    covers the last ones and the switch lifts it. So a write acknowledged
+    during the rollback is on the old backend when the company gets there.
+    The record is in progress (with its lease) meanwhile; if the rollback
+    fails it is ``switched`` again and the company stays where it is.
     """
     registry = manager.require_registry()
     company = manager.company(company_ref)
     record = registry.last_switch(company.id)
+    if sync_back:  # the record goes back in progress (a stale rollback of the company is taken over first)
+        record = registry.begin_rollback(company.id)
     if record is None:
         raise ConfigError(f"company {company.slug!r} has no switched migration to roll back")
     target = Placement(record.target["storage_type"], record.target["storage_connection_id"],
@@ -473,35 +735,76 @@ async def rollback_company(manager: StorageManager, company_ref: int | str, *, s
     source = Placement(record.source["storage_type"], record.source["storage_connection_id"],
                        record.source.get("yandex_disk_folder_id"))
     if company.placement != target:
+        if sync_back:
+            registry.end_rollback(record.id, None)
         raise ConfigError(f"company {company.slug!r} is no longer where migration {record.id} put it; "
                           "refusing to roll back")
     result = MigrationResult(record.id, company.slug, record.target, record.source, "rolled_back", [])
-    progress = stats if stats is not None else JobStats()
-    if sync_back:
-        async with _journal_or_temp(journal) as j:
-            for ct in manager.config.content_type_names():
-                now_t, back_t = manager.target(company, ct, target), manager.target(company, ct, source)
-                now, back = manager.adapter_for(now_t), manager.adapter_for(back_t)
-                try:
-                    # deletes only where the new side has files: an empty listing must not wipe the old side
-                    has_files = False
-                    async for _ in now.list_files():
-                        has_files = True
-                        break
-                    done, failed = progress.done_objects, progress.failed_objects
-                    await run_between(now.backend, back.backend, j, src_spec=now_t.label(), dst_spec=back_t.label(),
-                                      settings=settings or TransferSettings(), stats=progress, mode="sync",
-                                      delete=has_files, compare="checksum")
-                    failed = progress.failed_objects - failed
-                    if failed:
-                        raise MigrationFailed(f"rollback: {failed} files of {ct} could not be "
-                                              f"synced back to {back_t.label()}; the company was not moved",
-                                              migration_id=record.id)
-                    result.copied += progress.done_objects - done
-                finally:
-                    await now.aclose()
-                    await back.aclose()
     result.message = f"company {company.slug} back on {record.source.get('name')}"
-    registry.set_placement(company.id, source, migration_id=record.id, state="rolled_back", message=result.message)
-    manager.clear_company_cache(company.id)
-    return result
+    if not sync_back:
+        registry.set_placement(company.id, source, migration_id=record.id, state="rolled_back",
+                               message=result.message)
+        manager.clear_company_cache(company.id)
+        return result
+    progress = stats if stats is not None else JobStats()
+    rec = record
+    result.taken_over = list(registry.taken_over)
+    pairs = [(ct, manager.target(company, ct, target), manager.target(company, ct, source))
+             for ct in manager.config.content_type_names()]
+    nows = {ct: manager.adapter_for(now_t) for ct, now_t, _ in pairs}
+    backs = {ct: manager.adapter_for(back_t) for ct, _, back_t in pairs}
+    lease = _Lease(registry, rec.id)
+    lease.start()
+    live_run = _LiveRun(manager, company.id, rec.id, source, nows, backs, _Step(manager, rec.id, None), result,
+                        reads_current=True)
+    try:
+        with anyio.CancelScope() as scope:
+            if stop is not None:
+                stop.attach(scope)
+            try:
+                await live_run.start()
+                async with _journal_or_temp(journal) as j:
+                    for ct, now_t, back_t in pairs:
+                        now, back = nows[ct], backs[ct]
+                        # deletes only where the new side has files: an empty listing must not wipe the old side
+                        has_files = False
+                        async for _ in now.list_files():
+                            has_files = True
+                            break
+                        done, failed = progress.done_objects, progress.failed_objects
+                        await run_between(now.backend, back.backend, j, src_spec=now_t.label(),
+                                          dst_spec=back_t.label(), settings=settings or TransferSettings(),
+                                          stats=progress, mode="sync", delete=has_files, compare="checksum",
+                                          stop=stop)
+                        if stop is not None and stop.stopping:
+                            raise MigrationFailed("rollback interrupted by the operator", migration_id=record.id)
+                        failed = progress.failed_objects - failed
+                        if failed:
+                            raise MigrationFailed(f"rollback: {failed} files of {ct} could not be "
+                                                  f"synced back to {back_t.label()}", migration_id=record.id)
+                        result.copied += progress.done_objects - done
+                await live_run.reconcile_passes()
+                await live_run.close()  # the write fence: it stays up until the switch below
+            except BaseException as exc:
+                why = ("interrupted" if isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt)
+                       else str(exc) or type(exc).__name__)
+                LiveState(registry).clear(company.id, rec.id)
+                manager.clear_company_cache(company.id)
+                registry.end_rollback(rec.id, f"rollback failed ({why}); the company stays on "
+                                              f"{record.target.get('name')}")
+                if isinstance(exc, MigrationFailed):
+                    raise MigrationFailed(f"{exc}; the company was not moved", migration_id=record.id) from exc
+                raise
+        if scope.cancelled_caught:
+            progress.interrupted = True
+            result.state = "interrupted"
+            result.message = f"rollback interrupted: company {company.slug} stays on {record.target.get('name')}"
+            return result
+        registry.set_placement(company.id, source, migration_id=rec.id, state="rolled_back", message=result.message)
+        manager.clear_company_cache(company.id)
+        return result
+    finally:
+        lease.stop()
+        with anyio.CancelScope(shield=True):
+            for a in (*nows.values(), *backs.values()):
+                await a.aclose()

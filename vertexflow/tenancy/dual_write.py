@@ -23,6 +23,11 @@ key; then the write's end mark bumps the key's generation and the clean
 fails, so the key stays dirty and is reconciled again. What may remain is
 reconciled under the write fence, when no write is in flight at all.
 A dual write whose second half (new) failed is only logged: its key is dirty.
+
+A rollback (the sync back of :func:`vertexflow.ops.migrate.rollback_company`)
+runs the same way in reverse, but its new side already holds every file as
+it was at the switch, possibly stale: its adapters read the old side only
+(``reads_new=False``), as for dirty keys.
 """
 
 from __future__ import annotations
@@ -40,11 +45,13 @@ log = get_logger(__name__)
 class DualWriteAdapter(StorageAdapter):
     """Writes to ``old`` then ``new``; reads ``new`` first unless ``is_dirty(key)``. Owns neither."""
 
-    def __init__(self, old: StorageAdapter, new: StorageAdapter, is_dirty: Callable[[str], bool]) -> None:
+    def __init__(self, old: StorageAdapter, new: StorageAdapter, is_dirty: Callable[[str], bool], *,
+                 reads_new: bool = True) -> None:
         super().__init__(new.backend, public_base_url=new.public_base_url,
                          label=f"dual({old.describe()} -> {new.describe()})")
         self.old, self.new = old, new
-        self.is_dirty = is_dirty
+        #: ``reads_new`` False (a rollback, whose new side holds stale copies): every key reads as if dirty
+        self.is_dirty = is_dirty if reads_new else (lambda key: True)
         self.writes = self.deletes = self.secondary_failures = 0
 
     async def save_file(self, key: str, data: bytes | BodyFactory, *, size: int | None = None) -> ObjectInfo:

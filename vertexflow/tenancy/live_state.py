@@ -26,7 +26,15 @@ A dual write or delete marks its key dirty when it registers (before its
 first request) and again when it ends; each mark bumps the key's
 generation. The reconcile removes a key only if its generation is still
 the one it read before copying (:meth:`LiveState.clean`), so a key written
-during its reconcile stays dirty.
+during its reconcile stays dirty. A write's end mark is made only while its
+migration is still the company's live one: a write that ends after the
+migration was abandoned, failed or taken over leaves no dirty row behind.
+
+A migration whose process is gone (its lease in ``vertexflow_migrations``
+expired, or its pid is dead on this host: :meth:`MigrationRecord.is_stale`)
+is stale; the next run of the company takes it over, clearing its live state
+here in the transaction that starts the new record
+(:meth:`Registry.start_migration`).
 """
 
 from __future__ import annotations
@@ -37,7 +45,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .registry import Placement, Registry
+from ..errors import MigrationFailed
+from .registry import ACTIVE_STATES, Placement, Registry, process_alive
 
 LIVE_STATES = ("copying", "closing")
 
@@ -52,6 +61,8 @@ class Route:
     migration_id: int | None = None
     state: str | None = None  # None, "copying" or "closing"
     target: Placement | None = None
+    #: reads go to the current placement, not the target first (a rollback: the target holds stale copies)
+    reads_current: bool = False
 
     @property
     def live(self) -> bool:
@@ -59,23 +70,12 @@ class Route:
 
     def adapters_key(self) -> tuple[Any, ...]:
         """What the adapters depend on (copying -> closing keeps them)."""
-        return (self.placement, self.migration_id if self.live else None, self.target if self.live else None)
+        return (self.placement, self.migration_id if self.live else None, self.target if self.live else None,
+                self.reads_current if self.live else None)
 
 
 def _placement(d: dict[str, Any]) -> Placement:
     return Placement(d["storage_type"], d["storage_connection_id"], d.get("yandex_disk_folder_id"))
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class LiveState:
@@ -97,8 +97,10 @@ class LiveState:
         if row is None:
             self.registry.company(company_id)  # raises the usual "no company" error
         placement = Placement(row[0] or "default", row[1], row[2])
-        target = _placement(json.loads(row[6])) if row[6] else None
-        return Route(company_id, row[3] or 0, placement, row[4], row[5], target)
+        raw = json.loads(row[6]) if row[6] else None
+        target = _placement(raw) if raw else None
+        return Route(company_id, row[3] or 0, placement, row[4], row[5], target,
+                     bool(raw and raw.get("reads_current")))
 
     def route(self, company_id: int) -> Route:
         """The company's current route (one read; never waits for writers)."""
@@ -123,8 +125,15 @@ class LiveState:
         """Unregister a write; a dual one marks its key dirty again (see the module docstring)."""
         with self.registry.transaction() as db:
             db.execute("DELETE FROM vertexflow_inflight WHERE id = ?", (inflight_id,))
-            if route.state == "copying":
+            if route.state == "copying" and self._still_live(db, route):
                 self._mark(db, route.migration_id, content_type, key)
+
+    @staticmethod
+    def _still_live(db: Any, route: Route) -> bool:
+        """Whether ``route``'s live migration is still the company's (not ended, abandoned or taken over since)."""
+        row = db.execute("SELECT migration_id, state FROM vertexflow_routing WHERE company_id = ?",
+                         (route.company_id,)).fetchone()
+        return row is not None and row[0] == route.migration_id and row[1] in LIVE_STATES
 
     @staticmethod
     def _mark(db: Any, migration_id: int | None, content_type: str, key: str) -> None:
@@ -163,11 +172,23 @@ class LiveState:
         return int(db.execute("SELECT generation FROM vertexflow_routing WHERE company_id = ?",
                               (company_id,)).fetchone()[0])
 
-    def set_state(self, company_id: int, migration_id: int, state: str, target: Placement) -> int:
-        """Enter ``copying`` or ``closing``; the new generation (the record's state follows)."""
+    def set_state(self, company_id: int, migration_id: int, state: str, target: Placement, *,
+                  reads_current: bool = False) -> int:
+        """Enter ``copying`` or ``closing``; the new generation (the record's state follows).
+
+        ``reads_current``: dual-write adapters read the current placement (a
+        rollback, whose target holds the files as they were at the switch).
+        """
         assert state in LIVE_STATES, state
         with self.registry.transaction() as db:
-            gen = self._bump(db, company_id, migration_id, state, target.as_dict())
+            row = db.execute("SELECT state, message FROM vertexflow_migrations WHERE id = ?",
+                             (migration_id,)).fetchone()
+            if row is None or row[0] not in ACTIVE_STATES:  # taken over or abandoned meanwhile
+                raise MigrationFailed(f"migration {migration_id} is no longer in progress "
+                                      f"({row[0] if row else 'gone'}: {row[1] if row else ''})",
+                                      migration_id=migration_id)
+            gen = self._bump(db, company_id, migration_id, state,
+                             {**target.as_dict(), **({"reads_current": True} if reads_current else {})})
             db.execute("UPDATE vertexflow_migrations SET state = ? WHERE id = ?", (state, migration_id))
         return gen
 
@@ -188,7 +209,7 @@ class LiveState:
         """How many writes of live processes registered under a generation below ``generation`` are in flight."""
         rows = list(self.db.execute("SELECT id, pid FROM vertexflow_inflight WHERE company_id = ? AND generation < ?",
                                     (company_id, generation)))
-        dead = [r[0] for r in rows if not _alive(r[1])]
+        dead = [r[0] for r in rows if not process_alive(r[1])]
         if dead:
             with self.registry.transaction() as db:
                 db.executemany("DELETE FROM vertexflow_inflight WHERE id = ?", [(i,) for i in dead])

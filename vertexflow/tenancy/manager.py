@@ -273,7 +273,7 @@ class StorageManager:
                     raise
                 live, mid = self._live(), route.migration_id
                 per[content_type] = DualWriteAdapter(
-                    old, new, lambda key: live.is_dirty(mid, content_type, key))
+                    old, new, lambda key: live.is_dirty(mid, content_type, key), reads_new=not route.reads_current)
             else:
                 per[content_type] = old
         return per[content_type]

@@ -28,6 +28,8 @@ database is in WAL mode with a busy timeout, as several processes share it.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MigrationFailed
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS storage_connections (
@@ -63,7 +65,10 @@ CREATE TABLE IF NOT EXISTS vertexflow_migrations (
     started_at REAL NOT NULL,
     finished_at REAL,
     message TEXT,
-    report TEXT
+    report TEXT,
+    owner_pid INTEGER,
+    owner_host TEXT,
+    heartbeat_at REAL
 );
 CREATE TABLE IF NOT EXISTS vertexflow_routing (
     company_id INTEGER PRIMARY KEY,
@@ -94,10 +99,38 @@ _REQUIRED = {
     "companies": ("id", "slug", "storage_type", "storage_connection_id", "yandex_disk_folder_id"),
     "storage_connections": ("id", "name", "storage_type"),
 }
-#: migration states; "switched" and "rolled_back" are final, "failed" left the company where it was
-MIGRATION_STATES = ("planned", "copying", "closing", "verifying", "switched", "failed", "rolled_back")
+#: migration states; "switched" and "rolled_back" are final, "failed" left the company where it was,
+#: "staged" (a filtered run) copied part of the company and left it where it was
+MIGRATION_STATES = ("planned", "copying", "closing", "verifying", "switched", "failed", "rolled_back", "staged")
 #: states of a migration in progress (one per company at a time)
 ACTIVE_STATES = ("planned", "copying", "closing", "verifying")
+#: columns added to vertexflow_migrations since it was first created (added to an older table on open)
+_MIGRATION_LEASE_COLUMNS = (("owner_pid", "INTEGER"), ("owner_host", "TEXT"), ("heartbeat_at", "REAL"))
+#: a running migration renews its lease (heartbeat_at) this often, in seconds
+LEASE_HEARTBEAT = 2.0
+#: a migration in progress whose lease is older than this (seconds) is stale: its process is gone
+LEASE_TTL = 15.0
+
+
+def this_host() -> str:
+    return socket.gethostname()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is alive (a zombie is not)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +186,36 @@ class MigrationRecord:
     finished_at: float | None
     message: str | None
     report: dict[str, Any] | None
+    #: the lease of a migration in progress: its process, and when it last said it was alive
+    owner_pid: int | None = None
+    owner_host: str | None = None
+    heartbeat_at: float | None = None
+
+    def is_stale(self, now: float | None = None) -> bool:
+        """In progress by the record, but its process is gone: the lease expired, or (same host) the pid is dead."""
+        if self.state not in ACTIVE_STATES:
+            return False
+        if self.owner_pid is not None and self.owner_host == this_host() and not process_alive(self.owner_pid):
+            return True
+        last = self.heartbeat_at if self.heartbeat_at is not None else self.started_at
+        return (time.time() if now is None else now) - last > LEASE_TTL
+
+    def owner(self) -> str:
+        """``pid 123 on host``, as messages name the process of a migration."""
+        return f"pid {self.owner_pid} on {self.owner_host}" if self.owner_pid is not None else "an unknown process"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "company_id": self.company_id, "from": self.source, "to": self.target,
-                "state": self.state, "live": self.live, "started_at": self.started_at,
-                "finished_at": self.finished_at, "message": self.message, "report": self.report}
+        """The record as ``migrate list`` / ``status`` show it: ``state`` is ``stale`` for one whose process is gone
+        (``recorded_state`` is then the state it was left in)."""
+        stale = self.is_stale()
+        out = {"id": self.id, "company_id": self.company_id, "from": self.source, "to": self.target,
+               "state": "stale" if stale else self.state, "live": self.live, "started_at": self.started_at,
+               "finished_at": self.finished_at, "message": self.message, "report": self.report}
+        if stale:
+            out["recorded_state"] = self.state
+        if self.owner_pid is not None:
+            out["lease"] = {"pid": self.owner_pid, "host": self.owner_host, "heartbeat_at": self.heartbeat_at}
+        return out
 
 
 class Registry:
@@ -167,6 +225,8 @@ class Registry:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
         self._has_config_column = False
+        #: the stale migrations the last :meth:`start_migration` took over
+        self.taken_over: list[int] = []
 
     @classmethod
     def open(cls, path: str | Path) -> Registry:
@@ -194,6 +254,15 @@ class Registry:
                 raise ConfigError(f"platform database {self.path}: table {table} has no column "
                                   f"{', '.join(missing)}")
         self._has_config_column = "config" in {row[1] for row in db.execute("PRAGMA table_info(storage_connections)")}
+        have = {row[1] for row in db.execute("PRAGMA table_info(vertexflow_migrations)")}
+        for column, kind in _MIGRATION_LEASE_COLUMNS:  # a table made by an older vertexflow
+            if column not in have:
+                try:
+                    db.execute(f"ALTER TABLE vertexflow_migrations ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):  # another process added it meanwhile
+                        raise ConfigError(f"platform database {self.path}: cannot add "
+                                          f"vertexflow_migrations.{column}: {exc}") from exc
         self._db = db
 
     def close(self) -> None:
@@ -260,8 +329,20 @@ class Registry:
 
     def set_placement(self, company_id: int, placement: Placement, *, migration_id: int | None = None,
                       state: str | None = None, message: str | None = None) -> None:
-        """Switch a company's storage (and, in the same transaction, its migration's state)."""
+        """Switch a company's storage (and, in the same transaction, its migration's state).
+
+        A switch (``state="switched"``) of a migration that is no longer in
+        progress (another run took it over, or it was abandoned) raises
+        :class:`MigrationFailed` and changes nothing.
+        """
         with self.transaction() as db:
+            if migration_id is not None and state == "switched":
+                row = db.execute("SELECT state, message FROM vertexflow_migrations WHERE id = ?",
+                                 (migration_id,)).fetchone()
+                if row is None or row[0] not in ACTIVE_STATES:
+                    raise MigrationFailed(f"migration {migration_id} is no longer in progress "
+                                          f"({row[0] if row else 'gone'}: {row[1] if row else ''}); not switched",
+                                          migration_id=migration_id)
             cur = db.execute("UPDATE companies SET storage_type = ?, storage_connection_id = ?, "
                              "yandex_disk_folder_id = ? WHERE id = ?",
                              (placement.storage_type, placement.storage_connection_id,
@@ -323,34 +404,140 @@ class Registry:
                 self.db.execute(f"SELECT {self._conn_cols()} FROM storage_connections ORDER BY id")]
 
     # -- migrations ---------------------------------------------------------
-    _MIG_COLS = "id, company_id, from_json, to_json, state, live, started_at, finished_at, message, report"
+    _MIG_COLS = ("id, company_id, from_json, to_json, state, live, started_at, finished_at, message, report, "
+                 "owner_pid, owner_host, heartbeat_at")
 
     def _migration(self, r: tuple[Any, ...]) -> MigrationRecord:
         return MigrationRecord(id=r[0], company_id=r[1], source=json.loads(r[2]), target=json.loads(r[3]),
                                state=r[4], live=bool(r[5]), started_at=r[6], finished_at=r[7], message=r[8],
-                               report=json.loads(r[9]) if r[9] else None)
+                               report=json.loads(r[9]) if r[9] else None, owner_pid=r[10], owner_host=r[11],
+                               heartbeat_at=r[12])
 
     def start_migration(self, company_id: int, source: dict[str, Any], target: dict[str, Any], *,
                         live: bool) -> MigrationRecord:
+        """A new migration record in ``planned``, its lease held by this process.
+
+        A migration of the company still in progress refuses it, unless it is
+        stale (:meth:`MigrationRecord.is_stale`): then, in the same
+        transaction, the stale one is marked failed and its live state (dual
+        writes, write fence, dirty keys) is cleared, and the new record's
+        ``taken_over`` names it (the caller waits for writes still in flight
+        under the old route before it copies).
+        """
         with self.transaction() as db:
-            busy = db.execute("SELECT id FROM vertexflow_migrations WHERE company_id = ? AND state IN "
-                              f"({', '.join(repr(s) for s in ACTIVE_STATES)})", (company_id,)).fetchone()
-            if busy is not None:
-                raise ConfigError(f"company {company_id} already has migration {busy[0]} in progress "
-                                  "(finish it, or mark it failed with `vertexflow migrate abandon`)")
-            cur = db.execute("INSERT INTO vertexflow_migrations (company_id, from_json, to_json, state, live, "
-                             "started_at) VALUES (?, ?, ?, 'planned', ?, ?)",
-                             (company_id, json.dumps(source), json.dumps(target), int(live), time.time()))
-        return self.migration(int(cur.lastrowid or 0))
+            # the id AUTOINCREMENT would give (never one used before), known before the insert for the messages
+            new_id = 1 + int(db.execute(
+                "SELECT MAX(COALESCE((SELECT MAX(id) FROM vertexflow_migrations), 0), COALESCE((SELECT seq FROM "
+                "sqlite_sequence WHERE name = 'vertexflow_migrations'), 0))").fetchone()[0])
+            busy = self._take_over(db, company_id, f"migration {new_id}")
+            now = time.time()
+            db.execute("INSERT INTO vertexflow_migrations (id, company_id, from_json, to_json, state, live, "
+                       "started_at, owner_pid, owner_host, heartbeat_at) VALUES (?, ?, ?, ?, 'planned', ?, ?, ?, ?, ?)",
+                       (new_id, company_id, json.dumps(source), json.dumps(target), int(live), now, os.getpid(),
+                        this_host(), now))
+        self.taken_over = [r.id for r in busy]
+        return self.migration(new_id)
+
+    def begin_rollback(self, company_id: int) -> MigrationRecord:
+        """Put the company's last switched migration back in progress (``planned``), its lease held here.
+
+        Stale migrations of the company are taken over first (see
+        :meth:`start_migration`); a live one refuses. The rollback ends with
+        :meth:`set_placement` (``rolled_back``) or, if it fails,
+        :meth:`end_rollback` (``switched`` again).
+        """
+        with self.transaction() as db:
+            busy = self._take_over(db, company_id, "a rollback")
+            row = db.execute("SELECT id FROM vertexflow_migrations WHERE company_id = ? AND state = 'switched' "
+                             "ORDER BY id DESC LIMIT 1", (company_id,)).fetchone()
+            if row is None:
+                raise ConfigError(f"company {company_id} has no switched migration to roll back")
+            db.execute("UPDATE vertexflow_migrations SET state = 'planned', owner_pid = ?, owner_host = ?, "
+                       "heartbeat_at = ? WHERE id = ?", (os.getpid(), this_host(), time.time(), row[0]))
+        self.taken_over = [r.id for r in busy]
+        return self.migration(int(row[0]))
+
+    def _take_over(self, db: sqlite3.Connection, company_id: int, new_what: str) -> list[MigrationRecord]:
+        """End the company's stale migrations (inside the caller's transaction); refuse if one is alive."""
+        busy = [self._migration(r) for r in db.execute(
+            f"SELECT {self._MIG_COLS} FROM vertexflow_migrations WHERE company_id = ? AND state IN "
+            f"({', '.join(repr(s) for s in ACTIVE_STATES)})", (company_id,))]
+        for rec in busy:
+            if not rec.is_stale():
+                raise ConfigError(f"company {company_id} already has migration {rec.id} in progress "
+                                  f"({rec.state}, {rec.owner()}; finish it, or mark it failed with "
+                                  "`vertexflow migrate abandon`)")
+        for rec in busy:
+            self._end_stale(db, rec, f"stale ({rec.state}; {rec.owner()} was gone): taken over by {new_what}, "
+                                     "its live state rolled back")
+        return busy
+
+    def _end_stale(self, db: sqlite3.Connection, rec: MigrationRecord, message: str) -> None:
+        """End ``rec`` and clear its live state (inside the caller's transaction).
+
+        A forward migration ends ``failed``. A rollback in progress (the
+        company is still where the record's switch put it) ends ``switched``
+        again: the company stays there and can be rolled back later.
+        """
+        row = db.execute("SELECT storage_type, storage_connection_id, yandex_disk_folder_id FROM companies "
+                         "WHERE id = ?", (rec.company_id,)).fetchone()
+        t = rec.target
+        rolling_back = row is not None and (row[0], row[1], row[2]) == (
+            t.get("storage_type"), t.get("storage_connection_id"), t.get("yandex_disk_folder_id"))
+        if rolling_back:
+            db.execute("UPDATE vertexflow_migrations SET state = 'switched', message = ? WHERE id = ?",
+                       (f"rollback {message}; the company stays on {t.get('name')}", rec.id))
+        else:
+            db.execute("UPDATE vertexflow_migrations SET state = 'failed', finished_at = ?, message = ? WHERE id = ?",
+                       (time.time(), message, rec.id))
+        # writes go to the old placement only again (a new routing generation; lifts a write fence)
+        db.execute("UPDATE vertexflow_routing SET generation = generation + 1, migration_id = NULL, state = NULL, "
+                   "target_json = NULL WHERE company_id = ? AND migration_id = ?", (rec.company_id, rec.id))
+        db.execute("DELETE FROM vertexflow_migration_dirty WHERE migration_id = ?", (rec.id,))
+
+    def abandon_migration(self, migration_id: int, message: str) -> MigrationRecord:
+        """End a migration in progress by hand (``migrate abandon``): as a takeover ends a stale one.
+
+        A forward migration ends ``failed``, a rollback ``switched`` again; its
+        live state (dual writes, write fence, dirty keys) is cleared in the
+        same transaction. Returns the record as it was.
+        """
+        with self.transaction() as db:
+            row = db.execute(f"SELECT {self._MIG_COLS} FROM vertexflow_migrations WHERE id = ?",
+                             (migration_id,)).fetchone()
+            if row is None:
+                raise ConfigError(f"no migration {migration_id} in {self.path}")
+            rec = self._migration(row)
+            if rec.state not in ACTIVE_STATES:
+                raise ConfigError(f"migration {migration_id} is {rec.state}, not in progress")
+            self._end_stale(db, rec, message)
+        return rec
+
+    def end_rollback(self, migration_id: int, message: str | None) -> None:
+        """A rollback that did not happen: the record is ``switched`` again (its finish time kept)."""
+        with self.transaction() as db:
+            db.execute("UPDATE vertexflow_migrations SET state = 'switched', message = COALESCE(?, message) "
+                       f"WHERE id = ? AND state IN ({', '.join(repr(s) for s in ACTIVE_STATES)})",
+                       (message, migration_id))
+
+    def heartbeat(self, migration_id: int, pid: int, host: str) -> bool:
+        """Renew the lease of a migration in progress held by ``pid`` on ``host``; False if it is no longer held."""
+        with self.transaction() as db:
+            cur = db.execute("UPDATE vertexflow_migrations SET heartbeat_at = ? WHERE id = ? AND owner_pid = ? AND "
+                             f"owner_host = ? AND state IN ({', '.join(repr(s) for s in ACTIVE_STATES)})",
+                             (time.time(), migration_id, pid, host))
+        return cur.rowcount == 1
 
     def update_migration(self, migration_id: int, *, state: str, message: str | None = None,
                          report: dict[str, Any] | None = None, final: bool = False) -> None:
+        """Change a record's state; a record already ended in another state (taken over, abandoned) is left alone."""
         assert state in MIGRATION_STATES, state
         with self.transaction() as db:
             db.execute("UPDATE vertexflow_migrations SET state = ?, message = COALESCE(?, message), "
-                       "report = COALESCE(?, report), finished_at = ? WHERE id = ?",
+                       "report = COALESCE(?, report), finished_at = ? WHERE id = ? AND "
+                       f"(state IN ({', '.join(repr(s) for s in ACTIVE_STATES)}) OR state = ?)",
                        (state, message, json.dumps(report) if report is not None else None,
-                        time.time() if final else None, migration_id))
+                        time.time() if final else None, migration_id, state))
 
     def migration(self, migration_id: int) -> MigrationRecord:
         row = self.db.execute(f"SELECT {self._MIG_COLS} FROM vertexflow_migrations WHERE id = ?",
