@@ -157,3 +157,27 @@ async def test_a_migration_renews_its_lease_while_it_runs(tmp_path: Path, monkey
         assert result.state == "switched"
         [rec] = m.registry.migrations(acme.id)
         assert rec.owner_pid == os.getpid() and beats and beats[0] > t0 + 0.2  # renewed during the copy
+
+
+async def test_a_write_fence_left_by_a_dead_migrator_is_lifted_by_the_waiting_writer(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid of this host that is gone
+    async with make_manager(tmp_path, _local_raw(tmp_path, "portraits")) as m:
+        m.fence_wait = 5.0
+        acme = m.registry.add_company("acme")
+        await _fill(m, acme.id)
+        rec = m.registry.start_migration(acme.id, {}, {"storage_type": "local"}, live=True)
+        nas = m.registry.add_connection("nas2", "local", {"type": "local", "path": str(tmp_path / "nas2")})
+        LiveState(m.registry).set_state(acme.id, rec.id, "closing", Placement("local", nas.id))
+        # the migrator dies with its fence up
+        m.registry.db.execute("UPDATE vertexflow_migrations SET owner_pid = ? WHERE id = ?", (dead.pid, rec.id))
+        t0 = time.monotonic()
+        await m.save_file("portraits", "cat0/Image/after.bin", b"after", company_id=acme.id)
+        assert time.monotonic() - t0 < 3.0  # well before fence_wait
+        assert (tmp_path / "files/portraits/acme/cat0/Image/after.bin").read_bytes() == b"after"  # the old placement
+        record = m.registry.migration(rec.id)
+        assert record.state == "failed" and "write fence was lifted by a waiting writer" in (record.message or "")
+        assert LiveState(m.registry).route(acme.id).state is None

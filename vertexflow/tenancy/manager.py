@@ -100,6 +100,9 @@ class StorageManager:
     fence_wait = 30.0
     #: how often a write waiting at the fence looks again, in seconds
     fence_poll = 0.05
+    #: how often a write waiting at the fence checks whether the migration holding it is stale (its process
+    #: gone: then the fence is lifted and the company stays where it was), in seconds
+    fence_stale_check = 1.0
 
     def __init__(self, config: StorageConfig, registry: Registry | None = None, *,
                  environ: Mapping[str, str] = os.environ) -> None:
@@ -297,16 +300,22 @@ class StorageManager:
     async def write_adapter(self, company_id: int, content_type: str, key: str) -> AsyncIterator[StorageAdapter]:
         """Register a write of ``key`` as in flight and yield the backend adapter of the current route.
 
-        Waits while a live migration's write fence is up, at most :attr:`fence_wait` seconds.
+        Waits while a live migration's write fence is up, at most :attr:`fence_wait` seconds; a
+        fence held by a stale migration (its process gone) is lifted after at most
+        :attr:`fence_stale_check` seconds, and the write goes to the company's old placement.
         """
         self.config.content_type(content_type)
         live = self._live()
         deadline = time.monotonic() + self.fence_wait
+        next_look = time.monotonic() + self.fence_stale_check
         while True:
             route, inflight = live.begin_write(company_id, content_type, key)
             self._apply_route(route)
             if inflight is not None:
                 break
+            if time.monotonic() >= next_look and route.migration_id is not None:
+                next_look = time.monotonic() + self.fence_stale_check
+                self._lift_stale_fence(route.migration_id)
             if time.monotonic() >= deadline:
                 raise WriteFenced(f"company {company_id}: migration {route.migration_id} has held writes for "
                                   f"more than {self.fence_wait:g} s (is it still running? `vertexflow migrate "
@@ -316,6 +325,17 @@ class StorageManager:
             yield self._inner(company_id, content_type)
         finally:
             live.end_write(inflight, route, content_type, key)
+
+    def _lift_stale_fence(self, migration_id: int) -> None:
+        """A write fence whose migration's process is gone (its lease is stale) is lifted, as ``abandon`` would."""
+        registry = self.require_registry()
+        try:
+            rec = registry.migration(migration_id)
+            if rec.is_stale():
+                registry.abandon_migration(migration_id, f"stale ({rec.state}; {rec.owner()} was gone): its write "
+                                                         "fence was lifted by a waiting writer")
+        except ConfigError:
+            pass  # ended meanwhile (switched, abandoned, or lifted by another writer)
 
     async def _pick(self, content_type: str, company_id: int | None) -> StorageAdapter:
         if company_id is None:

@@ -9,7 +9,8 @@ process made the change.
 * Writes (save, delete, folder creation) read the route afresh in the
   transaction that registers them as in flight, and wait while a live
   migration's write fence is up (at most ``StorageManager.fence_wait``
-  seconds, then :class:`~vertexflow.errors.WriteFenced`).
+  seconds, then :class:`~vertexflow.errors.WriteFenced`). A fence whose
+  migration is stale (its process gone) is lifted by the waiting writer.
 * Reads never wait and use a route at most ``StorageManager.route_ttl``
   seconds old (a process's own writes refresh it).
 
