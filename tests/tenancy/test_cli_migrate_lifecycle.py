@@ -118,6 +118,8 @@ def test_json_is_printed_when_a_migration_fails(tmp_path: Path) -> None:
     r = vf("migrate", "company", "acme", "--to", "nowhere", "--json", env=env)
     assert r.code == 2
     assert r.json()["state"] == "error" and "unknown storage connection 'nowhere'" in r.json()["message"]
+    r = vf("migrate", "rollback", "acme", "--json", env=env)
+    assert r.code == 2 and "no switched migration" in r.json()["message"] and "no switched migration" in r.err
 
 
 def test_migrate_abandon_leaves_no_dirty_rows(tmp_path: Path) -> None:

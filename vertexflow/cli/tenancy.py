@@ -289,9 +289,11 @@ def _print_migration(data: dict[str, Any]) -> None:
         return
     if data.get("taken_over"):
         click.echo(f"took over stale migration {', '.join(map(str, data['taken_over']))} (its process was gone)")
-    if data["state"] in ("switched", "staged"):
-        click.echo(f"migration {data['migration_id']}: {data['state']}: {data['message']} "
+    if data["state"] == "switched":
+        click.echo(f"migration {data['migration_id']}: switched: {data['message']} "
                    f"(copied {data['copied']}, verified {data['verified']})")
+    elif data["state"] == "staged":
+        click.echo(f"migration {data['migration_id']}: staged: {data['message']}")
     elif data["state"] == "interrupted":
         click.echo(f"migration {data['migration_id']}: interrupted: {data['message']}"
                    if data.get("migration_id") is not None else data["message"])
@@ -323,12 +325,25 @@ def migrate_rollback(obj: TenancyCtx, company_ref: str, no_sync_back: bool, tran
         settings = TransferSettings(transfers=transfers, bwlimit=bwlimit)
         settings.check()
 
-    async def run(m: StorageManager) -> dict[str, Any]:
-        async with open_journal(journal_path, False) as journal:
-            return (await rollback_company(m, company_ref, sync_back=not no_sync_back, journal=journal,
-                                           settings=settings)).as_dict()
+    failure: dict[str, Any] = {}
 
-    data = _run(obj, run)
+    async def run(m: StorageManager) -> dict[str, Any]:
+        try:
+            async with open_journal(journal_path, False) as journal:
+                return (await rollback_company(m, company_ref, sync_back=not no_sync_back, journal=journal,
+                                               settings=settings)).as_dict()
+        except BaseException as exc:
+            failure.update({"migration_id": getattr(exc, "migration_id", None), "company": company_ref,
+                            "state": "failed" if getattr(exc, "migration_id", None) else "error",
+                            "message": str(exc)})
+            raise
+
+    try:
+        data = _run(obj, run)
+    except SystemExit:
+        if as_json and failure:  # the result also when it fails; the exit status stays the table's
+            _echo(failure, True, "")
+        raise
     _echo(data, as_json, f"{data['message']} (synced back {data['copied']} files)")
 
 
