@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 #: A body that can be replayed: each call returns a fresh iterator that starts
 #: again at byte 0, so a retry can send the same bytes again.
@@ -16,6 +16,13 @@ Pace = Callable[[int], Awaitable[None]]
 
 SHA256 = "sha256"
 MD5 = "md5"
+
+#: the headers besides Content-Type that describe an object's bytes, which
+#: :attr:`ObjectInfo.headers` carries (lower-case, as S3 serves them)
+STANDARD_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language", "expires")
+#: the user metadata name under which a source mtime is kept where the store
+#: keeps none of its own: Unix seconds with a nine-digit fraction, as rclone writes it
+MTIME_METADATA = "mtime"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,6 +36,15 @@ class ObjectInfo:
     ``version`` is an opaque token that changes when the content changes
     (an ETag, a revision, or ``mtime_ns:size`` on local disk); the engine uses
     it to detect a source that changes while it is copied.
+
+    What describes the bytes travels with them (``docs/fidelity.md`` has the
+    table of what each pair of backends keeps): ``content_type``, the
+    standard ``headers``, the user ``metadata`` and ``mtime``.
+    ``mtime`` is the object's modification time: the source's where the
+    store keeps it (a local file's; on S3 the ``mtime`` user metadata that
+    vertexflow and rclone write, which only ``stat`` shows, a listing giving
+    the upload time; on Yandex.Disk the ``mtime`` custom property, else its
+    ``modified``).
     """
 
     key: str
@@ -43,9 +59,46 @@ class ObjectInfo:
     #: object, so a mapping that fills while the body streams (the digests a
     #: hash stage takes) is complete for an object sent in one request.
     metadata: Mapping[str, str] = field(default_factory=dict)
+    #: the media type of the bytes (``video/mp4``); None: none known (the
+    #: destination then decides: S3 servers store their own guess)
+    content_type: str | None = None
+    #: the other standard headers served with the object, lower-case names of
+    #: :data:`STANDARD_HEADERS` only (``cache-control: max-age=60``).
+    #: None: the info comes from where none of the description is known (an
+    #: S3 listing shows no headers, Content-Type or user metadata): the
+    #: source's ``stat`` tells it, and a copy asks it; ``{}``: known, none
+    headers: Mapping[str, str] | None = field(default_factory=dict)
 
     def with_key(self, key: str) -> ObjectInfo:
         return replace(self, key=key)
+
+
+def own_metadata(name: str) -> bool:
+    """True for the user metadata vertexflow writes itself: the SHA-256 and what stages record
+    (``codec``, ``content-*``); ``--no-metadata`` carries these and nothing else of a source's."""
+    return name in (SHA256, "codec") or name.startswith("content-")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def mtime_text(when: datetime) -> str | None:
+    """``when`` as :data:`MTIME_METADATA` holds it: ``1712345678.123456000`` (None before 1970)."""
+    delta = when.astimezone(UTC) - _EPOCH
+    if delta.days < 0:
+        return None
+    return f"{delta.days * 86_400 + delta.seconds}.{delta.microseconds * 1000:09d}"
+
+
+def parse_mtime_text(text: str | None) -> datetime | None:
+    """The time :func:`mtime_text` (or rclone) wrote; None when ``text`` is not one."""
+    if not text:
+        return None
+    seconds, _, fraction = text.strip().partition(".")
+    if not seconds.isdigit() or (fraction and not fraction.isdigit()) or len(seconds) > 12:
+        return None
+    micros = int((fraction + "000000")[:6]) if fraction else 0
+    return _EPOCH + timedelta(seconds=int(seconds), microseconds=micros)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

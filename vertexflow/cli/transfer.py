@@ -49,6 +49,12 @@ def transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--no-journal", is_flag=True, help="Keep no record (no resume, no incremental sync)."),
         click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
                      help="Write one JSON line per object (copied, skipped, deleted, failed) to FILE as the job runs."),
+        click.option("--metadata/--no-metadata", default=True,
+                     help="Carry Content-Type, headers, user metadata and mtimes with the bytes [on] "
+                          "(docs/fidelity.md: what each pair of stores keeps)."),
+        click.option("--metadata-set", multiple=True, metavar="KEY=VALUE",
+                     help="Set on every object written (repeatable): content-type, cache-control... "
+                          "as headers, other keys as user metadata."),
         cluster_option,
         *filter_options,
         *stage_and_limit_options,
@@ -167,7 +173,8 @@ def spec_from_options(mode: str, src: str, dst: str, config_path: str | None, kw
     stages = StageSpec(**{n: kw.pop(n) for n in STAGE_OPTION_NAMES})
     settings = TransferSettings(transfers=kw.pop("transfers"), retries=kw.pop("retries"), verify=not kw.pop("no_verify"),
                                 stages=stages, bwlimit=kw.pop("bwlimit"), bwlimit_up=kw.pop("bwlimit_up"),
-                                bwlimit_down=kw.pop("bwlimit_down"), adaptive=kw.pop("adaptive"))
+                                bwlimit_down=kw.pop("bwlimit_down"), adaptive=kw.pop("adaptive"),
+                                metadata=kw.pop("metadata", True), metadata_set=tuple(kw.pop("metadata_set", ())))
     return TransferSpec(mode=mode, source=src, dest=dst, config_path=config_path,  # type: ignore[arg-type]
                         delete=kw.pop("delete", False), max_delete=kw.pop("max_delete", None), compare=compare,
                         dry_run=kw.pop("dry_run"), order_by=kw.pop("order_by"), filter=filt, settings=settings,

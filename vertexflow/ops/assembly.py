@@ -90,9 +90,28 @@ def sync_options(spec: TransferSpec, *, local_only: bool) -> SyncOptions:
     s = spec.settings
     return SyncOptions(mode=spec.mode, delete=spec.delete, max_delete=spec.max_delete, compare=spec.compare,
                        dry_run=spec.dry_run, order_by=spec.order_by, filter=spec.filter,
-                       stages=s.stages.identity(), replay={**s.replay(), "spec": spec.to_dict()},
+                       stages={**s.stages.identity(), **s.metadata_identity()},
+                       replay={**s.replay(), "spec": spec.to_dict()},
                        copy=CopyOptions(transfers=s.transfers_for(local_only), retry=RetryPolicy(attempts=s.retries),
                                         verify=s.verify))
+
+
+#: the stores whose backends keep what describes an object (``metadata``, ``metadata_set`` arguments)
+_DESCRIBING = ("s3", "yandex_disk")
+
+
+def with_metadata_options(location: Location, settings: TransferSettings) -> Location:
+    """``location`` whose backend is told the job's ``--no-metadata`` / ``--metadata-set``.
+
+    They reach the backends themselves because every way an object is
+    written passes their ``put`` (routes and batches alike), and because a
+    source told not to carry metadata lists nothing to ask a stat for.
+    Local disk keeps only mtimes, which it always keeps.
+    """
+    if location.kind not in _DESCRIBING or (settings.metadata and not settings.metadata_set):
+        return location
+    return replace(location, kwargs={**location.kwargs, "metadata": settings.metadata,
+                                     "metadata_set": settings.metadata_overrides()})
 
 
 def _remote_limit(location: Location, config: Any) -> str | None:
@@ -141,6 +160,7 @@ class Transfer:
             config = config_or_none(spec.config_path)
         src, dst = parse_location(spec.source, config), parse_location(spec.dest, config)
         check_overlap(src, dst, spec.filter, what=spec.mode)
+        src, dst = with_metadata_options(src, spec.settings), with_metadata_options(dst, spec.settings)
         options = sync_options(spec, local_only=src.kind == "local" and dst.kind == "local")
         if spec.report is not None:
             from .report import check_report_path

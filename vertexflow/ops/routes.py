@@ -15,7 +15,11 @@ A route that cannot serve an object raises :class:`~vertexflow.errors.CantCopy`
 and the engine sends the object by the ``streamed`` route instead (rclone's
 ``ErrorCantCopy``). Every route checks what it did: the byte count must match
 the listing and the SHA-256 the destination reports must match the source's
-where both are known.
+where both are known. What describes the bytes (Content-Type, headers, user
+metadata, mtime: :class:`~vertexflow.model.ObjectInfo`) goes with them; where
+a listing does not know it (S3) the ``whole_read`` and ``streamed`` routes ask
+the source's ``stat`` for it (one request), and ``server_side`` copies keep it
+on the server.
 
 Batches of small files of a bare local source (one thread call for many)
 are cut while listing, before any route is chosen; the summary counts their
@@ -65,22 +69,33 @@ class RouteContext:
         digest = await self.src.file_sha256(info.key)
         return replace(info, hashes={**info.hashes, SHA256: digest})
 
-    async def with_stat_hash(self, info: ObjectInfo) -> ObjectInfo:
-        """``info`` with the SHA-256 the source's stat reports, so that the copy is checked against it.
+    async def with_stat(self, info: ObjectInfo) -> ObjectInfo:
+        """``info`` with what only the source's stat knows, asked at most once.
 
-        Listings of S3 do not carry the SHA-256 metadata, and a read of a large
-        object cannot check its bytes otherwise (a multipart ETag is not a
-        digest of them). Only for objects over ``large_object`` bytes: beside
-        them one more request is small, and smaller S3 objects come whole in
-        one answer, checked by it.
+        * What describes the bytes (Content-Type, headers, user metadata, the
+          source mtime), where the listing did not know it (``headers`` None:
+          an S3 listing; one HeadObject per object, which ``--no-metadata``
+          saves: such a source's listings then say there is nothing to carry).
+        * The SHA-256, so that the copy is checked against it: listings of S3
+          do not carry the SHA-256 metadata, and a read of a large object
+          cannot check its bytes otherwise (a multipart ETag is not a digest
+          of them). Only for objects over ``large_object`` bytes: beside them
+          one more request is small, and smaller S3 objects come whole in one
+          answer, checked by it.
         """
-        if not self._hash_by_stat or SHA256 in info.hashes or (info.size or 0) <= self.large_object:
+        describe = info.headers is None
+        want_hash = self._hash_by_stat and SHA256 not in info.hashes and (info.size or 0) > self.large_object
+        if not describe and not want_hash:
             return info
         head = await self.src.stat(info.key)
+        if describe:
+            info = replace(info, content_type=head.content_type, headers=dict(head.headers or {}),
+                           metadata=head.metadata, mtime=head.mtime or info.mtime)
         digest = head.hashes.get(SHA256)
-        if digest is None or (info.version is not None and head.version != info.version):
-            return info  # none kept, or changed since listed (the read then says so)
-        return replace(info, hashes={**info.hashes, SHA256: digest})
+        if want_hash and digest is not None and (info.version is None or head.version == info.version):
+            # (none kept, or changed since listed: the read then says so)
+            info = replace(info, hashes={**info.hashes, SHA256: digest})
+        return info
 
     def moved(self, n: int) -> None:
         self.stats.moved_bytes += n
@@ -154,8 +169,9 @@ class WholeReadRoute(Route):
 
     async def copy(self, info: ObjectInfo) -> ObjectInfo:
         ctx = self.ctx
+        target = await ctx.with_stat(info)
         data = await ctx.src.read_whole(info.key, limit=SMALL_FILE, if_version=info.version, on_bytes=ctx.moved)
-        return ctx.verified(info, await ctx.dst.put(info, body_from_bytes(data)))
+        return ctx.verified(info, await ctx.dst.put(target, body_from_bytes(data)))
 
 
 class StreamedRoute(Route):
@@ -163,7 +179,7 @@ class StreamedRoute(Route):
 
     async def copy(self, info: ObjectInfo) -> ObjectInfo:
         ctx = self.ctx
-        target = await ctx.with_stat_hash(info)
+        target = await ctx.with_stat(info)
         if ctx.needs_prehash(target):
             target = await ctx.prehashed(target)
         checkpoint = ctx.checkpoints(info) if ctx.dst.features.resumable_uploads and ctx.checkpoints else None

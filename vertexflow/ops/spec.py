@@ -12,6 +12,7 @@ job by :mod:`vertexflow.ops.assembly`, the one place that does it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
@@ -26,6 +27,8 @@ DEFAULT_RETRIES = 5
 LOCAL_TRANSFERS, REMOTE_TRANSFERS = 8, 16
 
 CompareMode = Literal["size_mtime", "checksum", "size_only"]
+#: a user metadata or header name S3 can carry (``x-amz-meta-NAME``)
+_META_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +72,40 @@ class TransferSettings:
     bwlimit_down: str | None = None
     #: halve the requests in flight to a remote store that says "slow down"
     adaptive: bool = True
+    #: carry what describes the bytes: Content-Type, standard headers, user metadata, source mtime
+    #: (``--metadata``/``--no-metadata``; ``docs/fidelity.md`` says what each pair of stores keeps)
+    metadata: bool = True
+    #: ``KEY=VALUE`` set on every object written, over what it carries (``--metadata-set``, repeatable):
+    #: ``content-type`` and the standard header names as headers, other names as user metadata
+    metadata_set: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metadata_set", tuple(self.metadata_set))  # a JSON list, read back
+        self.metadata_overrides()
+
+    def metadata_overrides(self) -> dict[str, str]:
+        """``metadata_set`` as a mapping of lower-case names; raises ConfigError naming a bad entry."""
+        out: dict[str, str] = {}
+        for entry in self.metadata_set:
+            name, eq, value = entry.partition("=")
+            name = name.strip().lower()
+            if not eq or not _META_NAME.match(name):
+                raise ConfigError(f"--metadata-set {entry!r}: expected KEY=VALUE, KEY a name of letters, "
+                                  "digits and '-' (e.g. cache-control=max-age=60 or owner=company-7)")
+            if not value.isascii() or not value.isprintable():
+                raise ConfigError(f"--metadata-set {entry!r}: the value must be printable ASCII "
+                                  "(S3 keeps metadata in HTTP headers)")
+            out[name] = value
+        return out
+
+    def metadata_identity(self) -> dict[str, Any]:
+        """The metadata options that change what is stored, those given only (a job's fingerprint holds them)."""
+        out: dict[str, Any] = {}
+        if not self.metadata:
+            out["metadata"] = False
+        if self.metadata_set:
+            out["metadata_set"] = sorted(f"{k}={v}" for k, v in self.metadata_overrides().items())
+        return out
 
     def transfers_for(self, local_only: bool) -> int:
         return self.transfers or (LOCAL_TRANSFERS if local_only else REMOTE_TRANSFERS)
@@ -115,6 +152,7 @@ class TransferSettings:
             out["no_verify"] = True
         if not self.adaptive:
             out["adaptive"] = False
+        out.update(self.metadata_identity())
         return out
 
 

@@ -33,7 +33,17 @@ from ...errors import (
     TransientError,
 )
 from ...logs import get_logger
-from ...model import MD5, SHA256, BodyFactory, Features, ObjectInfo, Pace
+from ...model import (
+    MD5,
+    MTIME_METADATA,
+    SHA256,
+    BodyFactory,
+    Features,
+    ObjectInfo,
+    Pace,
+    own_metadata,
+    parse_mtime_text,
+)
 from ...retry import RetryPolicy, retry_call
 from ..base import Backend, UploadCheckpoint, check_key
 from . import listing
@@ -51,7 +61,10 @@ from .common import (
     REQUEST_ATTEMPTS,
     MiB,
     b64,
+    boto_description,
     close_iterator,
+    description_of,
+    description_to_send,
     empty,
     etag_is_content_md5,
     first_error,
@@ -111,6 +124,18 @@ class S3Backend(Backend):
       the listing with a ConfigError. False makes the planner sort instead.
     * ``verify_tls`` (None): None or True verify as botocore does (honouring
       ``AWS_CA_BUNDLE``); False turns verification off; a string is a CA bundle path.
+    * ``metadata`` (True): what describes an object's bytes travels with them
+      (``--metadata``/``--no-metadata``). Written: an object's Content-Type,
+      standard headers and source mtime (user metadata ``mtime``, as rclone
+      writes it). Read: listings say they do not know them
+      (``ObjectInfo.headers`` None), so that a copy asks ``stat`` (one
+      HeadObject); off, listings say there is nothing to carry and puts send
+      only the metadata given (vertexflow's digests).
+    * ``metadata_set`` ({}): set on every object written, over what it
+      carries (``--metadata-set KEY=VALUE``): ``content-type`` and the
+      standard header names go as headers, other names as user metadata. A
+      server-side copy then replaces the metadata (directive REPLACE, after a
+      HeadObject of the source) instead of copying it.
 
     ``requests`` counts every HTTP request sent (botocore's retries included),
     ``retries`` every request sent again after a failure.
@@ -154,6 +179,8 @@ class S3Backend(Backend):
         verify_tls: bool | str | None = None,
         sorted_listing: bool = True,
         name: str | None = None,
+        metadata: bool = True,
+        metadata_set: Mapping[str, str] | None = None,
     ) -> None:
         if not bucket:
             raise ConfigError("S3 bucket name is empty")
@@ -183,6 +210,8 @@ class S3Backend(Backend):
         self._stream_limit = stream_limit
         self._verify_tls = verify_tls
         self._name = name
+        self._metadata = metadata
+        self._metadata_set = dict(metadata_set or {})
         self.requests = 0
         self.retries = 0
         self._session: Any = None
@@ -509,8 +538,9 @@ class S3Backend(Backend):
                         reason="empty, '.' or '..' segment")
             return None
         etag = strip_etag(item.get("ETag"))
+        # a listing shows neither Content-Type, headers nor user metadata: None says "ask stat"
         return ObjectInfo(key=key, size=int(item["Size"]), mtime=utc(item.get("LastModified")),
-                          etag=etag, version=etag, hashes=md5_hashes(etag))
+                          etag=etag, version=etag, hashes=md5_hashes(etag), headers=None if self._metadata else {})
 
     async def stat(self, key: str) -> ObjectInfo:
         full = self._full_key(key)
@@ -520,15 +550,21 @@ class S3Backend(Backend):
 
     @staticmethod
     def _info_from_head(key: str, headers: Mapping[str, str]) -> ObjectInfo:
+        """The info a HeadObject answer gives: the source mtime kept as ``mtime`` metadata, else LastModified."""
         etag = strip_etag(headers.get("ETag"))
         hashes = md5_hashes(etag)
         sha256 = headers.get(f"x-amz-meta-{SHA256}")
         if sha256:
             hashes[SHA256] = sha256.lower()
         modified = headers.get("Last-Modified")
-        return ObjectInfo(key=key, size=int(headers["Content-Length"]),
-                          mtime=utc(parsedate_to_datetime(modified)) if modified else None,
-                          etag=etag, version=etag, hashes=hashes, metadata=metadata_of(headers))
+        metadata = metadata_of(headers)
+        content_type, standard = description_of(headers)
+        mtime = parse_mtime_text(metadata.get(MTIME_METADATA))
+        if mtime is None and modified:
+            mtime = utc(parsedate_to_datetime(modified))
+        return ObjectInfo(key=key, size=int(headers["Content-Length"]), mtime=mtime,
+                          etag=etag, version=etag, hashes=hashes, metadata=metadata,
+                          content_type=content_type, headers=standard)
 
     # -- open --------------------------------------------------------------------------
 
@@ -720,9 +756,10 @@ class S3Backend(Backend):
         sha_hex = sha.hex()
         self._check_expected_sha(info, sha_hex)
         fast = await self._fast_client()
+        described, metadata = self.description(info)
         # the server checks Content-MD5 before storing; the ETag is compared too, for servers that do not
         headers = await self._call("PutObject", key, lambda: fast.put_object(
-            full, data, sha_hex, b64(md5), user_metadata(info.metadata, **{SHA256: sha_hex})), retry=True)
+            full, data, sha_hex, b64(md5), user_metadata(metadata, **{SHA256: sha_hex}), described), retry=True)
         etag = strip_etag(headers.get("ETag"))
         if etag_is_content_md5(etag, headers) and etag != md5.hex():
             await self._delete_corrupt(key, full)
@@ -730,6 +767,10 @@ class S3Backend(Backend):
                                  backend=self.describe(), key=key)
         hashes = {SHA256: sha_hex, **md5_hashes(etag)}
         return ObjectInfo(key=key, size=len(data), etag=etag, version=etag, hashes=hashes)
+
+    def description(self, info: ObjectInfo) -> tuple[dict[str, str], dict[str, str]]:
+        """(headers, user metadata but the SHA-256) to store ``info`` with (:func:`.common.description_to_send`)."""
+        return description_to_send(info, keep=self._metadata, overrides=self._metadata_set)
 
     def _check_expected_sha(self, info: ObjectInfo, actual: str) -> None:
         expected = info.hashes.get(SHA256)
@@ -771,10 +812,13 @@ class S3Backend(Backend):
         return True
 
     async def server_copy(self, source: Backend, src: ObjectInfo, dst_key: str) -> ObjectInfo:
-        """CopyObject (UploadPartCopy above 5 GiB) from any bucket of the same store; keeps the sha256 metadata.
+        """CopyObject (UploadPartCopy above 5 GiB) from any bucket of the same store.
 
-        When ``src.version`` is set the copy fails with SourceChanged if the
-        source is no longer that version.
+        The copy keeps everything the source has (Content-Type, headers, user
+        metadata: directive COPY). With ``metadata_set`` or ``metadata`` off
+        it is given them anew (directive REPLACE) from a HeadObject of the
+        source, as a put would give them. When ``src.version`` is set the copy
+        fails with SourceChanged if the source is no longer that version.
         """
         if not isinstance(source, S3Backend) or not self.same_store(source):
             raise NotImplementedError(f"{self.describe()} cannot copy from {source.describe()}")
@@ -788,6 +832,9 @@ class S3Backend(Backend):
         else:
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": dst_full, "CopySource": copy_source,
                                       "MetadataDirective": "COPY"}
+            if self._metadata_set or not self._metadata:
+                described, metadata = self._described_copy(await source.stat(src.key))
+                kwargs.update(MetadataDirective="REPLACE", Metadata=metadata, **boto_description(described))
             if src.version:
                 kwargs["CopySourceIfMatch"] = quote_etag(src.version)
             await self._call("CopyObject", dst_key, lambda: client.copy_object(**kwargs))
@@ -804,14 +851,27 @@ class S3Backend(Backend):
         assert head.size is not None
         part_size = max(self.copy_part_size, self._part_size_for(head.size))
         # the metadata is given again: a multipart upload does not copy it
+        described, metadata = self._described_copy(head)
         upload = await self._uploads.create(dst_key, dst_full, sha256=head.hashes.get(SHA256),
-                                            metadata=head.metadata, part_size=part_size, checksums=False)
+                                            metadata=metadata, described=described, part_size=part_size,
+                                            checksums=False)
         try:
             await self._copy_parts(client, dst_key, dst_full, upload, copy_source, head)
             await self._uploads.complete(dst_key, dst_full, upload)
         except BaseException:
             await self._uploads.abort(dst_key, dst_full, upload.upload_id)
             raise
+
+    def _described_copy(self, head: ObjectInfo) -> tuple[dict[str, str], dict[str, str]]:
+        """What a server-side copy of the object ``head`` is stored with: as a put of it would be.
+
+        With ``metadata`` off only vertexflow's own metadata stays (digests,
+        codec). Its ``mtime`` metadata, if any, is copied as it is; no other
+        time is made one (LastModified is the source's upload time).
+        """
+        metadata = head.metadata if self._metadata else {k: v for k, v in head.metadata.items() if own_metadata(k)}
+        return description_to_send(replace(head, mtime=None, metadata=metadata), keep=self._metadata,
+                                   overrides=self._metadata_set)
 
     async def _copy_parts(self, client: Any, key: str, full: str, upload: Upload,
                           copy_source: dict[str, str], head: ObjectInfo) -> None:

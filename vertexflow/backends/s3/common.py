@@ -8,11 +8,12 @@ import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import anyio
 
-from ...model import MD5
+from ...model import MD5, MTIME_METADATA, STANDARD_HEADERS, ObjectInfo, mtime_text
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -103,6 +104,60 @@ def user_metadata(given: Mapping[str, str], **ours: str) -> dict[str, str]:
 def metadata_of(headers: Mapping[str, str]) -> dict[str, str]:
     """The user metadata in a HEAD or GET answer's headers, names without ``x-amz-meta-``."""
     return {k.lower()[len(_META_PREFIX):]: v for k, v in headers.items() if k.lower().startswith(_META_PREFIX)}
+
+
+#: botocore's names of the headers that describe an object (CopyObject with directive REPLACE)
+_BOTO_NAMES = {"content-type": "ContentType", "cache-control": "CacheControl",
+               "content-disposition": "ContentDisposition", "content-encoding": "ContentEncoding",
+               "content-language": "ContentLanguage", "expires": "Expires"}
+
+
+def description_of(headers: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
+    """(Content-Type, the other standard headers) of a HEAD or GET answer (case-insensitive headers)."""
+    return headers.get("Content-Type") or None, {n: headers[n] for n in STANDARD_HEADERS if headers.get(n)}
+
+
+def description_to_send(info: ObjectInfo, *, keep: bool,
+                        overrides: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(headers, user metadata) to store ``info`` with: what describes its bytes, and ``overrides`` on top.
+
+    ``keep`` False sends neither the source's Content-Type, headers nor its
+    mtime; ``info.metadata`` always goes (it holds vertexflow's own digests
+    too). The source mtime becomes the ``mtime`` user metadata unless the
+    metadata already holds one (the source's own, kept as written). A header
+    value that is not printable ASCII cannot travel in an HTTP header and is
+    dropped.
+    """
+    headers: dict[str, str] = {}
+    meta = dict(info.metadata)
+    if keep:
+        if info.content_type:
+            headers["content-type"] = info.content_type
+        headers.update({n: v for n, v in (info.headers or {}).items() if n in STANDARD_HEADERS})
+        if info.mtime is not None and MTIME_METADATA not in meta:
+            text = mtime_text(info.mtime)
+            if text is not None:
+                meta[MTIME_METADATA] = text
+    for name, value in overrides.items():
+        if name in _BOTO_NAMES:
+            headers[name] = value
+        else:
+            meta[name] = value
+    return {n: v for n, v in headers.items() if v and v.isascii() and v.isprintable()}, meta
+
+
+def boto_description(headers: Mapping[str, str]) -> dict[str, Any]:
+    """``headers`` (:func:`description_to_send`'s) as botocore's CopyObject/CreateMultipartUpload arguments."""
+    out: dict[str, Any] = {}
+    for name, value in headers.items():
+        if name == "expires":
+            try:
+                out["Expires"] = parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                continue  # not an HTTP date: S3 would not serve it as one either
+        elif name in _BOTO_NAMES:
+            out[_BOTO_NAMES[name]] = value
+    return out
 
 
 def utc(when: datetime | None) -> datetime | None:

@@ -195,9 +195,12 @@ class FastS3:
         return f"{self.target.base_path}/{quote_path(full_key)}"
 
     async def put_object(self, full_key: str, data: bytes, sha256_hex: str, md5_b64: str,
-                         metadata: Mapping[str, str]) -> CIMultiDictProxy[str]:
-        """PutObject; returns the answer's headers (ETag...)."""
-        headers = {f"x-amz-meta-{k}": v for k, v in metadata.items()}
+                         metadata: Mapping[str, str],
+                         described: Mapping[str, str] | None = None) -> CIMultiDictProxy[str]:
+        """PutObject; returns the answer's headers (ETag...). ``described``: Content-Type and the
+        other standard headers to store with the object (lower-case names)."""
+        headers = dict(described or {})
+        headers.update({f"x-amz-meta-{k}": v for k, v in metadata.items()})
         headers["content-md5"] = md5_b64
         response = await self._send("PUT", self._object_path(full_key), headers=headers, data=data,
                                     payload_sha256=sha256_hex)
@@ -256,9 +259,11 @@ class FastS3:
             return pieces
 
     async def create_multipart_upload(self, full_key: str, metadata: Mapping[str, str],
-                                      checksum_algorithm: str | None) -> str:
-        """CreateMultipartUpload; returns the upload id."""
-        headers = {f"x-amz-meta-{k}": v for k, v in metadata.items()}
+                                      checksum_algorithm: str | None,
+                                      described: Mapping[str, str] | None = None) -> str:
+        """CreateMultipartUpload; returns the upload id. ``described`` as for :meth:`put_object`."""
+        headers = dict(described or {})
+        headers.update({f"x-amz-meta-{k}": v for k, v in metadata.items()})
         if checksum_algorithm:
             headers["x-amz-checksum-algorithm"] = checksum_algorithm
         fields = await self._xml_answer("POST", self._object_path(full_key), query={"uploads": ""},

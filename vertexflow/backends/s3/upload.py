@@ -3,6 +3,7 @@
 A checkpoint (:class:`~vertexflow.backends.base.UploadCheckpoint`) holds::
 
     {"upload_id": str, "part_size": int, "sha256": str | None,   # the metadata given at creation
+     "metadata": {str: str}, "described": {str: str},            # ... all of it, and the headers
      "checksum": "CRC32",                                        # the parts' checksum algorithm
      "parts": [{"number": int, "etag": str, "sha256": hex, "size": int}, ...]}
 
@@ -46,6 +47,7 @@ from .common import (
     MAX_PARTS,
     MIN_PART_SIZE,
     b64,
+    boto_description,
     etag_is_content_md5,
     first_error,
     off_loop,
@@ -67,6 +69,13 @@ log = get_logger(__name__)
 #: CRC32 costs us ~0.5 s. Bytes changed in transit still fail the part; the
 #: SHA-256 that signs each part and the whole object's SHA-256 are taken as before.
 PART_CHECKSUM = "CRC32"
+
+
+def _strings(saved: Any) -> dict[str, str]:
+    """A mapping of strings a checkpoint saved, or {} for anything else."""
+    if not isinstance(saved, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in saved.items() if isinstance(v, str)}
 
 
 class SourceDiffers(Exception):
@@ -199,8 +208,10 @@ class Upload:
     upload_id: str
     part_size: int
     metadata_sha256: str | None = None
-    #: the user metadata given at creation (empty for a resumed upload: not known)
+    #: the user metadata and the headers (Content-Type...) given at creation; a resumed
+    #: upload has them from its checkpoint (empty if saved by a version that did not save them)
     metadata: dict[str, str] = field(default_factory=dict)
+    described: dict[str, str] = field(default_factory=dict)
     whole_sha256: Any = field(default_factory=hashlib.sha256)
     part_md5s: dict[int, bytes] = field(default_factory=dict)
     #: the parts for CompleteMultipartUpload
@@ -213,6 +224,7 @@ class Upload:
 
     def snapshot(self) -> dict[str, Any]:
         return {"upload_id": self.upload_id, "part_size": self.part_size, "sha256": self.metadata_sha256,
+                "metadata": self.metadata, "described": self.described,
                 "checksum": PART_CHECKSUM, "parts": [asdict(self.done[n]) for n in sorted(self.done)]}
 
 
@@ -260,10 +272,11 @@ class Uploads:
         # the bytes still to read are sent, but for the parts the server confirmed it has
         reader.part_size = upload.part_size if upload is not None else 0
         reader.unsent = frozenset(upload.unverified) if upload is not None else frozenset()
+        described, metadata = self.b.description(info)
         if upload is None:
             # metadata known before the first byte is sent: a multipart upload
             # fixes it at creation, so digests taken in-stream are not among it
-            upload = await self.create(key, full, sha256=sha256, metadata=info.metadata,
+            upload = await self.create(key, full, sha256=sha256, metadata=metadata, described=described,
                                        part_size=self.b._part_size_for(info.size), checkpoint=checkpoint)
         else:
             log.info("s3.upload_resumed", backend=self.b.describe(), key=key, upload_id=upload.upload_id,
@@ -287,24 +300,25 @@ class Uploads:
             raise
         await clear(checkpoint)
         await self._verify_completed(key, full, upload, etag, response, reader.count)
-        late = user_metadata(info.metadata, **{SHA256: sha})
-        if any(upload.metadata.get(k) != v for k, v in late.items() if k != SHA256) \
-                and reader.count <= self.b.single_copy_limit:
-            etag = await self._replace_metadata(key, full, etag, late)
+        late = user_metadata(self.b.description(info)[1], **{SHA256: sha})
+        if (any(upload.metadata.get(k) != v for k, v in late.items() if k != SHA256)
+                or upload.described != described) and reader.count <= self.b.single_copy_limit:
+            etag = await self._replace_metadata(key, full, etag, late, described)
         return ObjectInfo(key=key, size=reader.count, etag=etag, version=etag, hashes={SHA256: sha})
 
     async def _replace_metadata(self, key: str, full: str, etag: str | None,
-                                metadata: dict[str, str]) -> str | None:
+                                metadata: dict[str, str], described: Mapping[str, str]) -> str | None:
         """Give the object just completed the metadata that was only known at its end; its new ETag.
 
         A multipart upload fixes its metadata at creation, before the digests a
         hash stage takes in-stream exist: a server-side copy onto itself, pinned
         to the ETag just completed, rewrites it (objects up to 5 GiB, the limit
         of one CopyObject). Only puts that carry such metadata pay for it.
+        REPLACE replaces the Content-Type and headers too: they are given again.
         """
         kwargs: dict[str, Any] = {"Bucket": self.b.bucket, "Key": full, "Metadata": metadata,
                                   "CopySource": {"Bucket": self.b.bucket, "Key": full},
-                                  "MetadataDirective": "REPLACE"}
+                                  "MetadataDirective": "REPLACE", **boto_description(described)}
         if etag:
             kwargs["CopySourceIfMatch"] = quote_etag(etag)
         client = await self.b._client()
@@ -334,7 +348,8 @@ class Uploads:
             if not usable:
                 await self.abort(key, full, upload_id)
             return None  # else the server no longer has it: nothing to abort
-        upload = Upload(upload_id=upload_id, part_size=part_size, metadata_sha256=sha256)
+        upload = Upload(upload_id=upload_id, part_size=part_size, metadata_sha256=sha256,
+                        metadata=_strings(state.get("metadata")), described=_strings(state.get("described")))
         for part in saved:
             if on_server.get(part.number) == (part.etag, part.size):
                 upload.unverified[part.number] = part
@@ -446,9 +461,12 @@ class Uploads:
     # -- create / complete / abort ------------------------------------------------------
 
     async def create(self, key: str, full: str, *, sha256: str | None, part_size: int,
-                     metadata: Mapping[str, str] | None = None, checksums: bool = True,
-                     checkpoint: UploadCheckpoint | None = None) -> Upload:
-        """CreateMultipartUpload, shielded, and saved to ``checkpoint`` before anything else can happen."""
+                     metadata: Mapping[str, str] | None = None, described: Mapping[str, str] | None = None,
+                     checksums: bool = True, checkpoint: UploadCheckpoint | None = None) -> Upload:
+        """CreateMultipartUpload, shielded, and saved to ``checkpoint`` before anything else can happen.
+
+        ``described``: Content-Type and standard headers (:meth:`.S3Backend.description`).
+        """
         meta = user_metadata(metadata or {}, **({SHA256: sha256} if sha256 else {}))
         fast = await self.b._fast_client()
         # Shielded: cancelled mid-request, the server may hold an upload whose
@@ -456,11 +474,12 @@ class Uploads:
         upload_id = None
         with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
             upload_id = await self.b._call("CreateMultipartUpload", key, lambda: fast.create_multipart_upload(
-                full, meta, PART_CHECKSUM if checksums else None))
+                full, meta, PART_CHECKSUM if checksums else None, described))
         if upload_id is None:
             raise TransientError(f"CreateMultipartUpload: no answer within {ABORT_TIMEOUT:.0f} s",
                                  backend=self.b.describe(), key=key)
-        upload = Upload(upload_id=upload_id, part_size=part_size, metadata_sha256=sha256, metadata=meta)
+        upload = Upload(upload_id=upload_id, part_size=part_size, metadata_sha256=sha256, metadata=meta,
+                        described=dict(described or {}))
         await _Saver(checkpoint, upload).save()
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()

@@ -51,7 +51,19 @@ from ...errors import (
     TransientError,
 )
 from ...logs import get_logger
-from ...model import MD5, SHA256, BodyFactory, Features, ObjectInfo, Pace
+from ...model import (
+    MD5,
+    MTIME_METADATA,
+    SHA256,
+    STANDARD_HEADERS,
+    BodyFactory,
+    Features,
+    ObjectInfo,
+    Pace,
+    mtime_text,
+    own_metadata,
+    parse_mtime_text,
+)
 from ...retry import RetryPolicy, retry_call
 from ..base import Backend, UploadCheckpoint, check_key
 from . import api
@@ -82,7 +94,7 @@ OPERATION_DEADLINE = 600.0
 #: Seconds a shielded clean-up (deleting a bad upload) may take.
 CLEANUP_TIMEOUT = 30.0
 
-_ITEM_FIELDS = ("name", "type", "size", "md5", "sha256", "modified", "revision", "custom_properties")
+_ITEM_FIELDS = ("name", "type", "size", "md5", "sha256", "modified", "mime_type", "revision", "custom_properties")
 STAT_FIELDS = ",".join(_ITEM_FIELDS)
 LIST_FIELDS = ",".join(["type", "_embedded.total", "_embedded.limit", "_embedded.offset"]
                        + [f"_embedded.items.{f}" for f in _ITEM_FIELDS])
@@ -140,6 +152,16 @@ class YandexDiskBackend(Backend):
     connections per host; ``pool_maxsize`` (20): in all. ``trash``: delete
     into the trash instead of permanently. ``retry_policy``: for the
     idempotent single requests (default :data:`REQUEST_RETRY`).
+
+    What describes a file (``docs/fidelity.md``): its ``mime_type`` is read
+    as the Content-Type (the service sets it from the name and content; it
+    cannot be given); user metadata is kept as custom properties, the source
+    mtime among them as ``mtime`` (rclone keeps ``rclone_modified``), read
+    back as the mtime (else ``modified``, the upload time). Setting them is
+    one ``PATCH`` after the upload. ``metadata`` False (``--no-metadata``)
+    carries only vertexflow's own properties and no mtime; ``metadata_set``
+    adds properties to every file written (header names other than user
+    metadata are ignored: the service has no place for them).
     """
 
     scheme = "yadisk"
@@ -150,7 +172,8 @@ class YandexDiskBackend(Backend):
                  request_timeout: float = 30.0, chunk_size: int = 10 * MiB, upload_concurrency: int = 3,
                  dir_cache_ttl: float = 300.0, dir_cache_size: int = 1000, pool_connections: int = 10,
                  pool_maxsize: int = 20, name: str | None = None, trash: bool = False,
-                 retry_policy: RetryPolicy | None = None) -> None:
+                 retry_policy: RetryPolicy | None = None, metadata: bool = True,
+                 metadata_set: Mapping[str, str] | None = None) -> None:
         if not token:
             raise ConfigError("no Yandex.Disk OAuth token: set YANDEX_DISK_TOKEN or the remote's token")
         for setting, value in (("request_timeout", request_timeout), ("chunk_size", chunk_size),
@@ -163,6 +186,9 @@ class YandexDiskBackend(Backend):
         self.chunk_size = chunk_size
         self.upload_concurrency = upload_concurrency
         self.trash = trash
+        self._metadata = metadata
+        self._metadata_set = {k: v for k, v in (metadata_set or {}).items()
+                              if k != "content-type" and k not in STANDARD_HEADERS}
         self._retry_policy = retry_policy or REQUEST_RETRY
         self._client = YandexDiskClient(base_url, token, backend=self.describe(),
                                         request_timeout=request_timeout,
@@ -244,8 +270,13 @@ class YandexDiskBackend(Backend):
             hashes[SHA256] = r.sha256
         if r.md5:
             hashes[MD5] = r.md5
-        return ObjectInfo(key=key, size=r.size, mtime=r.modified, hashes=hashes, etag=r.md5,
-                          version=_version(r), metadata=r.custom_properties or {})
+        props = dict(r.custom_properties or {})
+        if not self._metadata:
+            props = {k: v for k, v in props.items() if own_metadata(k)}
+        mtime = parse_mtime_text(props.get(MTIME_METADATA)) or r.modified
+        return ObjectInfo(key=key, size=r.size, mtime=mtime, hashes=hashes, etag=r.md5,
+                          version=_version(r), metadata=props,
+                          content_type=r.mime_type if self._metadata else None)
 
     # -- contract ---------------------------------------------------------------
     async def check(self, *, write: bool = False) -> None:
@@ -399,12 +430,22 @@ class YandexDiskBackend(Backend):
             await self._discard(key)
             raise IntegrityError("the server's SHA-256 of the upload differs from the bytes sent",
                                  backend=self.describe(), key=key)
-        metadata = dict(info.metadata)  # read now: digests taken while the body streamed are in
+        metadata = self._properties(info)  # read now: digests taken while the body streamed are in
         if metadata:
             stored = await self._set_properties(key, metadata)
         hashes = {SHA256: sent.sha256, **({MD5: stored.hashes[MD5]} if MD5 in stored.hashes else {})}
         return ObjectInfo(key=key, size=sent.size, mtime=stored.mtime, hashes=hashes, etag=stored.etag,
                           version=stored.version or sent.sha256, metadata=stored.metadata)
+
+    def _properties(self, info: ObjectInfo) -> dict[str, str]:
+        """The custom properties to keep with ``info``: its metadata, its mtime, ``metadata_set`` on top."""
+        props = dict(info.metadata)
+        if self._metadata and info.mtime is not None and MTIME_METADATA not in props:
+            text = mtime_text(info.mtime)
+            if text is not None:
+                props[MTIME_METADATA] = text
+        props.update(self._metadata_set)
+        return props
 
     async def _set_properties(self, key: str, metadata: dict[str, str]) -> ObjectInfo:
         """Keep ``metadata`` as the file's custom properties; the answer is the file's new info.
