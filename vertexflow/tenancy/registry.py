@@ -108,8 +108,10 @@ ACTIVE_STATES = ("planned", "copying", "closing", "verifying")
 _MIGRATION_LEASE_COLUMNS = (("owner_pid", "INTEGER"), ("owner_host", "TEXT"), ("heartbeat_at", "REAL"))
 #: a running migration renews its lease (heartbeat_at) this often, in seconds
 LEASE_HEARTBEAT = 2.0
-#: a migration in progress whose lease is older than this (seconds) is stale: its process is gone
-LEASE_TTL = 15.0
+#: a migration in progress whose lease is older than this (seconds) is stale: its process is gone. Longer
+#: than the database's busy timeout, which a renewal may wait out; on the migration's own host a dead pid
+#: makes it stale at once
+LEASE_TTL = 45.0
 
 
 def this_host() -> str:
