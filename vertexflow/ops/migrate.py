@@ -40,7 +40,9 @@ is ``failed`` with a message saying so, the company stays where it was.
 
 The old backend's files are never deleted: :func:`rollback_company` switches
 back after syncing to the old backend what changed on the new one since the
-switch (new files, overwrites and deletes).
+switch (new files, overwrites and deletes). That sync runs as a live
+migration in reverse (dual writes, dirty keys, the write fence), so writes
+the platform makes during a rollback are not lost.
 """
 
 from __future__ import annotations
