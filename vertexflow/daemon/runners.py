@@ -328,7 +328,9 @@ class MigrateRunner(Runner):
     ``options``: ``db`` (the platform database) and ``storage_config`` (its
     ``storage_config.json``), both required; ``live`` (true [default]: dual
     writes and a short write fence, no downtime); ``categories`` (slugs also
-    provisioned on the target). ``filters`` narrow what is copied.
+    provisioned on the target). ``filters`` make each run a staged copy: it copies the
+    files they select and switches only once every file of the company is on the target
+    (:mod:`vertexflow.ops.migrate`). A pause or a window's end stops the copy gracefully.
 
     A company already on ``dest`` is a successful run with nothing to do, so a
     schedule may keep the job after the move. A stopped or failed migration
@@ -394,7 +396,7 @@ class MigrateRunner(Runner):
                 result = await migrate_company(manager, self.spec.source, self.spec.dest, live=s["live"],
                                                filt=self.spec.filters.build(), journal=self.journal,
                                                categories=s["categories"], settings=self.settings_of(self.spec),
-                                               stats=stats)
+                                               stats=stats, stop=stop)
                 self.last_result = result.as_dict()
                 stats.listing_done = True
         if scope.cancelled_caught:
