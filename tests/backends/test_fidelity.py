@@ -79,8 +79,9 @@ KEY = "clip.mp4"
 BODY = b"plain text, not a video at all\n" * 40
 #: the source's mtime, where the source keeps one of its own (local disk, S3)
 MTIME = datetime(2021, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+EXPIRES = "Wed, 01 Jan 2031 00:00:00 GMT"
 HEADERS = {"CacheControl": "max-age=60", "ContentDisposition": 'attachment; filename="clip.mp4"',
-           "ContentLanguage": "en"}
+           "ContentLanguage": "en", "Expires": datetime(2031, 1, 1, tzinfo=UTC)}
 OWNER = {"owner": "company-7"}
 
 
@@ -164,7 +165,7 @@ async def make_source(s: Stores, kind: str, key: str = KEY, body: bytes = BODY) 
                                             Metadata={**OWNER, "mtime": text}, **HEADERS)  # type: ignore[arg-type]
         return Source(f"a:{s.bucket}/src", "video/mp4",
                       {"cache-control": "max-age=60", "content-disposition": 'attachment; filename="clip.mp4"',
-                       "content-language": "en"}, dict(OWNER), MTIME)
+                       "content-language": "en", "expires": EXPIRES}, dict(OWNER), MTIME)
     assert kind == "Yandex.Disk"
     await s.disk.makedirs("/src")
     await s.disk.upload(io.BytesIO(body), f"/src/{key}")
@@ -201,6 +202,8 @@ async def read_back(s: Stores, kind: str, variant: str, key: str = KEY) -> Arriv
         headers = {name: head[field] for field, name in (("CacheControl", "cache-control"),
                                                          ("ContentDisposition", "content-disposition"),
                                                          ("ContentLanguage", "content-language")) if field in head}
+        if "expires" in head["ResponseMetadata"]["HTTPHeaders"]:
+            headers["expires"] = head["ResponseMetadata"]["HTTPHeaders"]["expires"]
         return Arrived(head.get("ContentType"), headers, head["Metadata"],
                        parse_mtime_text(head["Metadata"].get("mtime")))
     meta = await s.disk.get_meta(f"/dst/{key}")
@@ -373,3 +376,12 @@ async def test_an_mtime_rclone_wrote_is_restored_on_download(stores: Stores) -> 
                                         Metadata={"mtime": "1620284889.123456789"})
     await copy(s, f"a:{s.bucket}/src", str(s.tmp / "dst"))
     assert os.stat(s.tmp / "dst" / "r.bin").st_mtime_ns // 1000 == 1620284889_123456
+
+
+async def test_local_to_yandex_and_back_keeps_the_file_mtime(stores: Stores) -> None:
+    s = stores
+    source = await make_source(s, "Local")
+    await copy(s, source.location, "yd:kept")
+    assert (await s.disk.get_meta(f"/kept/{KEY}")).custom_properties["mtime"] == mtime_text(MTIME)
+    await copy(s, "yd:kept", str(s.tmp / "back"))
+    assert os.stat(s.tmp / "back" / KEY).st_mtime_ns // 1000 == int(MTIME.timestamp()) * 10**6 + MTIME.microsecond
