@@ -385,3 +385,12 @@ async def test_local_to_yandex_and_back_keeps_the_file_mtime(stores: Stores) -> 
     assert (await s.disk.get_meta(f"/kept/{KEY}")).custom_properties["mtime"] == mtime_text(MTIME)
     await copy(s, "yd:kept", str(s.tmp / "back"))
     assert os.stat(s.tmp / "back" / KEY).st_mtime_ns // 1000 == int(MTIME.timestamp()) * 10**6 + MTIME.microsecond
+
+
+async def test_no_metadata_single_object_from_s3_carries_no_user_metadata(stores: Stores) -> None:
+    """A single object is found by a stat, which knows its metadata: --no-metadata still carries none."""
+    s = stores
+    await make_source(s, "S3")
+    await copy(s, f"a:{s.bucket}/src/{KEY}", f"b:{s.other_bucket}/dst", metadata=False)
+    got = await read_back(s, "S3", "other endpoint")
+    assert "owner" not in got.metadata and "mtime" not in got.metadata and got.headers == {}

@@ -41,7 +41,6 @@ from ...model import (
     Features,
     ObjectInfo,
     Pace,
-    own_metadata,
     parse_mtime_text,
 )
 from ...retry import RetryPolicy, retry_call
@@ -869,9 +868,7 @@ class S3Backend(Backend):
         codec). Its ``mtime`` metadata, if any, is copied as it is; no other
         time is made one (LastModified is the source's upload time).
         """
-        metadata = head.metadata if self._metadata else {k: v for k, v in head.metadata.items() if own_metadata(k)}
-        return description_to_send(replace(head, mtime=None, metadata=metadata), keep=self._metadata,
-                                   overrides=self._metadata_set)
+        return description_to_send(replace(head, mtime=None), keep=self._metadata, overrides=self._metadata_set)
 
     async def _copy_parts(self, client: Any, key: str, full: str, upload: Upload,
                           copy_source: dict[str, str], head: ObjectInfo) -> None:

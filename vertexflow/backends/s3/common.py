@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from ...model import MD5, MTIME_METADATA, STANDARD_HEADERS, ObjectInfo, mtime_text
+from ...model import MD5, MTIME_METADATA, STANDARD_HEADERS, ObjectInfo, mtime_text, own_metadata
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -121,15 +121,15 @@ def description_to_send(info: ObjectInfo, *, keep: bool,
                         overrides: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """(headers, user metadata) to store ``info`` with: what describes its bytes, and ``overrides`` on top.
 
-    ``keep`` False sends neither the source's Content-Type, headers nor its
-    mtime; ``info.metadata`` always goes (it holds vertexflow's own digests
-    too). The source mtime becomes the ``mtime`` user metadata unless the
+    ``keep`` False sends neither the source's Content-Type, headers, user
+    metadata nor its mtime: of ``info.metadata`` only vertexflow's own
+    entries (digests, codec: :func:`~vertexflow.model.own_metadata`). The source mtime becomes the ``mtime`` user metadata unless the
     metadata already holds one (the source's own, kept as written). A header
     value that is not printable ASCII cannot travel in an HTTP header and is
     dropped.
     """
     headers: dict[str, str] = {}
-    meta = dict(info.metadata)
+    meta = dict(info.metadata) if keep else {k: v for k, v in info.metadata.items() if own_metadata(k)}
     if keep:
         if info.content_type:
             headers["content-type"] = info.content_type

@@ -438,8 +438,12 @@ class YandexDiskBackend(Backend):
                           version=stored.version or sent.sha256, metadata=stored.metadata)
 
     def _properties(self, info: ObjectInfo) -> dict[str, str]:
-        """The custom properties to keep with ``info``: its metadata, its mtime, ``metadata_set`` on top."""
-        props = dict(info.metadata)
+        """The custom properties to keep with ``info``: its metadata, its mtime, ``metadata_set`` on top.
+
+        With ``metadata`` off only vertexflow's own metadata (digests, codec), and no mtime.
+        """
+        props = dict(info.metadata) if self._metadata else {k: v for k, v in info.metadata.items()
+                                                            if own_metadata(k)}
         if self._metadata and info.mtime is not None and MTIME_METADATA not in props:
             text = mtime_text(info.mtime)
             if text is not None:
