@@ -129,7 +129,7 @@ class S3Backend(Backend):
       writes it). Read: listings say they do not know them
       (``ObjectInfo.headers`` None), so that a copy asks ``stat`` (one
       HeadObject); off, listings say there is nothing to carry and puts send
-      only the metadata given (vertexflow's digests).
+      only vertexflow's own metadata (digests, codec).
     * ``metadata_set`` ({}): set on every object written, over what it
       carries (``--metadata-set KEY=VALUE``): ``content-type`` and the
       standard header names go as headers, other names as user metadata. A
