@@ -54,7 +54,7 @@ FIDELITY: dict[str, tuple[str, str, str, str]] = {
     "S3 -> Local": ("-", "-", "-", "yes"),
     "S3 -> S3, same endpoint (server-side)": ("yes", "yes", "yes", "yes"),
     "S3 -> S3, other endpoint (streamed)": ("yes", "yes", "yes", "yes"),
-    "S3 -> Yandex.Disk": ("own", "-", "no (1)", "no (1)"),
+    "S3 -> Yandex.Disk": ("own", "-", "yes", "yes"),
     "Yandex.Disk -> Local": ("-", "-", "-", "yes"),
     "Yandex.Disk -> S3": ("yes", "-", "yes", "yes"),
     "Yandex.Disk -> Yandex.Disk (server-side)": ("own", "-", "yes", "yes"),

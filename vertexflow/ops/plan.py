@@ -112,14 +112,17 @@ def _insert(db: sqlite3.Connection, rows: list[tuple[str, str]]) -> None:
 
 
 def _dump(info: ObjectInfo) -> str:
+    # everything the listing said, what describes the bytes included: the copy carries it on
     return json.dumps([info.key, info.size, info.mtime.isoformat() if info.mtime else None,
-                       dict(info.hashes), info.etag, info.version])
+                       dict(info.hashes), info.etag, info.version, info.content_type,
+                       dict(info.headers) if info.headers is not None else None, dict(info.metadata)])
 
 
 def _load(blob: str) -> ObjectInfo:
-    key, size, mtime, hashes, etag, version = json.loads(blob)
+    key, size, mtime, hashes, etag, version, content_type, headers, metadata = json.loads(blob)
     return ObjectInfo(key=key, size=size, mtime=datetime.fromisoformat(mtime) if mtime else None,
-                      hashes=hashes, etag=etag, version=version)
+                      hashes=hashes, etag=etag, version=version, content_type=content_type, headers=headers,
+                      metadata=metadata)
 
 
 async def empty_if_missing(listing: AsyncIterator[ObjectInfo]) -> AsyncIterator[ObjectInfo]:

@@ -246,7 +246,9 @@ class SyncJob:
         rows = self.journal.iter_objects(self.job.id, states=("planned",), order_by=self.options.order_by or "key")
         async with aclosing(rows):
             async for r in rows:
-                yield ObjectInfo(key=r.key, size=r.size, version=r.src_version,
+                # the plan kept no description of the bytes (Content-Type, headers, user metadata):
+                # headers None has the copy ask the source's stat for it
+                yield ObjectInfo(key=r.key, size=r.size, version=r.src_version, headers=None,
                                  mtime=datetime.fromtimestamp(r.mtime, UTC) if r.mtime is not None else None)
 
     async def _dry_run(self) -> None:
