@@ -43,6 +43,7 @@ so no caller of vertexflow sees one::
     Exception
     ├── CorruptInput           compressed bytes that do not decode (bad header, checksum, truncation)
     ├── ProcessesUnavailable   the worker processes cannot take a batch: copy it in threads
+    ├── SourceDiffers          a resumed upload's recorded part hashes differently now: start the upload afresh
     └── ValueError
         └── ManifestError      a chunk manifest that cannot be read
 
@@ -262,6 +263,13 @@ class MigrationFailed(VertexflowError):
 
 class CorruptInput(Exception):
     """The compressed bytes do not decode (bad header, checksum, truncation)."""
+
+
+class SourceDiffers(Exception):
+    """A part an interrupted upload recorded hashes differently now: that upload was aborted; start afresh.
+
+    Raised and caught inside the S3 backend (the put starts again from byte 0 with a new upload).
+    """
 
 
 class ProcessesUnavailable(Exception):

@@ -711,12 +711,12 @@ async def test_damaged_small_put_is_refused_by_the_server(backend: S3Backend) ->
     # the fast path's Content-MD5 is what SeaweedFS checks (it ignores x-amz-content-sha256)
     import base64
 
-    fast = await backend._fast_client()
+    fast = await backend.fast_client()
     await put_bytes(backend, "k", b"old")
     sent = b"what was sent"
     wrong_md5 = base64.b64encode(hashlib.md5(b"what was meant").digest()).decode()
     with pytest.raises(IntegrityError, match="BadDigest"):
-        await backend._call("PutObject", "k", lambda: fast.put_object(
+        await backend.call("PutObject", "k", lambda: fast.put_object(
             "root/dir/k", sent, hashlib.sha256(sent).hexdigest(), wrong_md5, {}))
     assert await get_bytes(backend, "k") == b"old"
 

@@ -53,7 +53,7 @@ async def test_plain_settings_are_what_botocore_resolves(no_aws_settings: Path, 
     plain = S3Backend(bucket, **kw)._plain_settings()
     assert plain is not None
     async with S3Backend(bucket, **kw) as b:  # the botocore way, on the same settings
-        target, credentials = await b._resolve(await b._client())
+        target, credentials = await b._resolve(await b.client())
     assert plain[0] == target
     frozen = await credentials.get_frozen_credentials()
     assert (plain[1].access_key, plain[1].secret_key, plain[1].token) == (frozen.access_key, frozen.secret_key,
@@ -71,7 +71,7 @@ async def test_environment_region_and_keys_are_what_botocore_uses(no_aws_setting
         plain = S3Backend("media")._plain_settings()
         assert plain is not None
         async with S3Backend("media") as b:
-            target, credentials = await b._resolve(await b._client())
+            target, credentials = await b._resolve(await b.client())
         assert plain[0] == target and target.region == region
         frozen = await credentials.get_frozen_credentials()
         assert plain[1] == StaticCredentials(frozen.access_key, frozen.secret_key, frozen.token)

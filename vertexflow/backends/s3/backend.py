@@ -30,6 +30,7 @@ from ...errors import (
     NotFound,
     ObjectTooLarge,
     SourceChanged,
+    SourceDiffers,
     TransientError,
 )
 from ...logs import get_logger
@@ -80,7 +81,7 @@ from .direct import StaticCredentials, check_region, plain_settings
 from .download import Download, check_digest, span, whole_object_check
 from .errors import S3HTTPError, translate_error
 from .fastpath import FastS3, Target, check_range, read_piece
-from .upload import BodyReader, SourceDiffers, Upload, Uploads
+from .upload import BodyReader, Upload, Uploads
 
 log = get_logger(__name__)
 
@@ -205,7 +206,7 @@ class S3Backend(Backend):
         self._part_size = part_size
         self._threshold = multipart_threshold
         self._download_concurrency = download_concurrency
-        self._upload_concurrency = upload_concurrency
+        self.upload_concurrency = upload_concurrency
         self._stream_limit = stream_limit
         self._verify_tls = verify_tls
         self._name = name
@@ -262,8 +263,10 @@ class S3Backend(Backend):
         return isinstance(other, S3Backend) and self._identity() == other._identity()
 
     # -- clients ---------------------------------------------------------------
+    # client, fast_client, call, part_size_for, check_expected_sha, delete_corrupt and
+    # upload_concurrency serve this package's modules too (:mod:`.upload`): not the Backend contract
 
-    async def _client(self) -> Any:
+    async def client(self) -> Any:
         """The aioboto3 client (multipart, copy, delete, bucket checks)."""
         if self._s3 is None:
             async with self._client_lock:
@@ -271,14 +274,14 @@ class S3Backend(Backend):
                     self._s3 = await self._make_client()
         return self._s3
 
-    async def _fast_client(self) -> FastS3:
+    async def fast_client(self) -> FastS3:
         """The fast path (:mod:`.fastpath`), addressed and signed as the boto client would.
 
         Plain settings (:mod:`.direct`) need no boto client; others are read from it.
         """
         if self._fast is None:
             plain = self._plain_settings()
-            client = await self._client() if plain is None else None
+            client = await self.client() if plain is None else None
             async with self._client_lock:
                 if self._fast is None:
                     with self._errors("connect"):
@@ -344,7 +347,7 @@ class S3Backend(Backend):
     def _connections(self) -> int:
         # one connection per concurrent request plus the ranged parts of one
         # large object: the engine's limit is the real bound
-        return self._max_concurrency + max(self._download_concurrency, self._upload_concurrency)
+        return self._max_concurrency + max(self._download_concurrency, self.upload_concurrency)
 
     async def _resolve(self, client: Any) -> tuple[Target, Any]:
         """The bucket's address and the session's credentials, as the boto client has them."""
@@ -378,7 +381,7 @@ class S3Backend(Backend):
 
     async def public_link(self, key: str, *, expires: int) -> str:
         """A GET link for ``key`` valid for ``expires`` seconds (signed locally, no request)."""
-        client = await self._client()
+        client = await self.client()
         return str(await client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._full_key(key)}, ExpiresIn=expires))
 
@@ -406,8 +409,8 @@ class S3Backend(Backend):
     def _fail(self, cls: type[BackendError], key: str) -> Callable[[str], BackendError]:
         return lambda message: cls(message, backend=self.describe(), key=key)
 
-    async def _call(self, op: str, key: str | None, fn: Callable[[], Awaitable[Any]],
-                    *, retry: bool = False) -> Any:
+    async def call(self, op: str, key: str | None, fn: Callable[[], Awaitable[Any]],
+                   *, retry: bool = False) -> Any:
         """One request with errors translated.
 
         With ``retry=True`` (idempotent requests only) transient failures are
@@ -450,21 +453,21 @@ class S3Backend(Backend):
     async def _check_bucket(self) -> None:
         # on the fast path when it needs no boto client, else on the client it is made from
         if self._fast is None and self._plain_settings() is None:
-            client = await self._client()
+            client = await self.client()
             head_bucket = partial(self._boto_head_bucket, client)
             list_one = partial(client.list_objects_v2, Bucket=self.bucket, MaxKeys=1, Prefix=self._root)
         else:
-            fast = await self._fast_client()
+            fast = await self.fast_client()
             head_bucket = fast.head_bucket
             list_one = partial(fast.list_page, self._root, None, None, max_keys=1)
         try:
-            headers = await self._call("HeadBucket", None, head_bucket)
+            headers = await self.call("HeadBucket", None, head_bucket)
         except NotFound as exc:
             raise NotFound(f"bucket {self.bucket!r} does not exist", backend=self.describe()) from exc
         except AccessDenied:
             # HEAD answers carry no error code: a listing tells bad credentials
             # (AuthError) from a bucket we may not list (AccessDenied)
-            await self._call("ListObjectsV2", None, list_one)
+            await self.call("ListObjectsV2", None, list_one)
             return
         if self._lists_by_directory is None:
             self._lists_by_directory = listing.lists_by_directory(headers)
@@ -482,7 +485,7 @@ class S3Backend(Backend):
         that breaks it stops the listing (a merge of unsorted listings would
         plan wrong copies and deletions) instead of being trusted silently.
         """
-        fast = await self._fast_client()
+        fast = await self.fast_client()
         previous: str | None = None
         async with aclosing(self._raw_listing(fast, self._root + prefix)) as items:
             async for item in items:
@@ -520,7 +523,7 @@ class S3Backend(Backend):
 
     async def _list_page(self, fast: FastS3, prefix: str, token: str | None,
                          delimiter: str | None) -> dict[str, Any]:
-        return await self._call("ListObjectsV2", None, lambda: fast.list_page(prefix, token, delimiter),
+        return await self.call("ListObjectsV2", None, lambda: fast.list_page(prefix, token, delimiter),
                                 retry=True)
 
     def _listed(self, item: dict[str, Any]) -> ObjectInfo | None:
@@ -543,8 +546,8 @@ class S3Backend(Backend):
 
     async def stat(self, key: str) -> ObjectInfo:
         full = self._full_key(key)
-        fast = await self._fast_client()
-        headers = await self._call("HeadObject", key, lambda: fast.head_object(full), retry=True)
+        fast = await self.fast_client()
+        headers = await self.call("HeadObject", key, lambda: fast.head_object(full), retry=True)
         return self._info_from_head(key, headers)
 
     @staticmethod
@@ -580,7 +583,7 @@ class S3Backend(Backend):
     @asynccontextmanager
     async def _open(self, key: str, full: str, offset: int, length: int | None,
                     if_version: str | None) -> AsyncIterator[AsyncIterator[bytes]]:
-        fast = await self._fast_client()
+        fast = await self.fast_client()
         if length == 0:
             await self._check_version(key, if_version)
             yield empty()
@@ -625,7 +628,7 @@ class S3Backend(Backend):
         or MD5 against the metadata or ETag (:func:`.download.whole_object_check`).
         """
         full = self._full_key(key)
-        fast = await self._fast_client()
+        fast = await self.fast_client()
         if_match = quote_etag(if_version) if if_version else None
 
         async def get() -> tuple[bytes, Any] | None:
@@ -647,7 +650,7 @@ class S3Backend(Backend):
                     raise
                 return None  # 416: the object is empty
 
-        answer = await self._call("GetObject", key, get, retry=True)
+        answer = await self.call("GetObject", key, get, retry=True)
         if answer is None:
             await self._check_version(key, if_version)
             return b""
@@ -680,7 +683,7 @@ class S3Backend(Backend):
                     raise
                 return None
 
-        response = await self._call("GetObject", key, get, retry=True)
+        response = await self.call("GetObject", key, get, retry=True)
         if response is None:  # 416: the object is empty or shorter than the offset
             await self._check_version(key, if_version)
         return response
@@ -697,7 +700,7 @@ class S3Backend(Backend):
                 check_range(response, first, last)
                 return response
 
-            response = await self._call("GetObject", key, get, retry=True)
+            response = await self.call("GetObject", key, get, retry=True)
             yield self._body_reader(response, key)
 
     def _body_reader(self, response: Any, key: str) -> Callable[[int], Awaitable[bytes]]:
@@ -711,7 +714,7 @@ class S3Backend(Backend):
     async def _get_range(self, fast: FastS3, key: str, full: str, first: int, last: int, *,
                          pin: str | None) -> list[bytes]:
         if_match = quote_etag(pin) if pin else None
-        return await self._call("GetObject", key, lambda: fast.get_range(full, first, last, if_match),
+        return await self.call("GetObject", key, lambda: fast.get_range(full, first, last, if_match),
                                 retry=True)
 
     # -- put -----------------------------------------------------------------------
@@ -753,15 +756,15 @@ class S3Backend(Backend):
         key = info.key
         md5, sha = await off_loop(lambda: md5_sha256(data), len(data))
         sha_hex = sha.hex()
-        self._check_expected_sha(info, sha_hex)
-        fast = await self._fast_client()
+        self.check_expected_sha(info, sha_hex)
+        fast = await self.fast_client()
         described, metadata = self.description(info)
         # the server checks Content-MD5 before storing; the ETag is compared too, for servers that do not
-        headers = await self._call("PutObject", key, lambda: fast.put_object(
+        headers = await self.call("PutObject", key, lambda: fast.put_object(
             full, data, sha_hex, b64(md5), user_metadata(metadata, **{SHA256: sha_hex}), described), retry=True)
         etag = strip_etag(headers.get("ETag"))
         if etag_is_content_md5(etag, headers) and etag != md5.hex():
-            await self._delete_corrupt(key, full)
+            await self.delete_corrupt(key, full)
             raise IntegrityError(f"server reports MD5 {etag}, sent {md5.hex()}",
                                  backend=self.describe(), key=key)
         hashes = {SHA256: sha_hex, **md5_hashes(etag)}
@@ -771,32 +774,33 @@ class S3Backend(Backend):
         """(headers, user metadata but the SHA-256) to store ``info`` with (:func:`.common.description_to_send`)."""
         return description_to_send(info, keep=self._metadata, overrides=self._metadata_set)
 
-    def _check_expected_sha(self, info: ObjectInfo, actual: str) -> None:
+    def check_expected_sha(self, info: ObjectInfo, actual: str) -> None:
+        """Raise IntegrityError when ``info`` names a SHA-256 and the bytes stored have another."""
         expected = info.hashes.get(SHA256)
         if expected is not None and expected.lower() != actual:
             raise IntegrityError(f"content SHA-256 {actual} differs from the expected {expected}",
                                  backend=self.describe(), key=info.key)
 
-    def _part_size_for(self, size: int | None) -> int:
+    def part_size_for(self, size: int | None) -> int:
         """``part_size``, grown (in whole MiB) when a known size would need more than 10,000 parts."""
         if size is None:
             return self._part_size
         needed = -(-size // MAX_PARTS)
         return max(self._part_size, -(-needed // MiB) * MiB)
 
-    async def _delete_corrupt(self, key: str, full: str) -> None:
-        # what the server stored is not what we sent: it must not stay visible
-        client = await self._client()
+    async def delete_corrupt(self, key: str, full: str) -> None:
+        """Delete an object the server stored other than sent, shielded and time-boxed."""
+        client = await self.client()
         with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
-            await self._call("DeleteObject", key, lambda: client.delete_object(Bucket=self.bucket, Key=full))
+            await self.call("DeleteObject", key, lambda: client.delete_object(Bucket=self.bucket, Key=full))
 
     # -- delete / copy ---------------------------------------------------------------
 
     async def delete(self, key: str) -> None:
         full = self._full_key(key)
-        client = await self._client()
+        client = await self.client()
         try:
-            await self._call("DeleteObject", key, lambda: client.delete_object(Bucket=self.bucket, Key=full))
+            await self.call("DeleteObject", key, lambda: client.delete_object(Bucket=self.bucket, Key=full))
         except NotFound:
             # S3 answers 204 for an absent key; some servers say NoSuchKey.
             # A missing bucket is still an error.
@@ -805,7 +809,7 @@ class S3Backend(Backend):
 
     async def _bucket_exists(self, client: Any) -> bool:
         try:
-            await self._call("HeadBucket", None, lambda: client.head_bucket(Bucket=self.bucket))
+            await self.call("HeadBucket", None, lambda: client.head_bucket(Bucket=self.bucket))
         except NotFound:
             return False
         return True
@@ -823,7 +827,7 @@ class S3Backend(Backend):
             raise NotImplementedError(f"{self.describe()} cannot copy from {source.describe()}")
         dst_full = self._full_key(dst_key)
         src_full = source._full_key(src.key)
-        client = await self._client()
+        client = await self.client()
         copy_source = {"Bucket": source.bucket, "Key": src_full}
         size = src.size if src.size is not None else (await source.stat(src.key)).size
         if size is not None and size > self.single_copy_limit:
@@ -836,7 +840,7 @@ class S3Backend(Backend):
                 kwargs.update(MetadataDirective="REPLACE", Metadata=metadata, **boto_description(described))
             if src.version:
                 kwargs["CopySourceIfMatch"] = quote_etag(src.version)
-            await self._call("CopyObject", dst_key, lambda: client.copy_object(**kwargs))
+            await self.call("CopyObject", dst_key, lambda: client.copy_object(**kwargs))
         copied = await self.stat(dst_key)
         if SHA256 not in copied.hashes and SHA256 in src.hashes:
             copied = replace(copied, hashes={**copied.hashes, SHA256: src.hashes[SHA256]})
@@ -848,7 +852,7 @@ class S3Backend(Backend):
         if src.version and head.version != src.version.strip('"'):
             raise SourceChanged("source changed before the copy", backend=source.describe(), key=src.key)
         assert head.size is not None
-        part_size = max(self.copy_part_size, self._part_size_for(head.size))
+        part_size = max(self.copy_part_size, self.part_size_for(head.size))
         # the metadata is given again: a multipart upload does not copy it
         described, metadata = self._described_copy(head)
         upload = await self._uploads.create(dst_key, dst_full, sha256=head.hashes.get(SHA256),
@@ -873,11 +877,11 @@ class S3Backend(Backend):
     async def _copy_parts(self, client: Any, key: str, full: str, upload: Upload,
                           copy_source: dict[str, str], head: ObjectInfo) -> None:
         assert head.size is not None and head.version is not None
-        in_flight = anyio.Semaphore(self._upload_concurrency)
+        in_flight = anyio.Semaphore(self.upload_concurrency)
 
         async def copy_part(number: int, first: int, last: int) -> None:
             async with in_flight:
-                response = await self._call("UploadPartCopy", key, lambda: client.upload_part_copy(
+                response = await self.call("UploadPartCopy", key, lambda: client.upload_part_copy(
                     Bucket=self.bucket, Key=full, UploadId=upload.upload_id, PartNumber=number,
                     CopySource=copy_source, CopySourceRange=f"bytes={first}-{last}",
                     CopySourceIfMatch=quote_etag(head.version)))

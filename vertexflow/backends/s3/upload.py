@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import botocore.exceptions as bce
 
-from ...errors import BackendError, IntegrityError, ObjectTooLarge, TransientError
+from ...errors import BackendError, IntegrityError, ObjectTooLarge, SourceDiffers, TransientError
 from ...logs import get_logger
 from ...model import SHA256, ObjectInfo, Pace
 from ..base import UploadCheckpoint
@@ -76,10 +76,6 @@ def _strings(saved: Any) -> dict[str, str]:
     if not isinstance(saved, Mapping):
         return {}
     return {str(k): str(v) for k, v in saved.items() if isinstance(v, str)}
-
-
-class SourceDiffers(Exception):
-    """A part the checkpoint recorded hashes differently now: the upload was aborted; start again."""
 
 
 class BodyReader:
@@ -277,7 +273,7 @@ class Uploads:
             # metadata known before the first byte is sent: a multipart upload
             # fixes it at creation, so digests taken in-stream are not among it
             upload = await self.create(key, full, sha256=sha256, metadata=metadata, described=described,
-                                       part_size=self.b._part_size_for(info.size), checkpoint=checkpoint)
+                                       part_size=self.b.part_size_for(info.size), checkpoint=checkpoint)
         else:
             log.info("s3.upload_resumed", backend=self.b.describe(), key=key, upload_id=upload.upload_id,
                      parts_done=len(upload.unverified))
@@ -287,7 +283,7 @@ class Uploads:
                 await self._send_parts(info, full, upload, parts, saver)
             reader.check_end()
             sha = upload.whole_sha256.hexdigest()
-            self.b._check_expected_sha(info, sha)
+            self.b.check_expected_sha(info, sha)
             etag, response = await self.complete(key, full, upload)
         except SourceDiffers:
             await self.abort(key, full, upload.upload_id)
@@ -321,8 +317,8 @@ class Uploads:
                                   "MetadataDirective": "REPLACE", **boto_description(described)}
         if etag:
             kwargs["CopySourceIfMatch"] = quote_etag(etag)
-        client = await self.b._client()
-        response = await self.b._call("CopyObject", key, lambda: client.copy_object(**kwargs))
+        client = await self.b.client()
+        response = await self.b.call("CopyObject", key, lambda: client.copy_object(**kwargs))
         return strip_etag(response.get("CopyObjectResult", {}).get("ETag")) or etag
 
     async def _resumed(self, key: str, full: str, state: Mapping[str, Any],
@@ -358,7 +354,7 @@ class Uploads:
 
     async def _list_parts(self, key: str, full: str, upload_id: str) -> dict[int, tuple[str, int]] | None:
         """{part number: (ETag, size)} the server holds for the upload, or None if it has no such upload."""
-        client = await self.b._client()
+        client = await self.b.client()
         parts: dict[int, tuple[str, int]] = {}
         marker = 0
         while True:
@@ -371,7 +367,7 @@ class Uploads:
                         return None
                     raise
 
-            response = await self.b._call("ListParts", key, page, retry=True)
+            response = await self.b.call("ListParts", key, page, retry=True)
             if response is None:
                 return None
             for p in response.get("Parts", ()):
@@ -385,7 +381,7 @@ class Uploads:
     async def _send_parts(self, info: ObjectInfo, full: str, upload: Upload,
                           parts: AsyncIterator[bytes], saver: _Saver) -> None:
         """Hash each part in-stream; skip the verified parts of a resumed upload, upload the others."""
-        in_flight = anyio.Semaphore(self.b._upload_concurrency)
+        in_flight = anyio.Semaphore(self.b.upload_concurrency)
         with first_error():
             async with anyio.create_task_group() as tg:
                 number = 0
@@ -434,9 +430,9 @@ class Uploads:
         """
         md5, crc = digests.md5, b64(digests.crc32)
         try:
-            fast = await self.b._fast_client()
+            fast = await self.b.fast_client()
             # idempotent (a part sent again replaces itself), so retried here like a GET
-            headers = await self.b._call("UploadPart", key, lambda: fast.upload_part(
+            headers = await self.b.call("UploadPart", key, lambda: fast.upload_part(
                 full, upload.upload_id, number, part, digests.sha256, crc, md5), retry=True)
             echoed = headers.get("x-amz-checksum-crc32")
             self.b.part_checksums = bool(echoed)
@@ -468,12 +464,12 @@ class Uploads:
         ``described``: Content-Type and standard headers (:meth:`.S3Backend.description`).
         """
         meta = user_metadata(metadata or {}, **({SHA256: sha256} if sha256 else {}))
-        fast = await self.b._fast_client()
+        fast = await self.b.fast_client()
         # Shielded: cancelled mid-request, the server may hold an upload whose
         # id we never learnt and so could never abort.
         upload_id = None
         with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
-            upload_id = await self.b._call("CreateMultipartUpload", key, lambda: fast.create_multipart_upload(
+            upload_id = await self.b.call("CreateMultipartUpload", key, lambda: fast.create_multipart_upload(
                 full, meta, PART_CHECKSUM if checksums else None, described))
         if upload_id is None:
             raise TransientError(f"CreateMultipartUpload: no answer within {ABORT_TIMEOUT:.0f} s",
@@ -491,8 +487,8 @@ class Uploads:
 
     async def complete(self, key: str, full: str, upload: Upload) -> tuple[str | None, dict[str, Any]]:
         parts = [upload.parts[n] for n in sorted(upload.parts)]
-        fast = await self.b._fast_client()
-        response = await self.b._call("CompleteMultipartUpload", key, lambda: fast.complete_multipart_upload(
+        fast = await self.b.fast_client()
+        response = await self.b.call("CompleteMultipartUpload", key, lambda: fast.complete_multipart_upload(
             full, upload.upload_id, parts))
         etag = strip_etag(response.get("ETag"))
         if not etag:  # Ceph RGW answers an empty ETag here; HeadObject has it
@@ -528,8 +524,8 @@ class Uploads:
             if etag != ours:
                 problems.append(f"server reports multipart ETag {etag}, expected {ours}")
         if not checked:
-            fast = await self.b._fast_client()
-            head = await self.b._call("HeadObject", key, lambda: fast.head_object(full, checksums=True),
+            fast = await self.b.fast_client()
+            head = await self.b.call("HeadObject", key, lambda: fast.head_object(full, checksums=True),
                                       retry=True)
             stored = head.get("x-amz-checksum-crc32")
             if stored and stored.endswith(f"-{len(numbers)}") and stored != ours_composite:
@@ -537,14 +533,14 @@ class Uploads:
             if int(head.get("Content-Length", -1)) != size:
                 problems.append(f"server stored {head.get('Content-Length')} bytes, sent {size}")
         if problems:
-            await self.b._delete_corrupt(key, full)
+            await self.b.delete_corrupt(key, full)
             raise IntegrityError("; ".join(problems), backend=self.b.describe(), key=key)
 
     async def abort(self, key: str, full: str, upload_id: str) -> bool:
         """Abort a multipart upload, even while being cancelled, within ABORT_TIMEOUT; True if it is gone."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
             async def abort() -> None:
-                fast = await self.b._fast_client()
+                fast = await self.b.fast_client()
                 try:
                     await fast.abort_multipart_upload(full, upload_id)
                 except S3HTTPError as exc:
@@ -552,7 +548,7 @@ class Uploads:
                         raise
 
             try:
-                await self.b._call("AbortMultipartUpload", key, abort)
+                await self.b.call("AbortMultipartUpload", key, abort)
             except BackendError as exc:
                 log.warning("s3.abort_failed", backend=self.b.describe(), key=key,
                             upload_id=upload_id, error=str(exc))
