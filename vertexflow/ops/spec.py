@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from ..errors import ConfigError
@@ -210,9 +210,6 @@ class TransferSpec:
             return cls(**data, filter=filt, settings=TransferSettings(**settings, stages=stages))
         except TypeError as exc:
             raise ConfigError(f"job spec: {exc}") from None
-
-    def with_filter(self, filt: Filter) -> TransferSpec:
-        return replace(self, filter=filt)
 
 
 
