@@ -10,9 +10,11 @@ HTTP/1.1 (request line, headers, Content-Length or chunked bodies, 100-continue)
 to break requests the way networks and servers do: connections reset in the
 middle of a request or response body, stalls, 5xx/429 answers with
 ``Retry-After``, a 200 whose body stops short, a slow first byte, a trickle,
-one flipped byte. What happens to each request is drawn from ``seed``, the
-connection's number and the request's number on it, so a run replays its
-faults; ``counts`` says how many of each kind were injected.
+one flipped byte. What happens to a request is drawn from ``seed`` and the
+request itself (method, path, query without upload ids, and how many times
+the same request came before), not from the order of connections, so a run
+with many requests in flight replays its faults as long as it makes the
+same requests; ``counts`` says how many of each kind were injected.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ _REASONS = {200: "OK", 429: "Too Many Requests", 500: "Internal Server Error", 5
             503: "Service Unavailable"}
 _S3_CODES = {429: "SlowDown", 500: "InternalError", 502: "BadGateway", 503: "SlowDown"}
 _PIECE = 64 * 1024
+#: query parameters that differ between two runs of the same work (left out of a request's identity)
+_UNSTABLE = ("uploadid=", "x-amz-", "signature=", "expires=", "awsaccesskeyid=")
 #: the longest request or response head read (S3 heads are a few KiB)
 _HEAD_LIMIT = 1024 * 1024
 
@@ -312,6 +316,7 @@ class FaultProxy:
         self.requests = 0
         self.enabled = True
         self._connections = itertools.count()
+        self._seen: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -344,6 +349,16 @@ class FaultProxy:
         self.faults.clear()
         self.requests = 0
 
+    def rearm(self, seed: int, rates: dict[str, float] | None = None) -> None:
+        """Start afresh for another run: this seed and rates, counts zeroed, connections numbered from 0
+        (call it while no connection is open, so the next run replays as the seed says)."""
+        self.seed = seed
+        if rates is not None:
+            self.rates = dict(rates)
+        self.reset_counts()
+        self._connections = itertools.count()
+        self._seen.clear()
+
     # -- deciding -------------------------------------------------------
 
     def _draw(self, rng: random.Random) -> str | None:
@@ -356,6 +371,17 @@ class FaultProxy:
                 return kind
             x -= rate
         return None
+
+    def _occurrence(self, request: _Message) -> str:
+        """What a request is, independent of timing: method, path, query without what changes from run to
+        run (upload ids, presigned signatures), and how many times the same was asked before."""
+        method, target = (request.first_line.split(" ") + ["", ""])[:2]
+        path, _, query = target.partition("?")
+        params = sorted(p for p in query.split("&") if p and not p.lower().startswith(_UNSTABLE))
+        what = f"{method} {path}?{'&'.join(params)}"
+        n = self._seen[what]
+        self._seen[what] += 1
+        return f"{what}#{n}"
 
     def _record(self, kind: str, conn: int, req: int, request: _Message, detail: str = "") -> None:
         method, target = (request.first_line.split(" ") + ["", ""])[:2]
@@ -377,7 +403,7 @@ class FaultProxy:
                     break
                 self.requests += 1
                 request = _parse(raw)
-                rng = random.Random(f"{self.seed}:{conn}:{req_no}")
+                rng = random.Random(f"{self.seed}:{self._occurrence(request)}")
                 kind = self._draw(rng)
                 if kind == "error":
                     await self._answer_error(request, creader, cwriter, rng)
