@@ -264,12 +264,15 @@ def make_tree(root: Path, rng: random.Random, *, big: int = 0) -> dict[str, str]
     return out
 
 
-def put_tree(client: Any, bucket: str, prefix: str, root: Path, tree: dict[str, str]) -> None:
-    """Seed a source prefix straight on the server, one PutObject each (boto3's upload_file takes a
-    minute over a 1-byte file against SeaweedFS, and so does a 1-byte PutObject right after an empty
-    one on the same connection: empty objects go last)."""
-    for key in sorted(tree, key=lambda k: (root / k).stat().st_size == 0):
-        client.put_object(Bucket=bucket, Key=f"{prefix}/{key}", Body=(root / key).read_bytes())
+def put_tree(server: SeaweedFS, bucket: str, prefix: str, root: Path, tree: dict[str, str]) -> None:
+    """Seed a source prefix straight on the server, one PutObject each. Bodies under 1 KiB go on a
+    connection of their own: against SeaweedFS, boto3 waits a minute (its read timeout) on a 1-byte
+    PutObject that follows another request on the same connection."""
+    client = server.boto3_client()
+    for key in tree:
+        data = (root / key).read_bytes()
+        c = client if len(data) >= 1024 else server.boto3_client(read_timeout=59)
+        c.put_object(Bucket=bucket, Key=f"{prefix}/{key}", Body=data)
 
 
 # -- the lab ------------------------------------------------------------------
@@ -407,14 +410,14 @@ class ChaosLab:
         if operation in ("copy_up", "sync_up"):
             args = [operation.split("_")[0], str(src), f"a:chaos/{prefix}"]
         elif operation in ("copy_down", "sync_down"):
-            put_tree(a, "chaos", prefix, src, tree)
+            put_tree(self.servers["a"], "chaos", prefix, src, tree)
             local_dst = round_dir / "dst"
             local_dst.mkdir()
             args = [operation.split("_")[0], f"a:chaos/{prefix}", str(local_dst)]
         elif operation == "copy_s3_s3":
             if "b" not in self.clients:
                 raise RuntimeError("copy_s3_s3 needs two servers")
-            put_tree(a, "chaos", prefix, src, tree)
+            put_tree(self.servers["a"], "chaos", prefix, src, tree)
             dst_client = self.clients["b"]
             args = ["copy", f"a:chaos/{prefix}", f"b:chaos/{prefix}"]
         else:
@@ -477,11 +480,12 @@ class ChaosLab:
         if direction == "up":
             args = ["copy", str(src), f"a:chaos/{prefix}"]
         else:
-            put_tree(a, "chaos", prefix, src, tree)
+            put_tree(self.servers["a"], "chaos", prefix, src, tree)
             local_dst = round_dir / "dst"
             local_dst.mkdir()
             args = ["copy", f"a:chaos/{prefix}", str(local_dst)]
-        args += ["--json", "--no-progress", "--log-level", "warning", "--transfers", "4"]
+        # at 16 MB/s the copy takes about two seconds here: room for a signal to land mid-upload
+        args += ["--json", "--no-progress", "--transfers", "4", "--bwlimit", "16M"]
         env = self._environ(round_dir)
 
         def state() -> dict[str, str]:
@@ -491,7 +495,7 @@ class ChaosLab:
         kills = rng.randrange(1, MAX_KILLS + 1)
         for attempt in range(kills + 2):
             signalled = attempt < kills
-            at = rng.uniform(0.4, 2.5)
+            at = rng.uniform(0.3, 2.0)
             twice = sig is not signal.SIGKILL and rng.random() < 0.5
             run = run_cli(args, env, sig=sig if signalled else None, at=at if signalled else None,
                           second_after=rng.uniform(0.05, 0.5) if twice else None)

@@ -1,0 +1,128 @@
+"""Chaos rounds: vertexflow's command line under network faults and signals, and what broke.
+
+    python benchmarks/chaos.py --rounds 20 --seed 1
+    python benchmarks/chaos.py --ops copy_down --seed 7 --rounds 1      # replay one round
+    python benchmarks/chaos.py --rounds 5 --seed 1 --json results/chaos.json
+
+Starts its own SeaweedFS servers (two, for copy_s3_s3) in a temporary
+directory, with a fault-injecting proxy in front of each
+(vertexflow.testing.faults.FaultProxy, default rates), and runs every
+operation of vertexflow.testing.killer.OPERATIONS for N rounds; round i uses
+seed S+i for its data, its faults and the moments of its signals. After every
+run and at the end of each round the invariants are checked (every object at
+the destination whole and equal to its source by SHA-256, read back with
+boto3 or hashlib; no temporary file left at a local destination; no
+incomplete multipart upload after success; the documented exit status).
+
+Prints a table per operation and fault kind: rounds, faults injected, objects
+checked, violations, then every violation with the command that replays it.
+Exits 1 if there was any violation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from vertexflow.testing.faults import DEFAULT_RATES, KINDS  # noqa: E402
+from vertexflow.testing.killer import OPERATIONS, ChaosLab, RoundResult, run_rounds  # noqa: E402
+
+
+def table(results: list[RoundResult]) -> str:
+    """One block per operation: a row per fault kind (or signal), then the operation's total."""
+    by_op: dict[str, list[RoundResult]] = defaultdict(list)
+    for r in results:
+        by_op[r.operation].append(r)
+    lines = ["| operation | fault | rounds | faults injected | runs | objects checked | violations |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for op, rs in by_op.items():
+        desc, kind = OPERATIONS[op]
+        rounds, runs = len(rs), sum(len(r.runs) for r in rs)
+        checked = sum(r.objects_checked for r in rs)
+        violations = sum(len(r.violations) for r in rs)
+        if kind == "kill":
+            sig = op.rsplit("_", 1)[1]
+            sent = sum(1 for r in rs for run in r.runs if run.signal)
+            lines.append(f"| {op} ({desc}) | {sig} | {rounds} | {sent} | {runs} | {checked} | {violations} |")
+            continue
+        faults: Counter[str] = Counter()
+        for r in rs:
+            faults.update(r.faults)
+        for k in KINDS:
+            # a violation is not tied to one kind: the round's violations show on its total row
+            hit = sum(1 for r in rs if r.faults.get(k))
+            lines.append(f"| {op} | {k} | {hit} | {faults.get(k, 0)} | | | |")
+        lines.append(f"| **{op}** ({desc}) | all | {rounds} | {sum(faults.values())} | {runs} | {checked} | "
+                     f"{violations} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=5, help="rounds of each operation (default 5)")
+    p.add_argument("--seed", type=int, default=1, help="round i uses seed SEED+i (default 1)")
+    p.add_argument("--ops", default=",".join(OPERATIONS),
+                   help=f"operations, comma-separated (default all: {','.join(OPERATIONS)})")
+    p.add_argument("--minutes", type=float, default=60.0, help="stop starting rounds after this long (default 60)")
+    p.add_argument("--rate-scale", type=float, default=1.0, help="multiply every default fault rate by this")
+    p.add_argument("--json", type=Path, help="also write every round's figures and violations here")
+    p.add_argument("--keep-work", action="store_true", help="keep the temporary directory (printed)")
+    a = p.parse_args(argv)
+    ops = [o for o in a.ops.split(",") if o]
+    unknown = [o for o in ops if o not in OPERATIONS]
+    if unknown or a.rounds < 1:
+        p.error(f"unknown operations {unknown}" if unknown else "--rounds must be at least 1")
+    rates = {k: v * a.rate_scale for k, v in DEFAULT_RATES.items()}
+    if sum(rates.values()) > 1:
+        p.error("--rate-scale makes the rates sum above 1")
+
+    t0 = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="vf-chaos-"))
+    results: list[RoundResult] = []
+
+    def progress(r: RoundResult) -> None:
+        codes = ",".join(str(run.code) for run in r.runs)
+        print(f"  {r.operation} seed={r.seed}: runs exit {codes}; faults {sum(r.faults.values())}; "
+              f"checked {r.objects_checked}; violations {len(r.violations)}", file=sys.stderr, flush=True)
+
+    try:
+        with ChaosLab(work, rates=rates, two_servers="copy_s3_s3" in ops) as lab:
+            results = run_rounds(lab, ops, a.rounds, a.seed, on_round=progress,
+                                 deadline=t0 + a.minutes * 60)
+    finally:
+        if a.keep_work:
+            print(f"work directory kept: {work}", file=sys.stderr)
+        else:
+            import shutil
+            shutil.rmtree(work, ignore_errors=True)
+
+    seconds = time.monotonic() - t0
+    print(f"# Chaos: `python benchmarks/chaos.py --rounds {a.rounds} --seed {a.seed}"
+          + (f" --ops {a.ops}" if a.ops != ",".join(OPERATIONS) else "")
+          + (f" --rate-scale {a.rate_scale}" if a.rate_scale != 1.0 else "") + f"` ({seconds:.0f} s)\n")
+    print(table(results))
+    violations = [v for r in results for v in r.violations]
+    print(f"\n{len(violations)} violation(s) in {len(results)} rounds")
+    for v in violations:
+        print(f"* {v}")
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps({
+            "rounds": a.rounds, "seed": a.seed, "seconds": round(seconds, 1), "rates": rates,
+            "results": [{"operation": r.operation, "seed": r.seed, "faults": dict(r.faults),
+                         "exits": [run.code for run in r.runs], "signals": [run.signal for run in r.runs],
+                         "objects_checked": r.objects_checked,
+                         "violations": [str(v) for v in r.violations]} for r in results],
+        }, indent=2))
+    return 1 if violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
