@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def test_a_run_that_logs_nothing_does_not_import_structlog_and_one_that_fails_lo
 def restore_logging() -> Iterator[None]:
     yield
     structlog.reset_defaults()
-    logs._threshold, logs._pending = 0, None
+    logs._threshold, logs._pending = logging.WARNING, None
 
 
 def test_events_below_the_level_are_dropped_and_secrets_redacted(
@@ -63,3 +64,16 @@ def test_events_below_the_level_are_dropped_and_secrets_redacted(
     assert len(lines) == 1
     event = json.loads(lines[0])
     assert (event["event"], event["level"], event["objects"], event["api_token"]) == ("loud", "warning", 3, "***")
+
+
+async def test_a_library_user_gets_no_per_object_lines_uninvited(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from vertexflow.backends.local import LocalBackend
+    from vertexflow.ops.copy import CopyJob
+
+    (tmp_path / "src").mkdir()
+    for i in range(3):
+        (tmp_path / "src" / f"{i}.txt").write_text("x")
+    async with LocalBackend(tmp_path / "src") as src, LocalBackend(tmp_path / "dst") as dst:
+        assert (await CopyJob(src, dst).run()).done_objects == 3
+    out = capsys.readouterr()
+    assert "object copied" not in out.out + out.err  # info lines only where logging was configured for them

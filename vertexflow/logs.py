@@ -21,8 +21,10 @@ _SECRET_WORDS = ("token", "secret", "password", "authorization", "credential")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
            "exception": logging.ERROR, "critical": logging.CRITICAL}
 
-#: events below this level are dropped before structlog is imported (0 until configure(): structlog's defaults)
-_threshold = 0
+#: events below this level are dropped before structlog is imported; until configure() (vertexflow
+#: used as a library, a Dask worker) warnings and worse only, as the command line's default: the
+#: per-object info lines of a copy must not reach a host program's stdout uninvited
+_threshold = logging.WARNING
 #: the (format, level) configure() was given, applied when structlog is first needed
 _pending: tuple[str, str] | None = None
 

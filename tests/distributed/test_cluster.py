@@ -268,5 +268,6 @@ def test_a_shard_failing_on_every_try_exits_2_naming_it(cluster, tmp_path, seawe
 
 
 def test_bad_cluster_address_is_a_usage_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    r = vf("copy", str(tmp_path), str(tmp_path / "d"), "--cluster", "scheduler:8786", "--no-progress")
+    (tmp_path / "src").mkdir()
+    r = vf("copy", str(tmp_path / "src"), str(tmp_path / "d"), "--cluster", "scheduler:8786", "--no-progress")
     assert r.code == 2 and "tcp://HOST:PORT" in r.err

@@ -59,3 +59,14 @@ def test_a_failed_object_says_why() -> None:
     report.failed(ObjectInfo(key="k.jpg", size=3), AccessDenied("PutObject failed: AccessDenied", key="k.jpg"))
     line = json.loads(out.getvalue())
     assert line["action"] == "failed" and line["reason"] == "access_denied" and "AccessDenied" in line["message"]
+
+
+def test_log_level_info_names_each_object_copied(tmp_path: Path) -> None:
+    make_tree(tmp_path / "src", files=4)
+    quiet = vf("copy", str(tmp_path / "src"), str(tmp_path / "a"))
+    assert quiet.code == 0 and "object copied" not in quiet.err
+    loud = vf("--log-level", "info", "--log-format", "json", "copy", str(tmp_path / "src"), str(tmp_path / "b"))
+    assert loud.code == 0, loud.err
+    events = [json.loads(line) for line in loud.err.splitlines() if line.startswith("{")]
+    copied = sorted(e["key"] for e in events if e.get("event") == "object copied")
+    assert len(copied) == 4 and all(e.get("route") for e in events if e.get("event") == "object copied")
