@@ -224,7 +224,7 @@ async def _pump(source: AsyncIterator[bytes], dst: asyncio.StreamWriter, plan: _
     start = time.monotonic()
     async for data in source:
         end = sent + len(data)
-        if plan.stall_at is not None and sent <= plan.stall_at < end:
+        if plan.stall_at is not None and "stall" not in plan.done and sent <= plan.stall_at < end:
             head, data = data[:plan.stall_at - sent], data[plan.stall_at - sent:]
             if head:
                 dst.write(head)
@@ -232,13 +232,11 @@ async def _pump(source: AsyncIterator[bytes], dst: asyncio.StreamWriter, plan: _
                 sent += len(head)
             await asyncio.sleep(plan.stall_seconds)
             plan.done.append("stall")
-            plan.stall_at = None
             end = sent + len(data)
-        if plan.flip_at is not None and sent <= plan.flip_at < end:
+        if plan.flip_at is not None and "flip" not in plan.done and sent <= plan.flip_at < end:
             i = plan.flip_at - sent
             data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
             plan.done.append("flip")
-            plan.flip_at = None
         if plan.cut_at is not None and end > plan.cut_at:
             data = data[:plan.cut_at - sent]
             if data:
@@ -415,7 +413,7 @@ class FaultProxy:
                 keep = await self._exchange(conn, req_no, request, kind, rng, creader, cwriter, *upstream)
                 if not keep:
                     break
-        except _Cut:
+        except (_Cut, asyncio.CancelledError):  # cut as planned, or the proxy is stopping
             pass
         except (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass
@@ -535,9 +533,12 @@ class FaultProxy:
             if "cut" in plan.done:
                 what = "reset_response" if plan.cut_reset else "truncate"
                 self._record(what, conn, req_no, request, f"after {plan.cut_at} of {body_bytes} bytes")
-            for done in ("stall", "flip", "throttle"):
-                if done in plan.done:
-                    self._record(done, conn, req_no, request, f"at {plan.stall_at or plan.flip_at or 0}")
+            if "stall" in plan.done:
+                self._record("stall", conn, req_no, request, f"{plan.stall_seconds} s at byte {plan.stall_at}")
+            if "flip" in plan.done:
+                self._record("flip", conn, req_no, request, f"byte {plan.flip_at} of {body_bytes}")
+            if "throttle" in plan.done:
+                self._record("throttle", conn, req_no, request, "answer body")
         return not closing
 
 

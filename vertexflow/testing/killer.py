@@ -234,7 +234,11 @@ class RoundResult:
     violations: list[Violation] = field(default_factory=list)
 
     def violate(self, invariant: str, problems: list[str]) -> None:
-        self.violations += [Violation(self.operation, self.seed, invariant, p) for p in problems]
+        """Record problems (one seen again after a later run of the round is recorded once)."""
+        for p in problems:
+            v = Violation(self.operation, self.seed, invariant, p)
+            if v not in self.violations:
+                self.violations.append(v)
 
 
 # -- data ---------------------------------------------------------------------
