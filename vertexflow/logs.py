@@ -45,6 +45,12 @@ def configure(fmt: str = "auto", level: str = "warning") -> None:
         _apply()
 
 
+def set_level(level: str) -> None:
+    """Let events from ``level`` up through (tests capturing them with structlog's ``capture_logs``)."""
+    global _threshold
+    _threshold = getattr(logging, level.upper())
+
+
 def _apply() -> None:
     global _pending
     if _pending is None:

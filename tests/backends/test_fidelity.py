@@ -314,7 +314,8 @@ async def test_no_metadata_from_local_sends_no_type(stores: Stores) -> None:
 
 
 async def test_requests_per_object(stores: Stores) -> None:
-    """local -> S3: one PutObject each, as before; S3 -> S3 across endpoints: GET, HEAD, PUT."""
+    """local -> S3: one PutObject each, as before; S3 -> S3 across endpoints: GET, PUT (the GetObject answer
+    describes the object: no HeadObject for a small one)."""
     s = stores
     n = 20
     for i in range(n):
@@ -326,7 +327,7 @@ async def test_requests_per_object(stores: Stores) -> None:
     assert up["dst"] == up_plain["dst"] <= n + 3  # the PUTs, a listing page, HeadBucket
     _, across = await copy(s, f"a:{s.bucket}/many", f"b:{s.other_bucket}/many")
     _, across_plain = await copy(s, f"a:{s.bucket}/many", f"b:{s.other_bucket}/many-plain", metadata=False)
-    assert across["src"] - across_plain["src"] == n  # one HeadObject per object, only when metadata is carried
+    assert across["src"] == across_plain["src"] <= n + 3  # the GETs, a listing page, HeadBucket: no HeadObject
     assert across["dst"] == across_plain["dst"]
     head = s.other.boto3_client().head_object(Bucket=s.other_bucket, Key="many/f03.png")
     assert head["ContentType"] == "image/png"

@@ -201,6 +201,16 @@ class Backend(abc.ABC):
                 pieces.append(chunk)
         return b"".join(pieces)
 
+    async def read_whole_described(self, key: str, *, limit: int, if_version: str | None = None,
+                                   on_bytes: Callable[[int], None] | None = None) -> tuple[bytes, ObjectInfo | None]:
+        """:meth:`read_whole`, and the object's info where the answer that brought the bytes tells it.
+
+        An S3 GetObject answer carries the Content-Type, headers, user
+        metadata and kept mtime, so a small object's description costs no
+        HeadObject. None: this backend does not know it that way (ask :meth:`stat`).
+        """
+        return await self.read_whole(key, limit=limit, if_version=if_version, on_bytes=on_bytes), None
+
     @abc.abstractmethod
     async def put(self, info: ObjectInfo, body: BodyFactory, *, checkpoint: UploadCheckpoint | None = None,
                   pace: Pace | None = None) -> ObjectInfo:

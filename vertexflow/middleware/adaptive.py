@@ -145,6 +145,13 @@ class AdaptiveBackend(BackendWrapper):
         async with self._slot():
             return await self.inner.read_whole(key, limit=limit, if_version=if_version, on_bytes=on_bytes)
 
+    async def read_whole_described(self, key: str, *, limit: int, if_version: str | None = None,
+                                   on_bytes: Callable[[int], None] | None = None) -> tuple[bytes, ObjectInfo | None]:
+        if not self.features.whole_reads:  # read_whole joins what open() streams, which takes the slot
+            return await super().read_whole_described(key, limit=limit, if_version=if_version, on_bytes=on_bytes)
+        async with self._slot():
+            return await self.inner.read_whole_described(key, limit=limit, if_version=if_version, on_bytes=on_bytes)
+
     async def put(self, info: ObjectInfo, body: BodyFactory, *, checkpoint: UploadCheckpoint | None = None,
                   pace: Pace | None = None) -> ObjectInfo:
         async with self._slot():

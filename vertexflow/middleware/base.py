@@ -71,6 +71,12 @@ class BackendWrapper(Backend):
             return await self.inner.read_whole(key, limit=limit, if_version=if_version, on_bytes=on_bytes)
         return await super().read_whole(key, limit=limit, if_version=if_version, on_bytes=on_bytes)
 
+    async def read_whole_described(self, key: str, *, limit: int, if_version: str | None = None,
+                                   on_bytes: Callable[[int], None] | None = None) -> tuple[bytes, ObjectInfo | None]:
+        if self.features.whole_reads:
+            return await self.inner.read_whole_described(key, limit=limit, if_version=if_version, on_bytes=on_bytes)
+        return await super().read_whole_described(key, limit=limit, if_version=if_version, on_bytes=on_bytes)
+
     async def put(self, info: ObjectInfo, body: BodyFactory, *, checkpoint: UploadCheckpoint | None = None,
                   pace: Pace | None = None) -> ObjectInfo:
         return await self.inner.put(info, body, checkpoint=checkpoint, pace=pace)

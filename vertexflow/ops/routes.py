@@ -89,8 +89,7 @@ class RouteContext:
             return info
         head = await self.src.stat(info.key)
         if describe:
-            info = replace(info, content_type=head.content_type, headers=dict(head.headers or {}),
-                           metadata=head.metadata, mtime=head.mtime or info.mtime)
+            info = described_by(info, head)
         digest = head.hashes.get(SHA256)
         if want_hash and digest is not None and (info.version is None or head.version == info.version):
             # (none kept, or changed since listed: the read then says so)
@@ -121,6 +120,12 @@ class RouteContext:
             raise IntegrityError("SHA-256 of the copy differs from the source's",
                                  backend=self.dst.describe(), key=info.key)
         return result
+
+
+def described_by(info: ObjectInfo, source: ObjectInfo) -> ObjectInfo:
+    """``info`` with what ``source`` (a stat, or the answer that brought the bytes) says describes them."""
+    return replace(info, content_type=source.content_type, headers=dict(source.headers or {}),
+                   metadata=source.metadata, mtime=source.mtime or info.mtime)
 
 
 class Route:
@@ -169,8 +174,13 @@ class WholeReadRoute(Route):
 
     async def copy(self, info: ObjectInfo) -> ObjectInfo:
         ctx = self.ctx
-        target = await ctx.with_stat(info)
-        data = await ctx.src.read_whole(info.key, limit=SMALL_FILE, if_version=info.version, on_bytes=ctx.moved)
+        if info.headers is not None:  # the listing said what describes the bytes
+            data = await ctx.src.read_whole(info.key, limit=SMALL_FILE, if_version=info.version, on_bytes=ctx.moved)
+            return ctx.verified(info, await ctx.dst.put(await ctx.with_stat(info), body_from_bytes(data)))
+        # the answer that brings the bytes says it too (S3 GetObject): no stat for the description
+        data, described = await ctx.src.read_whole_described(info.key, limit=SMALL_FILE, if_version=info.version,
+                                                              on_bytes=ctx.moved)
+        target = described_by(info, described) if described is not None else await ctx.with_stat(info)
         return ctx.verified(info, await ctx.dst.put(target, body_from_bytes(data)))
 
 

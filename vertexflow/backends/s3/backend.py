@@ -618,6 +618,17 @@ class S3Backend(Backend):
 
     async def read_whole(self, key: str, *, limit: int, if_version: str | None = None,
                          on_bytes: Callable[[int], None] | None = None) -> bytes:
+        data, _ = await self._read_whole(key, limit=limit, if_version=if_version, on_bytes=on_bytes)
+        return data
+
+    async def read_whole_described(self, key: str, *, limit: int, if_version: str | None = None,
+                                   on_bytes: Callable[[int], None] | None = None) -> tuple[bytes, ObjectInfo | None]:
+        """:meth:`read_whole`, with the info its GetObject answer carries (no HeadObject for the description)."""
+        data, headers = await self._read_whole(key, limit=limit, if_version=if_version, on_bytes=on_bytes)
+        return data, self._info_from_head(key, headers) if headers is not None else None
+
+    async def _read_whole(self, key: str, *, limit: int, if_version: str | None,
+                          on_bytes: Callable[[int], None] | None) -> tuple[bytes, Mapping[str, str] | None]:
         """One GetObject of bytes 0 to ``limit``, its body read and checked inside the one retried request.
 
         For the many small objects of a job this skips the stream :meth:`open`
@@ -653,7 +664,7 @@ class S3Backend(Backend):
         answer = await self.call("GetObject", key, get, retry=True)
         if answer is None:
             await self._check_version(key, if_version)
-            return b""
+            return b"", None
         data, headers = answer
         if on_bytes is not None:
             on_bytes(len(data))
@@ -662,7 +673,7 @@ class S3Backend(Backend):
             running, expected = check
             await off_loop(lambda: running.update(data), len(data))
             check_digest(running, expected, self.describe, key)
-        return data
+        return data, headers
 
     async def _check_version(self, key: str, if_version: str | None) -> None:
         info = await self.stat(key)
