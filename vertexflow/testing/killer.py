@@ -310,13 +310,18 @@ class ChaosLab:
     """
 
     def __init__(self, workdir: Path, *, rates: dict[str, float] | None = None, two_servers: bool = True,
-                 stall_seconds: float = 3.0, delay_seconds: float = 1.0, retries: int = 5) -> None:
+                 stall_seconds: float = 3.0, delay_seconds: float = 1.0, retries: int = 5,
+                 signal_window: tuple[float, float] = (0.3, 2.0), second_signal: bool = True) -> None:
         self.workdir = Path(workdir)
         self.rates = dict(DEFAULT_RATES if rates is None else rates)
         self.two_servers = two_servers
         self.stall_seconds = stall_seconds
         self.delay_seconds = delay_seconds
         self.retries = retries
+        #: a kill round's signals land this many seconds after the start (the CLI is ready after ~0.5 s)
+        self.signal_window = signal_window
+        #: SIGTERM/SIGINT: half the signals are followed by a second one (abort what is in flight)
+        self.second_signal = second_signal
         self.servers: dict[str, SeaweedFS] = {}
         self.proxies: dict[str, FaultProxy] = {}
         self.clients: dict[str, Any] = {}
@@ -499,8 +504,8 @@ class ChaosLab:
         kills = rng.randrange(1, MAX_KILLS + 1)
         for attempt in range(kills + 2):
             signalled = attempt < kills
-            at = rng.uniform(0.3, 2.0)
-            twice = sig is not signal.SIGKILL and rng.random() < 0.5
+            at = rng.uniform(*self.signal_window)
+            twice = sig is not signal.SIGKILL and rng.random() < 0.5 and self.second_signal
             run = run_cli(args, env, sig=sig if signalled else None, at=at if signalled else None,
                           second_after=rng.uniform(0.05, 0.5) if twice else None)
             result.runs.append(run)

@@ -1,0 +1,110 @@
+"""A short, fixed-seed chaos run: vertexflow's command line under network faults and signals loses nothing.
+
+One round of every operation of ``vertexflow.testing.killer.OPERATIONS``
+(copy and sync local <-> S3 and S3 -> S3 through the fault proxy; a 24 MiB
+multipart copy killed with SIGKILL, SIGTERM and SIGINT, then rerun until it
+exits 0), against SeaweedFS servers of its own. A failure names the seed that
+replays it: ``python benchmarks/chaos.py --ops OP --seed SEED --rounds 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from vertexflow.testing.killer import (
+    EXIT_INTERRUPTED,
+    OPERATIONS,
+    ChaosLab,
+    Run,
+    check_exit_status,
+    check_no_temp_files,
+    check_whole,
+    run_cli,
+)
+
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
+
+SEED = 100
+
+#: violations the harness found, each replayed by its operation and seed (not fixed here: other
+#: people own vertexflow's backends and engine); strict, so a fix shows up as XPASS
+KNOWN = [
+    pytest.param("copy_down", 15, marks=pytest.mark.xfail(strict=True, reason=(
+        "seed 15: one byte flipped in the ranged GET of the tail of a 6 MiB object (a second GET above "
+        "the 5 MiB threshold) is not noticed: the local copy differs from the source, and the rerun "
+        "skips it as unchanged (torn object)"))),
+    pytest.param("copy_up", 7, marks=pytest.mark.xfail(strict=True, reason=(
+        "seed 7: a multipart upload whose part PUT was reset is left incomplete on the server after "
+        "the object is copied by a new upload (exit 0, incomplete multipart upload left)"))),
+    pytest.param("copy_up", 10, marks=pytest.mark.xfail(strict=True, reason=(
+        "seed 10: AbortMultipartUpload answered 503 (after CompleteMultipartUpload's answer was cut) "
+        "is not retried: the upload stays incomplete after a run that exits 0"))),
+]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosLab]:
+    # signals land after the CLI's start-up and come one at a time here: a signal during start-up,
+    # and a second signal (abort) racing an upload's creation, are in KNOWN / the benchmark
+    with ChaosLab(tmp_path_factory.mktemp("chaos"), signal_window=(0.8, 2.0), second_signal=False) as lab:
+        yield lab
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+def test_nothing_is_lost(lab: ChaosLab, operation: str) -> None:
+    result = lab.round(operation, SEED)
+    assert result.violations == [], "\n".join(map(str, result.violations))
+    assert result.objects_checked > 0
+    if OPERATIONS[operation][1] == "faults":
+        assert sum(result.faults.values()) > 0, "no fault was injected: the round proved nothing"
+    else:
+        assert any(run.signal for run in result.runs), "no signal landed: the round proved nothing"
+
+
+@pytest.mark.parametrize(("operation", "seed"), KNOWN)
+def test_known_violation(lab: ChaosLab, operation: str, seed: int) -> None:
+    result = lab.round(operation, seed)
+    assert result.violations == [], "\n".join(map(str, result.violations))
+
+
+@pytest.mark.xfail(strict=True, reason="kill_up_SIGTERM seed 1: SIGTERM during start-up exits -15, not 130")
+def test_sigterm_during_start_up_exits_as_documented(tmp_path: Path) -> None:
+    """Found by kill_up_SIGTERM seed 1 (the signal at 0.43 s): before the CLI installs its handlers,
+    SIGTERM kills the process (-15), where the documented status of an interrupted run is 130."""
+    run = run_cli(["copy", str(tmp_path / "nothing"), str(tmp_path / "dst")], dict(os.environ),
+                  sig=signal.SIGTERM, at=0.05)
+    assert check_exit_status(run, {EXIT_INTERRUPTED, 0, 2}) == []
+
+
+# -- the invariants catch what they should --------------------------------------
+
+def test_whole_objects_catches_torn_missing_and_unexpected() -> None:
+    src = {"a": "1" * 64, "b": "2" * 64}
+    assert check_whole(dict(src), src, complete=True) == []
+    problems = check_whole({"a": "f" * 64, "z": "3" * 64}, src, complete=True)
+    assert [p.split(" ")[0] for p in problems] == ["torn", "unexpected", "missing"]
+    assert check_whole({"a": src["a"]}, src, complete=False) == []
+    assert check_whole({"a": src["a"], "old": "0" * 64}, src, complete=False, extra_ok={"old"}) == []
+
+
+def test_temporary_files_are_seen(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x").write_bytes(b"x")
+    assert check_no_temp_files(tmp_path) == []
+    (tmp_path / "d" / ".vertexflow-tmp-0a1b2c3d-123-00000000abcd").write_bytes(b"")
+    assert check_no_temp_files(tmp_path) == ["temporary file left: d/.vertexflow-tmp-0a1b2c3d-123-00000000abcd"]
+
+
+def test_exit_status_must_be_documented_and_agree_with_the_summary() -> None:
+    ok = '{"failed": 0, "failures": [], "interrupted": false, "fatal_error": null}'
+    assert check_exit_status(Run([], 0, ok, "", 1.0)) == []
+    assert check_exit_status(Run([], 3, "", "", 1.0))
+    assert check_exit_status(Run([], 1, ok, "", 1.0)) == ["exit 1 but the summary names no failure"]
+    assert check_exit_status(Run([], 130, ok, "", 1.0)) == ["exit 130 but the summary does not say interrupted"]
+    assert check_exit_status(Run([], 0, ok, "Traceback (most recent call last):\n  boom", 1.0))
+    assert check_exit_status(Run([], -9, "", "", 1.0, hung=True)) == ["hung: still running after 1 s"]
