@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
               f"checked {r.objects_checked}; violations {len(r.violations)}", file=sys.stderr, flush=True)
 
     try:
-        with ChaosLab(work, rates=rates, two_servers="copy_s3_s3" in ops) as lab:
+        with ChaosLab(work, rates=rates, two_servers="copy_s3_s3" in ops, yandex="copy_yadisk" in ops) as lab:
             results = run_rounds(lab, ops, a.rounds, a.seed, on_round=progress,
                                  deadline=t0 + a.minutes * 60)
     finally:

@@ -9,9 +9,10 @@
   :func:`check_no_multipart_uploads`, :func:`check_exit_status`;
 * :class:`ChaosLab` owns one or two SeaweedFS servers, a :class:`FaultProxy`
   in front of each, a config file naming them as remotes ``a`` and ``b``
-  (5 MiB parts), and runs the operations (:data:`OPERATIONS`): copy and sync
-  local -> S3 and S3 -> local through the faults, S3 -> S3 across two
-  servers, and the kill rounds of a multipart upload.
+  (5 MiB parts), the Yandex.Disk emulator behind a proxy too (remote ``y``),
+  and runs the operations (:data:`OPERATIONS`): copy and sync local -> S3 and
+  S3 -> local through the faults, S3 -> S3 across two servers, local ->
+  Yandex.Disk, and the kill rounds of a multipart upload.
 
 Everything is drawn from a round's seed (the data, the faults, the moments of
 the signals), so a violation names the seed that replays it:
@@ -145,6 +146,46 @@ def s3_tree(client: Any, bucket: str, prefix: str) -> dict[str, str]:
                 h.update(chunk)
             out[item["Key"][len(start):]] = h.hexdigest()
     return out
+
+
+def yadisk_tree(api: str, path: str, token: str = "chaos") -> dict[str, str]:
+    """Every file under ``path`` on a Yandex.Disk API (``api`` = ``http://host:port/v1/disk``) as
+    key (below ``path``) -> SHA-256, listed and downloaded with urllib."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    def get(url: str) -> bytes:
+        req = urllib.request.Request(url, headers={"Authorization": f"OAuth {token}"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.read()
+
+    out: dict[str, str] = {}
+    todo = [path.rstrip("/")]
+    for _ in range(10_000):
+        if not todo:
+            return out
+        folder = todo.pop()
+        for offset in range(0, 1_000_000, 1000):
+            q = urllib.parse.urlencode({"path": folder, "limit": 1000, "offset": offset})
+            try:
+                listing = json.loads(get(f"{api}/resources?{q}"))
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    break
+                raise
+            items = listing.get("_embedded", {}).get("items", [])
+            for item in items:
+                item_path = item["path"].removeprefix("disk:")
+                if item["type"] == "dir":
+                    todo.append(item_path)
+                else:
+                    href = json.loads(get(f"{api}/resources/download?"
+                                          + urllib.parse.urlencode({"path": item_path})))["href"]
+                    out[item_path[len(path.rstrip("/")) + 1:]] = hashlib.sha256(get(href)).hexdigest()
+            if len(items) < 1000:
+                break
+    raise RuntimeError("too many folders")
 
 
 def check_whole(actual: dict[str, str], expected: dict[str, str], *, complete: bool,
@@ -288,6 +329,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "sync_up": ("sync --delete local -> S3", "faults"),
     "sync_down": ("sync --delete S3 -> local", "faults"),
     "copy_s3_s3": ("copy S3 -> S3, two servers", "faults"),
+    "copy_yadisk": ("copy local -> Yandex.Disk emulator", "faults"),
     "kill_up_SIGKILL": ("copy local -> S3, 24 MiB, SIGKILL", "kill"),
     "kill_up_SIGTERM": ("copy local -> S3, 24 MiB, SIGTERM (twice at times)", "kill"),
     "kill_up_SIGINT": ("copy local -> S3, 24 MiB, SIGINT (twice at times)", "kill"),
@@ -310,11 +352,15 @@ class ChaosLab:
     """
 
     def __init__(self, workdir: Path, *, rates: dict[str, float] | None = None, two_servers: bool = True,
+                 yandex: bool = True,
                  stall_seconds: float = 3.0, delay_seconds: float = 1.0, retries: int = 5,
                  signal_window: tuple[float, float] = (0.3, 2.0), second_signal: bool = True) -> None:
         self.workdir = Path(workdir)
         self.rates = dict(DEFAULT_RATES if rates is None else rates)
         self.two_servers = two_servers
+        self.yandex = yandex
+        #: the Yandex.Disk emulator's API base URL (straight, not through the proxy)
+        self.yandex_api = ""
         self.stall_seconds = stall_seconds
         self.delay_seconds = delay_seconds
         self.retries = retries
@@ -350,6 +396,19 @@ class ChaosLab:
                               f'region = "{server.region}"\naccess_key_id_env = "CHAOS_{upper}_KEY"\n'
                               f'secret_access_key_env = "CHAOS_{upper}_SECRET"\naddressing_style = "path"\n'
                               f"part_size = {5 * MiB}\n")
+            if self.yandex:
+                from .yandex_disk.process import emulator_process
+
+                self.yandex_api = self._stack.enter_context(emulator_process(
+                    "--data-dir", str(self.workdir / "yandex-disk")))
+                port = int(self.yandex_api.split(":")[2].split("/")[0])
+                threaded = self._stack.enter_context(ThreadedFaultProxy(
+                    port, seed=0, rates={}, stall_seconds=self.stall_seconds,
+                    delay_seconds=self.delay_seconds, error_body="json"))
+                self.proxies["y"] = threaded.proxy
+                self.env["CHAOS_Y_TOKEN"] = "chaos"
+                config.append(f'[remotes.y]\ntype = "yandex_disk"\ntoken_env = "CHAOS_Y_TOKEN"\n'
+                              f'base_url = "{threaded.proxy.endpoint}/v1/disk"\nroot = "/"\n')
             cfg = self.workdir / "remotes.toml"
             cfg.write_text("\n".join(config))
             a = self.servers["a"]
@@ -423,6 +482,10 @@ class ChaosLab:
             local_dst = round_dir / "dst"
             local_dst.mkdir()
             args = [operation.split("_")[0], f"a:chaos/{prefix}", str(local_dst)]
+        elif operation == "copy_yadisk":
+            if not self.yandex_api:
+                raise RuntimeError("copy_yadisk needs the Yandex.Disk emulator")
+            args = ["copy", str(src), f"y:/{prefix}"]
         elif operation == "copy_s3_s3":
             if "b" not in self.clients:
                 raise RuntimeError("copy_s3_s3 needs two servers")
@@ -448,6 +511,8 @@ class ChaosLab:
         env = self._environ(round_dir)
 
         def state() -> dict[str, str]:
+            if operation == "copy_yadisk":
+                return yadisk_tree(self.yandex_api, f"/{prefix}")
             return local_tree(local_dst) if local_dst is not None else s3_tree(dst_client, "chaos", dst_prefix)
 
         self._arm(result.seed, on=True)
@@ -476,7 +541,8 @@ class ChaosLab:
         final = state()
         result.objects_checked += len(final)
         result.violate("whole objects", check_whole(final, tree, complete=True))  # exact: deletes done too
-        result.violate("no multipart uploads", check_no_multipart_uploads(dst_client, "chaos", dst_prefix))
+        if operation != "copy_yadisk":
+            result.violate("no multipart uploads", check_no_multipart_uploads(dst_client, "chaos", dst_prefix))
 
     def _kill_round(self, result: RoundResult, round_dir: Path, rng: random.Random, operation: str) -> None:
         _, direction, sig_name = operation.split("_")
