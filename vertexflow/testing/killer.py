@@ -220,7 +220,7 @@ def check_no_multipart_uploads(client: Any, bucket: str, prefix: str = "") -> li
     start = f"{prefix.rstrip('/')}/" if prefix else ""
     for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=start):
         left += [(u["Key"], u["UploadId"]) for u in page.get("Uploads", ())]
-    return [f"incomplete multipart upload left: {key} (upload id {uid[:16]})" for key, uid in sorted(left)]
+    return [f"incomplete multipart upload left: {key} (upload id {uid})" for key, uid in sorted(left)]
 
 
 def check_exit_status(run: Run, allowed: Iterable[int] = DOCUMENTED) -> list[str]:
