@@ -74,10 +74,13 @@ def test_known_violation(lab: ChaosLab, operation: str, seed: int) -> None:
     assert result.violations == [], "\n".join(map(str, result.violations))
 
 
-@pytest.mark.xfail(strict=True, reason="kill_up_SIGTERM seed 1: SIGTERM during start-up exits -15, not 130")
+@pytest.mark.xfail(strict=True, reason="SIGTERM during start-up exits -15, not the documented 130")
 def test_sigterm_during_start_up_exits_as_documented(tmp_path: Path) -> None:
-    """Found by kill_up_SIGTERM seed 1 (the signal at 0.43 s): before the CLI installs its handlers,
-    SIGTERM kills the process (-15), where the documented status of an interrupted run is 130."""
+    """Before the CLI installs its handlers, SIGTERM kills the process (-15), where the documented
+    status of an interrupted run is 130. (The kill rounds found a related window, not replayable by
+    seed alone since it is a matter of timing: kill_up_SIGTERM seed 1, two SIGTERMs early in a run
+    (0.43 s, then within 0.5 s): the first is handled ("stopping"), the second kills the process,
+    -15; likewise two SIGINTs at 0.35-0.45 s, 0.1 s apart, exit -2.)"""
     run = run_cli(["copy", str(tmp_path / "nothing"), str(tmp_path / "dst")], dict(os.environ),
                   sig=signal.SIGTERM, at=0.05)
     assert check_exit_status(run, {EXIT_INTERRUPTED, 0, 2}) == []
