@@ -117,3 +117,13 @@ async def test_a_batch_copies_each_file_on_its_own_and_closes_every_source(tmp_p
     assert results[0].size == 100 and results[4].size == 300
     assert (dst.root / "a").read_bytes() == b"a" * 100 and (dst.root / "d/e").read_bytes() == b"d/e" * 100
     assert sorted(p.name for p in dst.root.rglob("*") if p.is_file()) == ["a", "e"]
+
+
+async def test_a_file_where_a_folder_should_be_is_a_conflict_naming_it(tmp_path: Path) -> None:
+    from vertexflow.errors import Conflict
+
+    (tmp_path / "a").write_text("a file, not a folder")
+    async with LocalBackend(tmp_path) as b:
+        with pytest.raises(Conflict, match="creating the folder failed") as info:
+            await b.make_folder("a/b")
+    assert info.value.key == "a/b"

@@ -698,7 +698,10 @@ class LocalBackend(Backend):
 
     async def make_folder(self, path: str) -> None:
         target = self.local_path(path)
-        await self._run(lambda: os.makedirs(target, exist_ok=True))
+        try:
+            await self._run(lambda: os.makedirs(target, exist_ok=True))
+        except OSError as exc:  # a file where a folder should be: Conflict, naming the path
+            raise self._error(exc, path, "creating the folder") from exc
 
     async def is_folder(self, path: str) -> bool:
         return await self._run(self.local_path(path).is_dir)
