@@ -144,6 +144,9 @@ class Features:
         key prefix.
     hashes_in_stream: ``put`` hashes every byte as it streams (stages): the
         engine need not read a file a first time to hash it.
+    object_metadata: the store keeps Content-Type, headers and user metadata
+        with each object, and the backend class takes the job's metadata
+        settings (``docs/fidelity.md``).
     """
 
     server_side_copy: bool = False
@@ -160,6 +163,9 @@ class Features:
     public_links: bool = False
     folders: bool = False
     hashes_in_stream: bool = False
+    #: the store keeps what describes an object (Content-Type, headers, user metadata) and the
+    #: backend takes ``metadata`` / ``metadata_set`` settings (``--no-metadata``, ``--metadata-set``)
+    object_metadata: bool = False
 
 
 def body_from_bytes(data: bytes) -> BodyFactory:

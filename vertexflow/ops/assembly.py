@@ -96,10 +96,6 @@ def sync_options(spec: TransferSpec, *, local_only: bool) -> SyncOptions:
                                         verify=s.verify))
 
 
-#: the stores whose backends keep what describes an object (``metadata``, ``metadata_set`` arguments)
-_DESCRIBING = ("s3", "yandex_disk")
-
-
 def with_metadata_options(location: Location, settings: TransferSettings) -> Location:
     """``location`` whose backend is told the job's ``--no-metadata`` / ``--metadata-set``.
 
@@ -108,7 +104,9 @@ def with_metadata_options(location: Location, settings: TransferSettings) -> Loc
     source told not to carry metadata lists nothing to ask a stat for.
     Local disk keeps only mtimes, which it always keeps.
     """
-    if location.kind not in _DESCRIBING or (settings.metadata and not settings.metadata_set):
+    from ..backends import backend_class
+
+    if (settings.metadata and not settings.metadata_set) or not backend_class(location.kind).features.object_metadata:
         return location
     return replace(location, kwargs={**location.kwargs, "metadata": settings.metadata,
                                      "metadata_set": settings.metadata_overrides()})

@@ -152,6 +152,7 @@ class S3Backend(Backend):
         paced_writes=True,
         whole_reads=True,
         public_links=True,
+        object_metadata=True,
         stat_hashes=(SHA256,),
     )
     #: Largest object copied with one CopyObject; bigger ones use UploadPartCopy.

@@ -166,7 +166,7 @@ class YandexDiskBackend(Backend):
 
     scheme = "yadisk"
     features = Features(server_side_copy=True, native_hashes=(MD5, SHA256), sorted_listing=True,
-                        public_links=True, folders=True)
+                        public_links=True, folders=True, object_metadata=True)
 
     def __init__(self, root: str = "/", *, token: str, base_url: str = DEFAULT_BASE_URL,
                  request_timeout: float = 30.0, chunk_size: int = 10 * MiB, upload_concurrency: int = 3,
