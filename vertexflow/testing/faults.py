@@ -19,7 +19,18 @@ same requests; ``counts`` says how many of each kind were injected.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import itertools
+import random
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Self
 
 from ..backends.base import Backend, UploadCheckpoint
 from ..errors import TransientError
@@ -57,18 +68,6 @@ class FaultyBackend(BackendWrapper):
 
 # -- the fault-injecting HTTP/1.1 proxy --------------------------------------
 
-import asyncio  # noqa: E402
-import itertools  # noqa: E402
-import random  # noqa: E402
-import socket  # noqa: E402
-import struct  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import AsyncIterator, Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Self  # noqa: E402
 
 #: every kind of fault the proxy injects
 KINDS = ("reset_request", "reset_response", "stall", "error", "truncate", "delay", "throttle", "flip")

@@ -472,7 +472,6 @@ class ChaosLab:
         prefix = f"{operation}-{result.seed}"
         stale: set[str] = set()
         extra_ok: set[str] = set()
-        exact = True
         local_dst: Path | None = None
         dst_client, dst_prefix = a, prefix
         if operation in ("copy_up", "sync_up"):
