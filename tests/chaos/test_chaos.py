@@ -32,18 +32,14 @@ pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 SEED = 100
 
-#: violations the harness found, each replayed by its operation and seed (not fixed here: other
-#: people own vertexflow's backends and engine); strict, so a fix shows up as XPASS
+#: violations the harness found, fixed since; each replays its operation and seed as a regression test
 KNOWN = [
-    pytest.param("copy_down", 15, marks=pytest.mark.xfail(strict=True, reason=(
-        "copy_down seed 15: one byte flipped in a GET of a 6 MiB object read in two ranged GETs (above "
-        "the 5 MiB part size) is not noticed: the local copy differs from the source (torn object), and "
-        "the rerun skips it as unchanged; also sync_down seed 9 (the flip in the first GET)"))),
-    pytest.param("copy_up", 7, marks=pytest.mark.xfail(strict=True, reason=(
-        "copy_up seed 7: the answer to CreateMultipartUpload is cut (RST after 35 bytes): the server "
-        "holds an upload whose id the client never learned; the retry starts another and the first is "
-        "never aborted: an incomplete multipart upload is left after exit 0; also copy_up 10, 12, 18, "
-        "sync_up 13, copy_s3_s3 11"))),
+    # one byte flipped in a GET of a 6 MiB object read in two ranged GETs (above the 5 MiB part size) went
+    # unnoticed: the S3 download now checks a plain-MD5 ETag across all the answers of a whole object
+    pytest.param("copy_down", 15, id="copy_down-seed15-torn-download"),
+    # the answer to CreateMultipartUpload cut: the server kept an upload whose id the client never learnt;
+    # the S3 backend now aborts the uploads of that key begun since it asked
+    pytest.param("copy_up", 7, id="copy_up-seed7-lost-create"),
 ]
 
 

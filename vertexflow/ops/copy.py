@@ -121,7 +121,7 @@ class CopyJob:
         self.stats = stats or JobStats()
         self.stop = stop or StopSignal()
         self._route_context = RouteContext(src=src, dst=dst, stats=self.stats, verify=self.options.verify,
-                                   large_object=self.options.large_object, checkpoints=checkpoints)
+                                           checkpoints=checkpoints)
         self._routes = choose_routes(self._route_context)
         self._streamed = self._routes[-1]
         # bytes moved between local files by the engine itself (nothing wrapped around either end)

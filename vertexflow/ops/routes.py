@@ -47,8 +47,6 @@ class RouteContext:
     dst: Backend
     stats: JobStats
     verify: bool
-    #: objects above this many bytes are large (S3: only they get the stat's SHA-256)
-    large_object: int
     checkpoints: Callable[[ObjectInfo], UploadCheckpoint] | None = None
     _prehash: bool = field(init=False, default=False)
     _hash_by_stat: bool = field(init=False, default=False)
@@ -79,12 +77,13 @@ class RouteContext:
         * The SHA-256, so that the copy is checked against it: listings of S3
           do not carry the SHA-256 metadata, and a read of a large object
           cannot check its bytes otherwise (a multipart ETag is not a digest
-          of them). Only for objects over ``large_object`` bytes: beside them
-          one more request is small, and smaller S3 objects come whole in one
-          answer, checked by it.
+          of them). For every object not read whole (over the small-object
+          size): such an object may come in more than one answer (S3's first
+          answer is one part), and only an answer holding the whole object
+          is checked by the backend itself.
         """
         describe = info.headers is None
-        want_hash = self._hash_by_stat and SHA256 not in info.hashes and (info.size or 0) > self.large_object
+        want_hash = self._hash_by_stat and SHA256 not in info.hashes and (info.size or 0) > SMALL_FILE
         if not describe and not want_hash:
             return info
         head = await self.src.stat(info.key)

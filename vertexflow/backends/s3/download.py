@@ -16,7 +16,7 @@ import anyio.abc
 
 from ...errors import BackendError, IntegrityError, TransientError
 from ...model import SHA256
-from .common import etag_is_content_md5, strip_etag
+from .common import etag_is_content_md5, off_loop, strip_etag
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
@@ -108,8 +108,13 @@ class Download:
         self._part_size, self._concurrency = part_size, concurrency
         self._hash: Any = None
         self._expected: str | None = None
-        if self.start == 0 and self.stop == self.total and self.end == self.total:
-            self._hash, self._expected = whole_object_check(headers) or (None, None)
+        #: the digest is checked once the whole object has passed (in the first answer, or after the rest)
+        self._check_at = self.total
+        if self.start == 0 and self.offset == 0 and self.end == self.total:
+            if self.stop == self.total or not headers.get(f"x-amz-meta-{SHA256}"):
+                # in one answer; or in several, checked by its plain-MD5 ETag across them (an object with
+                # the SHA-256 metadata is checked by the copy engine against it: not hashed twice)
+                self._hash, self._expected = whole_object_check(headers) or (None, None)
 
     @property
     def has_ranges(self) -> bool:
@@ -145,9 +150,9 @@ class Download:
             pos += len(chunk)
             if piece:
                 yield piece
-        if self._hash is not None:
-            assert self._expected is not None
-            check_digest(self._hash, self._expected, self.describe, self.key)
+        if pos >= self.end:
+            self._check()
+            return
         if self.rest_streamed:
             async with self._open_rest(self.stop, self.end - 1) as read:
                 while pos < self.end:
@@ -155,7 +160,11 @@ class Download:
                     if not chunk:
                         raise TransientError(f"GetObject body ended at byte {pos} of {self.end}",
                                              backend=self.describe(), key=self.key)
+                    if self._hash is not None:
+                        self._hash.update(chunk)
                     pos += len(chunk)
+                    if pos >= self.end:
+                        self._check()  # before the last piece goes: a wrong object is never whole
                     yield chunk
             return
         while window:
@@ -165,10 +174,22 @@ class Download:
                 raise slot.error
             pieces, slot.data = slot.data, None
             assert pieces is not None
+            pos += sum(map(len, pieces))
+            if self._hash is not None:
+                digest = self._hash
+                await off_loop(lambda: [digest.update(piece) for piece in pieces], sum(map(len, pieces)))
+                if pos >= self.end:
+                    self._check()  # before the last part goes: a wrong object is never whole
             pieces.reverse()
             while pieces:
                 yield pieces.pop()  # dropped here once the consumer is done with it
             refill()  # after the consumer is done with a part: memory stays bounded
+
+    def _check(self) -> None:
+        if self._hash is not None:
+            assert self._expected is not None
+            check_digest(self._hash, self._expected, self.describe, self.key)
+            self._hash = None
 
     async def _fill_slot(self, slot: _Slot, first: int, last: int) -> None:
         # errors wait in the slot and surface in order, where the reader is

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -69,6 +70,8 @@ log = get_logger(__name__)
 #: CRC32 costs us ~0.5 s. Bytes changed in transit still fail the part; the
 #: SHA-256 that signs each part and the whole object's SHA-256 are taken as before.
 PART_CHECKSUM = "CRC32"
+#: how far the server's clock may be behind ours when we look for an upload whose answer was lost
+CLOCK_SKEW = 300.0
 
 
 def _strings(saved: Any) -> dict[str, str]:
@@ -468,12 +471,19 @@ class Uploads:
         # Shielded: cancelled mid-request, the server may hold an upload whose
         # id we never learnt and so could never abort.
         upload_id = None
-        with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
-            upload_id = await self.b.call("CreateMultipartUpload", key, lambda: fast.create_multipart_upload(
-                full, meta, PART_CHECKSUM if checksums else None, described))
-        if upload_id is None:
-            raise TransientError(f"CreateMultipartUpload: no answer within {ABORT_TIMEOUT:.0f} s",
-                                 backend=self.b.describe(), key=key)
+        asked = time.time()
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
+                upload_id = await self.b.call("CreateMultipartUpload", key, lambda: fast.create_multipart_upload(
+                    full, meta, PART_CHECKSUM if checksums else None, described))
+            if upload_id is None:
+                raise TransientError(f"CreateMultipartUpload: no answer within {ABORT_TIMEOUT:.0f} s",
+                                     backend=self.b.describe(), key=key)
+        except TransientError:
+            # the answer was lost, not necessarily the request: the server may hold an upload we
+            # never learnt the id of, which the retry's new upload would leave behind
+            await self._abort_lost_creates(key, full, since=asked)
+            raise
         upload = Upload(upload_id=upload_id, part_size=part_size, metadata_sha256=sha256, metadata=meta,
                         described=dict(described or {}))
         await _Saver(checkpoint, upload).save()
@@ -535,6 +545,26 @@ class Uploads:
         if problems:
             await self.b.delete_corrupt(key, full)
             raise IntegrityError("; ".join(problems), backend=self.b.describe(), key=key)
+
+    async def _abort_lost_creates(self, key: str, full: str, *, since: float) -> None:
+        """Abort the uploads of ``full`` begun since ``since`` (less the clock skew we allow), shielded, time-boxed.
+
+        Older ones are left: a checkpoint may name one, to be resumed.
+        """
+        with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
+            try:
+                client = await self.b.client()
+                answer = await self.b.call("ListMultipartUploads", key, lambda: client.list_multipart_uploads(
+                    Bucket=self.b.bucket, Prefix=full), retry=True)
+            except BackendError as exc:
+                log.warning("s3.lost_upload_not_listed", backend=self.b.describe(), key=key, error=str(exc))
+                return
+            for upload in answer.get("Uploads", ()):
+                initiated = upload.get("Initiated")
+                if upload.get("Key") == full and initiated is not None and initiated.timestamp() >= since - CLOCK_SKEW:
+                    log.info("s3.lost_upload_aborted", backend=self.b.describe(), key=key,
+                             upload_id=upload["UploadId"])
+                    await self.abort(key, full, upload["UploadId"])
 
     async def abort(self, key: str, full: str, upload_id: str) -> bool:
         """Abort a multipart upload, even while being cancelled, within ABORT_TIMEOUT; True if it is gone."""
