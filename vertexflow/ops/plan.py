@@ -39,9 +39,9 @@ from ..errors import NotFound
 from ..filters import NO_FILTER, Filter
 from ..model import SHA256, ObjectInfo
 from ..state.journal import DestRecord, Journal
+from .spec import CompareMode
 
 Action = Literal["copy", "skip", "delete", "keep"]
-CompareMode = Literal["size_mtime", "checksum", "size_only"]
 
 #: pairs decided per journal look-up
 DECIDE_BATCH = 500

@@ -163,19 +163,20 @@ async def _body(reader: asyncio.StreamReader, length: int | None, chunked: bool)
                     if trailer == b"\r\n":
                         return
                 raise ConnectionError("too many trailers")
-            left = size + 2
-            while left:
-                data = await reader.read(min(left, _PIECE))
-                if not data:
-                    raise asyncio.IncompleteReadError(b"", left)
-                left -= len(data)
+            async for data in _exactly(reader, size + 2):  # the chunk and its CRLF
                 yield data
         raise ConnectionError("too many chunks")
     if length is None:
         while data := await reader.read(_PIECE):
             yield data
         return
-    left = length
+    async for data in _exactly(reader, length):
+        yield data
+
+
+async def _exactly(reader: asyncio.StreamReader, n: int) -> AsyncIterator[bytes]:
+    """The next ``n`` bytes of ``reader``, in pieces as they arrive; raises if it ends first."""
+    left = n
     while left:
         data = await reader.read(min(left, _PIECE))
         if not data:
