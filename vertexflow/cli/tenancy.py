@@ -10,56 +10,21 @@ this module only parses and prints; :mod:`.run` maps errors to exit codes
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-from ..errors import ConfigError
 from ..tenancy.manager import DEFAULT_SUBFOLDERS, StorageManager
-from .run import EXIT_PARTIAL, reported, run_job, run_or_exit
+from .platform import TenancyCtx, echo_data, platform_options, run_with_manager
+from .run import EXIT_PARTIAL, reported, run_job
 from ..ops.assembly import open_journal
 from .transfer import build_filter, with_filter_options
-
-T = TypeVar("T")
-
-
-class TenancyCtx:
-    def __init__(self, db: str | None, storage_config: str | None) -> None:
-        self.db, self.storage_config = db, storage_config
-
-    def manager(self) -> StorageManager:
-        if not self.db:
-            raise ConfigError("no platform database: give --db PATH or set VERTEXFLOW_DB")
-        return StorageManager.open(self.storage_config, self.db)
-
-
-def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--storage-config", "storage_config", type=click.Path(dir_okay=False),
-                      envvar="VERTEXFLOW_STORAGE_CONFIG",
-                      help="The platform's storage_config.json [every content type on local disk].")(fn)
-    return click.option("--db", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_DB",
-                        help="The platform's SQLite database.")(fn)
-
-
-def _run(ctx: TenancyCtx, fn: Callable[[StorageManager], Awaitable[T]]) -> T:
-    """Run ``fn`` with a manager (the runner of :mod:`.run` turns errors into the exit status)."""
-
-    async def main() -> T:
-        async with ctx.manager() as manager:
-            return await fn(manager)
-
-    return run_or_exit(main)
-
-
-def _echo(data: Any, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
 
 
 # -- company ---------------------------------------------------------------------
 @click.group()
-@_options
+@platform_options
 @click.pass_context
 def company(ctx: click.Context, db: str | None, storage_config: str | None) -> None:
     """Companies of the platform database and their storage."""
@@ -80,8 +45,8 @@ def company_list(obj: TenancyCtx, as_json: bool) -> None:
     async def run(m: StorageManager) -> list[dict[str, Any]]:
         return [_company_dict(m, c) for c in m.require_registry().companies()]
 
-    rows = _run(obj, run)
-    _echo(rows, as_json, "\n".join(
+    rows = run_with_manager(obj, run)
+    echo_data(rows, as_json, "\n".join(
         f"{r['id']:>4}  {r['slug']:<24} {r.get('connection') or r['storage_type']}" for r in rows) or "(no companies)")
 
 
@@ -100,12 +65,12 @@ def company_show(obj: TenancyCtx, company_ref: str, as_json: bool) -> None:
             r.pop("report", None)
         return out
 
-    data = _run(obj, run)
+    data = run_with_manager(obj, run)
     lines = [f"{k}: {v}" for k, v in data.items() if k not in ("locations", "migrations")]
     lines += [f"  {ct}: {where}" for ct, where in data["locations"].items()]
     lines += [f"  migration {r['id']}: {r['state']} -> {r['to'].get('name')} {r['message'] or ''}"
               for r in data["migrations"]]
-    _echo(data, as_json, "\n".join(lines))
+    echo_data(data, as_json, "\n".join(lines))
 
 
 @company.command("add")
@@ -131,7 +96,7 @@ def company_add(obj: TenancyCtx, slug: str, name: str | None, storage_type: str,
         return m.require_registry().add_company(slug, name=name, storage_type=stype, storage_connection_id=conn_id,
                                          yandex_disk_folder_id=yandex_folder).id
 
-    click.echo(_run(obj, run))
+    click.echo(run_with_manager(obj, run))
 
 
 def _categories(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -157,8 +122,8 @@ def company_provision(obj: TenancyCtx, company_ref: str, categories: tuple[str, 
                                                    content_types=content_types or None)
         return report.as_dict()
 
-    data = _run(obj, run)
-    _echo(data, as_json, f"created {len(data['created'])}, already there {len(data['existing'])}")
+    data = run_with_manager(obj, run)
+    echo_data(data, as_json, f"created {len(data['created'])}, already there {len(data['existing'])}")
 
 
 @company.command("verify")
@@ -174,15 +139,15 @@ def company_verify(obj: TenancyCtx, company_ref: str, categories: tuple[str, ...
                                                 content_types=content_types or None)
         return report.as_dict()
 
-    data = _run(obj, run)
-    _echo(data, as_json, "ok" if data["ok"] else "missing:\n" + "\n".join(f"  {m}" for m in data["missing"]))
+    data = run_with_manager(obj, run)
+    echo_data(data, as_json, "ok" if data["ok"] else "missing:\n" + "\n".join(f"  {m}" for m in data["missing"]))
     if not data["ok"]:
         raise SystemExit(EXIT_PARTIAL)
 
 
 # -- migrate ---------------------------------------------------------------------
 @click.group()
-@_options
+@platform_options
 @click.pass_context
 def migrate(ctx: click.Context, db: str | None, storage_config: str | None) -> None:
     """Move a company to another backend (plan, quota, provision, copy, verify, switch), or back."""
@@ -258,7 +223,7 @@ def migrate_company_cmd(obj: TenancyCtx, company_ref: str, to: str, live: bool, 
         data["transfer"] = {k: v for k, v in stats.summary().items()
                             if k in ("objects", "bytes", "skipped", "failed", "seconds", "mb_per_s", "retries")}
         if as_json:
-            _echo(data, True, "")
+            echo_data(data, True, "")
         else:
             _print_migration(data)
         if data.get("state") == "interrupted" and as_json:
@@ -339,12 +304,12 @@ def migrate_rollback(obj: TenancyCtx, company_ref: str, no_sync_back: bool, tran
             raise
 
     try:
-        data = _run(obj, run)
+        data = run_with_manager(obj, run)
     except SystemExit:
         if as_json and failure:  # the result also when it fails; the exit status stays the table's
-            _echo(failure, True, "")
+            echo_data(failure, True, "")
         raise
-    _echo(data, as_json, f"{data['message']} (synced back {data['copied']} files)")
+    echo_data(data, as_json, f"{data['message']} (synced back {data['copied']} files)")
 
 
 @migrate.command("list")
@@ -357,8 +322,8 @@ def migrate_list(obj: TenancyCtx, company_ref: str | None, as_json: bool) -> Non
         cid = m.company(company_ref).id if company_ref else None
         return [r.as_dict() for r in m.require_registry().migrations(cid)]
 
-    rows = _run(obj, run)
-    _echo(rows, as_json, "\n".join(
+    rows = run_with_manager(obj, run)
+    echo_data(rows, as_json, "\n".join(
         f"{r['id']:>4}  company {r['company_id']}  {r['from'].get('name')} -> {r['to'].get('name')}  "
         f"{r['state']}  {r['message'] or ''}" for r in rows) or "(no migrations)")
 
@@ -377,7 +342,7 @@ def migrate_status(obj: TenancyCtx, company_ref: str, as_json: bool) -> None:
             last.pop("report", None)
         return {**_company_dict(m, c), "migration": last}
 
-    data = _run(obj, run)
+    data = run_with_manager(obj, run)
     where = data.get("connection") or data["storage_type"]
     mig = data["migration"]
     if mig is None:
@@ -394,7 +359,7 @@ def migrate_status(obj: TenancyCtx, company_ref: str, as_json: bool) -> None:
             text += f" (pid {lease['pid']} on {lease['host']})"
         if mig.get("message"):
             text += f"\n  {mig['message']}"
-    _echo(data, as_json, text)
+    echo_data(data, as_json, text)
 
 
 @migrate.command("abandon")
@@ -413,5 +378,5 @@ def migrate_abandon(obj: TenancyCtx, migration_id: int) -> None:
         rec = m.require_registry().abandon_migration(migration_id, "abandoned by the operator")
         return ("stale " if rec.is_stale() else "") + rec.state, m.require_registry().migration(migration_id).state
 
-    was, now = _run(obj, run)
+    was, now = run_with_manager(obj, run)
     click.echo(f"migration {migration_id} marked {now} (was {was})")
