@@ -166,6 +166,9 @@ class Features:
     #: the store keeps what describes an object (Content-Type, headers, user metadata) and the
     #: backend takes ``metadata`` / ``metadata_set`` settings (``--no-metadata``, ``--metadata-set``)
     object_metadata: bool = False
+    #: the parts of an object's description (``backends.base.DESCRIPTION_PARTS``) that
+    #: ``set_description`` changes without sending the bytes again (``verify --fix --metadata``)
+    description_in_place: tuple[str, ...] = ()
 
 
 def body_from_bytes(data: bytes) -> BodyFactory:

@@ -14,7 +14,8 @@ Optional abilities are declared in :attr:`Backend.features`; callers ask the
 features instead of probing for methods or classes, and a method whose
 feature is off raises :class:`NotImplementedError`. Each ability that brings
 methods is a small protocol below (:class:`LocalFiles`, :class:`DirectFiles`,
-:class:`PublicLinks`, :class:`Folders`, server-side copy, whole reads);
+:class:`PublicLinks`, :class:`Folders`, :class:`DescriptionInPlace`, server-side
+copy, whole reads);
 :data:`ABILITIES` maps each feature flag to its methods, and
 ``tests/backends/test_features.py`` checks, for every backend and every
 decorator stack the engine builds, that what is declared is what works.
@@ -107,6 +108,24 @@ class Folders(Protocol):
     async def is_folder(self, path: str) -> bool: ...
 
 
+#: the parts of what describes an object (``docs/fidelity.md``) a store may keep:
+#: Content-Type, the standard headers, user metadata, the source mtime
+DESCRIPTION_PARTS = ("content-type", "headers", "metadata", "mtime")
+
+
+@runtime_checkable
+class DescriptionInPlace(Protocol):
+    """``features.description_in_place``: what describes an object is changed without sending its bytes again.
+
+    The flag names the parts of :data:`DESCRIPTION_PARTS` the store keeps and
+    this sets (S3: all of them, by a CopyObject onto itself with directive
+    REPLACE; Yandex.Disk: user metadata and the mtime, its custom properties).
+    """
+
+    async def set_description(self, key: str, info: ObjectInfo, *, if_version: str | None = None) -> bool:
+        """Give ``key`` the description ``info`` carries (see :meth:`Backend.set_description`)."""
+
+
 #: the feature flags that stand for methods, and those methods (what "implemented" means)
 ABILITIES: Mapping[str, tuple[str, ...]] = {
     "server_side_copy": ("server_copy", "same_store"),
@@ -115,6 +134,7 @@ ABILITIES: Mapping[str, tuple[str, ...]] = {
     "whole_reads": ("read_whole",),
     "public_links": ("public_link",),
     "folders": ("make_folder", "is_folder"),
+    "description_in_place": ("set_description",),
 }
 
 
@@ -251,6 +271,23 @@ class Backend(abc.ABC):
     async def free_space(self) -> int | None:
         """Bytes that may still be written here, or None if unknown or unlimited."""
         return None
+
+    async def set_description(self, key: str, info: ObjectInfo, *, if_version: str | None = None) -> bool:
+        """Give the object ``key`` the description ``info`` carries, in place of its own, sending no bytes.
+
+        Only where ``features.description_in_place``, and only the parts it
+        names: ``info.content_type``, ``info.headers`` (None: none),
+        ``info.metadata`` as the whole user metadata (but vertexflow's own
+        entries, :func:`~vertexflow.model.own_metadata`: the object keeps its
+        own, which describe its stored form) and ``info.mtime`` as the kept
+        source mtime (None: the ``mtime`` entry of ``info.metadata``, if any).
+        ``if_version``: the version the caller looked at; raises
+        :class:`~vertexflow.errors.SourceChanged` when the object is no longer
+        it, :class:`~vertexflow.errors.NotFound` when it is gone. False: this
+        object cannot be changed in place (S3: over 5 GiB, beyond one
+        CopyObject); send it again instead.
+        """
+        raise NotImplementedError(f"{self.describe()} cannot change what describes an object in place")
 
     def local_path(self, key: str) -> Path:
         """The file that holds ``key`` (``features.local_path``, :class:`LocalFiles`)."""
