@@ -14,9 +14,12 @@ Side files: a read-only connection to a database in WAL mode creates
 ``-wal`` and ``-shm`` beside it and, unlike a read-write one, cannot remove
 them when it closes. So a private copy (the temporary file of a backup or a
 restore, which nothing else opens) is read with ``immutable=1`` (no locks,
-no side files), and the restored database is opened read-write, so that
-SQLite folds and removes its side files as the last connection closes
-(files that other processes hold open keep theirs, as they should).
+no side files), and the live database (backed up, or replaced by a restore)
+is opened read-write, so that SQLite folds and removes its side files as
+the last connection closes (files that other processes hold open keep
+theirs, as they should). The backup only reads through that connection; a
+live database this user may not write is opened read-only, and SQLite then
+leaves the side files it had to create.
 """
 
 from __future__ import annotations
@@ -48,15 +51,22 @@ def snapshot(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
         raise BackupError(f"database {source}: the copy fails its integrity check: {problem}")
 
 
-#: how a database file is opened: ``live`` read-only among other connections (the platform's
-#: database being backed up), ``private`` a copy nothing else opens (immutable: no locks, no side
-#: files), ``shared`` read-write without creating it (the database a restore wrote)
+#: how a database file is opened: ``live`` among other connections, read-write where this user
+#: may write it (only to remove the side files as the last connection), else read-only (the
+#: platform's database being backed up); ``private`` a copy nothing else opens (immutable: no
+#: locks, no side files); ``shared`` read-write without creating it (the database a restore wrote)
 Access = Literal["live", "private", "shared"]
-_MODE = {"live": "mode=ro", "private": "mode=ro&immutable=1", "shared": "mode=rw"}
+_MODE = {"private": "mode=ro&immutable=1", "shared": "mode=rw"}
 
 
 def _connect(path: str | os.PathLike[str], access: Access) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{quote(str(Path(path).absolute()))}?{_MODE[access]}", uri=True, timeout=30)
+    full = Path(path).absolute()
+    if access == "live":
+        writable = os.access(full, os.W_OK) and os.access(full.parent, os.W_OK | os.X_OK)
+        mode = "mode=rw" if writable else "mode=ro"
+    else:
+        mode = _MODE[access]
+    return sqlite3.connect(f"file:{quote(str(full))}?{mode}", uri=True, timeout=30)
 
 
 def _copy(source: str | os.PathLike[str], target: str | os.PathLike[str], *, source_is: Access) -> None:
