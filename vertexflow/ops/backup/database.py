@@ -100,16 +100,21 @@ def restore_into(copy: str | os.PathLike[str], target: str | os.PathLike[str], *
     """Put the checked database file ``copy`` in place at ``target`` by the backup API.
 
     An existing ``target`` is first copied (by the backup API, so consistently
-    even while open elsewhere) to ``<target>.before-restore-<UTC time>``,
-    whose path is returned. Connections open on ``target`` see the restored
-    content at their next transaction. The result is integrity-checked.
+    even while open elsewhere) to ``<target>.before-restore-<UTC time>``
+    (``-1``, ``-2``... appended when that name is taken: a file there is
+    never overwritten), whose path is returned. Connections open on
+    ``target`` see the restored content at their next transaction. The
+    result is integrity-checked.
     """
     target = Path(target)
     kept = None
     if target.exists():
-        stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-        kept = f"{target}.before-restore-{stamp}"
-        _copy(target, kept, source_is="shared")
+        kept = _reserve_kept_name(target, now or datetime.now(UTC))
+        try:
+            _copy(target, kept, source_is="shared")
+        except BaseException:
+            os.unlink(kept)
+            raise
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
     _copy(copy, target, source_is="private")
@@ -118,3 +123,17 @@ def restore_into(copy: str | os.PathLike[str], target: str | os.PathLike[str], *
         raise BackupError(f"database {target}: fails its integrity check after the restore: {problem}"
                           + (f" (the previous file is kept at {kept})" if kept else ""))
     return kept
+
+
+def _reserve_kept_name(target: Path, now: datetime) -> str:
+    """A new empty file ``<target>.before-restore-<UTC time>[-N]``, created here (O_EXCL), for the previous database."""
+    base = f"{target}.before-restore-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    mode = target.stat().st_mode & 0o777  # the copy is as readable as the database, no more
+    for seq in range(1000):
+        name = f"{base}-{seq}" if seq else base
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+        except FileExistsError:
+            continue
+        return name
+    raise BackupError(f"database {target}: too many {base}-N files; remove old ones")
