@@ -166,6 +166,9 @@ def migrate(ctx: click.Context, db: str | None, storage_config: str | None) -> N
               help="Files in flight at once [8 local, 16 remote].")
 @click.option("--bwlimit", metavar="RATE",
               help='Bytes per second each way: 10M, 10M:1M (up:down), off, or a timetable "08:00,512k 19:00,10M".')
+@click.option("--max-delete", type=click.IntRange(0), default=None, metavar="N",
+              help="Refuse the run (before changing anything) if it would delete more than N files on the target "
+                   "that the company no longer has (a backend it used before) [no limit].")
 @click.option("--progress/--no-progress", default=None, help="Live progress bar on stderr [on for a terminal].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (also when the migration fails).")
 @click.option("--journal", "journal_path", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_JOURNAL")
@@ -173,7 +176,8 @@ def migrate(ctx: click.Context, db: str | None, storage_config: str | None) -> N
 @click.pass_obj
 def migrate_company_cmd(obj: TenancyCtx, company_ref: str, to: str, live: bool, dry_run: bool,
                         categories: tuple[str, ...], transfers: int | None, bwlimit: str | None,
-                        progress: bool | None, as_json: bool, journal_path: str | None, **kw: Any) -> None:
+                        max_delete: int | None, progress: bool | None, as_json: bool, journal_path: str | None,
+                        **kw: Any) -> None:
     """Migrate COMPANY (id or slug) to CONNECTION.
 
     \b
@@ -182,6 +186,11 @@ def migrate_company_cmd(obj: TenancyCtx, company_ref: str, to: str, live: bool, 
     target; otherwise it stays where it is (state "staged") and the command
     that completes the move is printed. A migration whose process is gone
     (killed) shows as stale and is taken over by this command.
+
+    \b
+    Files on the target that the company no longer has (a backend it used
+    before keeps the copy it left there) are deleted, so that the target ends
+    as the company is: --dry-run counts and names them, --max-delete bounds them.
     """
     import sys
 
@@ -206,7 +215,7 @@ def migrate_company_cmd(obj: TenancyCtx, company_ref: str, to: str, live: bool, 
                     async with open_journal(journal_path, False) as journal:
                         result = await migrate_company(m, company.id, to, live=live, filt=filt, dry_run=dry_run,
                                                        journal=journal, categories=categories, settings=settings,
-                                                       stats=stats, stop=stop)
+                                                       stats=stats, stop=stop, max_delete=max_delete)
                     out["data"] = result.as_dict()
                 except BaseException as exc:
                     out["data"] = _failed_migration(m, company.id, before, exc)
@@ -247,6 +256,11 @@ def _print_migration(data: dict[str, Any]) -> None:
     for p in data.get("plan", ()):
         left = f" ({p['left_out']} left out by the filter)" if p.get("left_out") else ""
         click.echo(f"{p['content_type']}: {p['objects']} files, {p['bytes']:,} bytes{left}  {p['from']} -> {p['to']}")
+        if p.get("extras"):
+            verb = "to delete" if data["state"] == "dry_run" else "deleted"
+            shown = ", ".join(p["first_extras"]) + (", ..." if p["extras"] > len(p["first_extras"]) else "")
+            click.echo(f"  {p['extras']} files on the target the company no longer has ({p['extra_bytes']:,} bytes), "
+                       f"{verb}: {shown}")
     if data["state"] == "dry_run":
         if data.get("left_out"):
             click.echo(f"a filtered run is a staged copy: the company is switched only if all its files are then "
@@ -380,3 +394,82 @@ def migrate_abandon(obj: TenancyCtx, migration_id: int) -> None:
 
     was, now = run_with_manager(obj, run)
     click.echo(f"migration {migration_id} marked {now} (was {was})")
+
+
+@migrate.command("show")
+@click.argument("migration_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def migrate_show(obj: TenancyCtx, migration_id: int, as_json: bool) -> None:
+    """One migration and its report: per content type what was copied, skipped, verified, reconciled, deleted,
+    and every difference found; a cleanup of what it left behind."""
+    async def run(m: StorageManager) -> dict[str, Any]:
+        rec = m.require_registry().migration(migration_id)
+        return {**rec.as_dict(), "company": m.require_registry().company(rec.company_id).slug}
+
+    data = run_with_manager(obj, run)
+    echo_data(data, as_json, _show_text(data))
+
+
+def _when(t: float | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "-"
+
+
+def _show_text(data: dict[str, Any]) -> str:
+    lines = [f"migration {data['id']}: company {data['company']}  {data['from'].get('name')} -> "
+             f"{data['to'].get('name')}  {data['state']}{'  (live)' if data['live'] else ''}",
+             f"  started {_when(data['started_at'])}, ended {_when(data['finished_at'])}"]
+    if data.get("message"):
+        lines.append(f"  {data['message']}")
+    report = data.get("report") or {}
+    for p in report.get("plan", ()):
+        lines.append(f"  {p['content_type']}: {p['objects']} files, {p['bytes']:,} bytes; copied {p.get('copied', '-')}, "
+                     f"skipped {p.get('skipped', '-')}, verified {p.get('verified', '-')}, reconciled "
+                     f"{p.get('reconciled', '-')}, deleted {p.get('deleted', '-')}"
+                     + (f", left out {p['left_out']}" if p.get("left_out") else ""))
+        lines.extend(f"    difference: {d}" for d in p.get("differences", ()))
+    cleanup = report.get("cleanup")
+    if cleanup:
+        lines.append(f"  cleanup {_when(cleanup.get('at'))}: {cleanup['message']}")
+    return "\n".join(lines)
+
+
+def _grace(text: str) -> float:
+    from ..filters import parse_age
+
+    return 0.0 if text.strip() == "0" else parse_age(text).total_seconds()
+
+
+@migrate.command("cleanup")
+@click.argument("migration_id", type=int)
+@click.option("--grace", default="7d", show_default=True, metavar="AGE",
+              help="Keep the copy this long after the migration ended (0 for none).")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def migrate_cleanup(obj: TenancyCtx, migration_id: int, grace: str, dry_run: bool, as_json: bool) -> None:
+    """Delete the copy MIGRATION_ID left behind: a switched one's source, or what a failed, rolled back or
+    staged one copied to its target.
+
+    \b
+    Never a location the company (or another company) reads now, never while
+    the company has a migration in progress, and only once the grace period
+    since the migration ended is over. What was deleted goes into the
+    migration's report (`vertexflow migrate show ID`).
+    """
+    from ..ops.migrate_cleanup import cleanup_migration
+
+    with reported():
+        seconds = _grace(grace)
+
+    async def run(m: StorageManager) -> dict[str, Any]:
+        return (await cleanup_migration(m, migration_id, grace=seconds, dry_run=dry_run)).as_dict()
+
+    data = run_with_manager(obj, run)
+    text = "\n".join([*(f"{loc['content_type']}: {loc['where']}: " + (f"kept ({loc['skipped']})" if loc["skipped"]
+                        else f"{loc['files']} files, {loc['bytes']:,} bytes" + ("" if dry_run else
+                                                                              f", deleted {loc['deleted']}"))
+                        for loc in data["locations"]), data["message"]])
+    echo_data(data, as_json, text)

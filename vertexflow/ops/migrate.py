@@ -82,6 +82,11 @@ log = get_logger(__name__)
 
 Event = Callable[[str, dict[str, Any]], None]
 
+#: extras named in a plan and in the report (the count is always whole)
+SHOWN_EXTRAS = 10
+#: differences kept per content type in the report (a report must stay small enough to print)
+REPORT_DIFFERENCES = 100
+
 
 @dataclass(slots=True)
 class ContentPlan:
@@ -95,11 +100,27 @@ class ContentPlan:
     #: every file of the company of this content type, filter or not
     total_objects: int = 0
     total_bytes: int = 0
+    #: the keys of the company's files on the old backend (while planning; emptied once the extras are known)
+    keys: set[str] = field(default_factory=set)
+    #: files on the target that the company no longer has (left there by an earlier placement)
+    extras: list[str] = field(default_factory=list)
+    extra_bytes: int = 0
+    # what the run did, per content type (the migration report)
+    copied: int = 0
+    skipped: int = 0
+    verified: int = 0
+    deleted: int = 0
+    reconciled: int = 0
+    #: differences the verification found (each sent again once; kept up to REPORT_DIFFERENCES)
+    differences: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"content_type": self.content_type, "from": self.source, "to": self.target,
                 "objects": self.objects, "bytes": self.bytes,
-                "left_out": self.total_objects - self.objects}
+                "left_out": self.total_objects - self.objects, "extras": len(self.extras),
+                "extra_bytes": self.extra_bytes, "first_extras": self.extras[:SHOWN_EXTRAS],
+                "copied": self.copied, "skipped": self.skipped, "verified": self.verified,
+                "deleted": self.deleted, "reconciled": self.reconciled, "differences": self.differences}
 
 
 @dataclass(slots=True)
@@ -113,6 +134,8 @@ class MigrationResult:
     copied: int = 0
     reconciled: dict[str, int] = field(default_factory=dict)
     verified: int = 0
+    #: files deleted on the target because the company no longer has them (a backend it used before)
+    deleted: int = 0
     message: str = ""
     #: files of the company the filter left out (a filtered run is a staged copy)
     left_out: int = 0
@@ -123,7 +146,7 @@ class MigrationResult:
         return {"migration_id": self.migration_id, "company": self.company, "from": self.source,
                 "to": self.target, "state": self.state, "plan": [p.as_dict() for p in self.plan],
                 "copied": self.copied, "reconciled": self.reconciled, "verified": self.verified,
-                "left_out": self.left_out, "taken_over": self.taken_over, "message": self.message}
+                "deleted": self.deleted, "left_out": self.left_out, "taken_over": self.taken_over, "message": self.message}
 
 
 def resolve_target(manager: StorageManager, company: Company, to: str) -> tuple[Placement, str]:
@@ -168,6 +191,7 @@ async def _list_plan(backend: Backend, filt: Filter, plan: ContentPlan) -> None:
         async for info in backend.list("" if filt.active else filt.prefix):
             plan.total_objects += 1
             plan.total_bytes += info.size or 0
+            plan.keys.add(info.key)
             if not filt.matches(info):
                 continue
             plan.objects += 1
@@ -177,6 +201,55 @@ async def _list_plan(backend: Backend, filt: Filter, plan: ContentPlan) -> None:
                 plan.folders.add("/".join(parts[:i]))
     except NotFound:
         pass  # nothing stored yet for this content type
+
+
+async def _list_extras(backend: Backend, plan: ContentPlan) -> None:
+    """The files on the target that the company has not (folder markers aside): an earlier placement's leftovers."""
+    async for info in empty_if_missing(backend.list("")):
+        if info.key not in plan.keys and info.key.rsplit("/", 1)[-1] != FOLDER_MARKER:
+            plan.extras.append(info.key)
+            plan.extra_bytes += info.size or 0
+    plan.keys = set()
+
+
+def _check_max_delete(plans: list[ContentPlan], company: Company, target_name: str, max_delete: int | None) -> None:
+    extras = sum(len(p.extras) for p in plans)
+    if max_delete is None or extras <= max_delete:
+        return
+    first = next(f"{p.content_type} {p.extras[0]}" for p in plans if p.extras)
+    raise ConfigError(f"migrating company {company.slug} to {target_name} would delete {extras} files there that "
+                      f"it no longer has (left by an earlier placement; first: {first}), more than --max-delete "
+                      f"{max_delete}; nothing was changed. List them with --dry-run; allow it with --max-delete "
+                      f"{extras}")
+
+
+async def _delete_extras(plans: list[ContentPlan], olds: dict[str, StorageAdapter],
+                         news: dict[str, StorageAdapter], live_run: _LiveRun | None) -> int:
+    """Delete on the target the files the company no longer has; a key it has again (a live write) is kept.
+
+    Each key is checked on the old backend just before its delete. A live write
+    that lands between that check and the delete marked its key dirty before
+    its first request, so the reconcile that follows the copy puts it back.
+    """
+    deleted = 0
+    for plan in plans:
+        ct = plan.content_type
+        is_dirty = live_run.is_dirty(ct) if live_run is not None else None
+        for key in plan.extras:
+            if is_dirty is not None and is_dirty(key):
+                continue
+            try:
+                await olds[ct].stat(key)
+                continue  # the company has it again: the copy brings it
+            except NotFound:
+                pass
+            try:
+                await news[ct].delete_file(key)
+            except NotFound:
+                pass
+            plan.deleted += 1
+            deleted += 1
+    return deleted
 
 
 def _verify_filter(filt: Filter) -> Filter:
@@ -207,8 +280,15 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
                           categories: tuple[str, ...] = (), subfolders: tuple[str, ...] = DEFAULT_SUBFOLDERS,
                           wrap_target: Callable[[Backend], Backend] | None = None,
                           on_event: Event | None = None, settings: TransferSettings | None = None,
-                          stats: JobStats | None = None, stop: StopSignal | None = None) -> MigrationResult:
+                          stats: JobStats | None = None, stop: StopSignal | None = None,
+                          max_delete: int | None = None) -> MigrationResult:
     """Migrate a company to ``to``; see the module docstring for the steps.
+
+    Files on the target that the company no longer has (a backend it used
+    before, holding the copy it left there) are deleted before the copy, so
+    that the target ends as the company is; ``max_delete`` refuses the run,
+    before anything is recorded or changed, when there would be more of them
+    (a :class:`ConfigError` naming the count and the first one).
 
     ``settings`` (bandwidth limit, transfers, retries, verification) apply to
     the copy of every content type, as to any other job; ``stats`` fills as
@@ -260,6 +340,7 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
                 stop.attach(planning)  # a second Ctrl-C while listing
             for plan in plans:
                 await _list_plan(olds[plan.content_type].backend, filt, plan)
+                await _list_extras(news[plan.content_type].backend, plan)
         result.left_out = sum(p.total_objects - p.objects for p in plans)
         if dry_run and not planning.cancelled_caught:
             result.state = "dry_run"
@@ -268,6 +349,7 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
             _interrupted(result, company, "planning")
             progress.interrupted = True
             return result
+        _check_max_delete(plans, company, target_name, max_delete)
 
         record = registry.start_migration(company.id, src_desc, dst_desc, live=live)
         result.migration_id, result.taken_over = record.id, list(registry.taken_over)
@@ -301,16 +383,22 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
                     else:
                         step("copying", plan=[p.as_dict() for p in plans])
                     await _provision(plans, news, categories, subfolders)
+                    if any(p.extras for p in plans):
+                        result.deleted = await _delete_extras(plans, olds, news, live_run)
+                        step.announce("deleted_extras", deleted=result.deleted)
                     async with _journal_or_temp(journal) as j:
                         for (ct, old_t, new_t), plan in zip(pairs, plans, strict=True):
                             check_going()
                             if plan.objects == 0:
                                 continue  # nothing stored yet (a live write meanwhile is reconciled below)
                             done, failed = progress.done_objects, progress.failed_objects
+                            skipped = progress.skipped_objects
                             await run_between(olds[ct].backend, news[ct].backend, j, src_spec=old_t.label(),
                                               dst_spec=new_t.label(), settings=settings, stats=progress, filt=filt,
                                               stop=stop)
-                            result.copied += progress.done_objects - done
+                            plan.copied = progress.done_objects - done
+                            plan.skipped = progress.skipped_objects - skipped
+                            result.copied += plan.copied
                             failed = progress.failed_objects - failed
                             check_going()
                             if failed and live_run is None:
@@ -321,9 +409,11 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
                     check_going()
                     phase[0] = "verifying"
                     step("verifying")
-                    for ct, _, new_t in pairs:
+                    for (ct, _, new_t), plan in zip(pairs, plans, strict=True):
                         is_dirty = live_run.is_dirty(ct) if live_run is not None else None
-                        result.verified += await _verify(olds[ct], news[ct], filt, is_dirty, new_t.label())
+                        plan.verified = await _verify(olds[ct], news[ct], filt, is_dirty, new_t.label(),
+                                                      plan.differences)
+                        result.verified += plan.verified
                     check_going()
                     if filt.active:  # a staged copy: it switches only if the whole company is on the target
                         missing = await _incomplete(olds, news, live_run)
@@ -523,6 +613,7 @@ class _LiveRun:
 
     async def _pass(self, deadline: float | None = None) -> None:
         counts = self.result.reconciled
+        plans = {p.content_type: p for p in self.result.plan}
         for ct in self.olds:
             for key, generation in self.state.dirty(self.migration_id, ct):
                 if deadline is not None and time.monotonic() >= deadline:
@@ -537,6 +628,8 @@ class _LiveRun:
                     continue  # a write landed meanwhile: the key stays dirty
                 if self.state.clean(self.migration_id, ct, key, generation):
                     counts[outcome] = counts.get(outcome, 0) + 1
+                    if ct in plans:
+                        plans[ct].reconciled += 1
 
     async def reconcile_passes(self) -> None:
         """Reconcile dirty keys while writes go on, until few are left."""
@@ -628,8 +721,10 @@ async def _differences(old: StorageAdapter, new: StorageAdapter, filt: Filter,
 
 
 async def _verify(old: StorageAdapter, new: StorageAdapter, filt: Filter,
-                  is_dirty: Callable[[str], bool] | None, where: str) -> int:
+                  is_dirty: Callable[[str], bool] | None, where: str, found: list[str] | None = None) -> int:
     """Compare old and new by checksum; raise MigrationFailed naming the differences; the files matched.
+
+    ``found`` receives each difference (``kind key (detail)``) and what sending it again did.
 
     A difference is first sent again and checked once more: a file rewritten with the same size
     within the mtime's tolerance, between the copy's listing and a write that the dual writes
@@ -645,9 +740,15 @@ async def _verify(old: StorageAdapter, new: StorageAdapter, filt: Filter,
                 matched += 1
             else:
                 still.append(p)
+            if found is not None and len(found) < REPORT_DIFFERENCES:
+                found.append(f"{p.kind} {p.key} ({p.detail}): " + ("still differs" if still and still[-1] is p
+                                                                   else "sent again, now equal"))
         log.info("verification: differences sent again", where=where, sent=len(problems), still=len(still))
         problems = still
     if problems or more:
+        if found is not None and more:
+            found.extend(f"{p.kind} {p.key} ({p.detail}): not sent again (too many differences)"
+                         for p in problems[:REPORT_DIFFERENCES - len(found)])
         first = "; ".join(f"{p.kind} {p.key} ({p.detail})" for p in problems[:5])
         raise MigrationFailed(f"verification of {where} failed: {len(problems)} differences: {first}")
     return matched

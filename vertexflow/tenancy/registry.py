@@ -541,6 +541,14 @@ class Registry:
                        (state, message, json.dumps(report) if report is not None else None,
                         time.time() if final else None, migration_id, state))
 
+    def record_cleanup(self, migration_id: int, cleanup: dict[str, Any]) -> None:
+        """Add what a cleanup deleted to an ended migration's report (``report["cleanup"]``, the last one)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT report FROM vertexflow_migrations WHERE id = ?", (migration_id,)).fetchone()
+            report = json.loads(row[0]) if row and row[0] else {}
+            report["cleanup"] = cleanup
+            db.execute("UPDATE vertexflow_migrations SET report = ? WHERE id = ?", (json.dumps(report), migration_id))
+
     def migration(self, migration_id: int) -> MigrationRecord:
         row = self.db.execute(f"SELECT {self._MIG_COLS} FROM vertexflow_migrations WHERE id = ?",
                               (migration_id,)).fetchone()
