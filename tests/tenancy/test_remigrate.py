@@ -172,3 +172,26 @@ def _only_qr():
     from vertexflow.filters import Filter
 
     return Filter(include=("*/QR/*",))
+
+
+@pytest.mark.parametrize("to", ["nas", "yandex_disk"])
+async def test_empty_provisioned_folders_move_with_the_company(tmp_path: Path, emulator: YandexDiskEmulator,
+                                                               to: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A category provisioned but still empty is part of the company's layout: the migration carries it."""
+    import yadisk
+
+    raw = {**_raw(tmp_path), "yandex_disk": {"enabled": True, "token": TOKEN, "base_url": emulator.base_url}}
+    async with make_manager(tmp_path, raw) as m:
+        acme = m.registry.add_company("acme")
+        await m.provision_company_storage(acme.id, ["cats", "newcat"])
+        await m.save_file("portraits", "cats/Image/a.jpg", b"jpeg", company_id=acme.id)
+        assert (await migrate_company(m, acme.id, to)).state == "switched"
+        report = await m.verify_company_storage(acme.id, ["cats", "newcat"])
+        assert report.missing == []
+        # and back again, from folders that exist only as folders on the source
+        assert (await migrate_company(m, acme.id, "local")).state == "switched"
+        assert (tmp_path / "files/portraits/acme/newcat/nft_markers").is_dir()
+    if to == "yandex_disk":  # checked with an independent client (yadisk builds its URLs from BASE_API_URL)
+        monkeypatch.setattr(yadisk.settings, "BASE_API_URL", emulator.origin)
+        async with yadisk.AsyncClient(token=TOKEN, session="aiohttp") as client:
+            assert await client.is_dir("/portraits/acme/newcat/QR")

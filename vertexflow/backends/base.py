@@ -107,6 +107,9 @@ class Folders(Protocol):
 
     async def is_folder(self, path: str) -> bool: ...
 
+    async def list_folders(self, path: str) -> list[str]:
+        """The names of the folders directly inside folder ``path`` (``""``: the root); [] if it is not a folder."""
+
 
 #: the parts of what describes an object (``docs/fidelity.md``) a store may keep:
 #: Content-Type, the standard headers, user metadata, the source mtime
@@ -133,7 +136,7 @@ ABILITIES: Mapping[str, tuple[str, ...]] = {
     "direct_files": ("copy_from_file", "copy_files", "read_file", "run_blocking", "remove_temp_files"),
     "whole_reads": ("read_whole",),
     "public_links": ("public_link",),
-    "folders": ("make_folder", "is_folder"),
+    "folders": ("make_folder", "is_folder", "list_folders"),
     "description_in_place": ("set_description",),
 }
 
@@ -307,6 +310,10 @@ class Backend(abc.ABC):
 
     async def is_folder(self, path: str) -> bool:
         """Whether folder ``path`` exists (``features.folders``)."""
+        raise NotImplementedError(f"{self.describe()} has no folders")
+
+    async def list_folders(self, path: str) -> list[str]:
+        """The folders directly inside folder ``path`` (``features.folders``): an empty one is a place too."""
         raise NotImplementedError(f"{self.describe()} has no folders")
 
     def same_store(self, other: Backend) -> bool:

@@ -706,6 +706,21 @@ class LocalBackend(Backend):
     async def is_folder(self, path: str) -> bool:
         return await self._run(self.local_path(path).is_dir)
 
+    async def list_folders(self, path: str) -> list[str]:
+        base = self.local_path(path) if path else self.root
+
+        def names() -> list[str]:
+            try:
+                with os.scandir(base) as entries:
+                    return sorted(e.name for e in entries
+                                  if not e.name.startswith(TMP_PREFIX) and e.is_dir(follow_symlinks=False))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+            except OSError as exc:
+                raise self._error(exc, path or None, "listing folders") from exc
+
+        return await self._run(names)
+
     def run_blocking(self, fn, *args):  # type: ignore[no-untyped-def]
         """Run blocking ``fn(*args)`` in this backend's bounded thread pool."""
         return self._run(fn, *args)

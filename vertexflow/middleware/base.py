@@ -120,5 +120,10 @@ class BackendWrapper(Backend):
             return await super().is_folder(path)
         return await self.inner.is_folder(path)
 
+    async def list_folders(self, path: str) -> list[str]:
+        if not self.features.folders:
+            return await super().list_folders(path)
+        return await self.inner.list_folders(path)
+
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -201,6 +201,10 @@ async def _list_plan(backend: Backend, filt: Filter, plan: ContentPlan) -> None:
                 plan.folders.add("/".join(parts[:i]))
     except NotFound:
         pass  # nothing stored yet for this content type
+    if backend.features.folders:  # empty folders are part of the company's layout: provisioned like the others
+        for category in await backend.list_folders(""):
+            plan.folders.add(category)
+            plan.folders.update(f"{category}/{sub}" for sub in await backend.list_folders(category))
 
 
 async def _list_extras(backend: Backend, plan: ContentPlan) -> None:

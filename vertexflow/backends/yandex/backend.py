@@ -660,6 +660,13 @@ class YandexDiskBackend(Backend):
             return False
         return bool(r.is_dir)
 
+    async def list_folders(self, path: str) -> list[str]:
+        """The folders inside ``path``: one listing of it (all its pages)."""
+        if path:
+            check_key(path, backend=self.describe())
+        entries = await self._list_dir(path)
+        return sorted(r.name for r in entries or () if r.is_dir)
+
     async def free_space(self) -> int | None:
         return (await self._disk_info()).free_space
 
