@@ -195,3 +195,21 @@ async def test_empty_provisioned_folders_move_with_the_company(tmp_path: Path, e
         monkeypatch.setattr(yadisk.settings, "BASE_API_URL", emulator.origin)
         async with yadisk.AsyncClient(token=TOKEN, session="aiohttp") as client:
             assert await client.is_dir("/portraits/acme/newcat/QR")
+
+
+async def test_a_connections_own_bwlimit_paces_the_migration_to_it(tmp_path: Path) -> None:
+    """``connections.<name>.bwlimit`` in storage_config.json holds for a migration without --bwlimit."""
+    raw = _raw(tmp_path)
+    raw["connections"]["nas"]["bwlimit"] = "100k"
+    async with make_manager(tmp_path, raw) as m:
+        acme = m.registry.add_company("acme")
+        for i in range(4):
+            await m.save_file("portraits", f"cats/Image/{i}.bin", bytes([i]) * 100 * 1024, company_id=acme.id)
+        started = time.monotonic()
+        assert (await migrate_company(m, acme.id, "nas")).state == "switched"
+        # 400 KiB at 100 KiB/s: about 4 s (a burst of about a second is allowed); unpaced it takes milliseconds
+        assert time.monotonic() - started >= 2.5
+    bad = _raw(tmp_path)
+    bad["connections"]["nas"]["bwlimit"] = "fast"
+    with pytest.raises(ConfigError, match=r"connections\.nas.*bwlimit"):
+        make_manager(tmp_path, bad)

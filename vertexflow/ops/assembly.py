@@ -209,12 +209,14 @@ class Transfer:
 async def run_between(source: Backend, target: Backend, journal: Journal, *, src_spec: str, dst_spec: str,
                       settings: TransferSettings, stats: JobStats, stop: StopSignal | None = None,
                       mode: str = "copy", delete: bool = False, compare: str = "size_mtime",
-                      filt: Any = None) -> JobStats:
+                      filt: Any = None, source_limit: str | None = None,
+                      dest_limit: str | None = None) -> JobStats:
     """A copy or sync between two backends opened elsewhere (a company's routes), run as any other job.
 
     ``settings`` reach it as they reach a command-line job: bandwidth limits,
     stages and adaptive concurrency are put around the two backends, and
-    ``stats`` fills as bytes move. ``stats`` may be shared by several runs:
+    ``stats`` fills as bytes move. ``source_limit`` / ``dest_limit``: the two
+    stores' own ``bwlimit`` (a storage connection's), on top of the job's. ``stats`` may be shared by several runs:
     each starts its clock and listing afresh, the counters add up.
     """
     from ..filters import NO_FILTER
@@ -224,7 +226,8 @@ async def run_between(source: Backend, target: Backend, journal: Journal, *, src
     spec = TransferSpec(mode=mode, source=src_spec, dest=dst_spec, delete=delete, compare=compare,  # type: ignore[arg-type]
                         filter=filt or NO_FILTER, settings=settings)
     options = sync_options(spec, local_only=source.features.direct_files and target.features.direct_files)
-    layers = JobLayers.build(settings, transfers=options.copy.transfers)
+    layers = JobLayers.build(settings, transfers=options.copy.transfers, source_limit=source_limit,
+                             dest_limit=dest_limit)
     stats.finished, stats.listing_done = None, False
     return await SyncJob(layers.source(source, stats), layers.destination(target, stats), journal,
                          src_spec=src_spec, dst_spec=dst_spec, options=options, stats=stats, stop=stop).run()

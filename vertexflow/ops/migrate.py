@@ -399,7 +399,7 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
                             skipped = progress.skipped_objects
                             await run_between(olds[ct].backend, news[ct].backend, j, src_spec=old_t.label(),
                                               dst_spec=new_t.label(), settings=settings, stats=progress, filt=filt,
-                                              stop=stop)
+                                              stop=stop, source_limit=old_t.bwlimit(), dest_limit=new_t.bwlimit())
                             plan.copied = progress.done_objects - done
                             plan.skipped = progress.skipped_objects - skipped
                             result.copied += plan.copied
@@ -898,7 +898,7 @@ async def rollback_company(manager: StorageManager, company_ref: int | str, *, s
                         await run_between(now.backend, back.backend, j, src_spec=now_t.label(),
                                           dst_spec=back_t.label(), settings=settings or TransferSettings(),
                                           stats=progress, mode="sync", delete=has_files, compare="checksum",
-                                          stop=stop)
+                                          stop=stop, source_limit=now_t.bwlimit(), dest_limit=back_t.bwlimit())
                         if stop is not None and stop.stopping:
                             raise MigrationFailed("rollback interrupted by the operator", migration_id=record.id)
                         failed = progress.failed_objects - failed

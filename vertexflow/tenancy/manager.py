@@ -73,6 +73,10 @@ class Target:
     def label(self) -> str:
         return f"{self.name}:{self.path}"
 
+    def bwlimit(self) -> str | None:
+        """The store's own bandwidth limit (a storage connection's ``bwlimit``), or None."""
+        return getattr(self.remote, "bwlimit", None)
+
     def backend(self, environ: Mapping[str, str] = os.environ) -> Backend:
         return remote_location(self.label(), self.name, self.remote, self.path, environ).backend()
 

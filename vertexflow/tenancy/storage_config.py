@@ -29,7 +29,9 @@ connections`` is a content type, and must be an object with a
 ``local`` and ``yandex_disk`` take the keys of the config file's remotes
 (:mod:`vertexflow.config`), ``minio`` takes the platform's MinIO keys.
 Any connection may add ``public_base_url`` (how :meth:`get_public_url`
-spells a public address).
+spells a public address) and ``bwlimit`` (bytes per second to and from that
+store, as for ``--bwlimit``; a migration or rollback moving a company's
+files to or from it keeps to it, on top of its own ``--bwlimit``).
 
 Errors name the file and the dotted key (``videos.storage_type: ...``).
 :func:`save_storage_config` validates first and writes atomically; what was
@@ -57,7 +59,7 @@ from pydantic import (
     field_validator,
 )
 
-from ..config import LocalRemote, S3Remote, YandexDiskRemote
+from ..config import BwLimit, LocalRemote, S3Remote, YandexDiskRemote
 from ..errors import ConfigError
 
 StorageType = Literal["local", "minio", "yandex_disk"]
@@ -167,6 +169,10 @@ class S3Connection(S3Remote):
 
 class MinioConnection(MinioSettings):
     type: Literal["minio"]
+    bwlimit: BwLimit = None
+
+    def as_remote(self) -> S3Remote:
+        return super().as_remote().model_copy(update={"bwlimit": self.bwlimit})
 
 
 class LocalConnection(LocalRemote):
