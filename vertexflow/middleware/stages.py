@@ -9,21 +9,39 @@ like any backend, and never learns about stages.
 The stored form of an object is recorded in the ``version`` this view hands
 out (``<suffix>|<the store's version>``), so reading an object found by a
 listing needs no probing; a key given without one is looked up in every form.
+
+What describes an object (its Content-Type, headers, user metadata, mtime:
+``docs/fidelity.md``) goes with it as with any backend: the stored entry
+(the object itself, its compressed form, a chunked object's manifest) is
+stored with the description of the object it stands for, beside the
+stages' own records (``codec``, ``content-*``); a chunk's parts carry none.
+Read back, the entry's description is the object's.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from ..backends.base import Backend, UploadCheckpoint
 from ..errors import ConfigError, NotFound
-from ..model import SHA256, BodyFactory, ObjectInfo, Pace
+from ..model import SHA256, BodyFactory, ObjectInfo, Pace, own_metadata
 from ..transforms.chunking import MANIFEST_NAME, MANIFEST_SUFFIX
 from ..transforms.config import Stages
 from ..transforms.reading import Reader, candidate_suffixes, logical
-from ..transforms.stages import ChunkStage, CompressStage, Content, HashStage, Item, Sink, Stage, TransformCounters
+from ..transforms.stages import (
+    ChunkStage,
+    CompressStage,
+    Content,
+    HashStage,
+    Item,
+    Sink,
+    Stage,
+    Stored,
+    StoredMetadata,
+    TransformCounters,
+)
 from ..transforms.work import CpuLane
 from .base import BackendWrapper
 
@@ -41,6 +59,58 @@ def untag(version: str | None, suffixes: list[str]) -> tuple[str, str | None] | 
     if suffix not in suffixes:
         return None
     return suffix, inner or None
+
+
+@dataclass(slots=True)
+class DescribedContent(Content):
+    """The content of one put, and what describes the object (the ``ObjectInfo`` given to ``put``)."""
+
+    description: ObjectInfo | None = None
+
+
+def user_metadata(info: ObjectInfo) -> dict[str, str]:
+    """``info``'s user metadata but the records vertexflow and its stages keep (digests, ``codec``, ``content-*``).
+
+    Those describe one stored form of the bytes, not the object: they are
+    taken anew wherever it is stored again.
+    """
+    return {k: v for k, v in info.metadata.items() if not own_metadata(k)}
+
+
+class DescribedMetadata(Mapping[str, str]):
+    """The object's user metadata under the stages' records, read (as those are) when the store sends it."""
+
+    def __init__(self, user: Mapping[str, str], records: StoredMetadata) -> None:
+        self.user, self.records = user, records
+
+    def _entries(self) -> dict[str, str]:
+        return {**self.user, **self.records}
+
+    def __getitem__(self, name: str) -> str:
+        return self._entries()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries())
+
+    def __len__(self) -> int:
+        return len(self._entries())
+
+
+class DescribingSink(Sink):
+    """The end of the chain, storing an entry that stands for the whole object with the object's description."""
+
+    async def put(self, item: Item, body: BodyFactory) -> Stored:
+        described = item.content.description if isinstance(item.content, DescribedContent) else None
+        if described is None or not item.whole:  # a chunk's part: the manifest describes the object
+            return await super().put(item, body)
+        hashes = {SHA256: item.expected_sha256} if item.expected_sha256 else {}
+        r = await self.store.put(ObjectInfo(key=item.key, size=item.size, mtime=item.mtime, hashes=hashes,
+                                            content_type=described.content_type, headers=described.headers,
+                                            metadata=DescribedMetadata(user_metadata(described),
+                                                                       StoredMetadata(item))), body)
+        size = r.size if r.size is not None else 0
+        return Stored(key=item.key, size=size, stored_bytes=size, sha256=r.hashes.get(SHA256),
+                      reported=dict(r.hashes), version=r.version or r.etag, mtime=r.mtime)
 
 
 class TransformedBackend(BackendWrapper):
@@ -63,11 +133,12 @@ class TransformedBackend(BackendWrapper):
         if self._decoding:
             # stored names differ from keys, so neither their order nor the store's hashes hold
             self.features = replace(self.features, sorted_listing=False, native_hashes=(), stat_hashes=())
-        # stored keys and bytes differ from the objects': no file, link or folder stands for one,
-        # and every byte is hashed on its way through
+        # stored keys and bytes differ from the objects': no file, link or folder stands for one, nor
+        # can a description be changed in place beside the stages' records; every byte is hashed on its
+        # way through. What describes an object is carried as the store carries it (object_metadata).
         self.features = replace(self.features, server_side_copy=False, resumable_uploads=False, paced_writes=False,
                                 local_path=False, whole_reads=False, public_links=False, folders=False,
-                                hashes_in_stream=True, object_metadata=False,
+                                hashes_in_stream=True, description_in_place=(),
                                 max_object_size=None if stages.chunk_size else self.features.max_object_size)
         self._chain = self._build_chain()
         self._reader = Reader(inner, self._compress_lane, self._hash_lane, describe=self.describe())
@@ -76,7 +147,7 @@ class TransformedBackend(BackendWrapper):
         return f"{self.inner.describe()} [{self.stages.describe()}]"
 
     def _build_chain(self) -> Stage:
-        s, sink = self.stages, Sink(self.inner)
+        s, sink = self.stages, DescribingSink(self.inner)
         where = self.describe()
         stage: Stage = sink
         changed = False  # a stage below changes the bytes
@@ -100,7 +171,7 @@ class TransformedBackend(BackendWrapper):
     # -- writing ----------------------------------------------------------
     async def put(self, info: ObjectInfo, body: BodyFactory, *, checkpoint: UploadCheckpoint | None = None,
                   pace: Pace | None = None) -> ObjectInfo:
-        content = Content()
+        content = DescribedContent(description=info)
         item = Item(key=info.key, size=info.size, mtime=info.mtime, origin=info.key, content=content,
                     expected_sha256=info.hashes.get(SHA256), digests=content.digests)
         stored = await self._chain.put(item, body)
@@ -122,7 +193,8 @@ class TransformedBackend(BackendWrapper):
                   if name.startswith("content-") and name != "content-size"}
         size = meta.get("content-size", "")
         return ObjectInfo(key=key, size=int(size) if size.isdigit() else None, mtime=info.mtime, hashes=hashes,
-                          version=tag(suffix, info.version or info.etag))
+                          version=tag(suffix, info.version or info.etag), content_type=info.content_type,
+                          headers=info.headers, metadata=user_metadata(info))
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:  # type: ignore[override]
         async with aclosing(self.inner.list(prefix)) as items:  # type: ignore[type-var]
