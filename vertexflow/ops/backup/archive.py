@@ -15,13 +15,13 @@ Every archived file's SHA-256 is taken in-stream and written to
 ``MEMBERS.sha256`` (spooled to a temporary file once past 4 MiB).
 
 Directories are members too, so that empty ones (a provisioned
-``acme/cats/QR`` with nothing in it yet) survive: a source with folders on
-this machine (``features.local_path``) is walked for them first, and each
-becomes a tar directory member (``tar -x`` creates it) and a
-``# directory <path>/`` line of MEMBERS.sha256, before the files. Object
-stores have no folders (their folder markers are ordinary objects and are
-archived as files); for Yandex.Disk the backend offers no folder listing, so
-only the folders that hold files come back there.
+``acme/cats/QR`` with nothing in it yet) survive: the folders of a source
+that has them are listed first (a tree on this machine is walked here, any
+other store with ``features.folders``, such as Yandex.Disk, is asked with
+``list_folders``), and each becomes a tar directory member (``tar -x``
+creates it) and a ``# directory <path>/`` line of MEMBERS.sha256, before the
+files. Object stores have no folders: their folder markers
+(``<folder>/.keep``) are ordinary objects, archived as files.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,11 +151,14 @@ async def produce(source: Backend, builder: ArchiveBuilder, send: MemoryObjectSe
                 await _send(builder, send)
 
         local = source.features.local_path
+        directories: list[tuple[str, float]] = []
         if local:
             directories = await anyio.to_thread.run_sync(local_directories, source.local_path("x").parent)
-            for i in range(0, len(directories), BATCH_FILES):  # bounded output between sends
-                await anyio.to_thread.run_sync(builder.add_directories, directories[i:i + BATCH_FILES])
-                await _send(builder, send)
+        elif source.features.folders:
+            directories = await remote_directories(source)
+        for i in range(0, len(directories), BATCH_FILES):  # bounded output between sends
+            await anyio.to_thread.run_sync(builder.add_directories, directories[i:i + BATCH_FILES])
+            await _send(builder, send)
         async for info in source.list():
             size = info.size if info.size is not None else (await source.stat(info.key)).size or 0
             if local and size <= SMALL:
@@ -202,6 +206,26 @@ def local_directories(root: Path) -> list[tuple[str, float]]:
         path, key, mtime = stack.pop()
         out.append((key, mtime))
         stack.extend(children(path, key + "/"))
+    return out
+
+
+async def remote_directories(source: Backend) -> list[tuple[str, float]]:
+    """Every folder of a store with folders (``features.folders``) that is not on this machine, parents first.
+
+    One ``list_folders`` per folder (Yandex.Disk: one listing each). The
+    store tells no folder times, so each gets the time it was listed (what
+    ``tar -x`` sets; a restore to a store does not use it).
+    """
+    out: list[tuple[str, float]] = []
+    stack = [""]
+    while stack:
+        parent = stack.pop()
+        names = await source.list_folders(parent)
+        seen = time.time()
+        children = [f"{parent}/{name}" if parent else name for name in names]
+        out.extend((child, seen) for child in children)
+        stack.extend(reversed(children))
+    out.sort(key=lambda d: d[0].split("/"))  # parents first, in key order
     return out
 
 
