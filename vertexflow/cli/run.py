@@ -18,8 +18,8 @@ none keeps an error ladder of its own.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import MigrationFailed, VertexflowError, first_error
+from ..interrupts import INTERRUPTS
 from ..pipeline.progress import ProgressView, human_bytes
 from ..pipeline.runner import StopSignal
 from ..pipeline.stats import JobStats
@@ -79,9 +80,14 @@ def exit_for(exc: BaseException, problems: Problems = ()) -> NoReturn:
 
 @contextmanager
 def reported(problems: Problems = ()) -> Iterator[None]:
-    """Errors raised inside (reading the config, parsing locations and options) exit by the table."""
+    """Errors raised inside (reading the config, parsing locations and options) exit by the table.
+
+    A SIGINT/SIGTERM noted before or during the block (start-up: nothing begun) exits 130 at its end.
+    """
     try:
+        INTERRUPTS.check()
         yield
+        INTERRUPTS.check()
     except BaseException as exc:  # SystemExit and click's own exceptions are not in the table: re-raised
         exit_for(exc, problems)
 
@@ -97,9 +103,32 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
 
 
 def run_or_exit(fn: Callable[[], Awaitable[T]], *, problems: Problems = ()) -> T:
-    """Run ``fn`` (async) and return its result; an error exits by the table, with its message."""
+    """Run ``fn`` (async) and return its result; an error exits by the table, with its message.
+
+    SIGINT and SIGTERM (once :mod:`vertexflow.interrupts` is installed) cancel it: exit 130.
+    """
+    signals = 0
+
+    async def main() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def cancel(signum: int) -> None:
+            nonlocal signals
+            signals += 1
+            loop.call_soon_threadsafe(task.cancel)
+
+        with INTERRUPTS.receiving(cancel):
+            return await fn()
+
     with reported(problems):
-        return run_async(fn)
+        try:
+            return run_async(main)
+        except asyncio.CancelledError:
+            if signals:
+                raise KeyboardInterrupt from None
+            raise
     raise AssertionError("unreachable: reported() exits or re-raises")  # pragma: no cover
 
 
@@ -109,17 +138,28 @@ def run_job(job: Callable[[], Awaitable[None]], stats: JobStats, stop: StopSigna
     Unlike :func:`run_or_exit` it does not exit, so that the caller can print the
     summary first. A fatal error is named by its cause (the error a
     :class:`~vertexflow.errors.JobAborted` wraps) and kept in ``stats.fatal``.
+
+    SIGINT/SIGTERM (:mod:`vertexflow.interrupts`, installed here if it was not
+    yet): one that came before the job starts means it never starts (130);
+    during the job, see :func:`on_signal`; after it (tearing down), it is
+    noted and the status stays the job's.
     """
+    INTERRUPTS.install()
+    if INTERRUPTS.pending:
+        INTERRUPTS.pending = 0
+        stats.interrupted = True
+        return EXIT_INTERRUPTED
 
     async def main_task() -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch_signals, stop)
-            if show_progress:
-                tg.start_soon(ProgressView(stats).run)
-            try:
-                await job()
-            finally:
-                tg.cancel_scope.cancel()
+        loop = asyncio.get_running_loop()
+        with INTERRUPTS.receiving(lambda signum: loop.call_soon_threadsafe(on_signal, stop)):
+            async with anyio.create_task_group() as tg:
+                if show_progress:
+                    tg.start_soon(ProgressView(stats).run)
+                try:
+                    await job()
+                finally:
+                    tg.cancel_scope.cancel()
 
     try:
         try:
@@ -142,17 +182,16 @@ def run_job(job: Callable[[], Awaitable[None]], stats: JobStats, stop: StopSigna
     return EXIT_PARTIAL if stats.failed_objects else EXIT_OK
 
 
-async def watch_signals(stop: StopSignal) -> None:
-    """SIGINT/SIGTERM: the first asks the job to finish what is in flight, the second to abort it."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            if not stop.stopping:
-                click.echo("\nvertexflow: stopping: finishing transfers in flight "
-                           "(press Ctrl-C again to abort them)", err=True)
-                stop.request_graceful()
-            else:
-                click.echo("\nvertexflow: aborting transfers in flight", err=True)
-                stop.request_hard()
+def on_signal(stop: StopSignal) -> None:
+    """SIGINT/SIGTERM during a job (on its event loop): the first asks it to finish what is in flight,
+    the second (and any later one) to abort it."""
+    if not stop.stopping:
+        click.echo("\nvertexflow: stopping: finishing transfers in flight "
+                   "(press Ctrl-C again to abort them)", err=True)
+        stop.request_graceful()
+    else:
+        click.echo("\nvertexflow: aborting transfers in flight", err=True)
+        stop.request_hard()
 
 
 def print_summary(stats: JobStats, as_json: bool, title: str, extra: dict[str, Any] | None = None) -> None:

@@ -6,7 +6,7 @@
   checking invariants after every round (bounded in rounds and time);
 * the invariants, one function each, return a list of problems (empty: held):
   :func:`check_whole`, :func:`check_no_temp_files`,
-  :func:`check_no_multipart_uploads`, :func:`check_exit_status`;
+  :func:`check_no_multipart_uploads`, :func:`check_journal`, :func:`check_exit_status`;
 * :class:`ChaosLab` owns one or two SeaweedFS servers, a :class:`FaultProxy`
   in front of each, a config file naming them as remotes ``a`` and ``b``
   (5 MiB parts), the Yandex.Disk emulator behind a proxy too (remote ``y``),
@@ -26,12 +26,13 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ DOCUMENTED = frozenset({EXIT_OK, EXIT_PARTIAL, EXIT_FATAL, EXIT_INTERRUPTED})
 TMP_PREFIX = ".vertexflow-tmp-"
 #: seconds one run of the command may take before it counts as hung
 RUN_TIMEOUT = 180.0
+#: signals a run sent them again and again gets at most (20 s of them every 0.05 s)
+MAX_REPEATS = 400
 
 
 # -- running the command ------------------------------------------------------
@@ -79,9 +82,10 @@ def _command(args: list[str]) -> list[str]:
 
 def run_cli(args: list[str], env: dict[str, str], *, timeout: float = RUN_TIMEOUT,
             sig: signal.Signals | None = None, at: float | None = None,
-            second_after: float | None = None) -> Run:
+            second_after: float | None = None, every: float | None = None) -> Run:
     """Run the command; with ``sig``, send it ``at`` seconds after the start (and again ``second_after``
-    seconds later, if given and the process still runs). A run past ``timeout`` is killed (``hung``)."""
+    seconds later, if given and the process still runs; or, with ``every``, again every that many
+    seconds until it exits, at most :data:`MAX_REPEATS` times). A run past ``timeout`` is killed (``hung``)."""
     t0 = time.monotonic()
     proc = subprocess.Popen(_command(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, text=True)
@@ -94,12 +98,14 @@ def run_cli(args: list[str], env: dict[str, str], *, timeout: float = RUN_TIMEOU
             except subprocess.TimeoutExpired:
                 proc.send_signal(sig)
                 sent = sig.name
-                if second_after is not None:
+                gaps = [second_after] if second_after is not None else [every] * MAX_REPEATS if every else []
+                for n, gap in enumerate(gaps, start=2):
                     try:
-                        proc.wait(timeout=second_after)
+                        proc.wait(timeout=gap)
+                        break
                     except subprocess.TimeoutExpired:
                         proc.send_signal(sig)
-                        sent = f"{sig.name} x2"
+                        sent = f"{sig.name} x{n}"
         try:
             out, err = proc.communicate(timeout=max(1.0, timeout - (time.monotonic() - t0)))
         except subprocess.TimeoutExpired:
@@ -221,6 +227,18 @@ def check_no_multipart_uploads(client: Any, bucket: str, prefix: str = "") -> li
     for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=start):
         left += [(u["Key"], u["UploadId"]) for u in page.get("Uploads", ())]
     return [f"incomplete multipart upload left: {key} (upload id {uid})" for key, uid in sorted(left)]
+
+
+def check_journal(path: Path) -> list[str]:
+    """The journal (if the run made one) opens and passes SQLite's integrity check."""
+    if not path.exists():
+        return []
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            rows = [r[0] for r in db.execute("PRAGMA integrity_check")]
+    except sqlite3.Error as exc:
+        return [f"journal {path.name} does not open: {exc}"]
+    return [] if rows == ["ok"] else [f"journal {path.name} fails its integrity check: {rows[:3]}"]
 
 
 def check_exit_status(run: Run, allowed: Iterable[int] = DOCUMENTED) -> list[str]:
@@ -354,7 +372,8 @@ class ChaosLab:
     def __init__(self, workdir: Path, *, rates: dict[str, float] | None = None, two_servers: bool = True,
                  yandex: bool = True,
                  stall_seconds: float = 3.0, delay_seconds: float = 1.0, retries: int = 5,
-                 signal_window: tuple[float, float] = (0.3, 2.0), second_signal: bool = True) -> None:
+                 signal_window: tuple[float, float] = (0.3, 2.0), second_signal: bool = True,
+                 signal_every: float | None = None) -> None:
         self.workdir = Path(workdir)
         self.rates = dict(DEFAULT_RATES if rates is None else rates)
         self.two_servers = two_servers
@@ -368,6 +387,9 @@ class ChaosLab:
         self.signal_window = signal_window
         #: SIGTERM/SIGINT: half the signals are followed by a second one (abort what is in flight)
         self.second_signal = second_signal
+        #: SIGTERM/SIGINT: instead, every signal is sent again every that many seconds until the run ends
+        #: (a second signal at every moment of the shutdown, not at one drawn moment)
+        self.signal_every = signal_every
         self.servers: dict[str, SeaweedFS] = {}
         self.proxies: dict[str, FaultProxy] = {}
         self.clients: dict[str, Any] = {}
@@ -571,8 +593,10 @@ class ChaosLab:
             signalled = attempt < kills
             at = rng.uniform(*self.signal_window)
             twice = sig is not signal.SIGKILL and rng.random() < 0.5 and self.second_signal
+            second_after = rng.uniform(0.05, 0.5) if twice else None
+            every = self.signal_every if sig is not signal.SIGKILL else None
             run = run_cli(args, env, sig=sig if signalled else None, at=at if signalled else None,
-                          second_after=rng.uniform(0.05, 0.5) if twice else None)
+                          second_after=None if every else second_after, every=every)
             result.runs.append(run)
             if run.signal is None:
                 allowed = {EXIT_OK}
@@ -585,6 +609,7 @@ class ChaosLab:
             temp = {k for k in now if k.rsplit("/", 1)[-1].startswith(TMP_PREFIX)}
             result.violate("whole objects", check_whole({k: v for k, v in now.items() if k not in temp}, tree,
                                                         complete=run.code == EXIT_OK))
+            result.violate("journal", check_journal(round_dir / "journal.db"))
             if run.code == EXIT_INTERRUPTED:
                 # README: the first signal lets transfers finish, the second aborts them and removes
                 # temporary files and multipart uploads: an interrupted run leaves neither
