@@ -21,6 +21,8 @@ decide what to do from the class alone::
     │   │   └── CorruptData    a stored object fails its own check (a chunk part, a compressed frame)
     │   ├── SourceChanged      the source object changed while it was read
     │   ├── CantCopy           this route cannot copy this object: send it streamed instead
+    │   ├── InvalidTags        an object's tags are over S3's limits (10 tags, 128/256 characters)
+    │   ├── SettingRefused     the destination refuses a setting every object is written with (fatal)
     │   └── TransientError     worth retrying: 429/503/5xx, timeouts, resets
     │       ├── Throttled      the server asked us to slow down
     │       ├── ConnectionFailed  the endpoint could not be reached
@@ -316,3 +318,20 @@ class CantCopy(BackendError):
     """
 
     reason = "cant_copy"
+
+
+class InvalidTags(BackendError):
+    """An object's tags that S3 would not keep: more than 10, a key over 128 characters or a value
+    over 256, characters S3 refuses (:func:`vertexflow.model.tags_problem`). Checked before the
+    object is written, so nothing of it is; another store may have let its source keep them."""
+
+    reason = "invalid_tags"
+
+
+class SettingRefused(BackendError):
+    """The destination refuses a setting the job gives every object it writes: a storage class
+    (S3 InvalidStorageClass), encryption (a KMS key it cannot use), a canned ACL (a bucket that
+    takes no ACLs). Every other object would be refused the same way: the job stops (exit 2)."""
+
+    reason = "setting_refused"
+    fatal = True
