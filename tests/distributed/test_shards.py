@@ -53,6 +53,12 @@ def test_shards_cover_every_key_once_and_respect_bounds() -> None:
 
 def test_shard_count_adapts_to_the_job() -> None:
     assert len(plan(keys(500)).shards) == 1  # small job: one shard
+    # a few thousand objects: a shard per worker thread, so that no worker idles (the default floors)
+    assert len(plan(keys(3000), slots=2).shards) == 2
+    assert len(plan(keys(5000), slots=4).shards) == 4
+    assert len(plan(keys(2500), slots=4).shards) == 2  # at least WORKER_MIN_OBJECTS objects a shard
+    two_big = {"a": 600 * 1024 ** 2, "b": 600 * 1024 ** 2}  # two large objects: one for each worker
+    assert len(plan(sorted(two_big), two_big, slots=2).shards) == 2
     assert len(plan(keys(20_000), slots=2).shards) == 2  # no shard below MIN_OBJECTS small objects
     assert len(plan(keys(20_000), slots=2, min_objects=1000).shards) == 8  # PER_SLOT per worker thread
     assert len(plan(keys(20_000), slots=3, min_objects=1000).shards) == 12
@@ -144,3 +150,30 @@ def test_union_of_busy_windows() -> None:
 
     assert union_seconds([[0, 4], [1, 3], [5, 7]]) == 6
     assert union_seconds([[2, 5], [0, 3]]) == 5 and union_seconds([]) == 0
+
+
+def test_cluster_progress_never_goes_backwards_when_a_shard_is_retried() -> None:
+    from vertexflow.distributed.driver import ShardProgress
+    from vertexflow.pipeline.stats import JobStats
+
+    progress, live, shown = ShardProgress(), JobStats(), []
+
+    def event(shard: int, attempt: str, kind: str, objects: int = 0) -> None:
+        progress.take({"shard": shard, "attempt": attempt, "event": kind, "done_objects": objects,
+                       "done_bytes": objects * 100, "moved_bytes": objects * 100})
+        progress.apply(live)
+        shown.append(live.done_objects)
+
+    event(0, "a", "start")
+    event(1, "b", "start")
+    event(0, "a", "progress", 500)
+    event(1, "b", "progress", 240)
+    event(1, "c", "start")  # shard 1's worker was lost: a second attempt counts from zero
+    event(1, "b", "progress", 260)  # a late snapshot of the lost attempt is dropped
+    event(1, "c", "progress", 100)
+    event(1, "c", "progress", 300)
+    assert shown == sorted(shown) and shown[-1] == 800  # never backwards; shard 1 counted once
+    progress.finish(0, {"stats": {"objects": 500, "bytes": 50_000}})
+    progress.finish(1, {"stats": {"objects": 120, "skipped": 380, "bytes": 12_000}})  # the retry skipped the rest
+    progress.apply(live, exact=True)
+    assert live.done_objects == 620 and live.skipped_objects == 380 and live.done_bytes == 62_000

@@ -82,6 +82,28 @@ def connect(address: str) -> Iterator[Any]:
         yield client
 
 
+#: what each worker evaluates to say which vertexflow it runs; an expression, not a function of
+#: vertexflow, because a worker without vertexflow cannot unpickle one (its error would be a raw traceback)
+VERSION_PROBE = "__import__('vertexflow').__version__"
+
+
+def check_workers(client: Any) -> None:
+    """Every worker imports the vertexflow this process runs; a :class:`ClusterError` names each that does not."""
+    from .. import __version__
+
+    answers = client.run(eval, VERSION_PROBE, on_error="return")
+    problems = []
+    for address, got in sorted(answers.items()):
+        if isinstance(got, BaseException):
+            problems.append(f"{address} cannot import vertexflow ({type(got).__name__}: {got})")
+        elif got != __version__:
+            problems.append(f"{address} runs vertexflow {got}")
+    if problems:
+        raise ClusterError(f"{len(problems)} of {len(answers)} workers cannot run this job: {'; '.join(problems)}. "
+                           f"Install vertexflow {__version__} (this driver's) in every worker's environment; "
+                           "no shard was started")
+
+
 def worker_slots(client: Any) -> int:
     """Worker threads in the cluster now (at least 1)."""
     return max(1, sum(client.nthreads().values()))
@@ -95,14 +117,62 @@ class ShardOutcome:
 
 
 @dataclass(slots=True)
-class _Live:
-    """Per-shard progress snapshots, newest attempt wins."""
+class ShardProgress:
+    """The job's progress from its shards' events: per shard, the newest attempt's counters.
+
+    What it shows never goes backwards while the job runs: a shard retried
+    (a worker lost, an attempt failed) counts again from zero, so each
+    shard is shown at the most it reached in any attempt until its newest
+    one passes that (its bytes are replaced, not added twice and then
+    taken away). :meth:`apply` with ``exact`` gives the true sums: the
+    summary at the end.
+    """
 
     attempt: dict[int, str] = field(default_factory=dict)
     snapshot: dict[int, dict[str, int]] = field(default_factory=dict)
     final: dict[int, dict[str, int]] = field(default_factory=dict)
+    #: per shard, the most each counter reached in any attempt
+    high: dict[int, dict[str, int]] = field(default_factory=dict)
     #: shards with an attempt seen starting and not yet seen ending
     running: set[int] = field(default_factory=set)
+
+    def take(self, event: dict[str, Any], on_start: Callable[[int], None] = lambda _: None) -> None:
+        """One event of a shard attempt (``start``, ``progress``, ``end``); another attempt's stale ones are dropped."""
+        index, attempt = event["shard"], event["attempt"]
+        if event["event"] == "start":
+            self.attempt[index] = attempt
+            self.running.add(index)
+            self.snapshot.pop(index, None)  # a new attempt starts counting again
+            on_start(index)
+        elif event["event"] == "end" and self.attempt.get(index) == attempt:
+            self.running.discard(index)
+        elif event["event"] == "progress" and self.attempt.get(index) == attempt and index not in self.final:
+            self.snapshot[index] = {f: int(event.get(f, 0)) for f in SNAPSHOT_FIELDS}
+            self._seen(index, self.snapshot[index])
+
+    def finish(self, index: int, result: dict[str, Any] | None) -> None:
+        """Shard ``index`` ended: with its result's counters, or (failed) with none."""
+        self.running.discard(index)
+        self.snapshot.pop(index, None)
+        if result is not None:
+            self.final[index] = _counters(result)
+            self._seen(index, self.final[index])
+
+    def _seen(self, index: int, counters: dict[str, int]) -> None:
+        high = self.high.setdefault(index, {})
+        for f, v in counters.items():
+            if v > high.get(f, 0):
+                high[f] = v
+
+    def apply(self, live: JobStats, *, exact: bool = False) -> None:
+        """Set ``live``'s counters: the shown (never decreasing) sums, or with ``exact`` the true ones."""
+        for f in SNAPSHOT_FIELDS:
+            if f == "in_flight" or exact:
+                total = (sum(c.get(f, 0) for c in self.final.values())
+                         + sum(c.get(f, 0) for c in self.snapshot.values()))
+            else:
+                total = sum(c.get(f, 0) for c in self.high.values())
+            setattr(live, f, total)
 
 
 def run_shards(client: Any, tasks: Sequence[ShardTask], *, live: JobStats,
@@ -131,7 +201,7 @@ def run_shards(client: Any, tasks: Sequence[ShardTask], *, live: JobStats,
     tasks = [replace(t, queue=queue.name, variable=variable.name, share=share) for t in tasks]
     futures = {client.submit(run_shard, t, key=f"vertexflow-shard-{token}-{t.index}", retries=retries,
                              pure=False): t.index for t in tasks}
-    state = _Live()
+    state = ShardProgress()
     outcomes: list[ShardOutcome] = []
     next_slots = time.monotonic() + 1.0
     stop_by: float | None = None  # set once a stop is requested: the end of the grace period
@@ -139,7 +209,7 @@ def run_shards(client: Any, tasks: Sequence[ShardTask], *, live: JobStats,
         while futures:
             try:
                 for event in queue.get(batch=True):
-                    _take(event, state, on_start)
+                    state.take(event, on_start)
                 _collect(futures, state, outcomes, on_finish, stopping=stop_by is not None)
                 if bandwidth and stop_by is None:
                     if time.monotonic() >= next_slots:
@@ -148,7 +218,7 @@ def run_shards(client: Any, tasks: Sequence[ShardTask], *, live: JobStats,
                     if new != share:
                         share = new
                         variable.set({"share": share, "stop": False})
-                _aggregate(state, live)
+                state.apply(live)
                 redraw()
                 if stop_by is not None and time.monotonic() > stop_by:
                     log.warning("shards still running after the stop request", shards=sorted(state.running))
@@ -171,26 +241,26 @@ def run_shards(client: Any, tasks: Sequence[ShardTask], *, live: JobStats,
             variable.delete()
         except Exception as exc:  # noqa: BLE001 - clean-up is best effort; the job's outcome stands
             log.debug("cluster names not released", error=type(exc).__name__)
-        _aggregate(state, live)
+        state.apply(live, exact=True)
     return outcomes
 
 
-def _collect(futures: dict[Any, int], state: _Live, outcomes: list[ShardOutcome],
+def _collect(futures: dict[Any, int], state: ShardProgress, outcomes: list[ShardOutcome],
              on_finish: Callable[[ShardOutcome], None], *, stopping: bool) -> None:
     """Hand every future that is done to ``on_finish`` (a shard cancelled by a stop is dropped: it did not run)."""
     for future, index in list(futures.items()):
         if not future.done():
             continue
         del futures[future]
-        state.running.discard(index)
-        state.snapshot.pop(index, None)
         if future.status == "cancelled" and stopping:
+            state.finish(index, None)
             continue
         outcome = ShardOutcome(index)
         if future.status == "finished":
             outcome.result = future.result()
-            state.final[index] = _counters(outcome.result)
+            state.finish(index, outcome.result)
         else:
+            state.finish(index, None)
             try:
                 outcome.error = future.exception()
             except Exception as exc:  # noqa: BLE001 - cancelled by the scheduler: that is the error
@@ -199,27 +269,8 @@ def _collect(futures: dict[Any, int], state: _Live, outcomes: list[ShardOutcome]
         on_finish(outcome)
 
 
-def _take(event: dict[str, Any], state: _Live, on_start: Callable[[int], None]) -> None:
-    index, attempt = event["shard"], event["attempt"]
-    if event["event"] == "start":
-        state.attempt[index] = attempt
-        state.running.add(index)
-        state.snapshot.pop(index, None)  # a new attempt starts counting again
-        on_start(index)
-    elif event["event"] == "end" and state.attempt.get(index) == attempt:
-        state.running.discard(index)
-    elif event["event"] == "progress" and state.attempt.get(index) == attempt and index not in state.final:
-        state.snapshot[index] = {f: int(event.get(f, 0)) for f in SNAPSHOT_FIELDS}
-
-
 def _counters(result: dict[str, Any]) -> dict[str, int]:
     s = result.get("stats") or {}
     return {"done_objects": s.get("objects", 0), "done_bytes": s.get("bytes", 0), "moved_bytes": s.get("bytes", 0),
             "skipped_objects": s.get("skipped", 0), "failed_objects": s.get("failed", 0),
             "retries": s.get("retries", 0), "in_flight": 0, "deleted_objects": s.get("deleted", 0)}
-
-
-def _aggregate(state: _Live, live: JobStats) -> None:
-    for f in SNAPSHOT_FIELDS:
-        total = sum(c.get(f, 0) for c in state.final.values()) + sum(c.get(f, 0) for c in state.snapshot.values())
-        setattr(live, f, total)

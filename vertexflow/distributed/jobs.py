@@ -34,7 +34,7 @@ import click
 from ..errors import ClusterError, VertexflowError
 from ..logs import get_logger
 from ..pipeline.stats import MAX_FAILURES_KEPT, Failure, JobStats
-from .driver import ShardOutcome, connect, run_shards, worker_slots
+from .driver import ShardOutcome, check_workers, connect, run_shards, worker_slots
 from .shardlog import ShardLog
 from .shards import ShardPlan, bounds_from_env, plan_shards
 from .worker import ShardTask, run_loop, warm
@@ -128,6 +128,7 @@ def cluster_transfer(*, address: str, transfer: Any, show_progress: bool) -> tup
             journal_path = os.path.join(stack.enter_context(tempfile.TemporaryDirectory(prefix="vf-")), "j.db")
         try:
             client = stack.enter_context(connect(address))
+            check_workers(client)
             slots = worker_slots(client)
             client.run(warm, (src_loc.kind, dst_loc.kind), wait=False)  # workers import while we list
 
@@ -273,6 +274,7 @@ def cluster_verify(*, address: str, src_loc: Any, dst_loc: Any, config_path: str
     Raises ClusterError when a shard failed on every try.
     """
     with connect(address) as client:
+        check_workers(client)
         slots = worker_slots(client)
         client.run(warm, (src_loc.kind, dst_loc.kind), wait=False)
         plan = run_loop(lambda: _plan(src_loc, _Bare(), filt, slots))

@@ -19,7 +19,9 @@ shards:
 * the number of shards adapts to the job: about ``PER_SLOT`` shards per
   worker thread (so a slow shard or a lost worker does not hold the tail
   of the job), but no shard smaller than both ``min_objects`` objects and
-  ``min_bytes`` bytes unless the whole job is; and
+  ``min_bytes`` bytes unless the whole job is, except that a job of at least
+  ``WORKER_MIN_OBJECTS`` objects or ``WORKER_MIN_BYTES`` bytes per worker
+  thread gets a shard per worker thread at least (no worker idles); and
 * every shard holds at most ``max_objects`` objects and about
   ``max_bytes`` bytes (one object larger than that is a shard of its own).
 
@@ -48,6 +50,11 @@ MAX_BYTES = 64 * 1024 ** 3
 #: process, 6% as 2 shards)
 MIN_OBJECTS = 10_000
 MIN_BYTES = 1024 ** 3
+#: the floors that keep every worker busy: a job of at least this many objects (or bytes)
+#: per worker is cut into one shard per worker at least (2 shards on 2 workers cost ~6%
+#: over one process, against a worker idle for the whole job)
+WORKER_MIN_OBJECTS = 1_000
+WORKER_MIN_BYTES = 256 * 1024 ** 2
 #: environment variables that override the bounds (sizes take units: 512M, 10G)
 BOUND_VARIABLES = {"max_objects": "VERTEXFLOW_SHARD_MAX_OBJECTS", "max_bytes": "VERTEXFLOW_SHARD_MAX_BYTES",
                    "min_objects": "VERTEXFLOW_SHARD_MIN_OBJECTS", "min_bytes": "VERTEXFLOW_SHARD_MIN_BYTES"}
@@ -123,8 +130,9 @@ class ShardPlanner:
         self.min_objects = min(min_objects, max_objects)
         self.min_bytes = max(1, min(min_bytes, max_bytes))
         self.granule = max(1, min(granule, max_objects))
-        # a piece never outgrows a shard, so shards can honour the bounds
-        self._piece_bytes = max(1, max_bytes // 16)
+        # a piece never outgrows a shard, so shards can honour the bounds; nor a worker's floor, so
+        # that a job of a few large objects still splits across the workers
+        self._piece_bytes = max(1, min(max_bytes // 16, WORKER_MIN_BYTES))
         self.pieces: list[_Piece] = []
         self.objects = self.bytes = 0
         self._last: str | None = None
@@ -163,9 +171,10 @@ class ShardPlanner:
 
     def plan(self) -> ShardPlan:
         """Group the pieces into shards (at least one, covering every key)."""
+        every_worker = min(self.slots, max(self.objects // WORKER_MIN_OBJECTS, self.bytes // WORKER_MIN_BYTES))
         want = max(math.ceil(self.objects / self.max_objects), math.ceil(self.bytes / self.max_bytes),
                    min(PER_SLOT * self.slots, max(self.objects // max(1, self.min_objects),
-                                                   self.bytes // self.min_bytes)), 1)
+                                                   self.bytes // self.min_bytes)), every_worker, 1)
         obj_target = min(self.max_objects, max(1, math.ceil(self.objects / want)))
         bytes_target = min(self.max_bytes, max(1, math.ceil(self.bytes / want)))
         groups: list[list[_Piece]] = [[]]
