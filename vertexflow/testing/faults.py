@@ -285,6 +285,12 @@ class FaultProxy:
     * ``throttle``: both bodies at ``trickle_rate`` bytes/s for ``trickle_seconds``;
     * ``flip``: one byte of a GET's 200/206 body (not XML or JSON) is inverted.
 
+    ``force`` names requests that meet a kind whatever the draw says, by
+    their identity: ``"HEAD /bucket?#0"`` is the first HEAD of ``/bucket``
+    (method, path, ``?``, the query's stable parameters sorted and joined by
+    ``&``, ``#``, how many times the same was asked before); ``identities``
+    lists those of the requests seen, in order.
+
     ``counts`` counts the faults injected by kind, ``faults`` lists them,
     ``requests`` counts the requests seen.
     """
@@ -293,7 +299,7 @@ class FaultProxy:
                  upstream_host: str = "127.0.0.1", port: int = 0, stall_seconds: float = 3.0,
                  delay_seconds: float = 1.0, trickle_rate: float = 256 * 1024, trickle_seconds: float = 2.0,
                  statuses: tuple[int, ...] = (500, 502, 503, 429), retry_after: int = 1,
-                 error_body: str = "s3") -> None:
+                 error_body: str = "s3", force: dict[str, str] | None = None) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.seed = seed
@@ -309,9 +315,14 @@ class FaultProxy:
         self.statuses = statuses
         self.retry_after = retry_after
         self.error_body = error_body
+        #: request identity (see the class) -> the kind it meets, whatever the draw says
+        self.force = dict(force or {})
+        if set(self.force.values()) - set(KINDS):
+            raise ValueError(f"bad forced faults {self.force}")
         self.counts: Counter[str] = Counter()
         self.faults: list[Fault] = []
         self.requests = 0
+        self.identities: list[str] = []
         self.enabled = True
         self._connections = itertools.count()
         self._seen: Counter[str] = Counter()
@@ -345,6 +356,7 @@ class FaultProxy:
     def reset_counts(self) -> None:
         self.counts.clear()
         self.faults.clear()
+        self.identities.clear()
         self.requests = 0
 
     def rearm(self, seed: int, rates: dict[str, float] | None = None) -> None:
@@ -379,6 +391,7 @@ class FaultProxy:
         what = f"{method} {path}?{'&'.join(params)}"
         n = self._seen[what]
         self._seen[what] += 1
+        self.identities.append(f"{what}#{n}")
         return f"{what}#{n}"
 
     def _record(self, kind: str, conn: int, req: int, request: _Message, detail: str = "") -> None:
@@ -401,8 +414,11 @@ class FaultProxy:
                     break
                 self.requests += 1
                 request = _parse(raw)
-                rng = random.Random(f"{self.seed}:{self._occurrence(request)}")
+                identity = self._occurrence(request)
+                rng = random.Random(f"{self.seed}:{identity}")
                 kind = self._draw(rng)
+                if self.enabled and identity in self.force:
+                    kind = self.force[identity]
                 if kind == "error":
                     await self._answer_error(request, creader, cwriter, rng)
                     self._record("error", conn, req_no, request)
@@ -439,6 +455,8 @@ class FaultProxy:
             ctype = "application/xml"
         head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nRetry-After: {self.retry_after}\r\nConnection: close\r\n\r\n")
+        if request.first_line.split(" ")[0].upper() == "HEAD":
+            body = b""  # the answer to a HEAD has no body (its Content-Length is the GET's)
         cwriter.write(head.encode() + body)
         await cwriter.drain()
 

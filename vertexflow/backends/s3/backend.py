@@ -461,14 +461,14 @@ class S3Backend(Backend):
             fast = await self.fast_client()
             head_bucket = fast.head_bucket
             list_one = partial(fast.list_page, self._root, None, None, max_keys=1)
-        try:
-            headers = await self.call("HeadBucket", None, head_bucket)
+        try:  # a 503, 429 or reset is retried here as on any other request (bounded, and by CHECK_TIMEOUT)
+            headers = await self.call("HeadBucket", None, head_bucket, retry=True)
         except NotFound as exc:
             raise NotFound(f"bucket {self.bucket!r} does not exist", backend=self.describe()) from exc
         except AccessDenied:
             # HEAD answers carry no error code: a listing tells bad credentials
             # (AuthError) from a bucket we may not list (AccessDenied)
-            await self.call("ListObjectsV2", None, list_one)
+            await self.call("ListObjectsV2", None, list_one, retry=True)
             return
         if self._lists_by_directory is None:
             self._lists_by_directory = listing.lists_by_directory(headers)
