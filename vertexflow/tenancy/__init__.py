@@ -12,14 +12,17 @@
 * :mod:`.live_state`: the live-migration tables (routing generation, writes
   in flight, dirty keys, the write fence).
 * :mod:`.dual_write`: the adapter a company uses during a live migration.
+* :mod:`.blocking`: :class:`BlockingStorageManager`, the same file API as
+  blocking calls for synchronous platform code (safe from several threads).
 
 Company migration itself is a job: :mod:`vertexflow.ops.migrate`.
 """
 
 from .adapters import StorageAdapter
+from .blocking import BlockingStorageManager
 from .manager import StorageManager
 from .registry import Company, Registry, StorageConnection
 from .storage_config import StorageConfig, load_storage_config, save_storage_config
 
-__all__ = ["Company", "Registry", "StorageAdapter", "StorageConfig", "StorageConnection", "StorageManager",
+__all__ = ["BlockingStorageManager", "Company", "Registry", "StorageAdapter", "StorageConfig", "StorageConnection", "StorageManager",
            "load_storage_config", "save_storage_config"]
