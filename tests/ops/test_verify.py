@@ -94,3 +94,26 @@ async def test_an_object_deleted_while_verifying_is_a_difference_not_a_crash(tmp
     report = await VerifyJob(LocalBackend(src), DeletesAfterListing(LocalBackend(dst))).run()
     assert [(p.key, p.kind) for p in report.problems] == [(doomed, "missing")]
     assert report.matched == 9 and not report.ok
+
+
+def test_metadata_between_local_directories_is_the_mtime_and_fix_sends_the_file_again(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, files=6)
+    make_tree(dst, files=6)
+    files = sorted(p.relative_to(dst) for p in dst.rglob("*.bin"))
+    for rel in files:  # the same times on both sides, but one file an hour off and one within the tolerance
+        t = (src / rel).stat().st_mtime_ns
+        os.utime(dst / rel, ns=(t, t))
+    os.utime(dst / files[0], ns=((src / files[0]).stat().st_mtime_ns + 3600 * 10**9,) * 2)
+    os.utime(dst / files[1], ns=((src / files[1]).stat().st_mtime_ns + 5 * 10**8,) * 2)
+    assert vf("verify", str(src), str(dst), "--json").code == 0  # the bytes match
+    r = vf("verify", str(src), str(dst), "--metadata", "--json")
+    assert r.code == 1
+    got = r.json()
+    assert got["metadata_different"] == 1 and got["matched"] == len(files) - 1
+    assert [(p["key"], p["kind"], p["parts"]) for p in got["problems"]] == [(files[0].as_posix(), "metadata",
+                                                                             ["mtime"])]
+    fixed = vf("verify", str(src), str(dst), "--metadata", "--fix", "--json").json()
+    # local disk changes no description in place: the file is sent again, with its mtime
+    assert (fixed["fixed"], fixed["fixed_in_place"], fixed["ok"]) == (1, 0, True)
+    assert (dst / files[0]).stat().st_mtime_ns // 1000 == (src / files[0]).stat().st_mtime_ns // 1000

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ..errors import InvalidKey, SourceChanged
-from ..model import BodyFactory, Features, ObjectInfo, Pace
+from ..model import MTIME_METADATA, BodyFactory, Features, ObjectInfo, Pace, mtime_text, own_metadata
 
 
 class UploadCheckpoint(Protocol):
@@ -139,6 +139,20 @@ ABILITIES: Mapping[str, tuple[str, ...]] = {
     "folders": ("make_folder", "is_folder", "list_folders"),
     "description_in_place": ("set_description",),
 }
+
+
+def described_metadata(info: ObjectInfo, current: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """For :meth:`Backend.set_description`: (the user metadata ``info`` describes, the entries that stay).
+
+    The first is ``info.metadata`` but vertexflow's own entries, with
+    ``info.mtime`` (if set) as the ``mtime`` entry; the second, the own
+    entries (digests, codec) of ``current``, the object's metadata now.
+    """
+    wanted = {k: v for k, v in info.metadata.items() if not own_metadata(k)}
+    text = mtime_text(info.mtime) if info.mtime is not None else None
+    if text is not None:
+        wanted[MTIME_METADATA] = text
+    return wanted, {k: v for k, v in current.items() if own_metadata(k)}
 
 
 def direct_files(backend: Backend) -> DirectFiles:

@@ -1,4 +1,8 @@
-"""``vertexflow verify``: compare two locations; exit 1 if anything is missing, extra or different."""
+"""``vertexflow verify``: compare two locations; exit 1 if anything is missing, extra or different.
+
+``--metadata`` compares what describes the bytes as well (``docs/fidelity.md``,
+"Verifying what describes the bytes").
+"""
 
 from __future__ import annotations
 
@@ -35,6 +39,9 @@ def parse_sample(sample: str) -> float:
               help="Compare sizes and content hashes (the default).")
 @click.option("--size-only", "mode", flag_value="size", help="Compare sizes only.")
 @click.option("--sample", default="100%", metavar="PCT", help="Check only this share of common objects, e.g. 5%.")
+@click.option("--metadata", is_flag=True,
+              help="Compare Content-Type, headers, user metadata and mtimes too, where both sides keep them "
+                   "(docs/fidelity.md); --fix changes them in place where the store can.")
 @click.option("--fix", is_flag=True, help="Copy what is missing or different, then verify again.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--transfers", type=click.IntRange(1, 256), default=8, show_default=True,
@@ -42,8 +49,8 @@ def parse_sample(sample: str) -> float:
 @cluster_option
 @with_filter_options
 @click.pass_obj
-def verify(obj: Ctx, src: str, dst: str, mode: str, sample: str, fix: bool, as_json: bool, transfers: int,
-           cluster: str | None = None, **filter_kw: Any) -> None:
+def verify(obj: Ctx, src: str, dst: str, mode: str, sample: str, metadata: bool, fix: bool, as_json: bool,
+           transfers: int, cluster: str | None = None, **filter_kw: Any) -> None:
     """Compare SRC and DST: report missing, extra and different objects (exit 1 if any)."""
     from ..ops.copy import resolve_source
     from ..ops.overlap import check_overlap
@@ -56,12 +63,14 @@ def verify(obj: Ctx, src: str, dst: str, mode: str, sample: str, fix: bool, as_j
         dst_loc = parse_location(dst, obj.config)
         if fix:  # --fix copies: the same refusal as copy's
             check_overlap(src_loc, dst_loc, filt, what="verify --fix")
+        if metadata and cluster:
+            raise ConfigError("verify --metadata does not run as shards on a cluster: leave out --cluster")
 
     async def run() -> dict[str, Any]:
         source, _ = await resolve_source(src_loc)
         async with source, dst_loc.backend() as target:
             return await verify_and_fix(source, target, mode=mode, filt=filt, sample=fraction,  # type: ignore[arg-type]
-                                        workers=transfers, fix=fix)
+                                        workers=transfers, fix=fix, metadata=metadata)
 
     if cluster:  # the same job as shards on a Dask cluster (vertexflow.distributed)
         from ..distributed.jobs import cluster_verify
@@ -82,14 +91,19 @@ def verify(obj: Ctx, src: str, dst: str, mode: str, sample: str, fix: bool, as_j
 def _print_report(result: dict[str, Any]) -> None:
     if result.get("before_fix"):
         b = result["before_fix"]
-        click.echo(f"before --fix: {b['missing']} missing, {b['extra']} extra, {b['different']} different; "
-                   f"copied {result['fixed']}")
+        described = f", {b['metadata_different']} described differently" if "metadata_different" in b else ""
+        in_place = result.get("fixed_in_place", 0)
+        click.echo(f"before --fix: {b['missing']} missing, {b['extra']} extra, {b['different']} different"
+                   f"{described}; copied {result['fixed'] - in_place}"
+                   + (f", described anew in place {in_place}" if "fixed_in_place" in result else ""))
     table = Table(title="verify", show_header=False, box=None)
     for label, key in (("source objects", "src_objects"), ("destination objects", "dst_objects"),
                        ("compared", "compared"), ("read and hashed", "hashed_both_sides"),
                        ("matched", "matched"), ("missing at destination", "missing"),
-                       ("extra at destination", "extra"), ("different", "different")):
-        table.add_row(label, f"{result[key]:,}")
+                       ("extra at destination", "extra"), ("different", "different"),
+                       ("described differently", "metadata_different")):
+        if key in result:
+            table.add_row(label, f"{result[key]:,}")
     Console().print(table)
     if result["problems"]:
         problems = Table("kind", "key", "detail", title="problems")

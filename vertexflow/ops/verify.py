@@ -12,6 +12,19 @@ Modes:
   are read and hashed with SHA-256.
 * ``size``: sizes only (fast, catches truncation but not corruption).
 
+``metadata`` (off by default; ``verify --metadata``) also compares what
+describes the bytes of each object whose content matched: its Content-Type,
+standard headers and user metadata where both stores have a place for them
+(``features.description_in_place``), and the source's mtime where it keeps
+one and the destination has a place for it (within ``MTIME_TOLERANCE``).
+Local disk has a place for the mtime only; Yandex.Disk for user metadata and
+the mtime (it names its own Content-Type); S3 for all. vertexflow's own
+records (digests, ``codec``, ``content-*``) are not compared: they describe
+one stored form. An S3 listing shows none of it: one HeadObject per compared
+object on each S3 side. An object that differs so is a ``metadata``
+difference; ``--fix`` changes it in place where the destination can
+(:meth:`~vertexflow.backends.base.Backend.set_description`), else sends it again.
+
 ``sample`` checks a deterministic fraction of the common keys (chosen by a
 hash of the key, so reruns check the same ones).
 """
@@ -19,16 +32,21 @@ hash of the key, so reruns check the same ones).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
-from ..backends.base import Backend
-from ..errors import NotFound
+from ..backends.base import DESCRIPTION_PARTS, Backend
+from ..errors import BackendError, NotFound
 from ..filters import NO_FILTER, Filter
-from ..model import MD5, SHA256, ObjectInfo
+from ..logs import get_logger
+from ..model import MD5, MTIME_METADATA, SHA256, STANDARD_HEADERS, ObjectInfo, own_metadata, parse_mtime_text
 from ..pipeline.runner import StopSignal, run_pipeline
-from .plan import empty_if_missing, merge, object_sha256, ordered_listing
+from .plan import MTIME_TOLERANCE, empty_if_missing, merge, object_sha256, ordered_listing
+
+log = get_logger(__name__)
 
 MAX_REPORTED = 1000
 HASH_WORKERS = 8
@@ -37,11 +55,16 @@ HASH_WORKERS = 8
 @dataclass(slots=True)
 class Difference:
     key: str
-    kind: Literal["missing", "extra", "different"]
+    kind: Literal["missing", "extra", "different", "metadata"]
     detail: str
+    #: for a ``metadata`` difference, the parts of the description that differ (of ``DESCRIPTION_PARTS``)
+    parts: tuple[str, ...] = ()
 
-    def as_dict(self) -> dict[str, str]:
-        return {"key": self.key, "kind": self.kind, "detail": self.detail}
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key, "kind": self.kind, "detail": self.detail}
+        if self.parts:
+            out["parts"] = list(self.parts)
+        return out
 
 
 @dataclass(slots=True)
@@ -54,11 +77,15 @@ class VerifyReport:
     missing: int = 0
     extra: int = 0
     different: int = 0
+    #: objects whose content matched but whose description differs (``metadata`` mode)
+    metadata: int = 0
+    #: whether descriptions were compared (``metadata`` mode)
+    metadata_checked: bool = False
     problems: list[Difference] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.extra or self.different)
+        return not (self.missing or self.extra or self.different or self.metadata)
 
     def add(self, diff: Difference) -> None:
         setattr(self, diff.kind, getattr(self, diff.kind) + 1)
@@ -66,10 +93,12 @@ class VerifyReport:
             self.problems.append(diff)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "src_objects": self.src_objects, "dst_objects": self.dst_objects,
-                "compared": self.compared, "hashed_both_sides": self.hashed, "matched": self.matched,
-                "missing": self.missing, "extra": self.extra, "different": self.different,
-                "problems": [p.as_dict() for p in self.problems]}
+        out = {"ok": self.ok, "src_objects": self.src_objects, "dst_objects": self.dst_objects,
+               "compared": self.compared, "hashed_both_sides": self.hashed, "matched": self.matched,
+               "missing": self.missing, "extra": self.extra, "different": self.different}
+        if self.metadata_checked:
+            out["metadata_different"] = self.metadata
+        return {**out, "problems": [p.as_dict() for p in self.problems]}
 
 
 def sampled(key: str, fraction: float) -> bool:
@@ -80,17 +109,105 @@ def sampled(key: str, fraction: float) -> bool:
     return int.from_bytes(digest, "big") / 2 ** 64 < fraction
 
 
+def description_places(backend: Backend) -> frozenset[str]:
+    """The parts of what describes an object (``DESCRIPTION_PARTS``) that ``backend`` has a place for."""
+    f = backend.features
+    return frozenset(f.description_in_place) | ({"mtime"} if f.preserves_mtime else set())
+
+
+def kept_mtime(backend: Backend, info: ObjectInfo) -> datetime | None:
+    """The source mtime ``info`` keeps: a local file's own; elsewhere the ``mtime`` metadata, if any
+    (an S3 LastModified or a Yandex.Disk ``modified`` is the upload's time, not one kept)."""
+    if backend.features.preserves_mtime:
+        return info.mtime
+    return parse_mtime_text(info.metadata.get(MTIME_METADATA))
+
+
+def _user(info: ObjectInfo) -> dict[str, str]:
+    return {k: v for k, v in info.metadata.items() if not own_metadata(k) and k != MTIME_METADATA}
+
+
+def _headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    out = {}
+    for name, value in (headers or {}).items():
+        name, value = name.lower(), value.strip()
+        if name not in STANDARD_HEADERS:
+            continue
+        if name == "expires":  # the same date written another way is the same header
+            try:
+                value = parsedate_to_datetime(value).astimezone(UTC).isoformat()
+            except (TypeError, ValueError):
+                pass
+        out[name] = value
+    return out
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return repr(value)
+
+
+class Descriptions:
+    """Compares what describes objects of ``src`` and ``dst``, and what ``--fix`` gives the destination."""
+
+    def __init__(self, src: Backend, dst: Backend) -> None:
+        self.src, self.dst = src, dst
+        here, there = description_places(src), description_places(dst)
+        # both have a place for it; a source mtime where the source keeps one
+        self.parts = tuple(p for p in DESCRIPTION_PARTS if p in here and p in there)
+
+    def differences(self, s: ObjectInfo, d: ObjectInfo) -> list[tuple[str, str]]:
+        """(part, what differs) for each difference between the source's ``s`` and the destination's ``d``."""
+        out: list[tuple[str, str]] = []
+
+        def differ(part: str, name: str, a: object, b: object) -> None:
+            if a != b:
+                out.append((part, f"{name} {_shown(a)} at source, {_shown(b)} at destination"))
+
+        if "content-type" in self.parts:
+            differ("content-type", "Content-Type", s.content_type, d.content_type)
+        if "headers" in self.parts:
+            a, b = _headers(s.headers), _headers(d.headers)
+            for name in sorted(a.keys() | b.keys()):
+                differ("headers", name, a.get(name), b.get(name))
+        if "metadata" in self.parts:
+            a, b = _user(s), _user(d)
+            for name in sorted(a.keys() | b.keys()):
+                differ("metadata", f"user metadata {name}", a.get(name), b.get(name))
+        if "mtime" in self.parts:
+            ms, md = kept_mtime(self.src, s), kept_mtime(self.dst, d)
+            if ms is not None and (md is None or abs((ms - md).total_seconds()) > MTIME_TOLERANCE):
+                differ("mtime", "mtime", ms, md)
+        return out
+
+    def wanted(self, s: ObjectInfo, d: ObjectInfo) -> ObjectInfo:
+        """The description the destination's ``d`` should have: the source's where compared, else its own."""
+        compared = self.parts
+        ms = kept_mtime(self.src, s) if "mtime" in compared else None
+        return ObjectInfo(key=d.key, size=d.size,
+                          content_type=s.content_type if "content-type" in compared else d.content_type,
+                          headers=dict(s.headers or {}) if "headers" in compared else d.headers,
+                          metadata=_user(s) if "metadata" in compared else _user(d),
+                          mtime=ms if ms is not None else kept_mtime(self.dst, d))
+
+
 class VerifyJob:
+    """Compare ``dst`` with ``src``; ``metadata``: their descriptions too (see the module's text)."""
+
     def __init__(self, src: Backend, dst: Backend, *, mode: Literal["checksum", "size"] = "checksum",
                  filt: Filter = NO_FILTER, sample: float = 1.0, workers: int = HASH_WORKERS,
-                 stop: StopSignal | None = None) -> None:
+                 stop: StopSignal | None = None, metadata: bool = False) -> None:
         self.src, self.dst = src, dst
         self.mode = mode
         self.filter = filt
         self.sample = sample
         self.workers = workers
         self.stop = stop or StopSignal()
-        self.report = VerifyReport()
+        self.report = VerifyReport(metadata_checked=metadata)
+        self.descriptions = Descriptions(src, dst) if metadata else None
 
     async def run(self) -> VerifyReport:
         await self.src.check()
@@ -118,63 +235,133 @@ class VerifyJob:
     async def _compare(self, pair: tuple[ObjectInfo, ObjectInfo]) -> None:
         s, d = pair
         self.report.compared += 1
+        if await self._same_content(s, d) and (self.descriptions is None or await self._same_description(s, d)):
+            self.report.matched += 1
+
+    async def _same_content(self, s: ObjectInfo, d: ObjectInfo) -> bool:
+        """True when ``s`` and ``d`` hold the same bytes (as the mode tells); else the difference is reported."""
         if s.size is not None and d.size is not None and s.size != d.size:
             self.report.add(Difference(s.key, "different", f"size {s.size} at source, {d.size} at destination"))
-            return
+            return False
         if self.mode == "size":
-            self.report.matched += 1
-            return
+            return True
         for algo in (SHA256, MD5):  # a hash both sides know costs no read
             if s.hashes.get(algo) and d.hashes.get(algo):
                 if s.hashes[algo] == d.hashes[algo]:
-                    self.report.matched += 1
-                else:
-                    self.report.add(Difference(s.key, "different", f"{algo} differs"))
-                return
+                    return True
+                self.report.add(Difference(s.key, "different", f"{algo} differs"))
+                return False
         self.report.hashed += 1
         try:
             src_sum = await object_sha256(self.src, s)
         except NotFound:  # deleted since it was listed: the source no longer has it
             self.report.add(Difference(s.key, "extra", "deleted at source while verifying"))
-            return
+            return False
         try:
             dst_sum = await object_sha256(self.dst, d)
         except NotFound:
             self.report.add(Difference(s.key, "missing", "deleted at destination while verifying"))
-            return
+            return False
         if src_sum == dst_sum:
-            self.report.matched += 1
-        else:
-            self.report.add(Difference(s.key, "different", f"sha256 {src_sum[:12]}… at source, "
-                                                            f"{dst_sum[:12]}… at destination"))
+            return True
+        self.report.add(Difference(s.key, "different", f"sha256 {src_sum[:12]}… at source, "
+                                                        f"{dst_sum[:12]}… at destination"))
+        return False
+
+    async def _same_description(self, s: ObjectInfo, d: ObjectInfo) -> bool:
+        """True when ``s`` and ``d`` are described alike (where both have a place); else a ``metadata`` difference."""
+        assert self.descriptions is not None
+        try:  # a listing that does not know it (headers None, an S3 listing): the stat does
+            s = s if s.headers is not None else await self.src.stat(s.key)
+        except NotFound:
+            self.report.add(Difference(s.key, "extra", "deleted at source while verifying"))
+            return False
+        try:
+            d = d if d.headers is not None else await self.dst.stat(d.key)
+        except NotFound:
+            self.report.add(Difference(s.key, "missing", "deleted at destination while verifying"))
+            return False
+        found = self.descriptions.differences(s, d)
+        if not found:
+            return True
+        parts = tuple(p for p in DESCRIPTION_PARTS if any(part == p for part, _ in found))
+        self.report.add(Difference(s.key, "metadata", "; ".join(what for _, what in found), parts))
+        return False
 
     def keys_to_fix(self) -> list[str]:
+        """The keys to send again: missing or different content (a description that differs: :meth:`fix_described`)."""
         return [p.key for p in self.report.problems if p.kind in ("missing", "different")]
+
+    async def fix_described(self) -> tuple[int, list[str]]:
+        """Give the destination's objects of ``metadata`` differences the source's description.
+
+        In place where the destination can change every part that differs
+        (``features.description_in_place``); returns how many were, and the
+        keys to send again instead (the others, and any the store could not
+        change in place). An object changed or gone since it was compared is
+        left to the verification that follows.
+        """
+        assert self.descriptions is not None
+        descriptions = self.descriptions
+        can = set(self.dst.features.description_in_place)
+        in_place = [p.key for p in self.report.problems if p.kind == "metadata" and set(p.parts) <= can]
+        resend = [p.key for p in self.report.problems if p.kind == "metadata" and not set(p.parts) <= can]
+        done = [0]
+
+        async def fix(key: str) -> None:
+            try:
+                s, d = await self.src.stat(key), await self.dst.stat(key)
+                if await self.dst.set_description(key, descriptions.wanted(s, d), if_version=d.version):
+                    done[0] += 1
+                else:
+                    resend.append(key)
+            except BackendError as exc:
+                log.warning("verify.fix_metadata_failed", key=key, error=str(exc))
+
+        async def keys() -> AsyncIterator[str]:
+            for key in in_place:
+                yield key
+
+        await run_pipeline(keys(), fix, workers=self.workers, queue_size=256, stop=self.stop, name="to_describe")
+        return done[0], sorted(resend)
 
 
 async def verify_and_fix(src: Backend, dst: Backend, *, mode: Literal["checksum", "size"] = "checksum",
                          filt: Filter = NO_FILTER, sample: float = 1.0, workers: int = HASH_WORKERS,
-                         fix: bool = False, stop: StopSignal | None = None) -> dict[str, Any]:
+                         fix: bool = False, stop: StopSignal | None = None, metadata: bool = False) -> dict[str, Any]:
     """Verify ``dst`` against ``src``; with ``fix``, copy what is missing or different and verify again.
 
+    ``metadata``: descriptions are compared too, and ``fix`` gives a
+    destination object the source's in place where the store can
+    (:meth:`VerifyJob.fix_described`), else sends it again.
+
     Returns the report as ``verify --json`` prints it: ``before_fix`` (the
-    first report, when a fix ran), ``fixed`` (objects copied) and the fields
-    of the last report.
+    first report, when a fix ran), ``fixed`` (objects copied or described
+    anew), with ``metadata``: ``fixed_in_place`` (those described anew
+    without sending their bytes), and the fields of the last report.
     """
     from ..pipeline.stats import JobStats
     from .copy import CopyJob, CopyOptions
 
-    job = VerifyJob(src, dst, mode=mode, filt=filt, sample=sample, workers=workers, stop=stop)
+    job = VerifyJob(src, dst, mode=mode, filt=filt, sample=sample, workers=workers, stop=stop, metadata=metadata)
     report = await job.run()
+    in_place = {"fixed_in_place": 0} if metadata else {}
     if not fix or report.ok:
-        return {"before_fix": None, "fixed": 0, **report.as_dict()}
+        return {"before_fix": None, "fixed": 0, **in_place, **report.as_dict()}
     keys = job.keys_to_fix()
+    if metadata:
+        done, resend = await job.fix_described()
+        in_place["fixed_in_place"] = done
+        keys = sorted(keys + resend)
 
     async def items() -> AsyncIterator[ObjectInfo]:
         for key in keys:
             yield await src.stat(key)
 
     stats = JobStats()
-    await CopyJob(src, dst, CopyOptions(transfers=workers), items=items(), stats=stats, stop=stop).run()
-    again = await VerifyJob(src, dst, mode=mode, filt=filt, sample=sample, workers=workers, stop=stop).run()
-    return {"before_fix": report.as_dict(), "fixed": stats.done_objects, **again.as_dict()}
+    if keys:
+        await CopyJob(src, dst, CopyOptions(transfers=workers), items=items(), stats=stats, stop=stop).run()
+    again = await VerifyJob(src, dst, mode=mode, filt=filt, sample=sample, workers=workers, stop=stop,
+                            metadata=metadata).run()
+    return {"before_fix": report.as_dict(), "fixed": stats.done_objects + in_place.get("fixed_in_place", 0),
+            **in_place, **again.as_dict()}

@@ -45,7 +45,7 @@ from ...model import (
     parse_mtime_text,
 )
 from ...retry import RetryPolicy, retry_call
-from ..base import Backend, UploadCheckpoint, check_key
+from ..base import DESCRIPTION_PARTS, Backend, UploadCheckpoint, check_key, described_metadata
 from . import listing
 from .common import (
     ABORT_TIMEOUT,
@@ -154,6 +154,7 @@ class S3Backend(Backend):
         public_links=True,
         object_metadata=True,
         stat_hashes=(SHA256,),
+        description_in_place=DESCRIPTION_PARTS,
     )
     #: Largest object copied with one CopyObject; bigger ones use UploadPartCopy.
     single_copy_limit: int = MAX_SINGLE_COPY
@@ -857,6 +858,38 @@ class S3Backend(Backend):
         if SHA256 not in copied.hashes and SHA256 in src.hashes:
             copied = replace(copied, hashes={**copied.hashes, SHA256: src.hashes[SHA256]})
         return copied
+
+    async def set_description(self, key: str, info: ObjectInfo, *, if_version: str | None = None) -> bool:
+        """A CopyObject of ``key`` onto itself, directive REPLACE, with ``info``'s description (Backend's contract).
+
+        After a HeadObject (the object's own metadata stays, and its storage
+        class and encryption are given again: a copy would take the bucket's
+        defaults); the copy is pinned to the version it saw. Over
+        ``single_copy_limit`` (5 GiB, one CopyObject's most) nothing is done: False.
+        """
+        full = self._full_key(key)
+        fast = await self.fast_client()
+        answer = await self.call("HeadObject", key, lambda: fast.head_object(full), retry=True)
+        head = self._info_from_head(key, answer)
+        if if_version is not None and head.version != if_version.strip('"'):
+            raise SourceChanged("object changed since it was compared", backend=self.describe(), key=key)
+        if head.size is not None and head.size > self.single_copy_limit:
+            return False
+        wanted, own = described_metadata(info, head.metadata)
+        described, _ = description_to_send(replace(info, metadata={}, mtime=None), keep=True, overrides={})
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": full, "MetadataDirective": "REPLACE",
+                                  "CopySource": {"Bucket": self.bucket, "Key": full},
+                                  "Metadata": user_metadata(wanted, **own), **boto_description(described)}
+        for name, header in (("StorageClass", "x-amz-storage-class"),
+                             ("ServerSideEncryption", "x-amz-server-side-encryption"),
+                             ("SSEKMSKeyId", "x-amz-server-side-encryption-aws-kms-key-id")):
+            if answer.get(header):
+                kwargs[name] = answer[header]
+        if head.version:
+            kwargs["CopySourceIfMatch"] = quote_etag(head.version)
+        client = await self.client()
+        await self.call("CopyObject", key, lambda: client.copy_object(**kwargs))
+        return True
 
     async def _copy_multipart(self, client: Any, source: S3Backend, src: ObjectInfo,
                               copy_source: dict[str, str], dst_key: str, dst_full: str) -> None:

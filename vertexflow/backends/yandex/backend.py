@@ -65,7 +65,7 @@ from ...model import (
     parse_mtime_text,
 )
 from ...retry import RetryPolicy, retry_call
-from ..base import Backend, UploadCheckpoint, check_key
+from ..base import Backend, UploadCheckpoint, check_key, described_metadata
 from . import api
 from .client import YandexDiskClient, connection_error, poll_operation
 from .dircache import DirCache
@@ -158,7 +158,8 @@ class YandexDiskBackend(Backend):
     cannot be given); user metadata is kept as custom properties, the source
     mtime among them as ``mtime`` (rclone keeps ``rclone_modified``), read
     back as the mtime (else ``modified``, the upload time). Setting them is
-    one ``PATCH`` after the upload. ``metadata`` False (``--no-metadata``)
+    one ``PATCH`` after the upload; ``set_description`` changes them in
+    place (``verify --fix --metadata``). ``metadata`` False (``--no-metadata``)
     carries only vertexflow's own properties and no mtime; ``metadata_set``
     adds properties to every file written (header names other than user
     metadata are ignored: the service has no place for them).
@@ -166,7 +167,8 @@ class YandexDiskBackend(Backend):
 
     scheme = "yadisk"
     features = Features(server_side_copy=True, native_hashes=(MD5, SHA256), sorted_listing=True,
-                        public_links=True, folders=True, object_metadata=True)
+                        public_links=True, folders=True, object_metadata=True,
+                        description_in_place=("metadata", "mtime"))
 
     def __init__(self, root: str = "/", *, token: str, base_url: str = DEFAULT_BASE_URL,
                  request_timeout: float = 30.0, chunk_size: int = 10 * MiB, upload_concurrency: int = 3,
@@ -451,7 +453,24 @@ class YandexDiskBackend(Backend):
         props.update(self._metadata_set)
         return props
 
-    async def _set_properties(self, key: str, metadata: dict[str, str]) -> ObjectInfo:
+    async def set_description(self, key: str, info: ObjectInfo, *, if_version: str | None = None) -> bool:
+        """The file's custom properties become ``info``'s user metadata and mtime (Backend's contract).
+
+        A stat, then one ``PATCH``: the service merges what it is given, so a
+        property the file has and ``info`` has not is sent as null (removed).
+        The service has no conditional PATCH: ``if_version`` is checked by the stat.
+        """
+        current = await self.stat(key)
+        if if_version is not None and current.version != if_version:
+            raise SourceChanged("file changed since it was compared", backend=self.describe(), key=key)
+        wanted, _ = described_metadata(info, current.metadata)
+        patch: dict[str, str | None] = {k: None for k in current.metadata if not own_metadata(k) and k not in wanted}
+        patch.update({k: v for k, v in wanted.items() if current.metadata.get(k) != v})
+        if patch:
+            await self._set_properties(key, patch)
+        return True
+
+    async def _set_properties(self, key: str, metadata: Mapping[str, str | None]) -> ObjectInfo:
         """Keep ``metadata`` as the file's custom properties; the answer is the file's new info.
 
         A second request after the upload (the upload link takes none): a file
