@@ -159,6 +159,9 @@ Remote = Annotated[LocalRemote | S3Remote | YandexDiskRemote, Field(discriminato
 
 class Config(_Strict):
     remotes: dict[str, Remote] = Field(default_factory=dict)
+    #: the platform's storage_config.json (relative to this file): its connections are remotes too
+    #: (:mod:`vertexflow.tenancy.namespace`)
+    storage_config: str | None = None
     source: str | None = Field(None, exclude=True, description="where this config was read from")
 
     @field_validator("remotes")

@@ -36,6 +36,7 @@ class NoConfigFile:
 
     remotes: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = None
+    storage_config: str | None = None
 
 
 def config_or_none(path: str | os.PathLike[str] | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..config_file import NoConfigFile, config_or_none
+from ..config_file import NoConfigFile
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -17,7 +17,10 @@ class Ctx:
 
     @property
     def config(self) -> Config | NoConfigFile:
-        """The config file's remotes; without a file, a stand-in that has none (see :mod:`vertexflow.config_file`)."""
+        """The config file's remotes and the platform's connections (:mod:`vertexflow.tenancy.namespace`);
+        without either, a stand-in that has none (see :mod:`vertexflow.config_file`)."""
         if self._config is None:
-            self._config = config_or_none(self.config_path)
+            from ..tenancy.namespace import load_remotes
+
+            self._config = load_remotes(self.config_path)
         return self._config

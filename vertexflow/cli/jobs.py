@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..config_file import config_or_none
+from ..tenancy.namespace import load_remotes
 from ..errors import ConfigError
 from ..ops.assembly import open_journal
 from ..ops.spec import spec_of_job
@@ -87,7 +87,7 @@ def jobs_resume(ctx: click.Context, job_id: int, journal_path: str | None, as_js
         # the same run, recorded in the same journal; a config file given now names the remotes
         spec = replace(spec, journal=journal_path or str(default_journal_path()), no_journal=False, dry_run=False,
                        config_path=ctx.obj.config_path or spec.config_path)
-        config = ctx.obj.config if ctx.obj.config_path else config_or_none(spec.config_path)
+        config = ctx.obj.config if ctx.obj.config_path else load_remotes(spec.config_path)
     run_spec(spec, config, as_json=as_json, progress=progress, cluster=None, title=f"{spec.source} -> {spec.dest}")
 
 

@@ -193,14 +193,14 @@ async def _stoppable(requested: threading.Event, job: Any, stats: JobStats, cloc
 
 async def _transfer(task: ShardTask, stats: JobStats, bandwidth: ShardBandwidth | None,
                     stop: Any) -> dict[str, Any]:
-    from ..config import load_config
     from ..ops.assembly import Transfer
     from ..ops.spec import TransferSpec
+    from ..tenancy.namespace import load_remotes
 
     assert task.spec is not None, "a copy or sync shard carries its job spec"
     # the shard's key range, and a throw-away journal: the driver's journal is the record of the job
     spec = replace(TransferSpec.from_dict(task.spec), filter=task.shard_filter(), no_journal=True)
-    transfer = Transfer.prepare(spec, load_config(task.config_path))
+    transfer = Transfer.prepare(spec, load_remotes(task.config_path))
     if bandwidth is not None:
         transfer = transfer.with_layers(lambda layers: replace(layers, bandwidth=bandwidth))
     await transfer.run(stats, stop)
@@ -208,12 +208,12 @@ async def _transfer(task: ShardTask, stats: JobStats, bandwidth: ShardBandwidth 
 
 
 async def _verify(task: ShardTask, stop: Any) -> dict[str, Any]:
-    from ..config import load_config
     from ..locations import parse_location
     from ..ops.copy import resolve_source
     from ..ops.verify import verify_and_fix
+    from ..tenancy.namespace import load_remotes
 
-    config = load_config(task.config_path)
+    config = load_remotes(task.config_path)
     src_loc, dst_loc = parse_location(task.src, config), parse_location(task.dst, config)
     o = task.options
     source, _ = await resolve_source(src_loc)

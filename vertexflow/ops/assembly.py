@@ -151,11 +151,11 @@ class Transfer:
     @classmethod
     def prepare(cls, spec: TransferSpec, config: Any = None) -> Transfer:
         """Check ``spec`` against ``config`` (its remotes; None: the spec's config file). Raises ConfigError."""
-        from ..config_file import config_or_none
         from ..locations import parse_location
+        from ..tenancy.namespace import load_remotes
 
         if config is None:
-            config = config_or_none(spec.config_path)
+            config = load_remotes(spec.config_path)
         src, dst = parse_location(spec.source, config), parse_location(spec.dest, config)
         check_overlap(src, dst, spec.filter, what=spec.mode)
         src, dst = with_metadata_options(src, spec.settings), with_metadata_options(dst, spec.settings)
