@@ -453,7 +453,8 @@ class Registry:
             row = db.execute("SELECT id FROM vertexflow_migrations WHERE company_id = ? AND state = 'switched' "
                              "ORDER BY id DESC LIMIT 1", (company_id,)).fetchone()
             if row is None:
-                raise ConfigError(f"company {company_id} has no switched migration to roll back")
+                raise ConfigError(f"company {self._company_name(db, company_id)} has no switched migration to roll "
+                                  f"back in {self.path}")
             db.execute("UPDATE vertexflow_migrations SET state = 'planned', owner_pid = ?, owner_host = ?, "
                        "heartbeat_at = ? WHERE id = ?", (os.getpid(), this_host(), time.time(), row[0]))
         self.taken_over = [r.id for r in busy]
@@ -466,13 +467,19 @@ class Registry:
             f"({', '.join(repr(s) for s in ACTIVE_STATES)})", (company_id,))]
         for rec in busy:
             if not rec.is_stale():
-                raise ConfigError(f"company {company_id} already has migration {rec.id} in progress "
-                                  f"({rec.state}, {rec.owner()}; finish it, or mark it failed with "
-                                  "`vertexflow migrate abandon`)")
+                raise ConfigError(f"company {self._company_name(db, company_id)} already has migration {rec.id} "
+                                  f"in progress in {self.path} ({rec.state}, {rec.owner()}, which is alive; let it "
+                                  f"finish, or end it with `vertexflow migrate abandon {rec.id}`)")
         for rec in busy:
             self._end_stale(db, rec, f"stale ({rec.state}; {rec.owner()} was gone): taken over by {new_what}, "
                                      "its live state rolled back")
         return busy
+
+    @staticmethod
+    def _company_name(db: sqlite3.Connection, company_id: int) -> str:
+        """``'acme' (id 3)``, as messages name a company."""
+        row = db.execute("SELECT slug FROM companies WHERE id = ?", (company_id,)).fetchone()
+        return f"{row[0]!r} (id {company_id})" if row is not None else str(company_id)
 
     def _end_stale(self, db: sqlite3.Connection, rec: MigrationRecord, message: str) -> None:
         """End ``rec`` and clear its live state (inside the caller's transaction).

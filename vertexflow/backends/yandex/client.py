@@ -69,6 +69,13 @@ ERRORS: dict[int | str, type[BackendError]] = {
 }
 
 
+#: what an error class means for the operator, said before the service's own words
+MEANINGS: dict[type[BackendError], str] = {
+    AuthError: "the credentials (OAuth token) were refused",
+    InsufficientStorage: "the disk is full (insufficient storage)",
+}
+
+
 def error_class(status: int, name: str | None) -> type[BackendError]:
     if name and name in ERRORS:
         return ERRORS[name]
@@ -105,7 +112,8 @@ def make_error(status: int, body: Any, *, what: str, backend: str, key: str | No
     detail = f"{status} {err.error}" if err.error else f"HTTP {status}"
     if err.description:
         detail += f": {err.description}"
-    message = f"{what} failed ({detail})"
+    meaning = next((text for base, text in MEANINGS.items() if issubclass(cls, base)), None)
+    message = f"{what} failed: {meaning} ({detail})" if meaning else f"{what} failed ({detail})"
     if issubclass(cls, TransientError):
         exc: BackendError = cls(message, backend=backend, key=key, retry_after=retry_after)
     else:
