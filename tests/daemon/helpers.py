@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -41,13 +42,21 @@ def free_port() -> int:
 
 
 class DaemonProcess:
-    """``vertexflow daemon --config PATH`` on 127.0.0.1 and a free port."""
+    """``vertexflow daemon --config PATH [ARGS]`` on 127.0.0.1 and a free port.
+
+    ``ca``: the daemon serves HTTPS with a certificate this file holds (or
+    is signed by): requests go to ``https://`` and verify it.
+    """
 
     def __init__(self, workdir: Path, config_text: str, *, token: str | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, args: tuple[str, ...] = (), ca: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.token = token
+        self.args = args
+        self.env = env or {}
+        self.ssl = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
         self.config = workdir / "daemon.toml"
         self.write_config(config_text)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -59,15 +68,15 @@ class DaemonProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, wait_ready: bool = True) -> DaemonProcess:
         self.starts += 1
         self._log = open(self.workdir / f"daemon-{self.port}-{self.starts}.log", "wb")  # noqa: SIM115
         self.log_path = Path(self._log.name)
         self.proc = subprocess.Popen([sys.executable, "-m", "vertexflow", "--log-format", "json", "daemon",
-                                      "--config", str(self.config)], stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ})
+                                      "--config", str(self.config), *self.args], stdout=self._log,
+                                     stderr=subprocess.STDOUT, env={**os.environ, **self.env})
         if wait_ready:
             wait_until(lambda: self.get("/readyz")["ready"], 20, what="the daemon to be ready")
         return self
@@ -90,7 +99,7 @@ class DaemonProcess:
         if method == "POST":
             req.data = b""
         try:
-            with urllib.request.urlopen(req, timeout=5) as r:
+            with urllib.request.urlopen(req, timeout=5, context=self.ssl) as r:
                 return r.status, r.read(), dict(r.headers)
         except urllib.error.HTTPError as e:
             return e.code, e.read(), dict(e.headers)

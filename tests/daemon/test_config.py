@@ -86,8 +86,9 @@ def test_listening_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
     text = '[daemon]\nlisten = "0.0.0.0:8787"\n'
     with pytest.raises(ConfigError, match="daemon.listen: 0.0.0.0:8787 is not a loopback address: set daemon.token"):
         load_daemon_config(write(tmp_path, text), {})
-    config, _ = load_daemon_config(write(tmp_path, text + 'token_env = "VF_TOKEN"\n'), {"VF_TOKEN": "s3cret"})
-    assert config.daemon.resolved_token({"VF_TOKEN": "s3cret"}) == "s3cret"
+    secret = "s3cret-" + "x" * 25  # the minimum length, 32
+    config, _ = load_daemon_config(write(tmp_path, text + 'token_env = "VF_TOKEN"\n'), {"VF_TOKEN": secret})
+    assert config.daemon.resolved_token({"VF_TOKEN": secret}) == secret
     with pytest.raises(ConfigError, match="daemon.token_env: environment variable VF_TOKEN is not set"):
         load_daemon_config(write(tmp_path, text + 'token_env = "VF_TOKEN"\n'), {})
 

@@ -157,16 +157,18 @@ def test_daemon_end_to_end(tmp_path: Path) -> None:
 
 def test_token_is_required_when_set(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
-    text = ('[daemon]\nlisten = "127.0.0.1:{PORT}"\ntoken = "let-me-in"\n'
+    token = "let-me-in-" + "0123456789" * 3
+    text = (f'[daemon]\nlisten = "127.0.0.1:{{PORT}}"\ntoken = "{token}"\n'
             '[[jobs]]\nname = "j"\nkind = "sync"\nsource = "a"\ndest = "b"\n')
-    d = DaemonProcess(tmp_path, text, token="let-me-in").start()
+    d = DaemonProcess(tmp_path, text, token=token).start()
     try:
         assert d.request("GET", "/api/jobs", token="wrong")[0] == 401
         assert d.request("GET", "/metrics", token="")[0] == 401
         assert d.request("GET", "/healthz", token="")[0] == 200  # probes stay open
-        assert d.request("GET", "/api/jobs?token=let-me-in", token="")[0] == 200
-        status, body, headers = d.request("GET", "/")
-        assert status == 200 and b"EventSource" in body and headers["Content-Type"].startswith("text/html")
+        status, body, _ = d.request("GET", f"/api/jobs?token={token}", token="")
+        assert status == 401 and b"Authorization header" in body  # never in the URL
+        status, body, headers = d.request("GET", "/", token="")  # the page holds no data: it asks for the token
+        assert status == 200 and b'fetch("/events"' in body and headers["Content-Type"].startswith("text/html")
         assert d.get("/api/jobs")["jobs"][0]["state"] == "idle"  # no schedule: on demand only
         assert d.post("/api/jobs/j/start")[0] == 200
         wait_until(lambda: d.job("j")["last_result"], 10, what="the manual run")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -57,6 +58,8 @@ from ..errors import ConfigError
 #: The kinds of job the daemon knows; vertexflow.daemon.runners maps each to its adapter.
 JOB_KINDS = ("sync", "backup", "migrate")
 DEFAULT_PORT = 8787
+#: API tokens shorter than this are refused: a bearer token must not be guessable (32 random characters)
+MIN_TOKEN_LENGTH = 32
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -117,12 +120,18 @@ class Filters(_Strict):
 
 
 class DaemonSettings(_Strict):
-    """``[daemon]``: where the service listens and how it stops."""
+    """``[daemon]``: where the service listens, who may use it and how it stops."""
 
     #: HOST:PORT of the HTTP API and dashboard; loopback unless a token is set
     listen: str = f"127.0.0.1:{DEFAULT_PORT}"
     token: SecretStr | None = None
     token_env: str | None = Field(None, description="variable holding the API token")
+    #: a second token that reads (GET API, /metrics, /events) but cannot control jobs
+    read_token: SecretStr | None = None
+    read_token_env: str | None = Field(None, description="variable holding the read-only token")
+    #: HTTPS: the certificate chain and its private key (PEM); the key may sit in the cert's file
+    tls_cert: str | None = None
+    tls_key: str | None = None
     #: how long SIGTERM/SIGINT wait for transfers in flight before aborting them
     drain_timeout: float = 30.0
     journal: str | None = Field(None, description="journal database [the default journal]")
@@ -162,13 +171,90 @@ class DaemonSettings(_Strict):
             return False
 
     def resolved_token(self, environ: Mapping[str, str]) -> str | None:
-        if self.token is not None:
-            return self.token.get_secret_value()
-        if self.token_env is not None:
-            if not environ.get(self.token_env):
-                raise ConfigError(f"daemon.token_env: environment variable {self.token_env} is not set")
-            return environ[self.token_env]
+        """The control token (ConfigError if its variable is unset or it is too short)."""
+        return _secret(self.token, self.token_env, "token", environ)
+
+    def resolved_read_token(self, environ: Mapping[str, str]) -> str | None:
+        """The read-only token, checked as :meth:`resolved_token` and against it."""
+        read = _secret(self.read_token, self.read_token_env, "read_token", environ)
+        if read is None:
+            return None
+        token = self.resolved_token(environ)
+        if token is None:
+            raise ConfigError("daemon.read_token: needs daemon.token (or token_env) as well: "
+                              "without a control token the API is open to anyone on loopback")
+        if read == token:
+            raise ConfigError("daemon.read_token: the same as daemon.token: give the read-only token "
+                              "a value of its own")
+        return read
+
+    @property
+    def tls(self) -> tuple[str, str] | None:
+        """(certificate, key) files for HTTPS, or None."""
+        if self.tls_cert is None:
+            return None
+        return self.tls_cert, self.tls_key or self.tls_cert
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context from ``tls_cert``/``tls_key`` (ConfigError naming the key and file)."""
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ConfigError("daemon.tls_key: given without daemon.tls_cert")
+        if self.tls is None:
+            return None
+        return server_ssl_context(*self.tls, cert_name="daemon.tls_cert", key_name="daemon.tls_key")
+
+
+def _secret(value: SecretStr | None, env: str | None, key: str, environ: Mapping[str, str]) -> str | None:
+    if value is not None and env is not None:
+        raise ConfigError(f"daemon.{key}: give {key} or {key}_env, not both")
+    if value is not None:
+        secret, where = value.get_secret_value(), f"daemon.{key}"
+    elif env is not None:
+        if not environ.get(env):
+            raise ConfigError(f"daemon.{key}_env: environment variable {env} is not set")
+        secret, where = environ[env], f"daemon.{key}_env: the token in {env}"
+    else:
         return None
+    if len(secret) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"{where} has {len(secret)} characters, fewer than the {MIN_TOKEN_LENGTH} required: "
+                          "use a long random one, e.g. the output of `openssl rand -hex 32`")
+    return secret
+
+
+def server_ssl_context(cert: str, key: str, *, cert_name: str, key_name: str) -> ssl.SSLContext:
+    """A TLS server context (TLS 1.2 or later) for ``cert`` and ``key``.
+
+    Raises ConfigError naming the setting (``cert_name``/``key_name``: a
+    config key or a command-line option) and the file: missing, unreadable,
+    not PEM, an encrypted key (the daemon cannot ask for a passphrase), a key
+    that is not the certificate's.
+    """
+    for name, path in ((cert_name, cert), (key_name, key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except FileNotFoundError:
+            raise ConfigError(f"{name}: {path} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
+    try:  # the certificate on its own first, so an error names the right file
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+    except ssl.SSLError:
+        raise ConfigError(f"{cert_name}: {cert} holds no PEM certificate") from None
+
+    def no_passphrase() -> str:
+        raise ConfigError(f"{key_name}: {key} is encrypted: give the daemon an unencrypted key "
+                          "(readable by its user only)")
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key, password=no_passphrase)
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(f"{key_name}: {key} is not the private key of the certificate in {cert}") from None
+        raise ConfigError(f"{key_name}: {key} holds no PEM private key") from None
+    return context
 
 
 class JobSpec(_Strict):
@@ -300,8 +386,9 @@ def load_daemon_config(path: str | os.PathLike[str], environ: Mapping[str, str] 
     base = file.resolve().parent
     jobs = tuple(_resolve_paths(j, base) for j in config.jobs)
     settings = config.daemon
-    if settings.journal is not None:
-        settings = settings.model_copy(update={"journal": str(base / os.path.expanduser(settings.journal))})
+    paths = {k: str(base / os.path.expanduser(v)) for k in ("journal", "tls_cert", "tls_key")
+             if (v := getattr(settings, k)) is not None}
+    settings = settings.model_copy(update=paths)
     config = config.model_copy(update={"jobs": jobs, "daemon": settings, "source": str(file)})
     remotes = (parse_config({"remotes": config.remotes}, source=str(file)) if config.remotes
                else fallback_remotes() if fallback_remotes is not None else Config())
@@ -314,7 +401,12 @@ def _check(config: DaemonConfig, remotes: Config, environ: Mapping[str, str]) ->
     from .runners import runner_class
 
     where = f"daemon config {config.source}"
-    token = config.daemon.resolved_token(environ)
+    try:
+        token = config.daemon.resolved_token(environ)
+        config.daemon.resolved_read_token(environ)
+        config.daemon.ssl_context()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     if not config.daemon.loopback and not token:
         raise ConfigError(f"{where}: daemon.listen: {config.daemon.listen} is not a loopback address: "
                           "set daemon.token or daemon.token_env so the API is not open to the network")

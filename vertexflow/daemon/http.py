@@ -17,12 +17,18 @@ Endpoints (``docs/daemon.md`` has the reference with examples)::
     GET  /                            the dashboard
 
 With a token set (required when listening beyond loopback), every endpoint
-but ``/healthz`` and ``/readyz`` asks for ``Authorization: Bearer TOKEN``
-(or ``?token=TOKEN``, which the dashboard uses for its event stream). POSTs
-carrying an ``Origin`` other than the daemon's own are refused, so a web page
-elsewhere cannot drive a daemon on loopback; without a token, requests
-must name the daemon as ``127.0.0.1``, ``localhost`` or ``[::1]`` in ``Host``
-(a defence against DNS rebinding).
+but ``/healthz``, ``/readyz`` and the dashboard's page asks for
+``Authorization: Bearer TOKEN``. A token in the URL (``?token=``) is refused
+(401): URLs end up in logs, proxies and browser history. The page itself
+holds no data: it asks for the token and sends it in that header on its own
+requests, the event stream included (read with fetch, not EventSource, which
+cannot send headers), so no cookie exists for another site to ride on. A
+second, read-only token opens the GET API, ``/metrics`` and ``/events`` and
+is refused (403) on the control endpoints. POSTs carrying an ``Origin`` other
+than the daemon's own are refused, so a web page elsewhere cannot drive a
+daemon on loopback; without a token, requests must name the daemon as
+``127.0.0.1``, ``localhost`` or ``[::1]`` in ``Host`` (a defence against DNS
+rebinding).
 """
 
 from __future__ import annotations
@@ -36,7 +42,6 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .. import __version__
 from .jobs import REFUSED
 from .metrics import CONTENT_TYPE
 
@@ -50,14 +55,17 @@ SERVICE: web.AppKey[Daemon] = web.AppKey("service")
 EVENT_INTERVAL = 1.0
 #: event streams open at once (each costs one snapshot per second)
 MAX_EVENT_STREAMS = 32
-_OPEN = ("/healthz", "/readyz")
+#: answered without a token: probes, and the dashboard's page (it holds no data and asks for the token)
+_OPEN = ("/healthz", "/readyz", "/")
+#: what the read-only token may do
+_READ_METHODS = ("GET", "HEAD")
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 _ACTIONS = ("start", "pause", "resume", "cancel")
 #: answers that mean the action changed nothing
 
 
-def make_app(service: Daemon, token: str | None) -> web.Application:
-    app = web.Application(middlewares=[_guard(token)])
+def make_app(service: Daemon, token: str | None, read_token: str | None = None) -> web.Application:
+    app = web.Application(middlewares=[_guard(token, read_token)])
     app[SERVICE] = service
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -72,15 +80,28 @@ def make_app(service: Daemon, token: str | None) -> web.Application:
     return app
 
 
-def _guard(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
+def bearer(header: str) -> str:
+    """The token of an ``Authorization: Bearer TOKEN`` header ("" for none or another scheme)."""
+    scheme, _, value = header.strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def _guard(token: str | None, read_token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                     ) -> web.StreamResponse:
+        if "token" in request.query:
+            return _unauthorized("a token in the URL is refused (URLs are logged and kept in history): "
+                                 "send it in the Authorization header (Authorization: Bearer TOKEN)")
         if token is not None and request.path not in _OPEN:
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip() \
-                or request.query.get("token", "")
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return _error(401, "a valid token is required (Authorization: Bearer TOKEN)")
+            given = bearer(request.headers.get("Authorization", "")).encode()
+            if hmac.compare_digest(given, token.encode()):
+                pass
+            elif read_token is not None and hmac.compare_digest(given, read_token.encode()):
+                if request.method not in _READ_METHODS:
+                    return _error(403, "the read-only token cannot control jobs: use the control token")
+            else:
+                return _unauthorized("a valid token is required (Authorization: Bearer TOKEN)")
         if token is None and request.url.host not in _LOOPBACK_NAMES:
             # without a token the daemon listens on loopback only; a page whose name resolves
             # there (DNS rebinding) sends its own name as Host and is refused
@@ -91,6 +112,10 @@ def _guard(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
         return await handler(request)
 
     return guard
+
+
+def _unauthorized(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=401, headers={"WWW-Authenticate": "Bearer"})
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -180,6 +205,15 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def dashboard(request: web.Request) -> web.Response:
+    """The page, the same for everyone (the version and all data come over the authenticated API)."""
     html = resources.files("vertexflow.daemon").joinpath("static/dashboard.html").read_text(encoding="utf-8")
-    return web.Response(text=html.replace("{{VERSION}}", __version__), content_type="text/html",
-                        headers={"Cache-Control": "no-cache"})
+    return web.Response(text=html, content_type="text/html", headers=_PAGE_HEADERS)
+
+
+#: the page asks for a token and has buttons: no framing by another site (clickjacking), no referrer
+_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
+    Counter,
     Gauge,
     Histogram,
     ProcessCollector,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: job durations: from a no-change sync (well under a second) to a long migration
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, float("inf"))
+RELOAD_RESULTS = ("applied", "refused")
 
 
 class JobsCollector(Collector):
@@ -109,11 +111,28 @@ class DaemonMetrics:
         self.started = Gauge("vertexflow_daemon_start_timestamp_seconds", "Unix time the daemon started",
                              registry=self.registry)
         self.started.set(time.time())
-        self.reloads = Gauge("vertexflow_daemon_config_reloads", "Config reloads done (SIGHUP)",
-                             registry=self.registry)
+        self.reloads = Counter("vertexflow_daemon_config_reloads", "Config reloads (SIGHUP) by result: "
+                               "applied, or refused (a bad file; the running config stays)", ["result"],
+                               registry=self.registry)
+        for result in RELOAD_RESULTS:  # both series exist from the start, so increase() sees the first refusal
+            self.reloads.labels(result)
+        self.reload_ok = Gauge("vertexflow_daemon_config_last_reload_successful", "1 unless the last reload "
+                               "was refused (0 until a later one is applied)", registry=self.registry)
+        self.reload_ok.set(1)
+        self._outcomes: dict[str, set[str]] = {}
 
     def observe(self, job: JobController, result: RunResult) -> None:
         self.durations.labels(job.name, result.outcome).observe(result.seconds)
+        self._outcomes.setdefault(job.name, set()).add(result.outcome)
+
+    def reloaded(self, applied: bool) -> None:
+        self.reloads.labels("applied" if applied else "refused").inc()
+        self.reload_ok.set(1 if applied else 0)
+
+    def forget(self, job: str) -> None:
+        """Drop a removed job's series (the live ones go with its controller; durations are kept here)."""
+        for outcome in self._outcomes.pop(job, ()):
+            self.durations.remove(job, outcome)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

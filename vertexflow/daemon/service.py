@@ -14,7 +14,9 @@ Lifecycle:
 * SIGHUP: read the config again. Jobs that are gone are drained and removed,
   new jobs start, changed jobs take their new settings at their next run (a
   run in progress is never dropped). A bad file is logged and ignored.
-  ``[daemon]`` settings (listen, token, journal) take effect at a restart.
+  ``[daemon]`` settings (listen, tokens, TLS files, journal) take effect at a
+  restart; the TLS certificate and key are read again from the same files
+  (a renewed certificate is served to new connections).
 * A job's supervisor that fails (a bug) is restarted after a backoff; it
   never takes the other jobs down.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -37,7 +40,7 @@ from ..config import Config
 from ..errors import ConfigError
 from ..logs import get_logger
 from ..state.journal import Journal, default_journal_path
-from .config import DaemonConfig, JobSpec, load_daemon_config
+from .config import DaemonConfig, JobSpec, load_daemon_config, server_ssl_context
 from .controller import JobController
 from .http import make_app
 from .jobs import ErrorLog
@@ -48,19 +51,31 @@ log = get_logger("vertexflow.daemon")
 
 #: after the drain timeout and the abort, how long cleanup (temp files, multipart aborts) may take
 ABORT_GRACE = 10.0
+#: [daemon] settings read only at start: a reload that changes them says so
+RESTART_SETTINGS = ("listen", "journal", "token", "token_env", "read_token", "read_token_env", "tls_cert",
+                    "tls_key")
 #: event-loop lag: how often it is sampled, and the window its maximum is taken over
 LAG_INTERVAL = 0.25
 LAG_WINDOW = 60.0
 
 
 class Daemon:
+    """``tls``: the certificate and key files given on the command line (they take precedence over
+    ``[daemon] tls_cert``/``tls_key``); ConfigError for a bad file, token or TLS file."""
+
     def __init__(self, config_path: str, *, fallback_remotes: Callable[[], Config] | None = None,
-                 environ: Mapping[str, str] = os.environ) -> None:
+                 environ: Mapping[str, str] = os.environ, tls: tuple[str, str] | None = None) -> None:
         self.config_path = config_path
         self.environ = environ
         self._fallback = fallback_remotes
         self.config, self.remotes = self._load()
         self.token = self.config.daemon.resolved_token(environ)
+        self.read_token = self.config.daemon.resolved_read_token(environ)
+        self.tls = tls or self.config.daemon.tls
+        self._tls_names = ("--tls-cert", "--tls-key") if tls else ("daemon.tls_cert", "daemon.tls_key")
+        self.ssl: ssl.SSLContext | None = None
+        if self.tls is not None:
+            self.ssl = server_ssl_context(*self.tls, cert_name=self._tls_names[0], key_name=self._tls_names[1])
         self.errors = ErrorLog(self.config.daemon.errors_kept)
         self.controllers: dict[str, JobController] = {}
         self.metrics = DaemonMetrics(lambda: list(self.controllers.values()))
@@ -86,17 +101,20 @@ class Daemon:
             self.journal = await Journal.open(path)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the journal {path}: {exc}") from exc
-        runner = web.AppRunner(make_app(self, self.token), access_log=None, handle_signals=False,
-                               shutdown_timeout=2.0)
+        runner = web.AppRunner(make_app(self, self.token, self.read_token), access_log=None,
+                               handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, settings.host, settings.port)
+            site = web.TCPSite(runner, settings.host, settings.port, ssl_context=self.ssl)
             try:
                 await site.start()
             except OSError as exc:
                 raise ConfigError(f"daemon.listen: cannot listen on {settings.listen}: {exc.strerror}") from exc
             host, port = runner.addresses[0][:2]
             self.address = f"{host}:{port}"
+            if self.ssl is None and not settings.loopback:
+                log.warning("serving plain HTTP beyond loopback: tokens cross the network readable; "
+                            "give tls_cert/tls_key or put a TLS reverse proxy in front", listen=self.address)
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._signals)
@@ -124,8 +142,8 @@ class Daemon:
 
     def info(self) -> dict[str, Any]:
         return {"version": __version__, "pid": os.getpid(), "started": self.started, "config": self.config_path,
-                "listen": self.address, "jobs": len(self.controllers), "reloads": self.reloads,
-                "draining": self.draining, "ready": self.ready}
+                "listen": self.address, "tls": self.ssl is not None, "jobs": len(self.controllers),
+                "reloads": self.reloads, "draining": self.draining, "ready": self.ready}
 
     def _add(self, spec: JobSpec) -> None:
         assert self.journal is not None and self._tg is not None
@@ -178,6 +196,8 @@ class Daemon:
             controller.abort()
             if not await _wait_all([controller], ABORT_GRACE):
                 controller.scope.cancel()
+        if controller.name not in self.controllers:  # not added back meanwhile
+            self.metrics.forget(controller.name)
 
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -196,14 +216,16 @@ class Daemon:
         """Read the config again and apply the job changes; False (and an error logged) if it is bad."""
         try:
             config, remotes = self._load()
+            if self.tls is not None:
+                self._reload_certificate()
         except ConfigError as exc:
             self.errors.add("daemon", "config", f"reload refused, keeping the running config: {exc}")
             log.error("reload refused: keeping the running config", error=str(exc))
+            self.metrics.reloaded(False)
             return False
         old = self.config
-        if (config.daemon.listen, config.daemon.journal, config.daemon.token, config.daemon.token_env) != \
-                (old.daemon.listen, old.daemon.journal, old.daemon.token, old.daemon.token_env):
-            log.warning("listen, token and journal changes take effect at the next restart")
+        if any(getattr(config.daemon, k) != getattr(old.daemon, k) for k in RESTART_SETTINGS):
+            log.warning("listen, token, TLS file and journal changes take effect at the next restart")
         self.config, self.remotes = config, remotes
         new = {j.name: j for j in config.jobs}
         added, removed, changed = [], [], []
@@ -224,9 +246,19 @@ class Daemon:
                     changed.append(name)
                     controller.update(spec, runner_class(spec.kind)(spec, remotes=remotes, journal=self.journal))
         self.reloads += 1
-        self.metrics.reloads.set(self.reloads)
+        self.metrics.reloaded(True)
         log.info("config reloaded", added=added, removed=removed, changed=changed)
         return True
+
+    def _reload_certificate(self) -> None:
+        """Read the served certificate and key again (a renewal), checked before the live context takes them."""
+        assert self.tls is not None and self.ssl is not None
+        cert, key = self.tls
+        server_ssl_context(cert, key, cert_name=self._tls_names[0], key_name=self._tls_names[1])
+        try:
+            self.ssl.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:  # the files changed again in between
+            raise ConfigError(f"{self._tls_names[0]}: {cert} could not be read again: {exc}") from exc
 
     async def _ticker(self) -> None:
         while True:
