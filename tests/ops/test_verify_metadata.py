@@ -20,7 +20,7 @@ import yadisk
 from vertexflow.backends.s3 import S3Backend
 from vertexflow.backends.yandex import YandexDiskBackend
 from vertexflow.model import mtime_text, parse_mtime_text
-from vertexflow.ops.verify import VerifyJob, verify_and_fix
+from vertexflow.ops.verify import VerifyJob, same_description, verify_and_fix
 from vertexflow.testing.s3_proxy import Answer, RewritingProxy
 from vertexflow.testing.seaweedfs import SeaweedFS
 from vertexflow.testing.yandex_disk import YandexDiskEmulator, running_emulator
@@ -84,6 +84,7 @@ async def test_descriptions_are_compared_only_when_asked(seaweed: SeaweedFS, s3_
     async with backend(seaweed, s3_bucket, "src") as src, backend(seaweed2, bucket2, "dst") as dst:
         plain = await VerifyJob(src, dst).run()
         described = await VerifyJob(src, dst, metadata=True).run()
+        assert await same_description(src, dst, "same.mp4") and not await same_description(src, dst, "mtime.mp4")
     assert (plain.matched, plain.different, plain.metadata) == (len(CASES), 1, 0)
     assert "metadata_different" not in plain.as_dict()
     found = {p.key: p.parts for p in described.problems if p.kind == "metadata"}

@@ -326,6 +326,15 @@ class VerifyJob:
         return done[0], sorted(resend)
 
 
+async def same_description(src: Backend, dst: Backend, key: str) -> bool:
+    """Whether ``key`` is described alike on both sides now, as ``metadata`` mode compares (two stats).
+
+    For a caller that confirms a ``metadata`` difference before acting on it
+    (a content check would call it the same). Raises NotFound when either side has no ``key``.
+    """
+    return not Descriptions(src, dst).differences(await src.stat(key), await dst.stat(key))
+
+
 async def verify_and_fix(src: Backend, dst: Backend, *, mode: Literal["checksum", "size"] = "checksum",
                          filt: Filter = NO_FILTER, sample: float = 1.0, workers: int = HASH_WORKERS,
                          fix: bool = False, stop: StopSignal | None = None, metadata: bool = False) -> dict[str, Any]:
