@@ -192,7 +192,7 @@ def _retar(folder: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], li
         (folder / p.name).unlink()
     _store_stream(folder, meta, zstandard.ZstdCompressor().compress(buf.getvalue()), files=len(files),
                   bytes=sum(len(d) for _, d in files), members=stored(folder / MEMBERS),
-                  directories=len(listed_dirs))
+                  directories=len(listed_dirs), descriptions=None)  # the old MEMBERS.jsonl describes other files
 
 
 def _dir(name: str) -> tuple[tarfile.TarInfo, None]:

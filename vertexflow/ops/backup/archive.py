@@ -12,7 +12,11 @@ hand-offs dominate otherwise). A small file that vanished between listing
 and reading is skipped and counted; any other read error fails the backup.
 
 Every archived file's SHA-256 is taken in-stream and written to
-``MEMBERS.sha256`` (spooled to a temporary file once past 4 MiB).
+``MEMBERS.sha256``, and what describes it (Content-Type, headers, user
+metadata, mtime: :class:`.metadata.Description`) to ``MEMBERS.jsonl``, each
+spooled to a temporary file once past 4 MiB. Where the listing does not
+tell the description (S3), a small object's comes with its bytes (one
+GetObject, ``read_whole_described``) and a larger one's from one ``stat``.
 
 Directories are members too, so that empty ones (a provisioned
 ``acme/cats/QR`` with nothing in it yet) survive: the folders of a source
@@ -43,7 +47,8 @@ from ...backends.local import TMP_PREFIX
 from ...errors import SourceChanged
 from ...model import BodyFactory, ObjectInfo
 from ...transforms.compression import Codec, encoder
-from .metadata import directory_line, member_line
+from ..routes import described_by
+from .metadata import Description, description_line, directory_line, member_line
 from .tarstream import directory_header, end_of_archive, member_header, padding
 
 #: tar bytes gathered before one compress call (fewer, larger calls; zstd frames are 4 MiB anyway)
@@ -72,10 +77,11 @@ class ArchiveBuilder:
         self._out: list[bytes] = []
         self.offset = 0
         self.stats = ArchiveStats()
-        # closed by the caller once MEMBERS.sha256 is stored
+        # closed by the caller once MEMBERS.sha256 and MEMBERS.jsonl are stored
         self.members: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024)  # noqa: SIM115
+        self.descriptions: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024)  # noqa: SIM115
         self._hash = hashlib.sha256()
-        self._key = ""
+        self._info = ObjectInfo(key="", size=None)
 
     def _emit(self, data: bytes | memoryview) -> None:
         self.offset += len(data)
@@ -92,10 +98,11 @@ class ArchiveBuilder:
             self._out.extend(self._enc.feed(self._plain))
             self._plain = bytearray()
 
-    def begin(self, key: str, size: int, mtime: float) -> None:
-        self._key = key
+    def begin(self, info: ObjectInfo, size: int) -> None:
+        """A file member: ``info`` names it and says what describes it (MEMBERS.jsonl)."""
+        self._info = info
         self._hash = hashlib.sha256()
-        self._emit(member_header(key, size, mtime))
+        self._emit(member_header(info.key, size, info.mtime.timestamp() if info.mtime else 0))
 
     def data(self, chunk: bytes) -> None:
         self._hash.update(chunk)
@@ -103,7 +110,8 @@ class ArchiveBuilder:
 
     def end(self, size: int) -> None:
         self._emit(padding(size))
-        self.members.write(member_line(self._hash.hexdigest(), self._key))
+        self.members.write(member_line(self._hash.hexdigest(), self._info.key))
+        self.descriptions.write(description_line(self._info.key, Description.of(self._info)))
         self.stats.files += 1
         self.stats.bytes += size
 
@@ -114,6 +122,12 @@ class ArchiveBuilder:
             self.members.write(directory_line(key))
             self.stats.directories += 1
 
+    def add_whole(self, info: ObjectInfo, data: bytes) -> None:
+        """A file member whose bytes were read whole."""
+        self.begin(info, len(data))
+        self.data(data)
+        self.end(len(data))
+
     def add_local_batch(self, batch: list[tuple[ObjectInfo, str]]) -> None:
         for info, path in batch:
             try:
@@ -122,8 +136,7 @@ class ArchiveBuilder:
             except FileNotFoundError:
                 self.stats.skipped.append(info.key)
                 continue
-            mtime = info.mtime.timestamp() if info.mtime else 0
-            self.begin(info.key, len(data), mtime)
+            self.begin(info, len(data))
             self.data(data)
             self.end(len(data))
 
@@ -168,6 +181,15 @@ async def produce(source: Backend, builder: ArchiveBuilder, send: MemoryObjectSe
                     await flush()
                 continue
             await flush()
+            if info.headers is None and source.features.whole_reads and size <= SMALL:
+                # the answer that brings a small object's bytes tells what describes them (S3 GetObject)
+                data, described = await source.read_whole_described(info.key, limit=SMALL, if_version=info.version)
+                info = described_by(info, described or await source.stat(info.key))
+                await anyio.to_thread.run_sync(builder.add_whole, info, data)
+                await _send(builder, send)
+                continue
+            if info.headers is None:  # the listing did not say (S3): one stat
+                info = described_by(info, await source.stat(info.key))
             await _stream_member(source, info, size, builder, send)
         await flush()
         await anyio.to_thread.run_sync(builder.finish)
@@ -231,7 +253,7 @@ async def remote_directories(source: Backend) -> list[tuple[str, float]]:
 
 async def _stream_member(source: Backend, info: ObjectInfo, size: int, builder: ArchiveBuilder,
                          send: MemoryObjectSendStream[bytes]) -> None:
-    builder.begin(info.key, size, info.mtime.timestamp() if info.mtime else 0)
+    builder.begin(info, size)
     got = 0
     async with source.open(info.key, if_version=info.version) as chunks:
         async for chunk in chunks:

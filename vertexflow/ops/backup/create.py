@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import IO
 
 import anyio
 
@@ -26,6 +27,7 @@ from ...transforms.compression import Codec, encoder
 from .archive import ArchiveBuilder, produce, spooled_body, spooled_size
 from .database import file_digest, snapshot
 from .metadata import (
+    DESCRIPTIONS,
     MEMBERS,
     METADATA,
     SHA256SUMS,
@@ -125,19 +127,25 @@ async def _storage(dest: Backend, bid: str, opts: CreateOptions) -> tuple[Storag
                                           name_of=lambda i: part_name(opts.codec.name, i), digest=digest)
         except BaseExceptionGroup as group:
             raise first_error(group) from None  # the producer's or the writer's own error, not a group
-        members_size = spooled_size(builder.members)
-        members_sha = await anyio.to_thread.run_sync(_spool_sha, builder.members)
-        await dest.put(ObjectInfo(key=f"{bid}/{MEMBERS}", size=members_size, hashes={"sha256": members_sha}),
-                       spooled_body(builder.members))
+        members = await _put_spooled(dest, f"{bid}/{MEMBERS}", builder.members)
+        descriptions = await _put_spooled(dest, f"{bid}/{DESCRIPTIONS}", builder.descriptions)
     finally:
         builder.members.close()
+        builder.descriptions.close()
     section = StorageSection(
         source=opts.storage_spec or opts.storage.describe(), compression=opts.codec.name, level=opts.codec.level,
         chunk_size=opts.chunk_size, parts=tuple(parts), stream_size=digest.size,
         stream_sha256=digest.sha256.hexdigest(),  # type: ignore[attr-defined]
         files=builder.stats.files, bytes=builder.stats.bytes,
-        members=StoredFile(MEMBERS, members_size, members_sha), directories=builder.stats.directories)
+        members=members, directories=builder.stats.directories, descriptions=descriptions)
     return section, builder.stats.skipped
+
+
+async def _put_spooled(dest: Backend, key: str, f: IO[bytes]) -> StoredFile:
+    size = spooled_size(f)
+    sha = await anyio.to_thread.run_sync(_spool_sha, f)
+    await dest.put(ObjectInfo(key=key, size=size, hashes={"sha256": sha}), spooled_body(f))
+    return StoredFile(key.rsplit("/", 1)[-1], size, sha)
 
 
 def _spool_sha(f: object) -> str:

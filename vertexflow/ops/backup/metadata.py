@@ -5,6 +5,8 @@ A backup is one folder ``<id>/`` at the destination (see ``docs/backup.md``)::
     storage.tar.zst.part0000 ...   the compressed tar stream, cut into parts
     MEMBERS.sha256                 "<sha256>  <path>" per archived file (sha256sum format),
                                    "# directory <path>/" per archived directory (a comment to sha256sum)
+    MEMBERS.jsonl                  what describes each archived file (Content-Type, headers, user
+                                   metadata, mtime), one JSON object a line
     database.sqlite3.zst           the database copy, compressed with the same codec
     SHA256SUMS                     every stored file above, sha256sum format
     metadata.json                  written last: a folder without it is incomplete
@@ -19,17 +21,22 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from ...errors import BadMetadata
+from ...model import SHA256, STANDARD_HEADERS, ObjectInfo, mtime_text, parse_mtime_text
 
 FORMAT = "vertexflow.backup"
 VERSION = 1
 METADATA = "metadata.json"
 SHA256SUMS = "SHA256SUMS"
 MEMBERS = "MEMBERS.sha256"
+DESCRIPTIONS = "MEMBERS.jsonl"
 TYPES = ("full", "database", "storage")
 SUFFIX = {"zstd": "zst", "gzip": "gz"}
 ID_RE = re.compile(r"^vertexflow-(full|database|storage)-(\d{8}T\d{6}Z)(?:-(\d{1,4}))?$")
@@ -86,6 +93,8 @@ class StorageSection:
     #: directories archived (each a tar directory member and a "# directory" line of MEMBERS.sha256);
     #: None for a backup written before directories were archived (its MEMBERS.sha256 lists files only)
     directories: int | None = None
+    #: MEMBERS.jsonl, what describes each file; None for a backup written before it was kept
+    descriptions: StoredFile | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +124,8 @@ class Metadata:
         if self.storage:
             out.extend(self.storage.parts)
             out.append(self.storage.members)
+            if self.storage.descriptions is not None:
+                out.append(self.storage.descriptions)
         return out
 
     def sha256sums(self) -> bytes:
@@ -140,6 +151,8 @@ class Metadata:
             }
             if s.directories is not None:
                 doc["storage"]["directories"] = s.directories
+            if s.descriptions is not None:
+                doc["storage"]["descriptions"] = asdict(s.descriptions)
         if self.database:
             d = self.database
             doc["database"] = {"compression": d.compression, "stored": asdict(d.stored),
@@ -231,11 +244,14 @@ def _storage(r: _Reader, source: str) -> StorageSection:
             raise BadMetadata(f"{r.path}.parts[{i}]: field 'name' {p.name!r} should be {part_name(codec, i)!r}")
     stream = r.sub("stream")
     members = r.sub("members").stored(re.compile(f"^{re.escape(MEMBERS)}$"))
+    descriptions = (r.sub("descriptions").stored(re.compile(f"^{re.escape(DESCRIPTIONS)}$"))
+                    if "descriptions" in r.doc else None)
     section = StorageSection(source=source, compression=codec, level=r.get("level", int),
                              chunk_size=r.get("chunk_size", int), parts=parts,
                              stream_size=stream.get("size", int), stream_sha256=stream.sha("sha256"),
                              files=r.get("files", int), bytes=r.get("bytes", int), members=members,
-                             directories=r.get("directories", int) if "directories" in r.doc else None)
+                             directories=r.get("directories", int) if "directories" in r.doc else None,
+                             descriptions=descriptions)
     if not parts:
         raise BadMetadata(f"{r.path}: field 'parts' is empty")
     if sum(p.size for p in parts) != section.stream_size:
@@ -331,3 +347,90 @@ def parse_member_line(line: bytes, *, where: str) -> tuple[str, str]:
     if escaped:
         name = _unescape(name)
     return name, m.group(1)
+
+
+# -- MEMBERS.jsonl: what describes each file, one JSON object a line ----------------
+
+@dataclass(frozen=True, slots=True)
+class Description:
+    """What describes one archived file's bytes (``docs/fidelity.md``): all a restore gives back besides them."""
+
+    mtime: datetime | None = None
+    content_type: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names of STANDARD_HEADERS
+    metadata: Mapping[str, str] = field(default_factory=dict)  # user metadata, vertexflow's SHA-256 left out
+
+    @classmethod
+    def of(cls, info: ObjectInfo) -> Description:
+        """What ``info`` says; the SHA-256 is MEMBERS.sha256's, and a store computes its own anew."""
+        return cls(mtime=info.mtime, content_type=info.content_type, headers=dict(info.headers or {}),
+                   metadata={k: v for k, v in info.metadata.items() if k != SHA256})
+
+
+def description_line(path: str, d: Description) -> bytes:
+    """``{"path": ..., "mtime": "<seconds>.<9 digits>", "content_type": ..., "headers": {...}, "metadata": {...}}``.
+
+    Empty fields are left out. A name that is not valid UTF-8 (kept as
+    surrogates) is written with JSON's ``\\udcXX`` escapes, so every line is
+    valid UTF-8 JSON and reads back to the same name.
+    """
+    doc: dict[str, Any] = {"path": path}
+    mtime = mtime_text(d.mtime) if d.mtime is not None else None
+    if mtime is not None:
+        doc["mtime"] = mtime
+    if d.content_type:
+        doc["content_type"] = d.content_type
+    if d.headers:
+        doc["headers"] = dict(d.headers)
+    if d.metadata:
+        doc["metadata"] = dict(d.metadata)
+    text = json.dumps(doc, ensure_ascii=False, separators=(", ", ": "))
+    return text.encode("utf-8", "backslashreplace") + b"\n"
+
+
+def parse_description_line(line: bytes, *, where: str) -> tuple[str, Description]:
+    """``(path, Description)`` of one line; :class:`BadMetadata` naming ``where`` and the field if malformed.
+
+    Fields this vertexflow does not know are passed over (a later one may add some).
+    """
+    try:
+        doc = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        raise BadMetadata(f"{where}: a line is not a JSON object") from None
+    r = _Reader(doc, where)
+    path = r.get("path", str)
+    at = f"{where}, {path!r}"
+    mtime = None
+    if "mtime" in doc:
+        mtime = parse_mtime_text(r.get("mtime", str))
+        if mtime is None:
+            raise BadMetadata(f"{at}: field 'mtime' is not '<seconds>.<fraction>'")
+    content_type = r.get("content_type", str) if "content_type" in doc else None
+    if content_type is not None and not _printable(content_type):
+        raise BadMetadata(f"{at}: field 'content_type' holds a control character")
+    headers = _text_map(r, "headers", at) if "headers" in doc else {}
+    for name in headers:
+        if name not in STANDARD_HEADERS:
+            raise BadMetadata(f"{at}: field 'headers' names {name!r}, not one of {', '.join(STANDARD_HEADERS)}")
+    metadata = _text_map(r, "metadata", at) if "metadata" in doc else {}
+    metadata.pop(SHA256, None)  # the SHA-256 is MEMBERS.sha256's; the store takes its own
+    return path, Description(mtime=mtime, content_type=content_type and sys.intern(content_type),
+                             headers=headers or _EMPTY, metadata=metadata or _EMPTY)
+
+
+#: one shared empty mapping for the many files without headers or user metadata (restore holds them all)
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def _printable(text: str) -> bool:
+    return text.isprintable()
+
+
+def _text_map(r: _Reader, name: str, at: str) -> dict[str, str]:
+    value = r.get(name, dict)
+    for k, v in value.items():
+        if not isinstance(v, str):
+            raise BadMetadata(f"{at}: field {name!r}: entry {k!r} must be str, not {type(v).__name__}")
+        if not k or not _printable(k) or not _printable(v):
+            raise BadMetadata(f"{at}: field {name!r}: entry {k!r} holds a control character")
+    return dict(value)

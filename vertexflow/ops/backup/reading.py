@@ -15,9 +15,11 @@ from .database import integrity_problem
 from .metadata import (
     METADATA,
     SHA256SUMS,
+    Description,
     Metadata,
     StorageSection,
     check_agreement,
+    parse_description_line,
     parse_directory_line,
     parse_member_line,
     parse_sha256sums,
@@ -95,6 +97,36 @@ async def load_members(folder: Backend, section: StorageSection, *, bid: str) ->
         raise BadMetadata(f"backup {bid}: {m.name} lists {len(directories)} directories, metadata says "
                           f"{section.directories or 0}")
     return Members(files, frozenset(directories))
+
+
+async def load_descriptions(folder: Backend, section: StorageSection, members: Members, *,
+                            bid: str) -> dict[str, Description] | None:
+    """MEMBERS.jsonl as ``{path: Description}``: checked against its size and SHA-256, one line per listed file.
+
+    None for a backup written before what describes the files was kept.
+    """
+    d = section.descriptions
+    if d is None:
+        return None
+    try:
+        data = await read_object(folder, f"{bid}/{d.name}")
+    except NotFound:
+        raise CorruptData(f"backup {bid}: {d.name} is missing", backend=folder.describe(), key=d.name) from None
+    if len(data) != d.size or hashlib.sha256(data).hexdigest() != d.sha256:
+        raise CorruptData(f"backup {bid}: {d.name} differs from the metadata (corrupted)",
+                          backend=folder.describe(), key=d.name)
+    where = f"backup {bid}, {d.name}"
+    out: dict[str, Description] = {}
+    for line in data.splitlines():
+        path, description = parse_description_line(line, where=where)
+        if path not in members.files:
+            raise BadMetadata(f"{where}: {path!r} is not a file of {section.members.name}")
+        if path in out:
+            raise BadMetadata(f"{where}: {path!r} is described twice")
+        out[path] = description
+    if len(out) != len(members.files):
+        raise BadMetadata(f"{where}: describes {len(out)} files, {section.members.name} lists {len(members.files)}")
+    return out
 
 
 async def fetch_database(opened: Opened, path: str) -> None:

@@ -2,8 +2,8 @@
 
 Nothing is written until the whole backup has been checked:
 
-1. **check the storage, write nothing**: MEMBERS.sha256 against the
-   metadata, every part's size and SHA-256, the archive read through to its
+1. **check the storage, write nothing**: MEMBERS.sha256 and MEMBERS.jsonl
+   against the metadata, every part's size and SHA-256, the archive read through to its
    end marker, every member checked by :func:`.tarstream.safe_key`
    (absolute paths, "..", links, devices, fifos are refused with
    :class:`~vertexflow.errors.UnsafeArchive`), every file's SHA-256 and every
@@ -13,7 +13,9 @@ Nothing is written until the whole backup has been checked:
    that folder exists, else in the temporary folder), and its stored and
    plain SHA-256 and ``PRAGMA integrity_check`` are checked;
 3. **write the storage**: the members stream from the archive into
-   ``target.put`` one by one, each with its expected size and SHA-256, so the
+   ``target.put`` one by one, each with its expected size and SHA-256 and
+   what describes it (MEMBERS.jsonl: Content-Type, headers, user metadata,
+   mtime; a backup without that file gives the tar header's mtime), so the
    backend keeps an object only when its bytes are the checked ones
    (whole-or-nothing per object). The rules of pass 1 are applied again (a
    member must pass ``safe_key`` and be listed in MEMBERS.sha256, its bytes
@@ -39,6 +41,7 @@ import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import anyio
 
@@ -48,7 +51,8 @@ from ...model import ObjectInfo, body_from_bytes
 from ...tenancy.adapters import FOLDER_MARKER
 from .database import restore_into
 from .parts import archive_events, data_of, scan_archive
-from .reading import Members, Opened, fetch_database, load_members
+from .metadata import DESCRIPTIONS, Description
+from .reading import Members, Opened, fetch_database, load_descriptions, load_members
 from .tarstream import END_MEMBER, Member, safe_key
 
 #: SQLite's side files of a database file (rollback journal, write-ahead log, its index)
@@ -118,10 +122,15 @@ async def restore_backup(opened: Opened, *, target: Backend | None, db_path: str
     result.phase = "checking"
     result.checked.append("metadata.json and SHA256SUMS")
     members: Members | None = None
+    descriptions: dict[str, Description] | None = None
     checked = _Checked()
     if storage:
         members = await load_members(opened.folder, meta.storage, bid=opened.name)  # type: ignore[arg-type]
         result.checked.append("MEMBERS.sha256")
+        descriptions = await load_descriptions(opened.folder, meta.storage, members,  # type: ignore[arg-type]
+                                               bid=opened.name)
+        if descriptions is not None:
+            result.checked.append(DESCRIPTIONS)
         result.checked_files = await _check_pass(opened, members, checked)
         parts = len(meta.storage.parts)  # type: ignore[union-attr]
         result.checked.append(f"{parts} part{'s' if parts != 1 else ''} and the archive to its end "
@@ -135,7 +144,7 @@ async def restore_backup(opened: Opened, *, target: Backend | None, db_path: str
         if storage:
             assert target is not None and members is not None
             result.phase = "writing storage"
-            await _write_pass(opened, members, checked, target, only, result)
+            await _write_pass(opened, members, descriptions, checked, target, only, result)
         if database:
             assert db_path and copy
             result.phase = "restoring database"
@@ -192,8 +201,8 @@ async def _check_pass(opened: Opened, members: Members, checked: _Checked) -> in
     return files
 
 
-async def _write_pass(opened: Opened, members: Members, checked: _Checked, target: Backend, only: str | None,
-                      result: RestoreResult) -> None:
+async def _write_pass(opened: Opened, members: Members, descriptions: dict[str, Description] | None,
+                      checked: _Checked, target: Backend, only: str | None, result: RestoreResult) -> None:
     section = opened.meta.storage
     assert section is not None
     await target.check(write=True)
@@ -231,13 +240,26 @@ async def _write_pass(opened: Opened, members: Members, checked: _Checked, targe
         if expected is None:  # the part changed after pass 1: nothing unchecked is written
             raise CorruptData(f"backup {opened.name}: member {event.name!r} is not in MEMBERS.sha256",
                               backend=opened.folder.describe())
-        stored = await target.put(ObjectInfo(key=key, size=event.size, hashes={"sha256": expected}),
-                                  body)  # type: ignore[arg-type]
+        stored = await target.put(restored_info(key, event, expected, descriptions), body)  # type: ignore[arg-type]
         if stored.hashes.get("sha256", expected) != expected:
             raise CorruptData(f"restored object differs from the backup (backup {opened.name})",
                               backend=target.describe(), key=key)
         result.files += 1
         result.bytes += event.size
+
+
+def restored_info(key: str, member: Member, sha256: str, descriptions: dict[str, Description] | None) -> ObjectInfo:
+    """The object to put for a file member: its size and SHA-256, and what describes it.
+
+    From MEMBERS.jsonl where the backup has it; a backup written before it
+    was kept gives the tar header's mtime (whole seconds; none when it is 0).
+    """
+    d = descriptions.get(member.name) if descriptions is not None else None
+    if d is None:
+        mtime = datetime.fromtimestamp(member.mtime, UTC) if member.mtime > 0 else None
+        return ObjectInfo(key=key, size=member.size, hashes={"sha256": sha256}, mtime=mtime)
+    return ObjectInfo(key=key, size=member.size, hashes={"sha256": sha256}, mtime=d.mtime,
+                      content_type=d.content_type, headers=d.headers, metadata=d.metadata)
 
 
 async def make_folder(target: Backend, path: str) -> None:

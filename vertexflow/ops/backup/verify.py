@@ -1,5 +1,8 @@
 """``backup verify``: every part's SHA-256, the archive read through to its end, the database's integrity.
 
+MEMBERS.sha256 and MEMBERS.jsonl are checked against the metadata (size,
+SHA-256) and each other (one description per listed file).
+
 Problems are collected, not raised, each named by the part, object or
 member it concerns, so one run reports everything it can see: after a
 broken part the remaining parts are still hashed, but the archive is not
@@ -15,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ...errors import BackupError, IntegrityError, UnsafeArchive
 from .parts import Problem, scan_archive
-from .reading import Members, Opened, fetch_database, load_members
+from .reading import Members, Opened, fetch_database, load_descriptions, load_members
 from .tarstream import END_MEMBER, Member, safe_key
 
 
@@ -60,6 +63,11 @@ async def _verify_storage(opened: Opened, report: VerifyReport) -> None:
     except (BackupError, IntegrityError) as exc:
         report.problems.append(Problem(section.members.name, getattr(exc, "message", str(exc))))
         members = None
+    if members is not None and section.descriptions is not None:
+        try:
+            await load_descriptions(opened.folder, section, members, bid=opened.name)
+        except (BackupError, IntegrityError) as exc:
+            report.problems.append(Problem(section.descriptions.name, getattr(exc, "message", str(exc))))
     seen: set[str] = set()
     seen_dirs: set[str] = set()
     listed_dirs = members.directories if members is not None and section.directories is not None else None
