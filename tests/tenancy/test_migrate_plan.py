@@ -112,7 +112,8 @@ async def test_local_to_a_second_s3_server(tmp_path: Path, seaweed2: SeaweedFS, 
     assert probe["read"]["bytes"] >= len(BIG["cat0/Image/video.bin"])
     _check_estimate(plan)
     # nothing left on the target (it was empty), nothing recorded, the company did not move
-    assert probe["left"] == [] and probe["deleted"] == probe["write"]["files"]
+    # the sampled files' copies and a one-byte warm-up object per file in flight, all deleted
+    assert probe["left"] == [] and probe["deleted"] == probe["write"]["files"] + 16
     assert _bucket_keys(seaweed2, bucket2) == []
     assert _migration_rows(tmp_path / "platform.db") == 0
     assert _company_row(tmp_path / "platform.db", "acme") == before == ("default", None, None)
@@ -157,7 +158,7 @@ async def test_local_to_yandex_with_latency(tmp_path: Path, slow_disk: YandexDis
     monkeypatch.setattr(yadisk.settings, "BASE_API_URL", slow_disk.origin)
     async with yadisk.AsyncClient(token=TOKEN, session="aiohttp") as client:
         assert await _disk_tree(client) == []
-    assert slow_disk.request_counts["PUT /upload-target/{token}"] == probe["write"]["files"]
+    assert slow_disk.request_counts["PUT /upload-target/{token}"] == probe["write"]["files"] + 16  # and warm-ups
 
 
 async def test_the_probe_writes_in_the_company_folder_when_there_is_one(
@@ -309,3 +310,33 @@ def test_cli_bad_input_exits_2_naming_it(tmp_path: Path) -> None:
     assert r.code == 2 and "--to" in r.err
     assert r.out == "" and _migration_rows(tmp_path / "platform.db") == 0
     assert not (tmp_path / "nas").exists()
+
+
+def test_cli_ctrl_c_during_the_probe_deletes_what_it_wrote(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    files = {f"cats/Image/f{i}.bin": os.urandom(3000) for i in range(200)}
+    with emulator_process("--token", "t", "--latency", "0.05") as url:
+        env = _setup(tmp_path, files, {"yandex_disk": {"enabled": True, "token": "t", "base_url": url}})
+        yadisk.settings.BASE_API_URL = url.removesuffix("/v1/disk")
+        proc = subprocess.Popen([sys.executable, "-m", "vertexflow", "migrate", "plan", "acme", "--to", "yandex_disk",
+                                 "--probe-seconds", "30"], env={**os.environ, **env}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            seen: list[str] = []
+            while not seen and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.1)
+                seen = anyio.run(_tree_of, "t")
+            assert seen and all(p.startswith("/.vertexflow-probe-") for p in seen), seen  # probe objects, written
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=SLACK + 20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 130
+        assert anyio.run(_tree_of, "t") == []
+    assert _migration_rows(tmp_path / "platform.db") == 0

@@ -71,7 +71,7 @@ import anyio
 from ..errors import ConfigError, NotFound
 from ..filters import NO_FILTER, Filter
 from ..logs import get_logger
-from ..model import ObjectInfo
+from ..model import ObjectInfo, body_from_bytes
 from ..tenancy.adapters import StorageAdapter
 from ..tenancy.manager import StorageManager, Target
 from .migrate import ContentPlan, migrate_company, resolve_target
@@ -545,7 +545,19 @@ class _Probe:
             finally:
                 op.data = b"".join(pieces)
 
-        cut = await _phase(next_op, read, self.transfers, until)
+        async def warm(i: int) -> None:  # a byte of a sampled file (the file's info of an empty one)
+            if not sample:
+                return
+            ct, info = sample[i % len(sample)]
+            backend = self.olds[ct].backend
+            if info.size:
+                async with backend.open(info.key, length=1) as chunks:
+                    async for _ in chunks:
+                        pass
+            else:
+                await backend.stat(info.key)
+
+        cut = await _phase(next_op, read, self.transfers, until, warm)
         self._summarise(self.report.read, ops, cut)
         self.report.read.vanished = sum(op.vanished for op in ops)
         return ops
@@ -590,7 +602,13 @@ class _Probe:
             finally:
                 op.data = b""
 
-        cut = await _phase(next_op, write, self.transfers, until)
+        async def warm(i: int) -> None:  # a one-byte probe object (deleted with the others)
+            adapter = list(self.probes.values())[i % len(self.probes)]
+            key = f"{self.report.prefix}w{i:04d}"
+            self.tried[self._where_label(adapter)].add(key)
+            await adapter.backend.put(ObjectInfo(key=key, size=1), body_from_bytes(b"\0"))
+
+        cut = await _phase(next_op, write, self.transfers, until, warm)
         self._summarise(self.report.write, ops, cut)
 
     def _summarise(self, side: SideReport, ops: list[_Op], cut: float) -> None:
@@ -652,13 +670,22 @@ class _Probe:
 
 
 async def _phase(next_op: Callable[[], _Op | None], work: Callable[[_Op], Awaitable[None]], workers: int,
-                 until: float) -> float:
+                 until: float, warm: Callable[[int], Awaitable[None]]) -> float:
     """Run ``work`` on operations from ``next_op``, ``workers`` at once: new ones start in the first
-    :data:`START_SHARE` of the time left, those in flight at ``until`` are cut. Returns when it ended."""
+    :data:`START_SHARE` of the time left, those in flight at ``until`` are cut. Returns when it ended.
+
+    Each worker first calls ``warm`` (untimed): a store's first requests pay for what later ones
+    reuse (a connection, a client; a second on the first PutObject to SeaweedFS), a cost the
+    migration spreads over all its files and a short probe would count many times over.
+    """
     now = time.monotonic()
     stop_starting = now + START_SHARE * max(0.0, until - now)
 
-    async def worker() -> None:
+    async def worker(i: int) -> None:
+        try:
+            await warm(i)
+        except Exception as exc:  # the operations that follow say what is wrong, if anything is
+            log.info("probe warm-up failed", error=str(exc))
         while time.monotonic() < stop_starting:
             op = next_op()
             if op is None:
@@ -668,8 +695,8 @@ async def _phase(next_op: Callable[[], _Op | None], work: Callable[[_Op], Awaita
 
     with anyio.move_on_after(max(0.0, until - now)):
         async with anyio.create_task_group() as tg:
-            for _ in range(workers):
-                tg.start_soon(worker)
+            for i in range(workers):
+                tg.start_soon(worker, i)
     return time.monotonic()
 
 
