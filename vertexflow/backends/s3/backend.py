@@ -16,6 +16,7 @@ from dataclasses import replace
 from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any, ClassVar
+from urllib.parse import quote, urlencode
 
 import anyio
 import botocore.exceptions as bce
@@ -82,6 +83,7 @@ from .download import Download, check_digest, span, whole_object_check
 from .errors import S3HTTPError, translate_error
 from .fastpath import FastS3, Target, check_range, read_piece
 from .upload import BodyReader, Upload, Uploads
+from .writing import SETTINGS, WriteSettings, tag_reader
 
 log = get_logger(__name__)
 
@@ -136,6 +138,16 @@ class S3Backend(Backend):
       standard header names go as headers, other names as user metadata. A
       server-side copy then replaces the metadata (directive REPLACE, after a
       HeadObject of the source) instead of copying it.
+    * ``metadata_exclude`` (()): names (globs) of headers and user metadata
+      not carried, read or written (``--metadata-exclude``).
+    * ``content_types`` (()): (glob on the key, Content-Type) pairs; the first
+      that matches an object written gives its type (``--content-type``).
+    * ``storage_class``, ``sse`` with ``sse_kms_key_id``, ``acl`` (None): set on
+      every object written; None leaves each to the store, as none is copied
+      from a source of another account (:mod:`.writing`).
+    * ``tags`` ({}): set on every object written, over the tags it carries
+      (which a source's answers only count: read with GetObjectTagging when
+      a tagged object is written here, :class:`~vertexflow.model.PendingTags`).
 
     ``requests`` counts every HTTP request sent (botocore's retries included),
     ``retries`` every request sent again after a failure.
@@ -154,6 +166,8 @@ class S3Backend(Backend):
         public_links=True,
         object_metadata=True,
         stat_hashes=(SHA256,),
+        object_tags=True,
+        write_settings=SETTINGS,
         description_in_place=DESCRIPTION_PARTS,
     )
     #: Largest object copied with one CopyObject; bigger ones use UploadPartCopy.
@@ -183,6 +197,13 @@ class S3Backend(Backend):
         name: str | None = None,
         metadata: bool = True,
         metadata_set: Mapping[str, str] | None = None,
+        metadata_exclude: tuple[str, ...] = (),
+        content_types: tuple[tuple[str, str], ...] = (),
+        storage_class: str | None = None,
+        sse: str | None = None,
+        sse_kms_key_id: str | None = None,
+        acl: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         if not bucket:
             raise ConfigError("S3 bucket name is empty")
@@ -214,6 +235,11 @@ class S3Backend(Backend):
         self._name = name
         self._metadata = metadata
         self._metadata_set = dict(metadata_set or {})
+        #: what every object written is given besides its bytes (:mod:`.upload` writes with it too)
+        self.writes = WriteSettings.of(metadata=metadata, metadata_set=metadata_set,
+                                        metadata_exclude=metadata_exclude, content_types=content_types,
+                                        storage_class=storage_class, sse=sse, sse_kms_key_id=sse_kms_key_id,
+                                        acl=acl, tags=tags)
         self.requests = 0
         self.retries = 0
         self._session: Any = None
@@ -550,7 +576,7 @@ class S3Backend(Backend):
         full = self._full_key(key)
         fast = await self.fast_client()
         headers = await self.call("HeadObject", key, lambda: fast.head_object(full), retry=True)
-        return self._info_from_head(key, headers)
+        return self.writes.described(self._info_from_head(key, headers), headers, tag_reader(self, key, full))
 
     @staticmethod
     def _info_from_head(key: str, headers: Mapping[str, str]) -> ObjectInfo:
@@ -627,7 +653,10 @@ class S3Backend(Backend):
                                    on_bytes: Callable[[int], None] | None = None) -> tuple[bytes, ObjectInfo | None]:
         """:meth:`read_whole`, with the info its GetObject answer carries (no HeadObject for the description)."""
         data, headers = await self._read_whole(key, limit=limit, if_version=if_version, on_bytes=on_bytes)
-        return data, self._info_from_head(key, headers) if headers is not None else None
+        if headers is None:
+            return data, None
+        info = self._info_from_head(key, headers)
+        return data, self.writes.described(info, headers, tag_reader(self, key, self._full_key(key)))
 
     async def _read_whole(self, key: str, *, limit: int, if_version: str | None,
                           on_bytes: Callable[[int], None] | None) -> tuple[bytes, Mapping[str, str] | None]:
@@ -743,6 +772,7 @@ class S3Backend(Backend):
             raise ObjectTooLarge(f"{info.size} bytes is over S3's 5 TiB limit",
                                  backend=self.describe(), key=info.key)
         full = self._full_key(info.key)
+        info = await self.writes.with_tags(info)  # before the first byte: the request that creates it sends them
         try:
             return await self._put(info, full, body, checkpoint, pace)
         except SourceDiffers as exc:
@@ -773,8 +803,9 @@ class S3Backend(Backend):
         fast = await self.fast_client()
         described, metadata = self.description(info)
         # the server checks Content-MD5 before storing; the ETag is compared too, for servers that do not
-        headers = await self.call("PutObject", key, lambda: fast.put_object(
-            full, data, sha_hex, b64(md5), user_metadata(metadata, **{SHA256: sha_hex}), described), retry=True)
+        headers = await self.call("PutObject", key, lambda: self.writes.guarded(fast.put_object(
+            full, data, sha_hex, b64(md5), user_metadata(metadata, **{SHA256: sha_hex}), described),
+            backend=self.describe(), key=key), retry=True)
         etag = strip_etag(headers.get("ETag"))
         if etag_is_content_md5(etag, headers) and etag != md5.hex():
             await self.delete_corrupt(key, full)
@@ -784,8 +815,9 @@ class S3Backend(Backend):
         return ObjectInfo(key=key, size=len(data), etag=etag, version=etag, hashes=hashes)
 
     def description(self, info: ObjectInfo) -> tuple[dict[str, str], dict[str, str]]:
-        """(headers, user metadata but the SHA-256) to store ``info`` with (:func:`.common.description_to_send`)."""
-        return description_to_send(info, keep=self._metadata, overrides=self._metadata_set)
+        """(headers, user metadata but the SHA-256) to store ``info`` with (:meth:`.writing.WriteSettings.headers`:
+        its description, tags, and the storage class, encryption and ACL asked for)."""
+        return self.writes.headers(info, self.describe())
 
     def check_expected_sha(self, info: ObjectInfo, actual: str) -> None:
         """Raise IntegrityError when ``info`` names a SHA-256 and the bytes stored have another."""
@@ -846,14 +878,24 @@ class S3Backend(Backend):
         if size is not None and size > self.single_copy_limit:
             await self._copy_multipart(client, source, src, copy_source, dst_key, dst_full)
         else:
+            # the storage class, encryption and ACL asked for; without them the store decides (SeaweedFS
+            # keeps the source's class, AWS gives STANDARD and the bucket's default encryption)
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": dst_full, "CopySource": copy_source,
-                                      "MetadataDirective": "COPY"}
-            if self._metadata_set or not self._metadata:
-                described, metadata = self._described_copy(await source.stat(src.key))
-                kwargs.update(MetadataDirective="REPLACE", Metadata=metadata, **boto_description(described))
+                                      "MetadataDirective": "COPY",
+                                      **boto_description(self.writes.target_headers())}
+            if self.writes.replaces_description(src.key) or self.writes.replaces_tags:
+                head = await source.stat(src.key)
+                if self.writes.replaces_description(src.key):
+                    described, metadata = self._described_copy(head, tags=False)
+                    kwargs.update(MetadataDirective="REPLACE", Metadata=metadata, **boto_description(described))
+                if self.writes.replaces_tags:  # else TaggingDirective COPY: the server keeps the source's
+                    head = await self.writes.with_tags(head)
+                    kwargs.update(Tagging=urlencode(self.writes.tags_to_write(head, self.describe()),
+                                                    quote_via=quote), TaggingDirective="REPLACE")
             if src.version:
                 kwargs["CopySourceIfMatch"] = quote_etag(src.version)
-            await self.call("CopyObject", dst_key, lambda: client.copy_object(**kwargs))
+            await self.call("CopyObject", dst_key, lambda: self.writes.guarded(
+                client.copy_object(**kwargs), backend=self.describe(), key=dst_key))
         copied = await self.stat(dst_key)
         if SHA256 not in copied.hashes and SHA256 in src.hashes:
             copied = replace(copied, hashes={**copied.hashes, SHA256: src.hashes[SHA256]})
@@ -898,8 +940,8 @@ class S3Backend(Backend):
             raise SourceChanged("source changed before the copy", backend=source.describe(), key=src.key)
         assert head.size is not None
         part_size = max(self.copy_part_size, self.part_size_for(head.size))
-        # the metadata is given again: a multipart upload does not copy it
-        described, metadata = self._described_copy(head)
+        # the metadata and tags are given again: a multipart upload does not copy them
+        described, metadata = self._described_copy(await self.writes.with_tags(head), tags=True)
         upload = await self._uploads.create(dst_key, dst_full, sha256=head.hashes.get(SHA256),
                                             metadata=metadata, described=described, part_size=part_size,
                                             checksums=False)
@@ -910,14 +952,15 @@ class S3Backend(Backend):
             await self._uploads.abort(dst_key, dst_full, upload.upload_id)
             raise
 
-    def _described_copy(self, head: ObjectInfo) -> tuple[dict[str, str], dict[str, str]]:
-        """What a server-side copy of the object ``head`` is stored with: as a put of it would be.
+    def _described_copy(self, head: ObjectInfo, *, tags: bool) -> tuple[dict[str, str], dict[str, str]]:
+        """What a server-side copy of the object ``head`` is stored with: as a put of it would be
+        (its tags only with ``tags``, read by then).
 
         With ``metadata`` off only vertexflow's own metadata stays (digests,
         codec). Its ``mtime`` metadata, if any, is copied as it is; no other
         time is made one (LastModified is the source's upload time).
         """
-        return description_to_send(replace(head, mtime=None), keep=self._metadata, overrides=self._metadata_set)
+        return self.writes.headers(replace(head, mtime=None), self.describe(), tags=tags)
 
     async def _copy_parts(self, client: Any, key: str, full: str, upload: Upload,
                           copy_source: dict[str, str], head: ObjectInfo) -> None:
