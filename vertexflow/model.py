@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,39 @@ STANDARD_HEADERS = ("cache-control", "content-disposition", "content-encoding", 
 #: the user metadata name under which a source mtime is kept where the store
 #: keeps none of its own: Unix seconds with a nine-digit fraction, as rclone writes it
 MTIME_METADATA = "mtime"
+#: S3's limits on an object's tags (AWS documents them; other stores may take more, and a copy to
+#: AWS would then be refused): at most 10 tags, keys of 1-128 characters, values of up to 256
+MAX_TAGS, MAX_TAG_KEY, MAX_TAG_VALUE = 10, 128, 256
+#: the characters S3 allows in tag keys and values: letters, digits, spaces and + - = . _ : / @
+_TAG_TEXT = re.compile(r"^[\w +\-=.:/@]*$")
+
+
+def tags_problem(tags: Mapping[str, str]) -> str | None:
+    """What makes ``tags`` unfit for S3 (:data:`MAX_TAGS`...), or None when S3 takes them."""
+    if len(tags) > MAX_TAGS:
+        return f"{len(tags)} tags, S3 keeps at most {MAX_TAGS}"
+    for key, value in tags.items():
+        if not 1 <= len(key) <= MAX_TAG_KEY:
+            shown = key if len(key) <= 40 else key[:40] + "..."
+            return f"tag key {shown!r} has {len(key)} characters, S3 takes 1 to {MAX_TAG_KEY}"
+        if len(value) > MAX_TAG_VALUE:
+            return f"the value of tag {key!r} has {len(value)} characters, S3 takes at most {MAX_TAG_VALUE}"
+        if key.startswith("aws:"):
+            return f"tag key {key!r}: the prefix aws: is AWS's own"
+        if not _TAG_TEXT.match(key) or not _TAG_TEXT.match(value):
+            return f"tag {key!r}={value!r}: S3 takes letters, digits, spaces and + - = . _ : / @ only"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingTags:
+    """Tags an object has that were not read with it: the answer that described it gave their
+    ``count`` only (S3 ``x-amz-tagging-count``). ``read()`` asks the source for them (one request,
+    S3 GetObjectTagging), which a destination that keeps tags does before it writes the object;
+    any other destination never pays for it."""
+
+    count: int
+    read: Callable[[], Awaitable[Mapping[str, str]]] = field(compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,7 +73,7 @@ class ObjectInfo:
 
     What describes the bytes travels with them (``docs/fidelity.md`` has the
     table of what each pair of backends keeps): ``content_type``, the
-    standard ``headers``, the user ``metadata`` and ``mtime``.
+    standard ``headers``, the user ``metadata``, ``mtime`` and ``tags``.
     ``mtime`` is the object's modification time: the source's where the
     store keeps it (a local file's; on S3 the ``mtime`` user metadata that
     vertexflow and rclone write, which only ``stat`` shows, a listing giving
@@ -68,6 +102,9 @@ class ObjectInfo:
     #: S3 listing shows no headers, Content-Type or user metadata): the
     #: source's ``stat`` tells it, and a copy asks it; ``{}``: known, none
     headers: Mapping[str, str] | None = field(default_factory=dict)
+    #: the object's tags (S3 object tagging: a key-value set kept beside the metadata), or
+    #: :class:`PendingTags` where the source said it has some without sending them
+    tags: Mapping[str, str] | PendingTags = field(default_factory=dict)
 
     def with_key(self, key: str) -> ObjectInfo:
         return replace(self, key=key)
@@ -147,6 +184,13 @@ class Features:
     object_metadata: the store keeps Content-Type, headers and user metadata
         with each object, and the backend class takes the job's metadata
         settings (``docs/fidelity.md``).
+    object_tags: the store keeps tags with each object: ``put`` stores
+        ``info.tags`` (reading :class:`PendingTags` first), and what a
+        ``stat`` describes carries the object's.
+    write_settings: the settings of a job (names of
+        :class:`~vertexflow.ops.spec.TransferSettings`) the backend class takes
+        as keyword arguments, beyond ``metadata``/``metadata_set``, and applies
+        to every object it writes (S3: storage class, encryption, ACL, tags...).
     """
 
     server_side_copy: bool = False
@@ -166,6 +210,8 @@ class Features:
     #: the store keeps what describes an object (Content-Type, headers, user metadata) and the
     #: backend takes ``metadata`` / ``metadata_set`` settings (``--no-metadata``, ``--metadata-set``)
     object_metadata: bool = False
+    object_tags: bool = False
+    write_settings: tuple[str, ...] = ()
     #: the parts of an object's description (``backends.base.DESCRIPTION_PARTS``) that
     #: ``set_description`` changes without sending the bytes again (``verify --fix --metadata``)
     description_in_place: tuple[str, ...] = ()

@@ -46,18 +46,18 @@ MiB = 1024 * 1024
 #: yes: the destination has the source's; no: it has not (a footnote says why); own: the
 #: destination sets its own (Yandex.Disk names the type from the file name); -: nothing at the
 #: source to keep, or no place for it at the destination
-ASPECTS = ("Content-Type", "headers", "user metadata", "mtime")
-FIDELITY: dict[str, tuple[str, str, str, str]] = {
-    "Local -> Local": ("-", "-", "-", "yes"),
-    "Local -> S3": ("yes", "-", "-", "yes"),
-    "Local -> Yandex.Disk": ("own", "-", "-", "yes"),
-    "S3 -> Local": ("-", "-", "-", "yes"),
-    "S3 -> S3, same endpoint (server-side)": ("yes", "yes", "yes", "yes"),
-    "S3 -> S3, other endpoint (streamed)": ("yes", "yes", "yes", "yes"),
-    "S3 -> Yandex.Disk": ("own", "-", "yes", "yes"),
-    "Yandex.Disk -> Local": ("-", "-", "-", "yes"),
-    "Yandex.Disk -> S3": ("yes", "-", "yes", "yes"),
-    "Yandex.Disk -> Yandex.Disk (server-side)": ("own", "-", "yes", "yes"),
+ASPECTS = ("Content-Type", "headers", "user metadata", "mtime", "tags")
+FIDELITY: dict[str, tuple[str, str, str, str, str]] = {
+    "Local -> Local": ("-", "-", "-", "yes", "-"),
+    "Local -> S3": ("yes", "-", "-", "yes", "-"),
+    "Local -> Yandex.Disk": ("own", "-", "-", "yes", "-"),
+    "S3 -> Local": ("-", "-", "-", "yes", "-"),
+    "S3 -> S3, same endpoint (server-side)": ("yes", "yes", "yes", "yes", "yes"),
+    "S3 -> S3, other endpoint (streamed)": ("yes", "yes", "yes", "yes", "yes"),
+    "S3 -> Yandex.Disk": ("own", "-", "yes", "yes", "-"),
+    "Yandex.Disk -> Local": ("-", "-", "-", "yes", "-"),
+    "Yandex.Disk -> S3": ("yes", "-", "yes", "yes", "-"),
+    "Yandex.Disk -> Yandex.Disk (server-side)": ("own", "-", "yes", "yes", "-"),
 }
 
 
@@ -83,6 +83,9 @@ EXPIRES = "Wed, 01 Jan 2031 00:00:00 GMT"
 HEADERS = {"CacheControl": "max-age=60", "ContentDisposition": 'attachment; filename="clip.mp4"',
            "ContentLanguage": "en", "Expires": datetime(2031, 1, 1, tzinfo=UTC)}
 OWNER = {"owner": "company-7"}
+#: a space and a '+' in a value: the x-amz-tagging header is URL-encoded
+TAGS = {"team": "render", "stage": "final cut+1"}
+TAGGING = "team=render&stage=final%20cut%2B1"
 
 
 @dataclass
@@ -147,6 +150,7 @@ class Source:
     headers: dict[str, str]
     metadata: dict[str, str]
     mtime: datetime
+    tags: dict[str, str]
 
 
 async def make_source(s: Stores, kind: str, key: str = KEY, body: bytes = BODY) -> Source:
@@ -157,22 +161,23 @@ async def make_source(s: Stores, kind: str, key: str = KEY, body: bytes = BODY) 
         path.write_bytes(body)
         ns = int(MTIME.timestamp()) * 10**9 + MTIME.microsecond * 1000
         os.utime(path, ns=(ns, ns))
-        return Source(str(s.tmp / "src"), "video/mp4", {}, {}, MTIME)
+        return Source(str(s.tmp / "src"), "video/mp4", {}, {}, MTIME, {})
     if kind == "S3":
         text = mtime_text(MTIME)
         assert text is not None
         s.seaweed.boto3_client().put_object(Bucket=s.bucket, Key=f"src/{key}", Body=body, ContentType="video/mp4",
-                                            Metadata={**OWNER, "mtime": text}, **HEADERS)  # type: ignore[arg-type]
+                                            Metadata={**OWNER, "mtime": text}, Tagging=TAGGING,
+                                            **HEADERS)  # type: ignore[arg-type]
         return Source(f"a:{s.bucket}/src", "video/mp4",
                       {"cache-control": "max-age=60", "content-disposition": 'attachment; filename="clip.mp4"',
-                       "content-language": "en", "expires": EXPIRES}, dict(OWNER), MTIME)
+                       "content-language": "en", "expires": EXPIRES}, dict(OWNER), MTIME, dict(TAGS))
     assert kind == "Yandex.Disk"
     await s.disk.makedirs("/src")
     await s.disk.upload(io.BytesIO(body), f"/src/{key}")
     await s.disk.patch(f"/src/{key}", dict(OWNER))
     meta = await s.disk.get_meta(f"/src/{key}")
     # the emulator names the type from the file name, as the service does; no mtime of its own: modified
-    return Source("yd:src", meta.mime_type, {}, dict(OWNER), meta.modified)
+    return Source("yd:src", meta.mime_type, {}, dict(OWNER), meta.modified, {})
 
 
 def destination(s: Stores, kind: str, variant: str) -> str:
@@ -189,13 +194,20 @@ class Arrived:
     headers: dict[str, str]
     metadata: dict[str, str]
     mtime: datetime | None
+    tags: dict[str, str]
+
+
+def tags_of(server: SeaweedFS, bucket: str, key: str) -> dict[str, str]:
+    """The object's tags, read with boto3."""
+    answer = server.boto3_client().get_object_tagging(Bucket=bucket, Key=key)
+    return {t["Key"]: t["Value"] for t in answer["TagSet"]}
 
 
 async def read_back(s: Stores, kind: str, variant: str, key: str = KEY) -> Arrived:
     """What the destination holds, read with boto3 / yadisk / os.stat."""
     if kind == "Local":
         st = os.stat(s.tmp / "dst" / key)
-        return Arrived(None, {}, {}, datetime.fromtimestamp(st.st_mtime_ns // 1000 / 1e6, UTC))
+        return Arrived(None, {}, {}, datetime.fromtimestamp(st.st_mtime_ns // 1000 / 1e6, UTC), {})
     if kind == "S3":
         server, bucket = (s.other, s.other_bucket) if "other endpoint" in variant else (s.seaweed, s.bucket)
         head = server.boto3_client().head_object(Bucket=bucket, Key=f"dst/{key}")
@@ -205,10 +217,10 @@ async def read_back(s: Stores, kind: str, variant: str, key: str = KEY) -> Arriv
         if "expires" in head["ResponseMetadata"]["HTTPHeaders"]:
             headers["expires"] = head["ResponseMetadata"]["HTTPHeaders"]["expires"]
         return Arrived(head.get("ContentType"), headers, head["Metadata"],
-                       parse_mtime_text(head["Metadata"].get("mtime")))
+                       parse_mtime_text(head["Metadata"].get("mtime")), tags_of(server, bucket, f"dst/{key}"))
     meta = await s.disk.get_meta(f"/dst/{key}")
     props = dict(meta.custom_properties or {})
-    return Arrived(meta.mime_type, {}, props, parse_mtime_text(props.get("mtime")) or meta.modified)
+    return Arrived(meta.mime_type, {}, props, parse_mtime_text(props.get("mtime")) or meta.modified, {})
 
 
 async def copy(s: Stores, src: str, dst: str, **settings: Any) -> tuple[JobStats, dict[str, int]]:
@@ -246,6 +258,7 @@ async def test_each_pair_keeps_what_the_table_says(stores: Stores, pair: str) ->
     check("headers", bool(source.headers) and got.headers == source.headers)
     check("user metadata", all(got.metadata.get(k) == v for k, v in source.metadata.items()) and bool(source.metadata))
     check("mtime", _same_time(got.mtime, source.mtime))
+    check("tags", bool(source.tags) and got.tags == source.tags)
 
 
 # -- multipart, options, cost -------------------------------------------------------------------------
@@ -257,7 +270,8 @@ async def test_s3_to_s3_streamed_multipart_keeps_everything(stores: Stores) -> N
     # the source itself multipart: CopyObject of itself in parts is not needed, a fresh multipart upload is
     client.delete_object(Bucket=s.bucket, Key="src/big.mp4")
     upload = client.create_multipart_upload(Bucket=s.bucket, Key="src/big.mp4", ContentType="video/mp4",
-                                            Metadata={**OWNER, "mtime": mtime_text(MTIME) or ""}, **HEADERS)
+                                            Metadata={**OWNER, "mtime": mtime_text(MTIME) or ""}, Tagging=TAGGING,
+                                            **HEADERS)
     part = client.upload_part(Bucket=s.bucket, Key="src/big.mp4", UploadId=upload["UploadId"], PartNumber=1,
                               Body=big)
     client.complete_multipart_upload(Bucket=s.bucket, Key="src/big.mp4", UploadId=upload["UploadId"],
@@ -268,6 +282,7 @@ async def test_s3_to_s3_streamed_multipart_keeps_everything(stores: Stores) -> N
     assert got.headers == source.headers
     assert got.metadata["owner"] == "company-7"
     assert _same_time(got.mtime, MTIME)
+    assert got.tags == TAGS
 
 
 async def test_local_to_s3_multipart_sends_content_type_and_mtime(stores: Stores) -> None:
@@ -292,6 +307,7 @@ async def test_metadata_set_goes_over_what_is_carried(stores: Stores, variant: s
     assert got.headers["content-language"] == "en"  # the rest still carried
     assert got.metadata["team"] == "render" and got.metadata["owner"] == "company-7"
     assert _same_time(got.mtime, MTIME)
+    assert got.tags == TAGS  # server-side: the metadata replaced, the tags copied (TaggingDirective COPY)
 
 
 @pytest.mark.parametrize("variant", ["same endpoint", "other endpoint"])
@@ -302,6 +318,7 @@ async def test_no_metadata_carries_none(stores: Stores, variant: str) -> None:
     got = await read_back(s, "S3", variant)
     assert got.content_type != "video/mp4" and got.headers == {}
     assert "owner" not in got.metadata and "mtime" not in got.metadata
+    assert got.tags == {}
 
 
 async def test_no_metadata_from_local_sends_no_type(stores: Stores) -> None:
@@ -368,6 +385,7 @@ async def test_server_side_multipart_copy_gives_the_description_again(stores: St
     assert got.headers["cache-control"] == "max-age=60" and got.headers["content-language"] == "en"
     assert got.metadata["owner"] == "company-7"
     assert _same_time(got.mtime, MTIME)
+    assert got.tags == TAGS  # CreateMultipartUpload is given them: UploadPartCopy copies bytes only
 
 
 async def test_an_mtime_rclone_wrote_is_restored_on_download(stores: Stores) -> None:
@@ -395,3 +413,40 @@ async def test_no_metadata_single_object_from_s3_carries_no_user_metadata(stores
     await copy(s, f"a:{s.bucket}/src/{KEY}", f"b:{s.other_bucket}/dst", metadata=False)
     got = await read_back(s, "S3", "other endpoint")
     assert "owner" not in got.metadata and "mtime" not in got.metadata and got.headers == {}
+
+
+# -- tags -------------------------------------------------------------------------------------------
+async def test_tags_over_s3_limits_fail_the_object_and_write_nothing(stores: Stores) -> None:
+    """SeaweedFS keeps 11 tags given in x-amz-tagging (it refuses them only in PutObjectTagging):
+    copied to another endpoint they are checked before anything is sent."""
+    s = stores
+    s.seaweed.boto3_client().put_object(Bucket=s.bucket, Key="src/eleven.bin", Body=b"eleven tags",
+                                        Tagging="&".join(f"k{i}=v" for i in range(11)))
+    s.seaweed.boto3_client().put_object(Bucket=s.bucket, Key="src/fine.bin", Body=b"two tags", Tagging=TAGGING)
+    spec = TransferSpec(source=f"a:{s.bucket}/src", dest=f"b:{s.other_bucket}/dst", config_path=str(s.config))
+    stats = JobStats()
+    await Transfer.prepare(spec).run(stats, StopSignal())
+    assert [(f.key, f.reason) for f in stats.failures] == [("eleven.bin", "invalid_tags")]
+    assert "11 tags, S3 keeps at most 10" in stats.failures[0].message
+    listed = s.other.boto3_client().list_objects_v2(Bucket=s.other_bucket, Prefix="dst/")
+    assert [o["Key"] for o in listed.get("Contents", [])] == ["dst/fine.bin"]
+    assert tags_of(s.other, s.other_bucket, "dst/fine.bin") == TAGS
+
+
+async def test_tags_cost_one_request_per_tagged_object_across_endpoints(stores: Stores) -> None:
+    """The source's answer counts an object's tags: an untagged object costs nothing more, a tagged
+    one GET + GetObjectTagging + PUT, and only where the destination keeps tags (not to local disk)."""
+    s = stores
+    client = s.seaweed.boto3_client()
+    n = 12
+    for i in range(n):
+        client.put_object(Bucket=s.bucket, Key=f"plain/p{i:02d}.bin", Body=b"plain %d" % i)
+        client.put_object(Bucket=s.bucket, Key=f"tagged/t{i:02d}.bin", Body=b"tagged %d" % i, Tagging=TAGGING)
+    _, plain = await copy(s, f"a:{s.bucket}/plain", f"b:{s.other_bucket}/plain")
+    _, tagged = await copy(s, f"a:{s.bucket}/tagged", f"b:{s.other_bucket}/tagged")
+    _, down = await copy(s, f"a:{s.bucket}/tagged", str(s.tmp / "down"))
+    assert tagged["src"] - plain["src"] == n  # one GetObjectTagging per tagged object, nothing else
+    assert tagged["dst"] == plain["dst"]  # the tags ride on the PutObject
+    assert down["src"] == plain["src"]  # local disk keeps no tags: none is read
+    assert tags_of(s.other, s.other_bucket, "tagged/t05.bin") == TAGS
+    assert tags_of(s.other, s.other_bucket, "plain/p05.bin") == {}

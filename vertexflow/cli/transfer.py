@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from ..filters import Filter, parse_age, parse_size
-from ..ops.spec import DEFAULT_RETRIES, StageSpec, TransferSettings, TransferSpec
+from ..ops.spec import CANNED_ACLS, DEFAULT_RETRIES, SSE_ALGORITHMS, StageSpec, TransferSettings, TransferSpec
 from ..pipeline.runner import StopSignal
 from ..pipeline.stats import JobStats
 from .context import Ctx
@@ -55,6 +55,22 @@ def transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--metadata-set", multiple=True, metavar="KEY=VALUE",
                      help="Set on every object written (repeatable): content-type, cache-control... "
                           "as headers, other keys as user metadata."),
+        click.option("--metadata-exclude", multiple=True, metavar="KEY",
+                     help="Do not carry this header or user metadata (repeatable; globs such as 'x-*')."),
+        click.option("--content-type", "content_types", multiple=True, metavar="PATTERN=TYPE",
+                     help="The Content-Type of objects whose key matches the glob (repeatable; the first "
+                          "that matches wins), e.g. '*.fset3=application/octet-stream'."),
+        click.option("--storage-class", metavar="CLASS",
+                     help="S3 storage class of every object written (STANDARD, STANDARD_IA, GLACIER_IR...) "
+                          "[the bucket's default]."),
+        click.option("--sse", type=click.Choice(SSE_ALGORITHMS),
+                     help="S3 server-side encryption of every object written [the bucket's default]."),
+        click.option("--sse-kms-key-id", metavar="KEY",
+                     help="The KMS key for --sse aws:kms [the account's default key]."),
+        click.option("--acl", type=click.Choice(CANNED_ACLS),
+                     help="S3 canned ACL of every object written [the bucket's default]."),
+        click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
+                     help="S3 tag set on every object written, over the tags it carries (repeatable)."),
         cluster_option,
         *filter_options,
         *stage_and_limit_options,
@@ -174,7 +190,12 @@ def spec_from_options(mode: str, src: str, dst: str, config_path: str | None, kw
     settings = TransferSettings(transfers=kw.pop("transfers"), retries=kw.pop("retries"), verify=not kw.pop("no_verify"),
                                 stages=stages, bwlimit=kw.pop("bwlimit"), bwlimit_up=kw.pop("bwlimit_up"),
                                 bwlimit_down=kw.pop("bwlimit_down"), adaptive=kw.pop("adaptive"),
-                                metadata=kw.pop("metadata", True), metadata_set=tuple(kw.pop("metadata_set", ())))
+                                metadata=kw.pop("metadata", True), metadata_set=tuple(kw.pop("metadata_set", ())),
+                                metadata_exclude=tuple(kw.pop("metadata_exclude", ())),
+                                content_types=tuple(kw.pop("content_types", ())),
+                                storage_class=kw.pop("storage_class", None), sse=kw.pop("sse", None),
+                                sse_kms_key_id=kw.pop("sse_kms_key_id", None), acl=kw.pop("acl", None),
+                                tags=tuple(kw.pop("tags", ())))
     return TransferSpec(mode=mode, source=src, dest=dst, config_path=config_path,  # type: ignore[arg-type]
                         delete=kw.pop("delete", False), max_delete=kw.pop("max_delete", None), compare=compare,
                         dry_run=kw.pop("dry_run"), order_by=kw.pop("order_by"), filter=filt, settings=settings,

@@ -16,10 +16,12 @@ and the engine sends the object by the ``streamed`` route instead (rclone's
 ``ErrorCantCopy``). Every route checks what it did: the byte count must match
 the listing and the SHA-256 the destination reports must match the source's
 where both are known. What describes the bytes (Content-Type, headers, user
-metadata, mtime: :class:`~vertexflow.model.ObjectInfo`) goes with them; where
-a listing does not know it (S3) the ``whole_read`` and ``streamed`` routes ask
-the source's ``stat`` for it (one request), and ``server_side`` copies keep it
-on the server.
+metadata, mtime, tags: :class:`~vertexflow.model.ObjectInfo`) goes with them;
+where a listing does not know it (S3) the ``whole_read`` route has it from
+the answer that brings the bytes and the ``streamed`` route asks the source's
+``stat`` for it (one request), and ``server_side`` copies keep it on the
+server. Tags the source only counted (:class:`~vertexflow.model.PendingTags`)
+are read by a destination that keeps them, when it writes the object.
 
 Batches of small files of a bare local source (one thread call for many)
 are cut while listing, before any route is chosen; the summary counts their
@@ -124,7 +126,7 @@ class RouteContext:
 def described_by(info: ObjectInfo, source: ObjectInfo) -> ObjectInfo:
     """``info`` with what ``source`` (a stat, or the answer that brought the bytes) says describes them."""
     return replace(info, content_type=source.content_type, headers=dict(source.headers or {}),
-                   metadata=source.metadata, mtime=source.mtime or info.mtime)
+                   metadata=source.metadata, mtime=source.mtime or info.mtime, tags=source.tags)
 
 
 class Route:

@@ -15,10 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 from ..errors import ConfigError
-from ..filters import NO_FILTER, Filter
+from ..filters import NO_FILTER, Filter, glob_to_regex
+from ..model import MTIME_METADATA, STANDARD_HEADERS, Features, own_metadata, parse_mtime_text, tags_problem
 
 #: attempts per object before it is reported as failed
 DEFAULT_RETRIES = 5
@@ -29,6 +31,43 @@ LOCAL_TRANSFERS, REMOTE_TRANSFERS = 8, 16
 CompareMode = Literal["size_mtime", "checksum", "size_only"]
 #: a user metadata or header name S3 can carry (``x-amz-meta-NAME``)
 _META_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+#: what describes the bytes as headers rather than user metadata (``--metadata-set``, ``--metadata-exclude``)
+DESCRIPTION_HEADERS = ("content-type", *STANDARD_HEADERS)
+#: header names ``--metadata-set`` refuses: they are not a description of the bytes but the HTTP
+#: exchange's own or what the store computes (the S3 ``x-amz-*`` and ``if-*`` headers too, below);
+#: sent as user metadata instead they would only mislead
+_NOT_SETTABLE = frozenset({
+    "accept-ranges", "age", "authorization", "connection", "content-length", "content-md5", "content-range",
+    "cookie", "date", "etag", "expect", "host", "keep-alive", "last-modified", "location", "proxy-authorization",
+    "range", "server", "set-cookie", "te", "trailer", "transfer-encoding", "upgrade", "via",
+})
+#: S3 keeps at most 2 KiB of user metadata per object (names and values)
+_USER_METADATA_LIMIT = 2048
+#: a media type: ``type/subtype`` and optional parameters (``text/plain; charset=utf-8``)
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*(\s*;\s*[\w.+-]+=[^;]+)*$")
+#: the storage classes AWS documents for objects written (PutObject, CreateMultipartUpload,
+#: CopyObject); SeaweedFS takes any name in CreateMultipartUpload and CopyObject and keeps it,
+#: so a name is checked here, before anything is written
+STORAGE_CLASSES = ("STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
+                   "GLACIER", "DEEP_ARCHIVE", "OUTPOSTS", "GLACIER_IR", "SNOW", "EXPRESS_ONEZONE")
+#: ``--sse``: S3-managed keys (SSE-S3) or KMS keys (SSE-KMS)
+SSE_ALGORITHMS = ("AES256", "aws:kms")
+#: the canned ACLs S3 documents for objects
+CANNED_ACLS = ("private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
+               "bucket-owner-read", "bucket-owner-full-control")
+#: the write settings by name, as :attr:`Features.write_settings` names those a backend takes
+WRITE_SETTINGS = ("storage_class", "sse", "sse_kms_key_id", "acl", "tags", "content_types", "metadata_exclude")
+
+
+def _pairs(option: str, entries: tuple[str, ...], example: str) -> list[tuple[str, str]]:
+    """``NAME=VALUE`` entries split at their first ``=``; ConfigError naming one without it."""
+    out = []
+    for entry in entries:
+        name, eq, value = entry.partition("=")
+        if not eq or not name.strip():
+            raise ConfigError(f"{option} {entry!r}: expected {example}")
+        out.append((name.strip(), value))
+    return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,10 +117,38 @@ class TransferSettings:
     #: ``KEY=VALUE`` set on every object written, over what it carries (``--metadata-set``, repeatable):
     #: ``content-type`` and the standard header names as headers, other names as user metadata
     metadata_set: tuple[str, ...] = ()
+    #: names of headers or user metadata not carried (``--metadata-exclude``, repeatable; ``*`` globs)
+    metadata_exclude: tuple[str, ...] = ()
+    #: ``PATTERN=TYPE``: the Content-Type of the objects whose key matches the glob, the first
+    #: that matches (``--content-type``, repeatable), over the type named from the file name
+    content_types: tuple[str, ...] = ()
+    #: what a destination that has them sets on every object written (S3): they depend on the
+    #: destination's account, so none is copied from the source. None: the store's default.
+    #: ``--storage-class`` (one of STORAGE_CLASSES), ``--sse`` (SSE_ALGORITHMS) and its KMS key
+    #: (``--sse-kms-key-id``; None: the account's default key), ``--acl`` (a canned ACL)
+    storage_class: str | None = None
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+    acl: str | None = None
+    #: ``KEY=VALUE`` tags set on every object written, over those it carries (``--tag``, repeatable)
+    tags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "metadata_set", tuple(self.metadata_set))  # a JSON list, read back
+        for name in ("metadata_set", "metadata_exclude", "content_types", "tags"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))  # a JSON list, read back
         self.metadata_overrides()
+        self.excluded_metadata()
+        self.content_type_rules()
+        self.tag_overrides()
+        if self.storage_class is not None and self.storage_class not in STORAGE_CLASSES:
+            raise ConfigError(f"--storage-class {self.storage_class!r}: not a storage class S3 documents "
+                              f"({', '.join(STORAGE_CLASSES)})")
+        if self.sse is not None and self.sse not in SSE_ALGORITHMS:
+            raise ConfigError(f"--sse {self.sse!r}: use AES256 (keys the store manages) or aws:kms")
+        if self.sse_kms_key_id is not None and (self.sse != "aws:kms" or not self.sse_kms_key_id.strip()):
+            raise ConfigError("--sse-kms-key-id: a KMS key is for --sse aws:kms, and is not empty")
+        if self.acl is not None and self.acl not in CANNED_ACLS:
+            raise ConfigError(f"--acl {self.acl!r}: not a canned ACL S3 documents ({', '.join(CANNED_ACLS)})")
 
     def metadata_overrides(self) -> dict[str, str]:
         """``metadata_set`` as a mapping of lower-case names; raises ConfigError naming a bad entry."""
@@ -92,19 +159,84 @@ class TransferSettings:
             if not eq or not _META_NAME.match(name):
                 raise ConfigError(f"--metadata-set {entry!r}: expected KEY=VALUE, KEY a name of letters, "
                                   "digits and '-' (e.g. cache-control=max-age=60 or owner=company-7)")
-            if not value.isascii() or not value.isprintable():
-                raise ConfigError(f"--metadata-set {entry!r}: the value must be printable ASCII "
-                                  "(S3 keeps metadata in HTTP headers)")
+            _check_settable(entry, name, value)
             out[name] = value
+        if sum(len(k) + len(v) for k, v in out.items() if k not in DESCRIPTION_HEADERS) > _USER_METADATA_LIMIT:
+            raise ConfigError(f"--metadata-set: more than the {_USER_METADATA_LIMIT} bytes of user metadata "
+                              "S3 keeps per object")
+        return out
+
+    def excluded_metadata(self) -> tuple[str, ...]:
+        """``metadata_exclude``, lower case; raises ConfigError naming an entry that cannot be one."""
+        out = []
+        for entry in self.metadata_exclude:
+            name = entry.strip().lower()
+            if "=" in name:
+                raise ConfigError(f"--metadata-exclude {entry!r}: give a name (or a glob such as 'x-*') of "
+                                  "metadata not to carry; rclone's option of this name skips objects whose "
+                                  "metadata matches KEY=VALUE, which this one does not do")
+            if not re.fullmatch(r"[a-z0-9*?\[\]-]+", name):
+                raise ConfigError(f"--metadata-exclude {entry!r}: a name is letters, digits and '-' "
+                                  "(globs: * ? [...])")
+            if name not in DESCRIPTION_HEADERS and own_metadata(name):
+                raise ConfigError(f"--metadata-exclude {entry!r}: {name} is vertexflow's own metadata "
+                                  "(digests, codec), which every copy keeps")
+            out.append(name)
+        return tuple(out)
+
+    def content_type_rules(self) -> tuple[tuple[str, str], ...]:
+        """``content_types`` as (glob, media type) pairs; raises ConfigError naming a bad entry."""
+        rules = _pairs("--content-type", self.content_types, "PATTERN=TYPE, e.g. '*.fset3=application/octet-stream'")
+        for pattern, media in rules:
+            glob_to_regex(pattern)  # ConfigError for an unclosed [ or {
+            if not _MEDIA_TYPE.match(media.strip()):
+                raise ConfigError(f"--content-type {pattern}={media!r}: {media!r} is not a media type "
+                                  "(type/subtype, e.g. model/gltf-binary)")
+        return tuple((pattern, media.strip()) for pattern, media in rules)
+
+    def tag_overrides(self) -> dict[str, str]:
+        """``tags`` as a mapping; raises ConfigError naming what S3 would refuse (over 10 tags, long ones)."""
+        out = dict(_pairs("--tag", self.tags, "KEY=VALUE, e.g. team=render"))
+        problem = tags_problem(out)
+        if problem is not None:
+            raise ConfigError(f"--tag: {problem}")
+        return out
+
+    def write_values(self) -> dict[str, Any]:
+        """The write settings given (WRITE_SETTINGS), parsed, by name: what a backend that takes them is given."""
+        values: dict[str, Any] = {
+            "storage_class": self.storage_class, "sse": self.sse, "sse_kms_key_id": self.sse_kms_key_id,
+            "acl": self.acl, "tags": self.tag_overrides(), "content_types": self.content_type_rules(),
+            "metadata_exclude": self.excluded_metadata()}
+        return {name: value for name, value in values.items() if value}
+
+    def backend_options(self, features: Features) -> dict[str, Any]:
+        """The keyword arguments for a backend with ``features``: the metadata options and the write
+        settings it takes, those given only ({}: none, the backend's defaults)."""
+        out: dict[str, Any] = {}
+        if features.object_metadata and (not self.metadata or self.metadata_set):
+            out.update(metadata=self.metadata, metadata_set=self.metadata_overrides())
+        out.update({n: v for n, v in self.write_values().items() if n in features.write_settings})
         return out
 
     def metadata_identity(self) -> dict[str, Any]:
-        """The metadata options that change what is stored, those given only (a job's fingerprint holds them)."""
+        """The metadata and write options that change what is stored, those given only (a job's fingerprint
+        holds them: a run with others is another job)."""
         out: dict[str, Any] = {}
         if not self.metadata:
             out["metadata"] = False
         if self.metadata_set:
             out["metadata_set"] = sorted(f"{k}={v}" for k, v in self.metadata_overrides().items())
+        values = self.write_values()
+        for name in ("storage_class", "sse", "sse_kms_key_id", "acl"):
+            if name in values:
+                out[name] = values[name]
+        if "tags" in values:
+            out["tags"] = sorted(f"{k}={v}" for k, v in values["tags"].items())
+        if "content_types" in values:  # in order: the first pattern that matches a key decides
+            out["content_types"] = [f"{p}={t}" for p, t in values["content_types"]]
+        if "metadata_exclude" in values:
+            out["metadata_exclude"] = sorted(set(values["metadata_exclude"]))
         return out
 
     def transfers_for(self, local_only: bool) -> int:
@@ -154,6 +286,30 @@ class TransferSettings:
             out["adaptive"] = False
         out.update(self.metadata_identity())
         return out
+
+
+def _check_settable(entry: str, name: str, value: str) -> None:
+    """Raise ConfigError when ``--metadata-set NAME=VALUE`` cannot be set as asked."""
+    where = f"--metadata-set {entry!r}"
+    if name.startswith("x-amz-meta-"):
+        raise ConfigError(f"{where}: name user metadata without its x-amz-meta- prefix "
+                          f"({name[len('x-amz-meta-'):]}={value})")
+    if name.startswith(("x-amz-", "if-")) or name in _NOT_SETTABLE:
+        raise ConfigError(f"{where}: {name} is not a header that describes the bytes, and S3 computes or "
+                          "refuses it; --storage-class, --sse, --acl and --tag set what S3 keeps besides")
+    if name not in DESCRIPTION_HEADERS and own_metadata(name):
+        raise ConfigError(f"{where}: {name} is vertexflow's own metadata (digests, codec)")
+    if not value.isascii() or not value.isprintable():
+        raise ConfigError(f"{where}: the value must be printable ASCII (S3 keeps metadata in HTTP headers)")
+    if name == "content-type" and not _MEDIA_TYPE.match(value.strip()):
+        raise ConfigError(f"{where}: {value!r} is not a media type (type/subtype, e.g. video/mp4)")
+    if name == "expires":
+        try:
+            parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: Expires is an HTTP date (Wed, 01 Jan 2031 00:00:00 GMT)") from None
+    if name == MTIME_METADATA and parse_mtime_text(value) is None:
+        raise ConfigError(f"{where}: mtime is Unix seconds with an optional fraction (1620284889.123456789)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

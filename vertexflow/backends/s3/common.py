@@ -106,10 +106,20 @@ def metadata_of(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower()[len(_META_PREFIX):]: v for k, v in headers.items() if k.lower().startswith(_META_PREFIX)}
 
 
+#: the headers that give an object written what the destination keeps besides its description
+X_STORAGE_CLASS = "x-amz-storage-class"
+X_SSE = "x-amz-server-side-encryption"
+X_SSE_KMS_KEY = "x-amz-server-side-encryption-aws-kms-key-id"
+X_ACL = "x-amz-acl"
+#: the object's tags, as a URL query (``k1=v1&k2=v%202``)
+X_TAGGING = "x-amz-tagging"
 #: botocore's names of the headers that describe an object (CopyObject with directive REPLACE)
 _BOTO_NAMES = {"content-type": "ContentType", "cache-control": "CacheControl",
                "content-disposition": "ContentDisposition", "content-encoding": "ContentEncoding",
                "content-language": "ContentLanguage", "expires": "Expires"}
+#: ... and of those that set what the destination keeps besides (CopyObject takes them all)
+_BOTO_WRITE_NAMES = {X_STORAGE_CLASS: "StorageClass", X_SSE: "ServerSideEncryption", X_SSE_KMS_KEY: "SSEKMSKeyId",
+                     X_ACL: "ACL", X_TAGGING: "Tagging"}
 
 
 def description_of(headers: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
@@ -117,16 +127,18 @@ def description_of(headers: Mapping[str, str]) -> tuple[str | None, dict[str, st
     return headers.get("Content-Type") or None, {n: headers[n] for n in STANDARD_HEADERS if headers.get(n)}
 
 
-def description_to_send(info: ObjectInfo, *, keep: bool,
-                        overrides: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+def description_to_send(info: ObjectInfo, *, keep: bool, overrides: Mapping[str, str],
+                        exclude: Callable[[str], bool] | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """(headers, user metadata) to store ``info`` with: what describes its bytes, and ``overrides`` on top.
 
     ``keep`` False sends neither the source's Content-Type, headers, user
     metadata nor its mtime: of ``info.metadata`` only vertexflow's own
     entries (digests, codec: :func:`~vertexflow.model.own_metadata`). The source mtime becomes the ``mtime`` user metadata unless the
-    metadata already holds one (the source's own, kept as written). A header
-    value that is not printable ASCII cannot travel in an HTTP header and is
-    dropped.
+    metadata already holds one (the source's own, kept as written).
+    ``exclude`` names what of the source's is not carried (``--metadata-exclude``:
+    header names and user metadata names alike; never vertexflow's own).
+    A header value that is not printable ASCII cannot travel in an HTTP
+    header and is dropped.
     """
     headers: dict[str, str] = {}
     meta = dict(info.metadata) if keep else {k: v for k, v in info.metadata.items() if own_metadata(k)}
@@ -138,6 +150,9 @@ def description_to_send(info: ObjectInfo, *, keep: bool,
             text = mtime_text(info.mtime)
             if text is not None:
                 meta[MTIME_METADATA] = text
+    if exclude is not None:
+        headers = {n: v for n, v in headers.items() if not exclude(n)}
+        meta = {n: v for n, v in meta.items() if own_metadata(n) or not exclude(n)}
     for name, value in overrides.items():
         if name in _BOTO_NAMES:
             headers[name] = value
@@ -147,7 +162,8 @@ def description_to_send(info: ObjectInfo, *, keep: bool,
 
 
 def boto_description(headers: Mapping[str, str]) -> dict[str, Any]:
-    """``headers`` (:func:`description_to_send`'s) as botocore's CopyObject/CreateMultipartUpload arguments."""
+    """``headers`` (:func:`description_to_send`'s, and the ``x-amz-*`` ones a write gives) as botocore's
+    CopyObject arguments; tags given replace the source's (TaggingDirective REPLACE)."""
     out: dict[str, Any] = {}
     for name, value in headers.items():
         if name == "expires":
@@ -157,6 +173,10 @@ def boto_description(headers: Mapping[str, str]) -> dict[str, Any]:
                 continue  # not an HTTP date: S3 would not serve it as one either
         elif name in _BOTO_NAMES:
             out[_BOTO_NAMES[name]] = value
+        elif name in _BOTO_WRITE_NAMES:
+            out[_BOTO_WRITE_NAMES[name]] = value
+    if X_TAGGING in headers:
+        out["TaggingDirective"] = "REPLACE"
     return out
 
 

@@ -1,5 +1,5 @@
 """The fast path: the requests of a copy straight on aiohttp (PutObject, GetObject, HeadObject,
-ListObjectsV2, HeadBucket, and a multipart upload's create, parts, complete and abort).
+ListObjectsV2, HeadBucket, GetObjectTagging, and a multipart upload's create, parts, complete and abort).
 
 Why: botocore spends several times s5cmd's CPU per small PutObject
 (endpoint-ruleset resolution, signing, event hooks, its HTTP layer;
@@ -312,6 +312,20 @@ class FastS3:
             if name in response.headers:
                 fields[name] = response.headers[name]
         return fields
+
+    async def get_tagging(self, full_key: str) -> dict[str, str]:
+        """GetObjectTagging: the object's tags (key -> value)."""
+        response = await self._send("GET", self._object_path(full_key), query={"tagging": ""})
+        try:
+            body = await response.read()
+        finally:
+            response.release()
+        try:
+            root = ET.fromstring(body.lstrip())
+        except ET.ParseError:
+            raise S3HTTPError(500, "InvalidAnswer", "GetObjectTagging answered a body that is not XML") from None
+        return {tag.findtext("{*}Key") or "": tag.findtext("{*}Value") or ""
+                for tag in root.iter() if _local(tag.tag) == "Tag"}
 
     async def head_bucket(self) -> CIMultiDictProxy[str]:
         """HeadBucket; returns the answer's headers."""

@@ -313,7 +313,9 @@ class Uploads:
         hash stage takes in-stream exist: a server-side copy onto itself, pinned
         to the ETag just completed, rewrites it (objects up to 5 GiB, the limit
         of one CopyObject). Only puts that carry such metadata pay for it.
-        REPLACE replaces the Content-Type and headers too: they are given again.
+        REPLACE replaces the Content-Type and headers too: they are given again,
+        and so are the storage class, encryption and ACL, which a copy does not
+        keep on AWS (the tags it would keep are given again all the same).
         """
         kwargs: dict[str, Any] = {"Bucket": self.b.bucket, "Key": full, "Metadata": metadata,
                                   "CopySource": {"Bucket": self.b.bucket, "Key": full},
@@ -321,7 +323,8 @@ class Uploads:
         if etag:
             kwargs["CopySourceIfMatch"] = quote_etag(etag)
         client = await self.b.client()
-        response = await self.b.call("CopyObject", key, lambda: client.copy_object(**kwargs))
+        response = await self.b.call("CopyObject", key, lambda: self.b.writes.guarded(
+            client.copy_object(**kwargs), backend=self.b.describe(), key=key))
         return strip_etag(response.get("CopyObjectResult", {}).get("ETag")) or etag
 
     async def _resumed(self, key: str, full: str, state: Mapping[str, Any],
@@ -464,7 +467,8 @@ class Uploads:
                      checksums: bool = True, checkpoint: UploadCheckpoint | None = None) -> Upload:
         """CreateMultipartUpload, shielded, and saved to ``checkpoint`` before anything else can happen.
 
-        ``described``: Content-Type and standard headers (:meth:`.S3Backend.description`).
+        ``described``: Content-Type and standard headers, tags, storage class,
+        encryption and ACL (:meth:`.S3Backend.description`).
         """
         meta = user_metadata(metadata or {}, **({SHA256: sha256} if sha256 else {}))
         fast = await self.b.fast_client()
@@ -474,8 +478,9 @@ class Uploads:
         asked = time.time()
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
-                upload_id = await self.b.call("CreateMultipartUpload", key, lambda: fast.create_multipart_upload(
-                    full, meta, PART_CHECKSUM if checksums else None, described))
+                upload_id = await self.b.call("CreateMultipartUpload", key, lambda: self.b.writes.guarded(
+                    fast.create_multipart_upload(full, meta, PART_CHECKSUM if checksums else None, described),
+                    backend=self.b.describe(), key=key))
             if upload_id is None:
                 raise TransientError(f"CreateMultipartUpload: no answer within {ABORT_TIMEOUT:.0f} s",
                                      backend=self.b.describe(), key=key)
