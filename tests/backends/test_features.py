@@ -193,9 +193,8 @@ async def test_declared_is_implemented(kind: str, stack: str, tmp_path: Path, se
         assert f.hashes_in_stream == (stack == "stages")
 
 
-#: stacks whose decorators declare what they wrap but do not yet pass ``set_description`` on to it
-#: (``middleware/base.py`` BackendWrapper has no forwarding method for it)
-NOT_FORWARDED = ("bwlimit", "bwlimit-up", "adaptive", "adaptive+bwlimit")
+#: stacks whose decorators declare what they wrap but do not pass ``set_description`` on to it (none)
+NOT_FORWARDED: tuple[str, ...] = ()
 
 
 @pytest.mark.s3

@@ -161,6 +161,12 @@ class AdaptiveBackend(BackendWrapper):
         async with self._slot():
             await self.inner.delete(key)
 
+    async def set_description(self, key: str, info: ObjectInfo, *, if_version: str | None = None) -> bool:
+        if not self.features.description_in_place:
+            return await super().set_description(key, info, if_version=if_version)
+        async with self._slot():
+            return await self.inner.set_description(key, info, if_version=if_version)
+
     async def server_copy(self, source: Backend, src: ObjectInfo, dst_key: str) -> ObjectInfo:
         async with self._slot():
             return await super().server_copy(source, src, dst_key)

@@ -120,6 +120,11 @@ class BackendWrapper(Backend):
             return await super().is_folder(path)
         return await self.inner.is_folder(path)
 
+    async def set_description(self, key: str, info: ObjectInfo, *, if_version: str | None = None) -> bool:
+        if not self.features.description_in_place:
+            return await super().set_description(key, info, if_version=if_version)
+        return await self.inner.set_description(key, info, if_version=if_version)
+
     async def list_folders(self, path: str) -> list[str]:
         if not self.features.folders:
             return await super().list_folders(path)

@@ -76,7 +76,7 @@ from ..pipeline.stats import JobStats
 from .assembly import run_between
 from .plan import empty_if_missing
 from .spec import TransferSettings
-from .verify import Difference, VerifyJob, VerifyReport
+from .verify import Difference, VerifyJob, VerifyReport, same_description
 
 log = get_logger(__name__)
 
@@ -696,14 +696,18 @@ async def _differences(old: StorageAdapter, new: StorageAdapter, filt: Filter,
 
     ``is_dirty`` (live): keys still to be reconciled, left out. Returns the
     differences, whether there were more than the report kept, and the files that matched.
-    A content type with no files on either side has none.
+    A content type with no files on either side has none. A checksum comparison also
+    compares what describes each file (Content-Type, headers, user metadata, mtime)
+    where both stores keep it: a migration that keeps the bytes and loses what they
+    mean has failed.
     """
     src: Backend = _EmptyIfMissing(old.backend)
     dst: Backend = _EmptyIfMissing(new.backend)
     if is_dirty is not None:  # writes go on: a file may vanish between the listing and its read
         src, dst = _Vanishing(old.backend), _Vanishing(new.backend)
     try:
-        report = await VerifyJob(src, dst, mode=mode, filt=_verify_filter(filt)).run()  # type: ignore[arg-type]
+        report = await VerifyJob(src, dst, mode=mode, filt=_verify_filter(filt),  # type: ignore[arg-type]
+                                 metadata=mode == "checksum").run()
     except NotFound:  # nothing was ever stored here on the old backend: new must hold no file either
         report = VerifyReport()
         async for info in new.list_files():
@@ -714,7 +718,7 @@ async def _differences(old: StorageAdapter, new: StorageAdapter, filt: Filter,
     for p in report.problems:
         if is_dirty is not None and is_dirty(p.key):
             continue
-        if await _same(old, new, p.key):
+        if await _same(old, new, p.key, described=p.kind == "metadata"):
             continue
         if is_dirty is not None and is_dirty(p.key):  # dirtied while being compared
             continue
@@ -740,7 +744,7 @@ async def _verify(old: StorageAdapter, new: StorageAdapter, filt: Filter,
         still = []
         for p in problems:
             await reconcile_key(old, new, p.key)
-            if await _same(old, new, p.key):
+            if await _same(old, new, p.key, described=p.kind == "metadata"):
                 matched += 1
             else:
                 still.append(p)
@@ -793,8 +797,16 @@ async def _one(chunk: bytes) -> AsyncIterator[bytes]:
     yield chunk
 
 
-async def _same(old: StorageAdapter, new: StorageAdapter, key: str) -> bool:
-    """Whether ``key`` is the same on both sides now (both absent counts); a file on one side only is not read."""
+async def _same(old: StorageAdapter, new: StorageAdapter, key: str, *, described: bool = False) -> bool:
+    """Whether ``key`` is the same on both sides now (both absent counts); a file on one side only is not read.
+
+    ``described``: what describes it too (a ``metadata`` difference is confirmed by that, not by the bytes).
+    """
+    if described:
+        try:
+            return await same_description(old.backend, new.backend, key)
+        except NotFound:
+            return False
     stats: list[ObjectInfo | None] = []
     for side in (old, new):
         try:

@@ -120,5 +120,7 @@ async def reconcile_key(old: StorageAdapter, new: StorageAdapter, key: str) -> s
             async for chunk in chunks:
                 yield chunk
 
-    await new.backend.put(ObjectInfo(key=key, size=info.size, mtime=info.mtime), body)
+    # what describes the file goes with it: a reconciled key keeps its Content-Type, headers and user metadata
+    await new.backend.put(ObjectInfo(key=key, size=info.size, mtime=info.mtime, content_type=info.content_type,
+                                     headers=info.headers, metadata=info.metadata), body)
     return "copied"
