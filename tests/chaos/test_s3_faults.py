@@ -102,3 +102,25 @@ def test_head_bucket_failing_for_good_ends_the_run_bounded(server: SeaweedFS, tm
     assert 2 <= heads <= 10, heads
     assert run.seconds < 60
     assert _s3_tree(server, "never") == {}
+
+
+# copy_down seed 15: the GET of an empty object (a range from byte 0, as for every small object: the object
+# may have grown) is answered 416 InvalidRange, which means "empty"; a fault that cut or held back that
+# answer's XML body left the bare status, and the object failed with "GetObject failed: 416" (exit 1)
+@pytest.mark.parametrize("kind", ["reset_response", "stall"])  # the 416 answer's XML body cut, or held back
+def test_empty_object_read_again_after_a_fault(server: SeaweedFS, tmp_path: Path, kind: str) -> None:
+    prefix = f"empty-{kind}"
+    # each on a connection of its own: boto3 waits out its read timeout on a PutObject that follows an empty
+    # one on the same connection to SeaweedFS (see vertexflow.testing.killer.put_tree)
+    server.boto3_client(read_timeout=59).put_object(Bucket=BUCKET, Key=f"{prefix}/one.txt", Body=b"1" * 2000)
+    server.boto3_client(read_timeout=59).put_object(Bucket=BUCKET, Key=f"{prefix}/empty.txt", Body=b"")
+    force = {f"GET /{BUCKET}/{prefix}/empty.txt?#{i}": kind for i in range(2)}
+    dst = tmp_path / "dst"
+    with _proxy(server, statuses=(503,), force=force, stall_seconds=1.0) as tp:
+        run = run_cli(["copy", f"s3://{BUCKET}/{prefix}", str(dst), "--json", "--no-progress"],
+                      _env(server, tp.proxy.endpoint, tmp_path), timeout=120)
+        asked = list(tp.proxy.identities)
+        faults = list(tp.proxy.faults)
+    assert check_exit_status(run, {0}) == [], (asked, faults)
+    assert (dst / "empty.txt").read_bytes() == b""
+    assert (dst / "one.txt").read_bytes() == b"1" * 2000

@@ -76,6 +76,12 @@ COPY_OPS = ("CopyObject", "UploadPartCopy")
 WRITE_OPS = ("PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "CopyObject",
              "UploadPartCopy")
 
+#: statuses S3 answers with one error code only: an answer without a readable body is named by it
+#: (a 416 whose body was cut lost its InvalidRange, and an empty object's read failed)
+STATUS_CODES: dict[int, str] = {
+    416: "InvalidRange",
+}
+
 # Transport failures: could not connect at all, or the connection broke.
 _CONNECT_ERRORS = (bce.EndpointConnectionError, bce.ConnectTimeoutError,
                    aiohttp.ClientConnectorError)
@@ -100,7 +106,9 @@ class S3HTTPError(Exception):
 
     @classmethod
     def from_answer(cls, status: int, body: bytes, retry_after: str | None) -> S3HTTPError:
-        code, message = str(status), ""
+        """``code`` from the XML body; without one (a HEAD, a body cut short or stalled, a proxy's page)
+        the one code S3 answers with the status, if it has one, else the bare status."""
+        code, message = STATUS_CODES.get(status, str(status)), ""
         if body:
             try:
                 root = ET.fromstring(body)
