@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ from .conftest import minio_conn
 WAIT = 60.0
 BIG = {f"cat0/Image/big{i}.bin": os.urandom(100 * 1024) for i in range(10)}
 SMALL = {f"cats/{sub}/f{i}.bin": f"{sub}{i}".encode() * 50 for sub in ("Image", "QR") for i in range(3)}
-LIVE = pytest.mark.parametrize("live", [False, True], ids=["offline", "live"])
+#: ``migrate company`` with and without ``--live``, and with ``--json`` (which prints the state and message)
+MODES = pytest.mark.parametrize(("live", "as_json"), [(False, False), (True, True)], ids=["offline-text", "live-json"])
 
 
 def _setup(tmp_path: Path, files: dict[str, bytes], extra: dict[str, Any] | None = None) -> tuple[dict[str, str], int]:
@@ -63,8 +65,13 @@ def _setup(tmp_path: Path, files: dict[str, bytes], extra: dict[str, Any] | None
             "VERTEXFLOW_JOURNAL": str(tmp_path / "journal.db")}, company_id
 
 
+def _db(env: dict[str, str]) -> closing[sqlite3.Connection]:
+    """The platform database, read with sqlite3 (an independent client), closed after the block."""
+    return closing(sqlite3.connect(env["VERTEXFLOW_DB"]))
+
+
 def _placement(env: dict[str, str], company_id: int) -> tuple[Any, ...]:
-    with sqlite3.connect(env["VERTEXFLOW_DB"]) as db:
+    with _db(env) as db:
         row = db.execute("SELECT storage_type, storage_connection_id, yandex_disk_folder_id FROM companies "
                          "WHERE id = ?", (company_id,)).fetchone()
     return tuple(row)
@@ -78,7 +85,7 @@ def _assert_routed_as_before(env: dict[str, str], company_id: int, before: tuple
     assert shown.code == 0, shown.err
     assert shown.json()["locations"] == {"portraits": location}
     assert (shown.json()["storage_type"], shown.json()["storage_connection_id"]) == before[:2]
-    with sqlite3.connect(env["VERTEXFLOW_DB"]) as db:
+    with _db(env) as db:
         records = db.execute("SELECT id, state, finished_at, message FROM vertexflow_migrations "
                              "WHERE company_id = ? ORDER BY id", (company_id,)).fetchall()
         assert db.execute("SELECT COUNT(*) FROM vertexflow_routing WHERE migration_id IS NOT NULL "
@@ -108,8 +115,7 @@ def _failed(r: Result, as_json: bool) -> str:
 # -- an unknown company, an unknown connection ------------------------------------------
 
 
-@LIVE
-@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+@MODES
 def test_an_unknown_company_names_it_and_the_database(tmp_path: Path, live: bool, as_json: bool) -> None:
     env, company_id = _setup(tmp_path, SMALL)
     before = _placement(env, company_id)
@@ -125,8 +131,7 @@ def test_an_unknown_company_names_it_and_the_database(tmp_path: Path, live: bool
     assert "'nobody'" in message and env["VERTEXFLOW_DB"] in message
 
 
-@LIVE
-@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+@MODES
 def test_an_unknown_connection_names_it_and_where_it_was_looked_for(tmp_path: Path, live: bool,
                                                                     as_json: bool) -> None:
     env, company_id = _setup(tmp_path, SMALL)
@@ -136,7 +141,7 @@ def test_an_unknown_connection_names_it_and_where_it_was_looked_for(tmp_path: Pa
     assert "'nowhere'" in message and "nas" in message  # the ones there are
     assert env["VERTEXFLOW_DB"] in message and env["VERTEXFLOW_STORAGE_CONFIG"] in message
     assert _assert_routed_as_before(env, company_id, before) == []
-    with sqlite3.connect(env["VERTEXFLOW_DB"]) as db:  # nothing registered for the name
+    with _db(env) as db:  # nothing registered for the name
         assert db.execute("SELECT name FROM storage_connections").fetchall() == []
 
 
@@ -146,7 +151,7 @@ def test_a_rollback_with_nothing_to_roll_back_names_the_company(tmp_path: Path) 
     for as_json in (False, True):
         r = vf("migrate", "rollback", "acme", *(["--json"] if as_json else []), env=env)
         message = _failed(r, as_json)
-        assert "acme" in message and "no switched migration" in message
+        assert "'acme'" in message and "no switched migration" in message and env["VERTEXFLOW_DB"] in message
     assert _assert_routed_as_before(env, company_id, before) == []
 
 
@@ -155,7 +160,7 @@ def test_a_rollback_with_nothing_to_roll_back_names_the_company(tmp_path: Path) 
 
 def _record(env: dict[str, str], company_id: int) -> tuple[int, int, str, str]:
     """The company's last migration: id, lease pid and host, state."""
-    with sqlite3.connect(env["VERTEXFLOW_DB"]) as db:
+    with _db(env) as db:
         return db.execute("SELECT id, owner_pid, owner_host, state FROM vertexflow_migrations WHERE company_id = ? "
                           "ORDER BY id DESC LIMIT 1", (company_id,)).fetchone()
 
@@ -192,7 +197,7 @@ def test_a_second_migrator_is_refused_naming_the_running_one_which_completes(tmp
             first.wait()
     assert first.returncode == 0, (out, err)
     assert json.loads(out)["state"] == "switched" and json.loads(out)["copied"] == len(BIG)
-    with sqlite3.connect(env["VERTEXFLOW_DB"]) as db:
+    with _db(env) as db:
         assert db.execute("SELECT id, state FROM vertexflow_migrations").fetchall() == [(migration_id, "switched")]
         assert db.execute("SELECT COUNT(*) FROM vertexflow_migration_dirty").fetchone()[0] == 0
     for key, data in BIG.items():
@@ -208,8 +213,7 @@ def _bucket_keys(server: SeaweedFS, bucket: str) -> list[str]:
             for o in page.get("Contents", [])]
 
 
-@LIVE
-@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+@MODES
 def test_refused_credentials_name_the_connection_and_switch_nothing(tmp_path: Path, seaweed2: SeaweedFS,
                                                                      bucket2: str, live: bool, as_json: bool) -> None:
     far = {**minio_conn(seaweed2, bucket2), "secret_key": "not-the-secret-key"}
@@ -304,8 +308,7 @@ async def _fill(client: yadisk.AsyncClient) -> None:
     raise AssertionError("could not fill the disk")
 
 
-@LIVE
-@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+@MODES
 def test_a_target_that_fills_up_during_the_copy(tmp_path: Path, small_disk: str, live: bool, as_json: bool) -> None:
     env, company_id = _setup(tmp_path, BIG, {"yandex_disk": {"enabled": True, "token": "t", "base_url": small_disk}})
     before = _placement(env, company_id)
