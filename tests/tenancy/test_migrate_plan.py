@@ -237,6 +237,20 @@ async def test_no_estimate_for_an_empty_company_or_without_the_probe(tmp_path: P
     assert not (tmp_path / "nas").exists()
 
 
+async def test_no_probe_while_a_migration_of_the_company_runs(tmp_path: Path) -> None:
+    """Its verification would see probe objects on the target as files the company has not."""
+    raw = {"portraits": {"storage_type": "local"}, "local": {"base_path": str(tmp_path / "files")},
+           "connections": {"nas": {"type": "local", "path": str(tmp_path / "nas")}}}
+    async with make_manager(tmp_path, raw) as m:
+        acme = m.registry.add_company("acme")
+        await _fill(m, acme.id, dict(list(SMALL.items())[:3]), "portraits")
+        record = m.registry.start_migration(acme.id, {"name": "default"}, {"name": "nas"}, live=False)  # ours
+        plan = (await plan_migration(m, "acme", "nas")).as_dict()
+    assert plan["files"] == 3 and plan["probe"] is None and plan["estimate"] is None
+    assert f"migration {record.id} of the company is in progress" in plan["no_estimate"]
+    assert not (tmp_path / "nas").exists()
+
+
 # -- the command line --------------------------------------------------------------------------------
 def _setup(tmp_path: Path, files: dict[str, bytes], extra: dict[str, Any]) -> dict[str, str]:
     cfg, db = tmp_path / "storage_config.json", tmp_path / "platform.db"

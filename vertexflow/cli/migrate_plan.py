@@ -111,6 +111,10 @@ def _text(d: dict[str, Any]) -> str:
         left = f" ({p['left_out']} left out by the filter)" if p.get("left_out") else ""
         lines.append(f"  {p['content_type']}: {p['objects']:,} files, {p['bytes']:,} bytes{left}  "
                      f"{p['from']} -> {p['to']}")
+        if p.get("extras"):  # left on the target by an earlier placement: the migration deletes them first
+            shown = ", ".join(p["first_extras"]) + (", ..." if p["extras"] > len(p["first_extras"]) else "")
+            lines.append(f"    {p['extras']} files on the target the company no longer has "
+                         f"({p['extra_bytes']:,} bytes), to delete: {shown}")
     lines.append(f"  total: {d['files']:,} files, {d['bytes']:,} bytes ({human_bytes(d['bytes'])})")
     for q in d["quota"]:
         if q["free"] is None:

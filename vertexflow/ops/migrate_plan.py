@@ -20,8 +20,10 @@
      bytes of each and :data:`PROBE_BYTES` in all, for half the time; a write
      phase: the same bytes are written to the target, under keys that begin
      with ``.vertexflow-probe-<random hex>-`` (no company file is named so),
-     for the rest. A phase starts files in the first :data:`START_SHARE` of
-     its time and cuts what is still in flight at its end; a cut operation's
+     for the rest. Each of the ``transfers`` workers first warms its
+     connection, untimed (a byte of a sampled file; a one-byte probe
+     object). A phase starts files in the first :data:`START_SHARE` of its
+     time and cuts what is still in flight at its end; a cut operation's
      time is extrapolated from the bytes it had moved;
    * every probe object is then deleted and the probe's keys listed again
      to check that none is left (shielded from cancellation and time-boxed:
@@ -74,6 +76,7 @@ from ..logs import get_logger
 from ..model import ObjectInfo, body_from_bytes
 from ..tenancy.adapters import StorageAdapter
 from ..tenancy.manager import StorageManager, Target
+from ..tenancy.registry import ACTIVE_STATES
 from .migrate import ContentPlan, migrate_company, resolve_target
 from .spec import TransferSettings
 
@@ -322,6 +325,11 @@ async def plan_migration(manager: StorageManager, company_ref: int | str, to: st
                                 else "the company has no files: nothing to copy")
         elif not probe:
             plan.no_estimate = "the throughput probe was not run (--no-probe)"
+        elif running := [r for r in manager.require_registry().migrations(company.id)
+                         if r.state in ACTIVE_STATES and not r.is_stale()]:
+            # its verification would find the probe's objects on the target: differences that fail it
+            plan.no_estimate = (f"migration {running[-1].id} of the company is in progress ({running[-1].state}): "
+                                "the probe would write where it copies")
         else:
             local_only = all(olds[ct].backend.features.direct_files and news[ct].backend.features.direct_files
                              for ct in content_types)
