@@ -35,10 +35,6 @@ MiB = 1024 * 1024
 BIG = os.urandom(6 * MiB)  # over the 5 MiB part size below: a multipart upload
 TAGGING = "team=render&stage=final%20cut"
 TAGS = {"team": "render", "stage": "final cut"}
-#: the options are given to the backends by the job assembly (vertexflow.ops.assembly.with_metadata_options),
-#: which passes only --no-metadata/--metadata-set until it asks TransferSettings.backend_options
-NEEDS_ASSEMBLY = pytest.mark.xfail(
-    strict=True, reason="ops/assembly.py with_metadata_options does not yet pass TransferSettings.backend_options")
 
 
 def creds(server: SeaweedFS, endpoint: str | None = None) -> dict[str, Any]:
@@ -272,7 +268,6 @@ def test_the_s3_backend_takes_every_write_setting(seaweed: SeaweedFS) -> None:
 
 
 # -- end to end: the command line ---------------------------------------------------------------------
-@NEEDS_ASSEMBLY
 def test_copy_writes_with_the_options(tmp_path: Path, s3_env: dict[str, str], s3_bucket: str,
                                       seaweed: SeaweedFS) -> None:
     (tmp_path / "src").mkdir()
@@ -287,7 +282,6 @@ def test_copy_writes_with_the_options(tmp_path: Path, s3_env: dict[str, str], s3
     assert tags_of(seaweed, s3_bucket, "dst/marker.fset3") == {"env": "prod"}
 
 
-@NEEDS_ASSEMBLY
 def test_copy_with_a_refused_storage_class_exits_2_and_writes_nothing(tmp_path: Path, s3_env: dict[str, str],
                                                                       s3_bucket: str, seaweed: SeaweedFS) -> None:
     (tmp_path / "src").mkdir()

@@ -97,19 +97,20 @@ def sync_options(spec: TransferSpec, *, local_only: bool) -> SyncOptions:
 
 
 def with_metadata_options(location: Location, settings: TransferSettings) -> Location:
-    """``location`` whose backend is told the job's ``--no-metadata`` / ``--metadata-set``.
+    """``location`` whose backend is told the job's metadata options and write settings.
 
-    They reach the backends themselves because every way an object is
-    written passes their ``put`` (routes and batches alike), and because a
-    source told not to carry metadata lists nothing to ask a stat for.
-    Local disk keeps only mtimes, which it always keeps.
+    ``--no-metadata`` / ``--metadata-set``, and the settings every object is
+    written with (storage class, encryption, ACL, tags, Content-Type globs,
+    metadata exclusions), reach the backends themselves because every way an
+    object is written passes their ``put`` (routes and batches alike), and
+    because a source told not to carry metadata lists nothing to ask a stat
+    for. A backend gets only the settings it declares it takes
+    (``features.write_settings``); local disk keeps only mtimes, which it always keeps.
     """
     from ..backends import backend_class
 
-    if (settings.metadata and not settings.metadata_set) or not backend_class(location.kind).features.object_metadata:
-        return location
-    return replace(location, kwargs={**location.kwargs, "metadata": settings.metadata,
-                                     "metadata_set": settings.metadata_overrides()})
+    options = settings.backend_options(backend_class(location.kind).features)
+    return replace(location, kwargs={**location.kwargs, **options}) if options else location
 
 
 def _remote_limit(location: Location, config: Any) -> str | None:
