@@ -213,7 +213,8 @@ async def test_an_interrupted_probe_deletes_what_it_wrote(tmp_path: Path, slow_d
         took = time.monotonic() - started
     assert scope.cancelled_caught and took < 1.5 + SLACK
     uploads = slow_disk.request_counts["PUT /upload-target/{token}"]
-    assert uploads > 0 and slow_disk.request_counts["DELETE /v1/disk/resources"] >= uploads
+    # it had written when it was cancelled (an upload cut short stores nothing, and needs no delete)
+    assert uploads > 0 and slow_disk.request_counts["DELETE /v1/disk/resources"] > 0
     monkeypatch.setattr(yadisk.settings, "BASE_API_URL", slow_disk.origin)
     async with yadisk.AsyncClient(token=TOKEN, session="aiohttp") as client:
         assert await _disk_tree(client) == []

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from ..ops.migrate_plan import PROBE_SECONDS_RANGE
+from ..ops.migrate_plan import PROBE_SECONDS, PROBE_SECONDS_RANGE
 from ..pipeline.progress import human_bytes
 from ..tenancy.manager import StorageManager
 from .platform import TenancyCtx, echo_data, run_with_manager
@@ -35,7 +35,8 @@ _FILTER_FLAGS = {"include": "--include", "exclude": "--exclude", "min_size": "--
 @click.argument("company_ref")
 @click.option("--to", "to", required=True, metavar="CONNECTION",
               help="local, minio, yandex_disk, or a named connection.")
-@click.option("--probe-seconds", type=click.FloatRange(*PROBE_SECONDS_RANGE), default=3.0, show_default=True,
+@click.option("--probe-seconds", type=click.FloatRange(*PROBE_SECONDS_RANGE), default=PROBE_SECONDS,
+              show_default=True,
               help="Wall time of the throughput probe (reads from the source, writes to the target).")
 @click.option("--no-probe", is_flag=True, help="Count and check the quota only: no probe, no estimate.")
 @click.option("--transfers", type=click.IntRange(1, 1024), default=None,

@@ -94,6 +94,9 @@ SIZE_CLASSES = (64 * 1024, 1024 * 1024, 16 * 1024 * 1024, 256 * 1024 * 1024)
 PROBE_PART = 4 * 1024 * 1024
 #: bytes the probe holds in memory at most (read, waiting to be written)
 PROBE_BYTES = 64 * 1024 * 1024
+#: the probe's wall time by default, in seconds: a few rounds of every file in flight on a store
+#: tens of milliseconds away, and short enough to run before any change window
+PROBE_SECONDS = 3.0
 #: the shortest and longest probe a caller may ask for, in seconds: below half a second a remote
 #: store's first requests (connections, TLS) are most of it; above a minute it is a migration
 PROBE_SECONDS_RANGE = (0.5, 60.0)
@@ -287,7 +290,7 @@ def _round(x: float | None) -> float | None:
 
 
 async def plan_migration(manager: StorageManager, company_ref: int | str, to: str, *, filt: Filter = NO_FILTER,
-                         probe_seconds: float = 3.0, probe: bool = True, transfers: int | None = None,
+                         probe_seconds: float = PROBE_SECONDS, probe: bool = True, transfers: int | None = None,
                          max_files: int = PROBE_FILES, seed: int | None = None) -> MigrationPlan:
     """Plan the migration of a company to ``to``; see the module docstring.
 
