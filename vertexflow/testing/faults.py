@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import random
 import socket
 import struct
@@ -215,6 +216,7 @@ class _Plan:
     trickle_rate: float = 0.0      # bytes per second while trickling (0: full speed)
     trickle_seconds: float = 0.0
     done: list[str] = field(default_factory=list)  # the faults that really happened
+    sent: int = 0                  # bytes forwarded
 
 
 async def _pump(source: AsyncIterator[bytes], dst: asyncio.StreamWriter, plan: _Plan,
@@ -242,6 +244,7 @@ async def _pump(source: AsyncIterator[bytes], dst: asyncio.StreamWriter, plan: _
             if data:
                 dst.write(data)
                 await dst.drain()
+            plan.sent = sent + len(data)
             if plan.cut_reset:
                 _reset(dst, *others)
             else:
@@ -258,7 +261,7 @@ async def _pump(source: AsyncIterator[bytes], dst: asyncio.StreamWriter, plan: _
         else:
             dst.write(data)
             await dst.drain()
-        sent = end
+        sent = plan.sent = end
     return sent
 
 
@@ -289,7 +292,14 @@ class FaultProxy:
     their identity: ``"HEAD /bucket?#0"`` is the first HEAD of ``/bucket``
     (method, path, ``?``, the query's stable parameters sorted and joined by
     ``&``, ``#``, how many times the same was asked before); ``identities``
-    lists those of the requests seen, in order.
+    lists those of the requests seen, in order. A kind may say where in the
+    body it strikes, as a fraction of it: ``"reset_response@0.5"`` resets the
+    connection half way through the answer's body.
+
+    ``chunk_reset_rate``, besides: the chance that the connection is reset
+    in each 64 KiB piece of an answer's body (a long body meets it about
+    every ``64 KiB / rate``: 1/250 is about every 16 MiB), drawn from the
+    seed like the rest; counted as ``reset_response``.
 
     ``counts`` counts the faults injected by kind, ``faults`` lists them,
     ``requests`` counts the requests seen.
@@ -299,7 +309,8 @@ class FaultProxy:
                  upstream_host: str = "127.0.0.1", port: int = 0, stall_seconds: float = 3.0,
                  delay_seconds: float = 1.0, trickle_rate: float = 256 * 1024, trickle_seconds: float = 2.0,
                  statuses: tuple[int, ...] = (500, 502, 503, 429), retry_after: int = 1,
-                 error_body: str = "s3", force: dict[str, str] | None = None) -> None:
+                 error_body: str = "s3", force: dict[str, str] | None = None,
+                 chunk_reset_rate: float = 0.0) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.seed = seed
@@ -317,11 +328,16 @@ class FaultProxy:
         self.error_body = error_body
         #: request identity (see the class) -> the kind it meets, whatever the draw says
         self.force = dict(force or {})
-        if set(self.force.values()) - set(KINDS):
+        if {v.partition("@")[0] for v in self.force.values()} - set(KINDS):
             raise ValueError(f"bad forced faults {self.force}")
+        if not 0.0 <= chunk_reset_rate < 1.0:
+            raise ValueError(f"bad chunk reset rate {chunk_reset_rate}")
+        self.chunk_reset_rate = chunk_reset_rate
         self.counts: Counter[str] = Counter()
         self.faults: list[Fault] = []
         self.requests = 0
+        #: bytes of answers' bodies forwarded to the client (what a download cost, resends included)
+        self.answer_bytes = 0
         self.identities: list[str] = []
         self.enabled = True
         self._connections = itertools.count()
@@ -358,6 +374,7 @@ class FaultProxy:
         self.faults.clear()
         self.identities.clear()
         self.requests = 0
+        self.answer_bytes = 0
 
     def rearm(self, seed: int, rates: dict[str, float] | None = None) -> None:
         """Start afresh for another run: this seed and rates, counts zeroed, connections numbered from 0
@@ -417,8 +434,10 @@ class FaultProxy:
                 identity = self._occurrence(request)
                 rng = random.Random(f"{self.seed}:{identity}")
                 kind = self._draw(rng)
+                at: float | None = None
                 if self.enabled and identity in self.force:
-                    kind = self.force[identity]
+                    kind, _, where = self.force[identity].partition("@")
+                    at = float(where) if where else None
                 if kind == "error":
                     await self._answer_error(request, creader, cwriter, rng)
                     self._record("error", conn, req_no, request)
@@ -426,7 +445,7 @@ class FaultProxy:
                 if upstream is None:
                     upstream = await asyncio.open_connection(self.upstream_host, self.upstream_port,
                                                              limit=_HEAD_LIMIT)
-                keep = await self._exchange(conn, req_no, request, kind, rng, creader, cwriter, *upstream)
+                keep = await self._exchange(conn, req_no, request, kind, rng, creader, cwriter, *upstream, at=at)
                 if not keep:
                     break
         except (_Cut, asyncio.CancelledError):  # cut as planned, or the proxy is stopping
@@ -462,8 +481,14 @@ class FaultProxy:
 
     async def _exchange(self, conn: int, req_no: int, request: _Message, kind: str | None, rng: random.Random,
                         creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter,
-                        ureader: asyncio.StreamReader, uwriter: asyncio.StreamWriter) -> bool:
-        """One request and its answer; whether the connection may carry another."""
+                        ureader: asyncio.StreamReader, uwriter: asyncio.StreamWriter, *,
+                        at: float | None = None) -> bool:
+        """One request and its answer; whether the connection may carry another. ``at``: where in a body
+        the fault strikes (a fraction of it), else drawn."""
+
+        def where(n: int) -> int:
+            return min(n - 1, int(n * at)) if at is not None else rng.randrange(0, n)
+
         method = request.first_line.split(" ")[0].upper()
         uwriter.write(request.raw)
         await uwriter.drain()
@@ -483,7 +508,7 @@ class FaultProxy:
             if answer is None:
                 plan = _Plan()
                 if kind == "reset_request":
-                    plan.cut_at = rng.randrange(0, request_length) if request_length else rng.randrange(1, 8192)
+                    plan.cut_at = where(request_length) if request_length else rng.randrange(1, 8192)
                 elif kind == "throttle":
                     plan.trickle_rate, plan.trickle_seconds = self.trickle_rate, self.trickle_seconds
                 try:
@@ -522,15 +547,15 @@ class FaultProxy:
                 self._record("reset_response", conn, req_no, request, "before the answer's head")
                 _reset(cwriter, uwriter)
                 raise _Cut
-            plan.cut_at = rng.randrange(0, body_bytes) if body_bytes else rng.randrange(1, 256 * 1024)
+            plan.cut_at = where(body_bytes) if body_bytes else rng.randrange(1, 256 * 1024)
         elif kind == "truncate" and status == 200 and body_bytes:
-            plan.cut_at, plan.cut_reset = rng.randrange(0, body_bytes), False
+            plan.cut_at, plan.cut_reset = where(body_bytes), False
         elif kind == "stall":
             if body_bytes == 0:
                 await asyncio.sleep(self.stall_seconds)
                 self._record("stall", conn, req_no, request, f"{self.stall_seconds} s before the head")
             else:
-                plan.stall_at = rng.randrange(0, body_bytes) if body_bytes else rng.randrange(0, 64 * 1024)
+                plan.stall_at = where(body_bytes) if body_bytes else rng.randrange(0, 64 * 1024)
                 plan.stall_seconds = self.stall_seconds
         elif kind == "delay":
             await asyncio.sleep(self.delay_seconds)
@@ -539,7 +564,14 @@ class FaultProxy:
             plan.trickle_rate, plan.trickle_seconds = self.trickle_rate, self.trickle_seconds
         elif (kind == "flip" and method == "GET" and status in (200, 206) and body_bytes
               and "xml" not in ctype and "json" not in ctype):
-            plan.flip_at = rng.randrange(0, body_bytes)
+            plan.flip_at = where(body_bytes)
+
+        if self.chunk_reset_rate and self.enabled and plan.cut_at is None and body_bytes != 0 and not no_body:
+            # the number of whole pieces before the one the reset strikes in: geometric
+            pieces = int(math.log(1.0 - rng.random()) / math.log(1.0 - self.chunk_reset_rate))
+            cut = pieces * _PIECE + rng.randrange(_PIECE)
+            if body_bytes is None or cut < body_bytes:
+                plan.cut_at = cut
 
         cwriter.write(answer.raw)
         await cwriter.drain()
@@ -548,6 +580,7 @@ class FaultProxy:
         try:
             await _pump(_body(ureader, length, chunked), cwriter, plan, (uwriter,))
         finally:
+            self.answer_bytes += plan.sent
             if "cut" in plan.done:
                 what = "reset_response" if plan.cut_reset else "truncate"
                 self._record(what, conn, req_no, request, f"after {plan.cut_at} of {body_bytes} bytes")

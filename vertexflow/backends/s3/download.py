@@ -1,5 +1,6 @@
 """Streaming a GET answer, then the rest of the object: in one more streamed GET, or in ranges fetched
-in parallel and yielded in order."""
+in parallel and yielded in order. A streamed answer broken mid-body continues from the last byte that
+arrived, in a ranged GET pinned to the same ETag, the running digest carried on."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +16,15 @@ import anyio
 import anyio.abc
 
 from ...errors import BackendError, IntegrityError, TransientError
+from ...logs import get_logger
 from ...model import SHA256
 from .common import etag_is_content_md5, off_loop, strip_etag
+
+log = get_logger(__name__)
+
+#: resumes of a broken answer one read may make beyond one per part of it: a link that breaks every few
+#: MiB still brings a large object through; one that breaks at every attempt is given up soon
+RESUMES = 4
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
@@ -106,6 +114,12 @@ class Download:
         #: the rest after the first answer comes in one streamed GET, not in parallel ranges
         self.rest_streamed = self.stop < self.end and self.end - self.start <= stream_limit
         self._part_size, self._concurrency = part_size, concurrency
+        #: a broken answer is continued only when the GETs are pinned to the first answer's ETag
+        #: (``open_rest`` sends it as If-Match: a changed object fails them, and the object starts again)
+        self.resumable = bool(headers.get("ETag"))
+        self.resumes_left = RESUMES + (self.end - self.start) // max(1, part_size)
+        #: answers broken mid-body and continued from the last byte that arrived
+        self.resumed = 0
         self._hash: Any = None
         self._expected: str | None = None
         #: the digest is checked once the whole object has passed (in the first answer, or after the rest)
@@ -139,27 +153,21 @@ class Download:
             refill()  # the parts download while the first body streams
         body_end = min(self.stop, self.end)
         pos = self.start
-        while pos < body_end:
-            chunk = await self._read(body_end - pos)
-            if not chunk:
-                raise TransientError(f"GetObject body ended at byte {pos} of {body_end}",
-                                     backend=self.describe(), key=self.key)
-            if self._hash is not None:
-                self._hash.update(chunk)
-            piece = chunk[max(0, self.offset - pos):]  # only when a server ignored Range
-            pos += len(chunk)
-            if piece:
-                yield piece
+        async with aclosing(self._body(self._read, pos, body_end)) as pieces:
+            async for chunk in pieces:
+                if self._hash is not None:
+                    self._hash.update(chunk)
+                piece = chunk[max(0, self.offset - pos):]  # only when a server ignored Range
+                pos += len(chunk)
+                if piece:
+                    yield piece
         if pos >= self.end:
             self._check()
             return
         if self.rest_streamed:
-            async with self._open_rest(self.stop, self.end - 1) as read:
-                while pos < self.end:
-                    chunk = await read(self.end - pos)
-                    if not chunk:
-                        raise TransientError(f"GetObject body ended at byte {pos} of {self.end}",
-                                             backend=self.describe(), key=self.key)
+            async with self._open_rest(self.stop, self.end - 1) as read, \
+                    aclosing(self._body(read, pos, self.end)) as pieces:
+                async for chunk in pieces:
                     if self._hash is not None:
                         self._hash.update(chunk)
                     pos += len(chunk)
@@ -184,6 +192,30 @@ class Download:
             while pieces:
                 yield pieces.pop()  # dropped here once the consumer is done with it
             refill()  # after the consumer is done with a part: memory stays bounded
+
+    async def _body(self, read: ReadBody, pos: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``pos`` to ``end`` of the object, as they arrive from ``read`` (an answer that holds them);
+        when the answer breaks (a reset, a body that ends short), the rest comes from a ranged GET from
+        the last byte that arrived (``open_rest``, pinned to the ETag), while :attr:`resumes_left` lasts."""
+        async with AsyncExitStack() as resumed:
+            while pos < end:
+                try:
+                    chunk = await read(end - pos)
+                    if not chunk:
+                        raise TransientError(f"GetObject body ended at byte {pos} of {end}",
+                                             backend=self.describe(), key=self.key)
+                except TransientError as exc:
+                    if not self.resumable or self.resumes_left <= 0:
+                        raise
+                    self.resumes_left -= 1
+                    self.resumed += 1
+                    log.info("s3.download_resumed", backend=self.describe(), key=self.key, at=pos, of=self.total,
+                             error=str(exc))
+                    await resumed.aclose()  # the previous resumed answer, if any
+                    read = await resumed.enter_async_context(self._open_rest(pos, end - 1))
+                    continue
+                pos += len(chunk)
+                yield chunk
 
     def _check(self) -> None:
         if self._hash is not None:
