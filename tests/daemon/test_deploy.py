@@ -138,6 +138,8 @@ def test_unit_commands_start_reload_and_drain_the_daemon(tmp_path: Path) -> None
 SCRAPED = """
 [daemon]
 listen = "127.0.0.1:{PORT}"
+# its own: a module's fixture starts before the per-test journal is set
+journal = "journal.db"
 backoff_initial = "100ms"
 backoff_max = "200ms"
 
@@ -358,7 +360,7 @@ def test_alerts_fire_on_a_real_exposition(exposition: str, tmp_path: Path) -> No
     tests = {"rule_files": [str(RULES)], "evaluation_interval": "1m", "tests": [real, synthetic]}
     (tmp_path / "alerts_test.yml").write_text(json.dumps(tests, indent=1))
     result = _run(promtool, "test", "rules", str(tmp_path / "alerts_test.yml"))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:] + "\nthe exposition:\n" + exposition
 
 
 def test_reloads_are_counted_and_a_removed_job_leaves_metrics(tmp_path: Path) -> None:
