@@ -191,6 +191,16 @@ class Features:
         :class:`~vertexflow.ops.spec.TransferSettings`) the backend class takes
         as keyword arguments, beyond ``metadata``/``metadata_set``, and applies
         to every object it writes (S3: storage class, encryption, ACL, tags...).
+    incomplete_uploads: the store keeps uploads begun and never completed
+        (S3 multipart uploads, billed until aborted):
+        ``list_incomplete_uploads``/``abort_incomplete_upload``
+        (:class:`~vertexflow.backends.base.IncompleteUploads`, ``vertexflow cleanup``).
+    common_prefixes: a store without folders lists the key prefixes directly
+        under one in a request or a few (S3 delimiter listings):
+        ``list_prefixes`` (:class:`~vertexflow.backends.base.CommonPrefixes`, ``vertexflow lsd``).
+    folder_removal: ``remove_folder`` removes an empty folder of a store with
+        folders (:class:`~vertexflow.backends.base.FolderRemoval`); a store of
+        local files needs none (its folders are directories at ``local_path``).
     """
 
     server_side_copy: bool = False
@@ -215,6 +225,22 @@ class Features:
     #: the parts of an object's description (``backends.base.DESCRIPTION_PARTS``) that
     #: ``set_description`` changes without sending the bytes again (``verify --fix --metadata``)
     description_in_place: tuple[str, ...] = ()
+    incomplete_uploads: bool = False
+    common_prefixes: bool = False
+    folder_removal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IncompleteUpload:
+    """An upload begun and neither completed nor aborted (``features.incomplete_uploads``).
+
+    ``key`` is relative to the backend's root; ``initiated`` is when it began
+    (None: the store did not say).
+    """
+
+    key: str
+    upload_id: str
+    initiated: datetime | None
 
 
 def body_from_bytes(data: bytes) -> BodyFactory:

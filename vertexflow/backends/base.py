@@ -14,7 +14,8 @@ Optional abilities are declared in :attr:`Backend.features`; callers ask the
 features instead of probing for methods or classes, and a method whose
 feature is off raises :class:`NotImplementedError`. Each ability that brings
 methods is a small protocol below (:class:`LocalFiles`, :class:`DirectFiles`,
-:class:`PublicLinks`, :class:`Folders`, :class:`DescriptionInPlace`, server-side
+:class:`PublicLinks`, :class:`Folders`, :class:`DescriptionInPlace`,
+:class:`IncompleteUploads`, :class:`CommonPrefixes`, :class:`FolderRemoval`, server-side
 copy, whole reads);
 :data:`ABILITIES` maps each feature flag to its methods, and
 ``tests/backends/test_features.py`` checks, for every backend and every
@@ -30,7 +31,16 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ..errors import InvalidKey, SourceChanged
-from ..model import MTIME_METADATA, BodyFactory, Features, ObjectInfo, Pace, mtime_text, own_metadata
+from ..model import (
+    MTIME_METADATA,
+    BodyFactory,
+    Features,
+    IncompleteUpload,
+    ObjectInfo,
+    Pace,
+    mtime_text,
+    own_metadata,
+)
 
 
 class UploadCheckpoint(Protocol):
@@ -129,6 +139,33 @@ class DescriptionInPlace(Protocol):
         """Give ``key`` the description ``info`` carries (see :meth:`Backend.set_description`)."""
 
 
+@runtime_checkable
+class IncompleteUploads(Protocol):
+    """``features.incomplete_uploads``: uploads begun and never completed stay (and are billed) until aborted."""
+
+    def list_incomplete_uploads(self, prefix: str = "") -> AsyncIterator[IncompleteUpload]:
+        """Every incomplete upload of a key under the root that starts with ``prefix``."""
+
+    async def abort_incomplete_upload(self, upload: IncompleteUpload) -> None:
+        """Abort ``upload`` (its parts are freed); one already gone is fine."""
+
+
+@runtime_checkable
+class CommonPrefixes(Protocol):
+    """``features.common_prefixes``: a store without folders lists the prefixes directly under one."""
+
+    def list_prefixes(self, path: str) -> AsyncIterator[str]:
+        """The names ``n`` for which keys ``path/n/...`` exist (``""``: the root), each once, in key order."""
+
+
+@runtime_checkable
+class FolderRemoval(Protocol):
+    """``features.folder_removal``: an empty folder of a store with folders is removed."""
+
+    async def remove_folder(self, path: str) -> bool:
+        """Remove folder ``path`` if it holds nothing; False when it holds something. Absent: True."""
+
+
 #: the feature flags that stand for methods, and those methods (what "implemented" means)
 ABILITIES: Mapping[str, tuple[str, ...]] = {
     "server_side_copy": ("server_copy", "same_store"),
@@ -138,6 +175,9 @@ ABILITIES: Mapping[str, tuple[str, ...]] = {
     "public_links": ("public_link",),
     "folders": ("make_folder", "is_folder", "list_folders"),
     "description_in_place": ("set_description",),
+    "incomplete_uploads": ("list_incomplete_uploads", "abort_incomplete_upload"),
+    "common_prefixes": ("list_prefixes",),
+    "folder_removal": ("remove_folder",),
 }
 
 
@@ -329,6 +369,22 @@ class Backend(abc.ABC):
     async def list_folders(self, path: str) -> list[str]:
         """The folders directly inside folder ``path`` (``features.folders``): an empty one is a place too."""
         raise NotImplementedError(f"{self.describe()} has no folders")
+
+    def list_incomplete_uploads(self, prefix: str = "") -> AsyncIterator[IncompleteUpload]:
+        """Uploads begun and never completed (``features.incomplete_uploads``, :class:`IncompleteUploads`)."""
+        raise NotImplementedError(f"{self.describe()} keeps no incomplete uploads")
+
+    async def abort_incomplete_upload(self, upload: IncompleteUpload) -> None:
+        """Abort an incomplete upload (``features.incomplete_uploads``, :class:`IncompleteUploads`)."""
+        raise NotImplementedError(f"{self.describe()} keeps no incomplete uploads")
+
+    def list_prefixes(self, path: str) -> AsyncIterator[str]:
+        """The key prefixes directly under ``path`` (``features.common_prefixes``, :class:`CommonPrefixes`)."""
+        raise NotImplementedError(f"{self.describe()} lists no common prefixes")
+
+    async def remove_folder(self, path: str) -> bool:
+        """Remove an empty folder (``features.folder_removal``, :class:`FolderRemoval`)."""
+        raise NotImplementedError(f"{self.describe()} cannot remove folders")
 
     def same_store(self, other: Backend) -> bool:
         """True when ``self.server_copy`` can read objects of ``other``.

@@ -41,13 +41,14 @@ from ...model import (
     SHA256,
     BodyFactory,
     Features,
+    IncompleteUpload,
     ObjectInfo,
     Pace,
     parse_mtime_text,
 )
 from ...retry import RetryPolicy, retry_call
 from ..base import DESCRIPTION_PARTS, Backend, UploadCheckpoint, check_key, described_metadata
-from . import listing
+from . import listing, prefixes, uploads_cleanup
 from .common import (
     ABORT_TIMEOUT,
     CHECK_TIMEOUT,
@@ -169,6 +170,8 @@ class S3Backend(Backend):
         object_tags=True,
         write_settings=SETTINGS,
         description_in_place=DESCRIPTION_PARTS,
+        incomplete_uploads=True,
+        common_prefixes=True,
     )
     #: Largest object copied with one CopyObject; bigger ones use UploadPartCopy.
     single_copy_limit: int = MAX_SINGLE_COPY
@@ -932,6 +935,17 @@ class S3Backend(Backend):
         client = await self.client()
         await self.call("CopyObject", key, lambda: client.copy_object(**kwargs))
         return True
+
+    # -- incomplete uploads, prefixes (:mod:`.uploads_cleanup`, :mod:`.prefixes`) -----------
+
+    def list_incomplete_uploads(self, prefix: str = "") -> AsyncIterator[IncompleteUpload]:
+        return uploads_cleanup.list_incomplete_uploads(self, prefix)
+
+    async def abort_incomplete_upload(self, upload: IncompleteUpload) -> None:
+        await uploads_cleanup.abort_incomplete_upload(self, upload)
+
+    def list_prefixes(self, path: str) -> AsyncIterator[str]:
+        return prefixes.list_prefixes(self, path)
 
     async def _copy_multipart(self, client: Any, source: S3Backend, src: ObjectInfo,
                               copy_source: dict[str, str], dst_key: str, dst_full: str) -> None:
