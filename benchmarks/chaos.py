@@ -17,12 +17,26 @@ incomplete multipart upload after success; the documented exit status).
 Prints a table per operation and fault kind: rounds, faults injected, objects
 checked, violations, then every violation with the command that replays it.
 Exits 1 if there was any violation.
+
+    python benchmarks/chaos.py --resume-download --rounds 3 --seed 1
+
+instead measures resuming within an object: three 30 MiB objects copied
+S3 -> local through a proxy that resets the connection in one 64 KiB piece
+of an answer's body in 250 on average (about every 16 MiB), one copy per
+round; prints per round the exit status, the objects identical to their
+source by SHA-256, the resets and the answer bytes the proxy forwarded
+against the objects' size. The command under test is the ``vertexflow``
+that ``python -m`` finds (set PYTHONPATH, from another directory, to
+measure another checkout).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import random
 import sys
 import tempfile
 import time
@@ -31,8 +45,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vertexflow.testing.faults import DEFAULT_RATES, KINDS  # noqa: E402
-from vertexflow.testing.killer import OPERATIONS, ChaosLab, RoundResult, run_rounds  # noqa: E402
+from vertexflow.testing.faults import DEFAULT_RATES, KINDS, ThreadedFaultProxy  # noqa: E402
+from vertexflow.testing.killer import (  # noqa: E402
+    OPERATIONS,
+    ChaosLab,
+    MiB,
+    RoundResult,
+    local_tree,
+    run_cli,
+    run_rounds,
+)
+from vertexflow.testing.seaweedfs import SeaweedFS  # noqa: E402
+
+#: --resume-download: the objects, and the chance a 64 KiB piece of an answer's body meets a reset (issue 25)
+RESUME_OBJECTS, RESUME_SIZE, RESUME_RATE = 3, 30 * MiB, 1 / 250
 
 
 def table(results: list[RoundResult]) -> str:
@@ -64,6 +90,42 @@ def table(results: list[RoundResult]) -> str:
     return "\n".join(lines)
 
 
+def resume_download(work: Path, rounds: int, seed: int) -> tuple[str, bool]:
+    """The --resume-download rounds: a table, and whether every round copied every object whole."""
+    lines = [f"| seed | exit | objects identical | resets | answer bytes / object bytes | seconds |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    ok = True
+    with SeaweedFS(work / "seaweedfs") as server:
+        server.create_bucket("resume")
+        client = server.boto3_client()
+        for i in range(rounds):
+            s = seed + i
+            rng = random.Random(f"resume:{s}")
+            tree = {}
+            for n in range(RESUME_OBJECTS):
+                data = rng.randbytes(RESUME_SIZE)
+                client.put_object(Bucket="resume", Key=f"r{s}/o{n}.bin", Body=data)
+                tree[f"o{n}.bin"] = hashlib.sha256(data).hexdigest()
+            del data
+            dst = work / f"dst-{s}"
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VERTEXFLOW_"))}
+            with ThreadedFaultProxy(int(server.endpoint.rsplit(":", 1)[1]), seed=s, rates={},
+                                    chunk_reset_rate=RESUME_RATE) as tp:
+                env.update(AWS_ENDPOINT_URL=tp.proxy.endpoint, AWS_ACCESS_KEY_ID=server.access_key,
+                           AWS_SECRET_ACCESS_KEY=server.secret_key, AWS_REGION=server.region,
+                           VERTEXFLOW_JOURNAL=str(work / f"journal-{s}.db"), HOME=str(work))
+                run = run_cli(["copy", f"s3://resume/r{s}", str(dst), "--json", "--no-progress"], env)
+                resets, sent = tp.proxy.counts["reset_response"], tp.proxy.answer_bytes
+            got = local_tree(dst)
+            same = sum(1 for k, v in tree.items() if got.get(k) == v)
+            ok = ok and run.code == 0 and same == len(tree)
+            lines.append(f"| {s} | {run.code} | {same} of {len(tree)} | {resets} | "
+                         f"{sent / (RESUME_OBJECTS * RESUME_SIZE):.2f} | {run.seconds:.1f} |")
+            print(f"  resume seed={s}: exit {run.code}, {same} of {len(tree)} identical, {resets} resets",
+                  file=sys.stderr, flush=True)
+    return "\n".join(lines), ok
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=5, help="rounds of each operation (default 5)")
@@ -74,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate-scale", type=float, default=1.0, help="multiply every default fault rate by this")
     p.add_argument("--json", type=Path, help="also write every round's figures and violations here")
     p.add_argument("--keep-work", action="store_true", help="keep the temporary directory (printed)")
+    p.add_argument("--resume-download", action="store_true",
+                   help="measure resuming within an object instead (see above)")
     a = p.parse_args(argv)
     ops = [o for o in a.ops.split(",") if o]
     unknown = [o for o in ops if o not in OPERATIONS]
@@ -86,6 +150,19 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="vf-chaos-"))
     results: list[RoundResult] = []
+    if a.resume_download:
+        try:
+            text, ok = resume_download(work, a.rounds, a.seed)
+        finally:
+            if not a.keep_work:
+                import shutil
+                shutil.rmtree(work, ignore_errors=True)
+        print(f"# Resume within an object: `python benchmarks/chaos.py --resume-download --rounds {a.rounds} "
+              f"--seed {a.seed}` ({time.monotonic() - t0:.0f} s; {RESUME_OBJECTS} objects of "
+              f"{RESUME_SIZE // MiB} MiB, a reset in one 64 KiB piece of an answer's body in "
+              f"{round(1 / RESUME_RATE)})\n")
+        print(text)
+        return 0 if ok else 1
 
     def progress(r: RoundResult) -> None:
         codes = ",".join(str(run.code) for run in r.runs)
