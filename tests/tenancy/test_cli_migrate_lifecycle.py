@@ -111,9 +111,9 @@ def test_json_is_printed_when_a_migration_fails(tmp_path: Path) -> None:
         env, _ = _setup(tmp_path, {f"cats/Image/f{i}.bin": b"x" * 1000 for i in range(4)},
                         {"yandex_disk": {"enabled": True, "token": "t", "base_url": url}})
         r = vf("migrate", "company", "acme", "--to", "yandex_disk", "--json", env=env)
-    assert r.code == 1, (r.out, r.err)  # MigrationFailed: rolled back, by the CLI's table
+    assert r.code == 2, (r.out, r.err)  # InsufficientStorage: the target cannot hold the company, nothing copied
     data = r.json()
-    assert data["state"] == "rolled_back" and "only" in data["message"] and "are free" in data["message"]
+    assert data["state"] == "failed" and "only" in data["message"] and "are free" in data["message"]
     assert data["migration_id"] == 1 and data["plan"][0]["objects"] == 4
     r = vf("migrate", "company", "acme", "--to", "nowhere", "--json", env=env)
     assert r.code == 2

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from vertexflow.backends.base import Backend
-from vertexflow.errors import ConfigError, MigrationFailed
+from vertexflow.errors import ConfigError, InsufficientStorage, MigrationFailed
 from vertexflow.middleware.base import BackendWrapper
 from vertexflow.model import BodyFactory, ObjectInfo
 from vertexflow.ops.migrate import migrate_company, rollback_company
@@ -170,10 +170,10 @@ async def test_quota_check_stops_before_copying(tmp_path: Path) -> None:
         async with make_manager(tmp_path, raw) as m:
             acme = m.registry.add_company("acme")
             await _fill(m, acme.id, ("portraits",))
-            with pytest.raises(MigrationFailed, match="needs .* bytes .* but only .* are free; nothing was copied"):
+            with pytest.raises(InsufficientStorage, match="needs .* bytes .* but only .* are free; nothing was copied"):
                 await migrate_company(m, acme.id, "yandex_disk")
             assert m.registry.company(acme.id).storage_type == "default"
-            assert m.registry.migrations(acme.id)[0].state == "rolled_back"
+            assert m.registry.migrations(acme.id)[0].state == "failed"
 
 
 class Slow(BackendWrapper):

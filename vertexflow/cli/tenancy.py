@@ -473,3 +473,7 @@ def migrate_cleanup(obj: TenancyCtx, migration_id: int, grace: str, dry_run: boo
                                                                               f", deleted {loc['deleted']}"))
                         for loc in data["locations"]), data["message"]])
     echo_data(data, as_json, text)
+
+
+from .migrate_plan import plan as plan_command  # noqa: E402  (a migrate subcommand of its own module)
+migrate.add_command(plan_command)

@@ -59,7 +59,7 @@ from typing import Any
 import anyio
 
 from ..backends.base import Backend
-from ..errors import ConfigError, MigrationFailed, NotFound, SourceChanged
+from ..errors import ConfigError, InsufficientStorage, MigrationFailed, NotFound, SourceChanged
 from ..filters import NO_FILTER, Filter
 from ..logs import get_logger
 from ..middleware.base import BackendWrapper
@@ -161,8 +161,9 @@ def resolve_target(manager: StorageManager, company: Company, to: str) -> tuple[
         row = registry.add_connection(to, connection_storage_type(conn), None)
     if row is None:
         known = sorted({c.name for c in registry.connections()} | set(manager.config.connections))
-        raise ConfigError(f"unknown storage connection {to!r}: use local, minio, yandex_disk or one of "
-                          f"{', '.join(known) or '(no connections defined)'}")
+        raise ConfigError(f"unknown storage connection {to!r}: not in the platform database {registry.path} nor "
+                          f"in the storage config {manager.config.source or '(none given)'}; use local, minio, "
+                          f"yandex_disk or one of {', '.join(known) or '(no connections defined)'}")
     return Placement(row.storage_type, row.id, company.yandex_disk_folder_id), row.name
 
 
@@ -397,12 +398,15 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
                                 continue  # nothing stored yet (a live write meanwhile is reconciled below)
                             done, failed = progress.done_objects, progress.failed_objects
                             skipped = progress.skipped_objects
-                            await run_between(olds[ct].backend, news[ct].backend, j, src_spec=old_t.label(),
-                                              dst_spec=new_t.label(), settings=settings, stats=progress, filt=filt,
-                                              stop=stop, source_limit=old_t.bwlimit(), dest_limit=new_t.bwlimit())
-                            plan.copied = progress.done_objects - done
-                            plan.skipped = progress.skipped_objects - skipped
-                            result.copied += plan.copied
+                            try:
+                                await run_between(olds[ct].backend, news[ct].backend, j, src_spec=old_t.label(),
+                                                  dst_spec=new_t.label(), settings=settings, stats=progress,
+                                                  filt=filt, stop=stop, source_limit=old_t.bwlimit(),
+                                                  dest_limit=new_t.bwlimit())
+                            finally:  # the report counts what was copied also when the copy failed
+                                plan.copied = progress.done_objects - done
+                                plan.skipped = progress.skipped_objects - skipped
+                                result.copied += plan.copied
                             failed = progress.failed_objects - failed
                             check_going()
                             if failed and live_run is None:
@@ -673,9 +677,9 @@ async def _quota(plans: list[ContentPlan], news: dict[str, StorageAdapter]) -> N
             free_by_store[store] = None if backend.features.local_path else await backend.free_space()
         needed[store] = needed.get(store, 0) + plan.bytes
     for store, free in free_by_store.items():
-        if free is not None and needed[store] > free:
-            raise MigrationFailed(f"the company needs {needed[store]:,} bytes on {store} but only {free:,} "
-                                  "are free; nothing was copied")
+        if free is not None and needed[store] > free:  # as a store that fills up during the copy: exit 2
+            raise InsufficientStorage(f"the company needs {needed[store]:,} bytes on {store} but only {free:,} "
+                                      "are free; nothing was copied", backend=store)
 
 
 async def _provision(plans: list[ContentPlan], news: dict[str, StorageAdapter], categories: tuple[str, ...],

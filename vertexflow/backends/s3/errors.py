@@ -156,9 +156,9 @@ def _mapped(code: str, status: int, message: str, retry_after: float | None, *, 
     cls = copy_cls or _class_for(code, status)
     if cls is AccessDenied and op in WRITE_OPS:
         cls = WriteDenied
-    text = f"{op} failed: {code}"
-    if message:
-        text += f": {message}"
+    detail = f"{code}: {message}" if message else code
+    # the server's words alone do not say it: a signature mismatch is a wrong secret key
+    text = f"{op} failed: the credentials were refused ({detail})" if cls is AuthError else f"{op} failed: {detail}"
     if issubclass(cls, TransientError):
         return cls(text, backend=backend, key=key, retry_after=retry_after)
     return cls(text, backend=backend, key=key)
