@@ -45,7 +45,7 @@ from ..model import BodyFactory, ObjectInfo
 from .adapters import StorageAdapter
 from .dual_write import DualWriteAdapter
 from .live_state import LiveState, Route
-from .registry import Company, Placement, Registry
+from .registry import DEFAULT_COMPANY_FOLDER, Company, Placement, Registry
 from .routing import CompanyAdapter
 from .storage_config import (
     Connection,
@@ -124,7 +124,8 @@ class StorageManager:
     def open(cls, storage_config: str | os.PathLike[str] | None, db: str | os.PathLike[str] | None, *,
              environ: Mapping[str, str] = os.environ) -> StorageManager:
         config = load_storage_config(storage_config)
-        return cls(config, Registry.open(db) if db is not None else None, environ=environ)
+        registry = None if db is None else Registry.open(db, company_folder=config.company_folder or DEFAULT_COMPANY_FOLDER)
+        return cls(config, registry, environ=environ)
 
     async def __aenter__(self) -> Self:
         return self

@@ -31,6 +31,7 @@ import json
 import os
 import socket
 import sqlite3
+import string
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,9 @@ from pathlib import Path
 from typing import Any, Self
 
 from ..errors import ConfigError, MigrationFailed
+from ..logs import get_logger
+
+log = get_logger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS storage_connections (
@@ -54,6 +58,10 @@ CREATE TABLE IF NOT EXISTS companies (
     storage_type TEXT NOT NULL DEFAULT 'default',
     storage_connection_id INTEGER REFERENCES storage_connections(id),
     yandex_disk_folder_id TEXT
+);
+CREATE TABLE IF NOT EXISTS vertexflow_company_folders (
+    company_id INTEGER PRIMARY KEY,
+    folder TEXT NOT NULL UNIQUE
 );
 CREATE TABLE IF NOT EXISTS vertexflow_migrations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -96,9 +104,12 @@ CREATE TABLE IF NOT EXISTS vertexflow_migration_dirty (
 #: how long a statement waits for another process's transaction before failing
 BUSY_TIMEOUT_MS = 30_000
 _REQUIRED = {
-    "companies": ("id", "slug", "storage_type", "storage_connection_id", "yandex_disk_folder_id"),
+    "companies": ("id", "storage_type", "storage_connection_id", "yandex_disk_folder_id"),
     "storage_connections": ("id", "name", "storage_type"),
 }
+#: how a company's folder is named when the storage config does not say (``company_folder``):
+#: its ``slug`` column (the schema vertexflow creates has one)
+DEFAULT_COMPANY_FOLDER = "slug"
 #: migration states; "switched" and "rolled_back" are final, "failed" left the company where it was,
 #: "staged" (a filtered run) copied part of the company and left it where it was
 MIGRATION_STATES = ("planned", "copying", "closing", "verifying", "switched", "failed", "rolled_back", "staged")
@@ -223,16 +234,27 @@ class MigrationRecord:
 class Registry:
     """The platform database at ``path``. ``Registry.open(path)``; close with :meth:`close` or ``with``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, company_folder: str = DEFAULT_COMPANY_FOLDER) -> None:
         self.path = Path(path)
+        self.company_folder = company_folder
+        self._company_columns: tuple[str, ...] = ()
         self._db: sqlite3.Connection | None = None
         self._has_config_column = False
         #: the stale migrations the last :meth:`start_migration` took over
         self.taken_over: list[int] = []
 
     @classmethod
-    def open(cls, path: str | Path) -> Registry:
-        reg = cls(path)
+    def open(cls, path: str | Path, *, company_folder: str = DEFAULT_COMPANY_FOLDER) -> Registry:
+        """Open (and create the tables of) the platform database at ``path``.
+
+        ``company_folder`` names each company's folder: ``slug`` (the column),
+        ``column:NAME`` (another column of ``companies``), or a template of the
+        row's columns such as ``company_{id}``. Whatever it is, a company's folder
+        is recorded the first time it is named (``vertexflow_company_folders``) and
+        kept: a later change of the setting, or of the company's row, never moves
+        a company away from its files.
+        """
+        reg = cls(path, company_folder=company_folder)
         reg._connect()
         return reg
 
@@ -256,6 +278,7 @@ class Registry:
                 raise ConfigError(f"platform database {self.path}: table {table} has no column "
                                   f"{', '.join(missing)}")
         self._has_config_column = "config" in {row[1] for row in db.execute("PRAGMA table_info(storage_connections)")}
+        self._company_columns = tuple(row[1] for row in db.execute("PRAGMA table_info(companies)"))
         have = {row[1] for row in db.execute("PRAGMA table_info(vertexflow_migrations)")}
         for column, kind in _MIGRATION_LEASE_COLUMNS:  # a table made by an older vertexflow
             if column not in have:
@@ -297,37 +320,108 @@ class Registry:
         db.execute("COMMIT")
 
     # -- companies ----------------------------------------------------------
-    _COMPANY_COLS = "id, slug, name, storage_type, storage_connection_id, yandex_disk_folder_id"
+    _COMPANY_SELECT = ("SELECT c.*, f.folder AS vertexflow_folder FROM companies c "
+                       "LEFT JOIN vertexflow_company_folders f ON f.company_id = c.id")
 
-    def _company(self, row: tuple[Any, ...]) -> Company:
-        return Company(id=row[0], slug=row[1], name=row[2],
-                       placement=Placement(row[3] or "default", row[4], row[5]))
+    def _folder_rule(self) -> tuple[str, str]:
+        """("column", NAME) or ("template", TEXT), checked against the table; ConfigError naming the setting."""
+        rule = self.company_folder
+        if "{" in rule:
+            fields = [f for _, f, _, _ in string.Formatter().parse(rule) if f is not None]
+            unknown = [f for f in fields if f not in self._company_columns]
+            if not fields or unknown:
+                raise ConfigError(f"company_folder {rule!r}: " + (f"table companies of {self.path} has no column "
+                                  f"{', '.join(unknown)}" if unknown else "a template names at least one column, "
+                                  "such as company_{id}"))
+            return "template", rule
+        column = rule.removeprefix("column:")
+        if column not in self._company_columns:
+            hint = (" (the platform's table has none: set company_folder in the storage config to a column such "
+                    "as column:name, or a template such as company_{id})" if column == "slug" else "")
+            raise ConfigError(f"platform database {self.path}: table companies has no column {column}{hint}")
+        return "column", column
+
+    def _folder_of(self, row: sqlite3.Row) -> str:
+        kind, rule = self._folder_rule()
+        try:
+            folder = rule.format(**{k: row[k] for k in row.keys()}) if kind == "template" else row[rule]
+        except (KeyError, ValueError, IndexError) as exc:
+            raise ConfigError(f"company_folder {self.company_folder!r}: {exc}") from None
+        folder = "" if folder is None else str(folder)
+        if not folder or "/" in folder or folder in (".", ".."):
+            raise ConfigError(f"company {row['id']} in {self.path}: its folder {folder!r} (company_folder "
+                              f"{self.company_folder!r}) must be a non-empty folder name without '/'")
+        return folder
+
+    def _rows(self, where: str = "", args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        db = self.db
+        db.row_factory = sqlite3.Row
+        try:
+            return db.execute(f"{self._COMPANY_SELECT} {where}", args).fetchall()
+        finally:
+            db.row_factory = None
+
+    def _company(self, row: sqlite3.Row) -> Company:
+        folder = row["vertexflow_folder"]
+        if folder is None:  # first time named: recorded, so that it never changes under the company's files
+            folder = self._folder_of(row)
+            try:
+                with self.transaction() as db:
+                    db.execute("INSERT OR IGNORE INTO vertexflow_company_folders (company_id, folder) VALUES (?, ?)",
+                               (row["id"], folder))
+                    got = db.execute("SELECT folder FROM vertexflow_company_folders WHERE company_id = ?",
+                                     (row["id"],)).fetchone()
+            except sqlite3.IntegrityError:
+                other = self.db.execute("SELECT company_id FROM vertexflow_company_folders WHERE folder = ?",
+                                        (folder,)).fetchone()
+                raise ConfigError(f"companies {row['id']} and {other[0] if other else '?'} in {self.path} would "
+                                  f"share the folder {folder!r} (company_folder {self.company_folder!r})") from None
+            folder = got[0]
+        elif self.company_folder == DEFAULT_COMPANY_FOLDER and "slug" in row.keys() and row["slug"] != folder:
+            log.warning("company slug changed; its files stay in the folder it had", company=row["id"],
+                        slug=row["slug"], folder=folder)
+        keys = row.keys()
+        return Company(id=row["id"], slug=folder, name=row["name"] if "name" in keys else None,
+                       placement=Placement(row["storage_type"] or "default", row["storage_connection_id"],
+                                           row["yandex_disk_folder_id"]))
 
     def add_company(self, slug: str, *, name: str | None = None, storage_type: str = "default",
                     storage_connection_id: int | None = None, yandex_disk_folder_id: str | None = None) -> Company:
+        """Add a company; ``slug`` is its slug (a table without one takes it as the name when none is given)."""
         if not slug or "/" in slug or slug in (".", ".."):
             raise ConfigError(f"company slug {slug!r} must be a non-empty folder name without '/'")
+        values: dict[str, Any] = {"storage_type": storage_type, "storage_connection_id": storage_connection_id,
+                                  "yandex_disk_folder_id": yandex_disk_folder_id}
+        if "slug" in self._company_columns:
+            values["slug"] = slug
+        if "name" in self._company_columns:
+            values["name"] = name if name is not None or "slug" in self._company_columns else slug
         try:
             with self.transaction() as db:
-                cur = db.execute("INSERT INTO companies (slug, name, storage_type, storage_connection_id, "
-                                 "yandex_disk_folder_id) VALUES (?, ?, ?, ?, ?)",
-                                 (slug, name, storage_type, storage_connection_id, yandex_disk_folder_id))
+                cur = db.execute(f"INSERT INTO companies ({', '.join(values)}) VALUES "
+                                 f"({', '.join('?' for _ in values)})", tuple(values.values()))
         except sqlite3.IntegrityError as exc:
             raise ConfigError(f"cannot add company {slug!r}: {exc}") from None
         return self.company(int(cur.lastrowid or 0))
 
     def company(self, ref: int | str) -> Company:
-        """A company by id, or by slug; :class:`ConfigError` if there is none."""
+        """A company by id, or by its folder (its slug); :class:`ConfigError` if there is none."""
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-            row = self.db.execute(f"SELECT {self._COMPANY_COLS} FROM companies WHERE id = ?", (int(ref),)).fetchone()
+            rows = self._rows("WHERE c.id = ?", (int(ref),))
         else:
-            row = self.db.execute(f"SELECT {self._COMPANY_COLS} FROM companies WHERE slug = ?", (ref,)).fetchone()
-        if row is None:
+            rows = self._rows("WHERE f.folder = ?", (ref,))
+            if not rows and "slug" in self._company_columns:
+                rows = self._rows("WHERE c.slug = ?", (ref,))
+            if not rows:  # companies never named yet: name them all once (each is recorded)
+                rows = [r for r in self._rows("WHERE f.folder IS NULL") if self._company(r).slug == ref]
+                if rows:
+                    rows = self._rows("WHERE f.folder = ?", (ref,))
+        if not rows:
             raise ConfigError(f"no company {ref!r} in {self.path}")
-        return self._company(row)
+        return self._company(rows[0])
 
     def companies(self) -> list[Company]:
-        return [self._company(r) for r in self.db.execute(f"SELECT {self._COMPANY_COLS} FROM companies ORDER BY id")]
+        return [self._company(r) for r in self._rows("ORDER BY c.id")]
 
     def set_placement(self, company_id: int, placement: Placement, *, migration_id: int | None = None,
                       state: str | None = None, message: str | None = None) -> None:
@@ -478,7 +572,8 @@ class Registry:
     @staticmethod
     def _company_name(db: sqlite3.Connection, company_id: int) -> str:
         """``'acme' (id 3)``, as messages name a company."""
-        row = db.execute("SELECT slug FROM companies WHERE id = ?", (company_id,)).fetchone()
+        row = db.execute("SELECT folder FROM vertexflow_company_folders WHERE company_id = ?",
+                         (company_id,)).fetchone()
         return f"{row[0]!r} (id {company_id})" if row is not None else str(company_id)
 
     def _end_stale(self, db: sqlite3.Connection, rec: MigrationRecord, message: str) -> None:

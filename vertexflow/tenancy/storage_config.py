@@ -63,7 +63,7 @@ from ..config import BwLimit, LocalRemote, S3Remote, YandexDiskRemote
 from ..errors import ConfigError
 
 StorageType = Literal["local", "minio", "yandex_disk"]
-RESERVED = ("local", "yandex_disk", "minio", "backup", "connections")
+RESERVED = ("local", "yandex_disk", "minio", "backup", "connections", "company_folder")
 #: content types a platform without a config file has, all on local disk
 DEFAULT_CONTENT_TYPES = ("portraits", "videos")
 
@@ -202,6 +202,9 @@ class StorageConfig(_Strict):
     minio: MinioSettings | None = None
     backup: BackupSettings | None = None
     connections: dict[str, Connection] = Field(default_factory=dict)
+    #: how each company's folder is named: "slug", "column:NAME" or a template such as "company_{id}"
+    #: (:meth:`vertexflow.tenancy.registry.Registry.open`); None: the slug column
+    company_folder: str | None = None
     source: str | None = Field(None, exclude=True)
 
     @field_validator("connections")
