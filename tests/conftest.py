@@ -18,6 +18,19 @@ from vertexflow.testing.seaweedfs import SeaweedFS
 _bucket_ids = itertools.count()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A journal for what starts before a test's own (module-scoped daemons): never the user's journal."""
+    path = str(tmp_path_factory.mktemp("session-journal") / "journal.db")
+    saved = os.environ.get("VERTEXFLOW_JOURNAL")
+    os.environ["VERTEXFLOW_JOURNAL"] = path
+    yield path
+    if saved is None:
+        os.environ.pop("VERTEXFLOW_JOURNAL", None)
+    else:
+        os.environ["VERTEXFLOW_JOURNAL"] = saved
+
+
 @pytest.fixture(autouse=True)
 def private_journal(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test gets its own journal (and CLI subprocesses inherit it)."""
