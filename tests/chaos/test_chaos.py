@@ -49,8 +49,8 @@ KNOWN = [
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosLab]:
-    # signals land after the CLI's start-up and come one at a time here: a signal during start-up,
-    # and a second signal (abort) racing an upload's creation, are in KNOWN / the benchmark
+    # signals land after the CLI's start-up and come one at a time here: a signal during start-up and
+    # signals again and again have tests of their own below; a second signal at a drawn moment is the benchmark's
     # (shorter stalls and delays than the benchmark's keep this file under 90 s; the faults drawn are the same)
     with ChaosLab(tmp_path_factory.mktemp("chaos"), signal_window=(0.8, 2.0), second_signal=False,
                   stall_seconds=1.5, delay_seconds=0.5) as lab:
