@@ -59,7 +59,7 @@ CATEGORIES = ["c0", "c1", "c2"]
 #: a category whose files the writer never changes (what a filter can leave out for sure)
 ARCHIVE = "archive"
 CATEGORY_ARGS = [a for c in (*CATEGORIES, ARCHIVE) for a in ("--category", c)]
-#: files big enough that a bandwidth limit makes the copy last while the writer writes
+#: files big enough that a bandwidth limit makes the copy last while the writer writes (which leaves them alone)
 BIG = {f"c0/Image/big{i}.bin": f"big {i} ".ljust(64 * 1024, "b") for i in range(4)}
 #: the copy of BIG takes about a second under it: the writer's operations overlap the migration
 BWLIMIT = "256k"
@@ -197,7 +197,7 @@ class Platform:
     def writer(self, seed: int, initial: dict[str, dict[str, str | None]]) -> Writer:
         w = Writer(self.tmp_path / f"writer-{seed}", config=self.cfg, db=self.db, company_id=self.company_id,
                    content_types=CONTENT_TYPES, categories=CATEGORIES, seed=seed, initial=initial,
-                   frozen=(f"{ARCHIVE}/",))
+                   frozen=(f"{ARCHIVE}/", *BIG))
         self.writers.append(w)
         w.wait_ready()
         return w
@@ -413,11 +413,13 @@ def test_migration_back_to_a_backend_used_before(platform: Platform) -> None:
 def test_killed_migrator_then_rerun(platform: Platform) -> None:
     w = platform.writer(7, _initial())
     try:
-        first = subprocess.Popen([sys.executable, "-m", "vertexflow", "migrate", "company", "acme", "--to", "y",
-                                  "--live", "--bwlimit", "100k", "--transfers", "1"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **platform.env})
+        log = platform.tmp_path / "killed-migrator.log"
+        with open(log, "wb") as out:
+            first = subprocess.Popen([sys.executable, "-m", "vertexflow", "migrate", "company", "acme", "--to", "y",
+                                      "--live", "--bwlimit", "100k", "--transfers", "1"],
+                                     stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **platform.env})
         try:
-            _wait_copying(platform, first)
+            _wait_copying(platform, first, log)
             time.sleep(0.8)  # into the copy of the big files (about 2.5 s at this limit)
         finally:
             first.send_signal(signal.SIGKILL)
@@ -441,11 +443,11 @@ def test_killed_migrator_then_rerun(platform: Platform) -> None:
         assert new.state == "switched"
 
 
-def _wait_copying(platform: Platform, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def _wait_copying(platform: Platform, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
     """Until the live migration's dual writes have begun."""
     deadline = time.monotonic() + timeout
     with Registry.open(platform.db) as reg:
         while LiveState(reg).route(platform.company_id).state != "copying":
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the migration did not start copying"
             time.sleep(0.02)

@@ -108,9 +108,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             slowest = max(slowest, time.monotonic() - t0)
             if ops == args.ready_after:
                 (work / "ready").write_text("1")
-            if ops % 10 == 0:
-                (work / "progress.tmp").write_text(str(ops))
-                os.replace(work / "progress.tmp", work / "progress")
+            (work / "progress.tmp").write_text(str(ops))
+            os.replace(work / "progress.tmp", work / "progress")
             await anyio.sleep(args.interval)
     return {"state": state, "errors": errors, "read_errors": read_errors, "uncertain": uncertain, "ops": ops,
             "where": where, "seconds": round(time.monotonic() - started, 3), "slowest": round(slowest, 3),
@@ -205,7 +204,7 @@ class Writer:
             time.sleep(0.02)
 
     def ops(self) -> int:
-        """Operations done so far (updated every 10)."""
+        """Operations done so far."""
         try:
             return int((self.work / "progress").read_text())
         except (FileNotFoundError, ValueError):
