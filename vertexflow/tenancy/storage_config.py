@@ -23,7 +23,7 @@ Shape (every key but the content types is optional)::
     }
 
 Every top-level key that is not one of ``local, yandex_disk, minio, backup,
-connections`` is a content type, and must be an object with a
+connections, company_folder, references`` is a content type, and must be an object with a
 ``storage_type`` of ``local``, ``minio`` or ``yandex_disk``. Connection
 ``type`` is ``s3``, ``minio``, ``local`` or ``yandex_disk``; ``s3``,
 ``local`` and ``yandex_disk`` take the keys of the config file's remotes
@@ -32,6 +32,8 @@ Any connection may add ``public_base_url`` (how :meth:`get_public_url`
 spells a public address) and ``bwlimit`` (bytes per second to and from that
 store, as for ``--bwlimit``; a migration or rollback moving a company's
 files to or from it keeps to it, on top of its own ``--bwlimit``).
+``references`` names the database columns that hold file paths
+(:mod:`.references`).
 
 Errors name the file and the dotted key (``videos.storage_type: ...``).
 :func:`save_storage_config` validates first and writes atomically; what was
@@ -61,9 +63,10 @@ from pydantic import (
 
 from ..config import BwLimit, LocalRemote, S3Remote, YandexDiskRemote
 from ..errors import ConfigError
+from .references import Reference, check_names
 
 StorageType = Literal["local", "minio", "yandex_disk"]
-RESERVED = ("local", "yandex_disk", "minio", "backup", "connections", "company_folder")
+RESERVED = ("local", "yandex_disk", "minio", "backup", "connections", "company_folder", "references")
 #: content types a platform without a config file has, all on local disk
 DEFAULT_CONTENT_TYPES = ("portraits", "videos")
 
@@ -205,7 +208,15 @@ class StorageConfig(_Strict):
     #: how each company's folder is named: "slug", "column:NAME" or a template such as "company_{id}"
     #: (:meth:`vertexflow.tenancy.registry.Registry.open`); None: the slug column
     company_folder: str | None = None
+    #: which database columns hold file paths (``<table>.<column>``): :mod:`.references`
+    references: dict[str, Reference] = Field(default_factory=dict)
     source: str | None = Field(None, exclude=True)
+
+    @field_validator("references")
+    @classmethod
+    def _ref_names(cls, v: dict[str, Reference]) -> dict[str, Reference]:
+        check_names(v)
+        return v
 
     @field_validator("connections")
     @classmethod
@@ -266,6 +277,10 @@ def _cross_check(config: StorageConfig, source: str) -> None:
         if ct.storage_type == "yandex_disk" and not (config.yandex_disk and config.yandex_disk.enabled):
             raise ConfigError(f"storage config {source}: {name}.storage_type: 'yandex_disk' needs "
                               "yandex_disk.enabled = true")
+    for name, ref in config.references.items():
+        if ref.content_type not in config.content_type_names():
+            raise ConfigError(f"storage config {source}: references.{name}.content_type: unknown content type "
+                              f"{ref.content_type!r}; known: {', '.join(config.content_type_names())}")
 
 
 def _describe(error: Mapping[str, Any]) -> str:
