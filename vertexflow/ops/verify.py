@@ -27,19 +27,28 @@ difference; ``--fix`` changes it in place where the destination can
 
 ``sample`` checks a deterministic fraction of the common keys (chosen by a
 hash of the key, so reruns check the same ones).
+
+``one_way`` (``verify --one-way``) does not count objects only the
+destination has as differences: the check is that every source object is
+there, and equal. ``fix`` with ``delete`` (``verify --fix --delete``) also
+removes those extras, under the guards of ``sync --delete``: never when the
+source listing is empty, nor when there are more than ``max_delete``
+(checked before anything is copied or deleted: nothing is done), nor when a
+copy of the fix failed (the extras are then left and counted).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 from ..backends.base import DESCRIPTION_PARTS, Backend
-from ..errors import BackendError, NotFound
+from ..errors import BackendError, ConfigError, JobAborted, NotFound
 from ..filters import NO_FILTER, Filter
 from ..logs import get_logger
 from ..model import MD5, MTIME_METADATA, SHA256, STANDARD_HEADERS, ObjectInfo, own_metadata, parse_mtime_text
@@ -50,6 +59,8 @@ log = get_logger(__name__)
 
 MAX_REPORTED = 1000
 HASH_WORKERS = 8
+#: deletes in flight at once (as ``sync --delete`` runs them)
+DELETE_WORKERS = 8
 
 
 @dataclass(slots=True)
@@ -99,6 +110,15 @@ class VerifyReport:
         if self.metadata_checked:
             out["metadata_different"] = self.metadata
         return {**out, "problems": [p.as_dict() for p in self.problems]}
+
+
+def native_comparison(s: ObjectInfo, d: ObjectInfo) -> tuple[str, bool] | None:
+    """(algorithm, whether equal) by the first hash both objects carry without a read (SHA-256, else MD5);
+    None when they carry none in common."""
+    for algo in (SHA256, MD5):
+        if s.hashes.get(algo) and d.hashes.get(algo):
+            return algo, s.hashes[algo] == d.hashes[algo]
+    return None
 
 
 def sampled(key: str, fraction: float) -> bool:
@@ -199,8 +219,9 @@ class VerifyJob:
 
     def __init__(self, src: Backend, dst: Backend, *, mode: Literal["checksum", "size"] = "checksum",
                  filt: Filter = NO_FILTER, sample: float = 1.0, workers: int = HASH_WORKERS,
-                 stop: StopSignal | None = None, metadata: bool = False) -> None:
+                 stop: StopSignal | None = None, metadata: bool = False, one_way: bool = False) -> None:
         self.src, self.dst = src, dst
+        self.one_way = one_way
         self.mode = mode
         self.filter = filt
         self.sample = sample
@@ -228,7 +249,8 @@ class VerifyJob:
                 assert s is not None
                 report.add(Difference(s.key, "missing", f"{s.size} bytes at source, absent at destination"))
             elif s is None:
-                report.add(Difference(d.key, "extra", f"{d.size} bytes at destination, absent at source"))
+                if not self.one_way:
+                    report.add(Difference(d.key, "extra", f"{d.size} bytes at destination, absent at source"))
             elif sampled(s.key, self.sample):
                 yield s, d
 
@@ -245,12 +267,12 @@ class VerifyJob:
             return False
         if self.mode == "size":
             return True
-        for algo in (SHA256, MD5):  # a hash both sides know costs no read
-            if s.hashes.get(algo) and d.hashes.get(algo):
-                if s.hashes[algo] == d.hashes[algo]:
-                    return True
+        native = native_comparison(s, d)
+        if native is not None:  # a hash both sides know costs no read
+            algo, same = native
+            if not same:
                 self.report.add(Difference(s.key, "different", f"{algo} differs"))
-                return False
+            return same
         self.report.hashed += 1
         try:
             src_sum = await object_sha256(self.src, s)
@@ -337,26 +359,38 @@ async def same_description(src: Backend, dst: Backend, key: str) -> bool:
 
 async def verify_and_fix(src: Backend, dst: Backend, *, mode: Literal["checksum", "size"] = "checksum",
                          filt: Filter = NO_FILTER, sample: float = 1.0, workers: int = HASH_WORKERS,
-                         fix: bool = False, stop: StopSignal | None = None, metadata: bool = False) -> dict[str, Any]:
+                         fix: bool = False, stop: StopSignal | None = None, metadata: bool = False,
+                         one_way: bool = False, delete: bool = False, max_delete: int | None = None) -> dict[str, Any]:
     """Verify ``dst`` against ``src``; with ``fix``, copy what is missing or different and verify again.
 
     ``metadata``: descriptions are compared too, and ``fix`` gives a
     destination object the source's in place where the store can
-    (:meth:`VerifyJob.fix_described`), else sends it again.
+    (:meth:`VerifyJob.fix_described`), else sends it again. ``one_way``:
+    extras at the destination are no difference. ``delete`` (with ``fix``):
+    extras are removed, under the guards of the module's text (JobAborted
+    when one refuses).
 
     Returns the report as ``verify --json`` prints it: ``before_fix`` (the
     first report, when a fix ran), ``fixed`` (objects copied or described
     anew), with ``metadata``: ``fixed_in_place`` (those described anew
-    without sending their bytes), and the fields of the last report.
+    without sending their bytes), with ``delete``: ``deleted`` and
+    ``deletes_skipped``, and the fields of the last report.
     """
     from ..pipeline.stats import JobStats
     from .copy import CopyJob, CopyOptions
 
-    job = VerifyJob(src, dst, mode=mode, filt=filt, sample=sample, workers=workers, stop=stop, metadata=metadata)
+    if delete and (one_way or not fix):
+        raise ConfigError("--delete removes extras as part of --fix, and --one-way counts none: "
+                          "use --fix --delete without --one-way")
+    job = VerifyJob(src, dst, mode=mode, filt=filt, sample=sample, workers=workers, stop=stop, metadata=metadata,
+                    one_way=one_way)
     report = await job.run()
     in_place = {"fixed_in_place": 0} if metadata else {}
+    deletes = {"deleted": 0, "deletes_skipped": 0} if delete else {}
     if not fix or report.ok:
-        return {"before_fix": None, "fixed": 0, **in_place, **report.as_dict()}
+        return {"before_fix": None, "fixed": 0, **in_place, **deletes, **report.as_dict()}
+    if delete and report.extra:
+        extras_guard(report, dst, max_delete)
     keys = job.keys_to_fix()
     if metadata:
         done, resend = await job.fix_described()
@@ -370,7 +404,50 @@ async def verify_and_fix(src: Backend, dst: Backend, *, mode: Literal["checksum"
     stats = JobStats()
     if keys:
         await CopyJob(src, dst, CopyOptions(transfers=workers), items=items(), stats=stats, stop=stop).run()
+    if delete and report.extra:
+        if stats.failed_objects:
+            log.warning("verify.deletes_skipped", reason="some copies of the fix failed", extras=report.extra)
+            deletes["deletes_skipped"] = report.extra
+        elif not (stop is not None and stop.stopping):
+            deletes["deleted"] = await delete_extras(src, dst, filt, limit=max_delete, workers=DELETE_WORKERS,
+                                                     stop=stop)
     again = await VerifyJob(src, dst, mode=mode, filt=filt, sample=sample, workers=workers, stop=stop,
-                            metadata=metadata).run()
+                            metadata=metadata, one_way=one_way).run()
     return {"before_fix": report.as_dict(), "fixed": stats.done_objects + in_place.get("fixed_in_place", 0),
-            **in_place, **again.as_dict()}
+            **in_place, **deletes, **again.as_dict()}
+
+
+def extras_guard(report: VerifyReport, dst: Backend, max_delete: int | None) -> None:
+    """The guards of ``sync --delete`` for deleting ``report.extra`` objects: JobAborted when one refuses."""
+    if report.src_objects == 0:
+        raise JobAborted(f"the source listing came back empty: refusing to delete {report.extra} objects at "
+                         f"{dst.describe()}; nothing was copied or deleted")
+    if max_delete is not None and report.extra > max_delete:
+        raise JobAborted(f"{report.extra} objects would be deleted at {dst.describe()}, more than --max-delete "
+                         f"{max_delete}: nothing was copied or deleted")
+
+
+async def delete_extras(src: Backend, dst: Backend, filt: Filter = NO_FILTER, *, limit: int | None = None,
+                        workers: int = DELETE_WORKERS, stop: StopSignal | None = None) -> int:
+    """Delete the objects of ``dst`` that ``src`` does not have (both listed through ``filt``, merged in key
+    order: memory stays flat); at most ``limit`` of them. Returns how many were deleted."""
+    deleted = 0
+
+    async def extras() -> AsyncIterator[ObjectInfo]:
+        source = ordered_listing(src, filt)
+        dest = empty_if_missing(ordered_listing(dst, filt))
+        async with aclosing(source), aclosing(dest):  # type: ignore[type-var]
+            async for s, d in merge(source, dest):
+                if s is None and d is not None:
+                    yield d
+
+    async def delete(info: ObjectInfo) -> None:
+        nonlocal deleted
+        if limit is not None and deleted >= limit:
+            return  # more extras than were counted: they appeared meanwhile, and stay
+        deleted += 1
+        await dst.delete(info.key)
+        log.info("object deleted", key=info.key)
+
+    await run_pipeline(extras(), delete, workers=workers, queue_size=256, stop=stop, name="to_delete")
+    return deleted
