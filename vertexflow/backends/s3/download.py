@@ -22,9 +22,11 @@ from .common import etag_is_content_md5, off_loop, strip_etag
 
 log = get_logger(__name__)
 
-#: resumes of a broken answer one read may make beyond one per part of it: a link that breaks every few
-#: MiB still brings a large object through; one that breaks at every attempt is given up soon
+#: resumes in a row that brought no byte before a read gives up: a link that breaks at every attempt
 RESUMES = 4
+#: besides, a read may resume once per this many bytes of it: a link that breaks every MiB or so still
+#: brings a large object through, and the resumes stay bounded
+RESUME_EVERY = 1024 * 1024
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
@@ -117,7 +119,7 @@ class Download:
         #: a broken answer is continued only when the GETs are pinned to the first answer's ETag
         #: (``open_rest`` sends it as If-Match: a changed object fails them, and the object starts again)
         self.resumable = bool(headers.get("ETag"))
-        self.resumes_left = RESUMES + (self.end - self.start) // max(1, part_size)
+        self.resumes_left = RESUMES + (self.end - self.start) // RESUME_EVERY
         #: answers broken mid-body and continued from the last byte that arrived
         self.resumed = 0
         self._hash: Any = None
@@ -196,7 +198,9 @@ class Download:
     async def _body(self, read: ReadBody, pos: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``pos`` to ``end`` of the object, as they arrive from ``read`` (an answer that holds them);
         when the answer breaks (a reset, a body that ends short), the rest comes from a ranged GET from
-        the last byte that arrived (``open_rest``, pinned to the ETag), while :attr:`resumes_left` lasts."""
+        the last byte that arrived (``open_rest``, pinned to the ETag), while :attr:`resumes_left` lasts
+        and no more than :data:`RESUMES` in a row bring nothing."""
+        idle = 0  # resumes in a row that brought no byte
         async with AsyncExitStack() as resumed:
             while pos < end:
                 try:
@@ -205,15 +209,17 @@ class Download:
                         raise TransientError(f"GetObject body ended at byte {pos} of {end}",
                                              backend=self.describe(), key=self.key)
                 except TransientError as exc:
-                    if not self.resumable or self.resumes_left <= 0:
+                    if not self.resumable or self.resumes_left <= 0 or idle >= RESUMES:
                         raise
                     self.resumes_left -= 1
                     self.resumed += 1
+                    idle += 1
                     log.info("s3.download_resumed", backend=self.describe(), key=self.key, at=pos, of=self.total,
                              error=str(exc))
                     await resumed.aclose()  # the previous resumed answer, if any
                     read = await resumed.enter_async_context(self._open_rest(pos, end - 1))
                     continue
+                idle = 0
                 pos += len(chunk)
                 yield chunk
 
