@@ -13,8 +13,22 @@ Example (``configs/remotes.toml`` holds a commented one)::
     access_key_id_env = "OLD_MINIO_KEY"        # read the secret from a variable,
     secret_access_key_env = "OLD_MINIO_SECRET" # or give `secret_access_key = "..."`
 
+Every key of a remote may also come from the environment, as rclone's
+``RCLONE_CONFIG_<NAME>_<KEY>``: ``VERTEXFLOW_REMOTE_<NAME>_<KEY>``, the remote's
+name and the key in capitals (``-`` and ``.`` of a name as ``_``). A variable
+wins over the file's key; a remote the file does not define is defined by its
+``VERTEXFLOW_REMOTE_<NAME>_TYPE`` (its name: ``<NAME>`` in small letters)::
+
+    VERTEXFLOW_REMOTE_MINIO_OLD_ENDPOINT=http://10.0.0.6:9000   # over remotes.minio-old.endpoint
+    VERTEXFLOW_REMOTE_MYS3_TYPE=s3                               # a remote "mys3", from the environment alone
+    VERTEXFLOW_REMOTE_MYS3_ENDPOINT=http://127.0.0.1:8333
+
+The file's ``[options]`` table gives options their values where neither the
+command line nor ``VERTEXFLOW_<OPTION>`` does (:mod:`vertexflow.cli.settings`).
+
 Validation is done by pydantic; every error names the file and the dotted key
-(``remotes.minio-old.endpoint``). Secrets are ``SecretStr`` and never printed.
+(``remotes.minio-old.endpoint``), or the variable it came from. Secrets are
+``SecretStr`` and never printed.
 """
 
 from __future__ import annotations
@@ -28,7 +42,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from .config_file import default_config_path
+from .config_file import REMOTE_ENV_PREFIX, default_config_path, remote_variables
 from .errors import ConfigError
 
 
@@ -159,6 +173,8 @@ Remote = Annotated[LocalRemote | S3Remote | YandexDiskRemote, Field(discriminato
 
 class Config(_Strict):
     remotes: dict[str, Remote] = Field(default_factory=dict)
+    #: option name (as on the command line, without ``--``) -> value, for any command that has it
+    options: dict[str, Any] = Field(default_factory=dict)
     #: the platform's storage_config.json (relative to this file): its connections are remotes too
     #: (:mod:`vertexflow.tenancy.namespace`)
     storage_config: str | None = None
@@ -180,31 +196,78 @@ def load_config(path: str | os.PathLike[str] | None = None,
     explicit = path is not None or bool(environ.get("VERTEXFLOW_CONFIG"))
     file = Path(path) if path is not None else default_config_path(environ)
     if file is None:
-        return Config()
+        return _with_environment({}, None, environ)
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"config file {file} does not exist") from None
-        return Config()
+        return _with_environment({}, None, environ)
     except OSError as exc:
         raise ConfigError(f"config file {file}: {exc.strerror}") from exc
     try:
         raw = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"config file {file} is not valid {'JSON' if file.suffix == '.json' else 'TOML'}: {exc}") from exc
-    return parse_config(raw, source=str(file))
+    return _with_environment(raw, str(file), environ)
 
 
-def parse_config(raw: Mapping[str, Any], *, source: str = "<config>") -> Config:
+def _with_environment(raw: Mapping[str, Any], source: str | None, environ: Mapping[str, str]) -> Config:
+    """The config ``raw`` (a file's, or {}) with the remotes' keys the environment gives over it."""
+    file_remotes = raw.get("remotes") if isinstance(raw.get("remotes"), Mapping) else {}
+    overrides, origins = env_remotes(environ, list(file_remotes or {}))
+    if not overrides:
+        return parse_config(raw, source=source or "<config>")
+    remotes = {name: dict(value) if isinstance(value, Mapping) else value
+               for name, value in (file_remotes or {}).items()}
+    for name, keys in overrides.items():
+        remotes.setdefault(name, {}).update(keys)
+    config = parse_config({**raw, "remotes": remotes}, source=source or "the environment", origins=origins)
+    return config if source is not None else config.model_copy(update={"source": None})
+
+
+#: fields of a remote that take true/false (a variable's text is read as such for them)
+_BOOLEAN_KEYS = ("verify_tls", "sorted_listing")
+
+
+def env_remotes(environ: Mapping[str, str],
+                names: list[str]) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], str]]:
+    """(remote name -> keys, (name, key) -> the variable) from ``VERTEXFLOW_REMOTE_<NAME>_<KEY>``;
+    ``names``: the remotes the file defines. ConfigError naming a variable that names no remote."""
+    variables = remote_variables(environ)
+    by_form = {n.upper(): n for n in (var[len(REMOTE_ENV_PREFIX):-len("_TYPE")].lower()
+                                      for var in variables if var.endswith("_TYPE")) if n}
+    by_form.update({n.upper().replace("-", "_").replace(".", "_"): n for n in names})
+    out: dict[str, dict[str, Any]] = {}
+    origins: dict[tuple[str, str], str] = {}
+    for var in sorted(variables):
+        rest = var[len(REMOTE_ENV_PREFIX):]
+        form = max((f for f in by_form if rest.startswith(f + "_") and len(rest) > len(f) + 1), key=len,
+                   default=None)
+        if form is None:
+            raise ConfigError(f"environment variable {var}: names no remote: define it in the config file, or "
+                              f"with {REMOTE_ENV_PREFIX}<NAME>_TYPE (s3, local or yandex_disk)")
+        name, key = by_form[form], rest[len(form) + 1:].lower()
+        value: Any = environ[var]
+        if key in _BOOLEAN_KEYS and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+            value = value.strip().lower() in ("true", "1", "yes")
+        out.setdefault(name, {})[key] = value
+        origins[(name, key)] = var
+    return out, origins
+
+
+def parse_config(raw: Mapping[str, Any], *, source: str = "<config>",
+                 origins: Mapping[tuple[str, str], str] | None = None) -> Config:
+    """``raw`` validated; ``origins``: the variable each remote key given by the environment came from."""
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"config file {source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+        where = f"config file {source}" if origins is None or source != "the environment" else "the environment"
+        raise ConfigError(f"{where}: " + "; ".join(_describe(e, origins or {}) for e in exc.errors())) from None
     return config.model_copy(update={"source": source})
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def _describe(error: Mapping[str, Any], origins: Mapping[tuple[str, str], str]) -> str:
     # drop the discriminator tag pydantic puts in the location ("remotes.x.s3.endpoint")
     loc = [str(p) for p in error["loc"]]
     if len(loc) > 2 and loc[0] == "remotes" and loc[2] in ("local", "s3", "yandex_disk"):
@@ -212,4 +275,8 @@ def _describe(error: Mapping[str, Any]) -> str:
     msg = error["msg"]
     if error["type"] == "extra_forbidden":
         msg = "unknown key"
+    if len(loc) > 2 and loc[0] == "remotes" and (loc[1], loc[2]) in origins:
+        return f"{'.'.join(loc)} (environment variable {origins[(loc[1], loc[2])]}): {msg}"
+    if len(loc) == 2 and loc[0] == "remotes" and (loc[1], "type") in origins:
+        return f"{'.'.join(loc)} (environment variable {origins[(loc[1], 'type')]}): {msg}"
     return f"{'.'.join(loc)}: {msg}"

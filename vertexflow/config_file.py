@@ -17,6 +17,15 @@ if TYPE_CHECKING:
     from .config import Config
 
 
+#: a remote's key from the environment: ``VERTEXFLOW_REMOTE_<NAME>_<KEY>`` (:mod:`vertexflow.config`)
+REMOTE_ENV_PREFIX = "VERTEXFLOW_REMOTE_"
+
+
+def remote_variables(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The ``VERTEXFLOW_REMOTE_*`` variables set (an empty one counts as unset)."""
+    return [k for k, v in environ.items() if k.startswith(REMOTE_ENV_PREFIX) and v != ""]
+
+
 def default_config_path(environ: Mapping[str, str] = os.environ) -> Path | None:
     """``VERTEXFLOW_CONFIG``, else ``$XDG_CONFIG_HOME/vertexflow/config.toml`` if it exists, else None."""
     if environ.get("VERTEXFLOW_CONFIG"):
@@ -37,12 +46,14 @@ class NoConfigFile:
     remotes: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = None
     storage_config: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 def config_or_none(path: str | os.PathLike[str] | None = None,
                    environ: Mapping[str, str] = os.environ) -> Config | NoConfigFile:
-    """:func:`~vertexflow.config.load_config`, or :class:`NoConfigFile` when no file is named or found."""
-    if path is None and default_config_path(environ) is None:
+    """:func:`~vertexflow.config.load_config`, or :class:`NoConfigFile` when no file is named or found and the
+    environment defines no remote."""
+    if path is None and default_config_path(environ) is None and not remote_variables(environ):
         return NoConfigFile()
     from .config import load_config
 

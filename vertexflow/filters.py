@@ -6,10 +6,17 @@ alternative. A pattern without "/" matches the last segment (the file name)
 anywhere in the tree; a pattern with "/" matches the whole key (a leading "/"
 anchors it at the root). Includes and excludes are checked in order given
 below: an object must match an include (if any is given) and no exclude.
+
+``--files-from FILE`` names the keys themselves, one a line (as rclone's:
+relative to the location's root, blank lines and lines starting with ``#`` or
+``;`` left out, surrounding spaces stripped); only those pass, and the other
+filters still apply. ``--include-from`` / ``--exclude-from`` read globs the
+same way, as if each line were given to ``--include`` / ``--exclude``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +44,40 @@ def parse_age(text: str) -> timedelta:
     if not parts or "".join(n + u for n, u in parts) != text.lower().replace(" ", ""):
         raise ConfigError(f"invalid age {text!r}: use a number with a unit (s, m, h, d, w, y), e.g. 7d")
     return timedelta(seconds=sum(float(n) * _AGE_UNITS[u] for n, u in parts))
+
+
+def read_list_file(path: str, option: str) -> list[str]:
+    """The lines of a ``--files-from`` / ``--include-from`` / ``--exclude-from`` file, comments and blank
+    lines left out; ConfigError naming the option and the file when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{option} {path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{option} {path}: a directory, not a file of names") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{option} {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: {exc.strerror or exc}") from None
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith(("#", ";"))]
+
+
+def files_from(paths: Sequence[str]) -> frozenset[str] | None:
+    """The keys the ``--files-from`` files name (None: none given). A leading ``/`` or ``./`` is the root."""
+    if not paths:
+        return None
+    keys: set[str] = set()
+    for path in paths:
+        for line in read_list_file(path, "--files-from"):
+            key = line
+            while key.startswith(("/", "./")):
+                key = key[2:] if key.startswith("./") else key[1:]
+            if not key or ".." in key.split("/") or "//" in key:
+                raise ConfigError(f"--files-from {path}: {line!r} is not a path under the root")
+            keys.add(key)
+    return frozenset(keys)
 
 
 def glob_to_regex(pattern: str) -> re.Pattern[str]:
@@ -92,11 +133,15 @@ class Filter:
     #: (None: unbounded); a cluster shard is such a range (vertexflow.distributed)
     start_at: str | None = None
     end_before: str | None = None
+    #: only these keys (``--files-from``); None: any key
+    files: frozenset[str] | None = None
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     _inc: tuple[re.Pattern[str], ...] = field(init=False, repr=False, default=())
     _exc: tuple[re.Pattern[str], ...] = field(init=False, repr=False, default=())
 
     def __post_init__(self) -> None:
+        if self.files is not None and not isinstance(self.files, frozenset):
+            object.__setattr__(self, "files", frozenset(self.files))  # a JSON list, read back
         object.__setattr__(self, "_inc", tuple(glob_to_regex(p) for p in self.include))
         object.__setattr__(self, "_exc", tuple(glob_to_regex(p) for p in self.exclude))
 
@@ -104,9 +149,22 @@ class Filter:
     def active(self) -> bool:
         return bool(self.include or self.exclude or self.min_size is not None or self.max_size is not None
                     or self.min_age or self.max_age or self.prefix or self.extensions
-                    or self.start_at is not None or self.end_before is not None)
+                    or self.start_at is not None or self.end_before is not None or self.files is not None)
+
+    @property
+    def listing_prefix(self) -> str:
+        """What a listing may be narrowed to: ``prefix``, or the folder every ``--files-from`` key lies in."""
+        if not self.files:
+            return self.prefix
+        common = os.path.commonprefix(sorted(self.files)[::len(self.files) - 1 or 1])
+        folder = common[:common.rfind("/") + 1]
+        if self.prefix and not folder.startswith(self.prefix):
+            return self.prefix
+        return folder
 
     def matches_key(self, key: str) -> bool:
+        if self.files is not None and key not in self.files:
+            return False
         if self.prefix and not key.startswith(self.prefix):
             return False
         if (self.start_at is not None and key < self.start_at) or (
@@ -152,7 +210,8 @@ class Filter:
                    min_age=timedelta(seconds=data["min_age"]) if data.get("min_age") else None,
                    max_age=timedelta(seconds=data["max_age"]) if data.get("max_age") else None,
                    prefix=data.get("prefix") or "", extensions=tuple(data.get("extensions", ())),
-                   start_at=data.get("start_at"), end_before=data.get("end_before"))
+                   start_at=data.get("start_at"), end_before=data.get("end_before"),
+                   files=frozenset(data["files"]) if data.get("files") is not None else None)
 
     def describe(self) -> dict[str, object]:
         """The filter as plain data (part of a job's fingerprint).
@@ -167,6 +226,8 @@ class Filter:
             "max_age": self.max_age.total_seconds() if self.max_age else None}
         if self.start_at is not None or self.end_before is not None:
             out["start_at"], out["end_before"] = self.start_at, self.end_before
+        if self.files is not None:
+            out["files"] = sorted(self.files)
         return out
 
 

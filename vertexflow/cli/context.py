@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any
 
-from ..config_file import NoConfigFile
+from ..config_file import NoConfigFile, config_or_none
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -13,14 +15,40 @@ if TYPE_CHECKING:
 class Ctx:
     def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
+        self._file: Config | NoConfigFile | None = None
         self._config: Config | NoConfigFile | None = None
+
+    def _config_file(self) -> Config | NoConfigFile:
+        """The config file alone (its remotes, with those of the environment, and its options)."""
+        if self._file is None:
+            self._file = config_or_none(self.config_path)
+        return self._file
 
     @property
     def config(self) -> Config | NoConfigFile:
         """The config file's remotes and the platform's connections (:mod:`vertexflow.tenancy.namespace`);
         without either, a stand-in that has none (see :mod:`vertexflow.config_file`)."""
         if self._config is None:
-            from ..tenancy.namespace import load_remotes
+            file = self._config_file()
+            # no storage config in view (tenancy.namespace.storage_config_path's two places): the file alone,
+            # without importing the tenancy package (it loads the config models: a tenth of a second)
+            if not file.storage_config and not os.environ.get("VERTEXFLOW_STORAGE_CONFIG"):
+                self._config = file
+            else:
+                from ..tenancy.namespace import with_platform_remotes
 
-            self._config = load_remotes(self.config_path)
+                self._config = with_platform_remotes(file)
         return self._config
+
+    @property
+    def config_source(self) -> str | None:
+        """Where the config file was read from (None: no file)."""
+        return self._config_file().source
+
+    def options(self) -> dict[str, Any]:
+        """The config file's ``[options]`` ({} without a config file). A config file that cannot be read gives
+        none here: the command that reads its remotes says what is wrong with it."""
+        try:
+            return dict(self._config_file().options)
+        except ConfigError:
+            return {}

@@ -16,12 +16,33 @@ from typing import Any
 
 import click
 
-from ..filters import Filter, parse_age, parse_size
-from ..ops.spec import CANNED_ACLS, DEFAULT_RETRIES, SSE_ALGORITHMS, StageSpec, TransferSettings, TransferSpec
+from ..filters import Filter, files_from, parse_age, parse_size, read_list_file
+from ..ops.spec import (
+    CANNED_ACLS,
+    CUTOFF_MODES,
+    DEFAULT_RETRIES,
+    SSE_ALGORITHMS,
+    StageSpec,
+    TransferSettings,
+    TransferSpec,
+)
 from ..pipeline.runner import StopSignal
 from ..pipeline.stats import JobStats
+from ..errors import ConfigError
 from .context import Ctx
-from .run import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail, print_summary, reported, run_job
+from .names import shown
+from .run import (
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_MAX_DURATION,
+    EXIT_MAX_TRANSFER,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    fail,
+    print_summary,
+    reported,
+    run_job,
+)
 
 cluster_option = click.option(
     "--cluster", metavar="ADDR", default=None, envvar="VERTEXFLOW_CLUSTER",
@@ -71,6 +92,26 @@ def transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="S3 canned ACL of every object written [the bucket's default]."),
         click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
                      help="S3 tag set on every object written, over the tags it carries (repeatable)."),
+        click.option("--ignore-existing", is_flag=True,
+                     help="Skip every object the destination already has, changed or not."),
+        click.option("--update", "-u", is_flag=True, help="Skip objects that are newer at the destination."),
+        click.option("--immutable", is_flag=True,
+                     help="Never overwrite: an existing destination object that differs from its source is a "
+                          "failure (exit 1), left as it is."),
+        click.option("--create-empty-src-dirs", is_flag=True,
+                     help="Make the source's empty folders at the destination (local disk, Yandex.Disk)."),
+        click.option("--links", "-l", is_flag=True,
+                     help="Store a local source's symbolic links as NAME.rclonelink objects holding their "
+                          "target, as rclone does [links are skipped with a warning]."),
+        click.option("--copy-links", "-L", is_flag=True,
+                     help="Follow a local source's symbolic links: copy what they point to."),
+        click.option("--max-transfer", metavar="SIZE",
+                     help="Stop once this many bytes have moved (e.g. 10G); run again to continue (exit 8)."),
+        click.option("--max-duration", metavar="TIME",
+                     help="Stop this long after the start (e.g. 1h30m); run again to continue (exit 10)."),
+        click.option("--cutoff-mode", type=click.Choice(CUTOFF_MODES), default="hard", show_default=True,
+                     help="At --max-transfer/--max-duration: abort the transfers in flight (hard), let them "
+                          "finish (soft), or start none that would pass --max-transfer (cautious)."),
         cluster_option,
         *filter_options,
         *stage_and_limit_options,
@@ -119,6 +160,12 @@ filter_options = [
     click.option("--max-age", metavar="AGE", help="Only objects younger than this (e.g. 1h)."),
     click.option("--prefix", default="", metavar="P", help="Only keys under this prefix."),
     click.option("--ext", "extensions", metavar="LIST", help="Only these file extensions, e.g. jpg,png,mp4."),
+    click.option("--files-from", multiple=True, metavar="FILE", type=click.Path(dir_okay=False),
+                 help="Only the keys FILE names, one a line ('#' and ';' start comments; repeatable)."),
+    click.option("--include-from", multiple=True, metavar="FILE", type=click.Path(dir_okay=False),
+                 help="Globs to include, one a line, as if each were given to --include (repeatable)."),
+    click.option("--exclude-from", multiple=True, metavar="FILE", type=click.Path(dir_okay=False),
+                 help="Globs to exclude, one a line, as if each were given to --exclude (repeatable)."),
 ]
 
 
@@ -129,8 +176,13 @@ def with_filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def build_filter(kw: dict[str, Any]) -> Filter:
+    """The filter the filter options ask for (popped from ``kw``); ConfigError naming a bad one."""
+    include = [*kw.pop("include", ()), *(p for f in kw.pop("include_from", ()) or ()
+                                          for p in read_list_file(f, "--include-from"))]
+    exclude = [*kw.pop("exclude", ()), *(p for f in kw.pop("exclude_from", ()) or ()
+                                          for p in read_list_file(f, "--exclude-from"))]
     return Filter(
-        include=kw.pop("include", ()), exclude=kw.pop("exclude", ()),
+        include=tuple(include), exclude=tuple(exclude), files=files_from(kw.pop("files_from", ()) or ()),
         min_size=parse_size(v) if (v := kw.pop("min_size", None)) else None,
         max_size=parse_size(v) if (v := kw.pop("max_size", None)) else None,
         min_age=parse_age(v) if (v := kw.pop("min_age", None)) else None,
@@ -162,6 +214,9 @@ def copy(obj: Ctx, src: str, dst: str, **kw: Any) -> None:
 @transfer_options
 @click.option("--delete", is_flag=True, help="Delete destination objects that are not at the source.")
 @click.option("--max-delete", type=click.IntRange(0), default=None, help="Refuse to delete more than N objects.")
+@click.option("--backup-dir", metavar="LOCATION",
+              help="Copy each destination object the sync would overwrite or delete to LOCATION (same key) "
+                   "first; LOCATION must overlap neither the source nor the destination.")
 @click.pass_obj
 def sync(obj: Ctx, src: str, dst: str, **kw: Any) -> None:
     """Make DST like SRC: copy what is new or changed (and delete extras with --delete).
@@ -177,6 +232,13 @@ def _transfer(obj: Ctx, mode: str, src: str, dst: str, *, progress: bool | None,
     with reported():
         spec = spec_from_options(mode, src, dst, obj.config_path, kw)
         config = obj.config
+        if cluster and (spec.settings.max_transfer or spec.settings.max_duration):
+            raise ConfigError("--max-transfer and --max-duration hold for one process's run: leave out --cluster "
+                              "(each shard would count its own)")
+        if spec.backup_dir is not None:
+            from ..ops.keep import backup_location
+
+            backup_location(spec, config)
     run_spec(spec, config, as_json=as_json, progress=progress, cluster=cluster, title=f"{src} -> {dst}")
 
 
@@ -195,12 +257,24 @@ def spec_from_options(mode: str, src: str, dst: str, config_path: str | None, kw
                                 content_types=tuple(kw.pop("content_types", ())),
                                 storage_class=kw.pop("storage_class", None), sse=kw.pop("sse", None),
                                 sse_kms_key_id=kw.pop("sse_kms_key_id", None), acl=kw.pop("acl", None),
-                                tags=tuple(kw.pop("tags", ())))
+                                tags=tuple(kw.pop("tags", ())), max_transfer=kw.pop("max_transfer", None),
+                                max_duration=kw.pop("max_duration", None),
+                                cutoff_mode=kw.pop("cutoff_mode", None) or "hard")
     return TransferSpec(mode=mode, source=src, dest=dst, config_path=config_path,  # type: ignore[arg-type]
                         delete=kw.pop("delete", False), max_delete=kw.pop("max_delete", None), compare=compare,
                         dry_run=kw.pop("dry_run"), order_by=kw.pop("order_by"), filter=filt, settings=settings,
                         journal=kw.pop("journal_path"), no_journal=kw.pop("no_journal"),
-                        report=kw.pop("report_path", None))
+                        report=kw.pop("report_path", None), ignore_existing=kw.pop("ignore_existing", False),
+                        update=kw.pop("update", False), immutable=kw.pop("immutable", False),
+                        backup_dir=kw.pop("backup_dir", None),
+                        create_empty_src_dirs=kw.pop("create_empty_src_dirs", False),
+                        links=_links(kw.pop("links", False), kw.pop("copy_links", False)))
+
+
+def _links(store: bool, follow: bool) -> str:
+    if store and follow:
+        raise ConfigError("--links and --copy-links: store links as links, or follow them; choose one")
+    return "store" if store else "follow" if follow else "skip"
 
 
 def run_spec(spec: TransferSpec, config: Any, *, as_json: bool, progress: bool | None, cluster: str | None,
@@ -225,8 +299,8 @@ def run_spec(spec: TransferSpec, config: Any, *, as_json: bool, progress: bool |
     plan_lines: list[str] = []
 
     def on_plan(d: Any) -> None:
-        if d.action in ("copy", "delete"):
-            line = f"{d.action} {d.key} ({d.why})"
+        if d.action in ("copy", "delete", "refuse"):
+            line = f"{d.action} {shown(d.key)} ({d.why})"
             if as_json:
                 plan_lines.append(line)
             else:
@@ -238,4 +312,12 @@ def run_spec(spec: TransferSpec, config: Any, *, as_json: bool, progress: bool |
     code = run_job(job, stats, stop, show_progress)
     print_summary(stats, as_json, title + (" (dry run)" if spec.dry_run else ""),
                   extra={"plan": plan_lines} if spec.dry_run and as_json else None)
-    sys.exit(code)
+    sys.exit(cutoff_status(stats, code))
+
+
+def cutoff_status(stats: JobStats, code: int) -> int:
+    """A run that did all it started but stopped at --max-transfer / --max-duration exits 8 / 10 (rclone's)."""
+    cutoff = stats.reporters.get("cutoff")
+    if code != EXIT_OK or cutoff is None or cutoff.reached is None:
+        return code
+    return EXIT_MAX_TRANSFER if cutoff.reached == "max-transfer" else EXIT_MAX_DURATION

@@ -45,6 +45,7 @@ from ..model import ObjectInfo, body_from_bytes
 from ..pipeline.runner import StopSignal, run_pipeline
 from ..pipeline.stats import JobStats
 from ..retry import RetryPolicy, release_frames, retry_call
+from .cutoff import Cutoff
 from .report import TransferReport
 from .routes import RouteContext, choose_routes
 from .spec import LOCAL_TRANSFERS
@@ -96,7 +97,8 @@ class CopyJob:
     """Copy objects of ``src`` to the same keys under ``dst``.
 
     Which objects: ``items`` when given (a plan), else only ``single_key``,
-    else the whole listing of ``src``.
+    else the whole listing of ``src``. ``cutoff``: the run's ``--max-transfer`` /
+    ``--max-duration`` (:mod:`.cutoff`): once reached, nothing more starts.
     """
 
     def __init__(self, src: Backend, dst: Backend, options: CopyOptions | None = None, *,
@@ -104,7 +106,7 @@ class CopyJob:
                  recorder: Recorder | None = None, report: TransferReport | None = None,
                  checkpoints: Callable[[ObjectInfo], UploadCheckpoint] | None = None,
                  stats: JobStats | None = None,
-                 stop: StopSignal | None = None) -> None:
+                 stop: StopSignal | None = None, cutoff: Cutoff | None = None) -> None:
         self.src = src
         self.dst = dst
         self.options = options or CopyOptions()
@@ -120,6 +122,7 @@ class CopyJob:
         self._prehash_slots = anyio.CapacityLimiter(max(1, min(self.options.large_transfers, os.cpu_count() or 1)))
         self.stats = stats or JobStats()
         self.stop = stop or StopSignal()
+        self.cutoff = cutoff
         self._route_context = RouteContext(src=src, dst=dst, stats=self.stats, verify=self.options.verify,
                                            checkpoints=checkpoints)
         self._routes = choose_routes(self._route_context)
@@ -140,8 +143,15 @@ class CopyJob:
         """Run to the end (or until stopped); fatal errors raise :class:`JobAborted`."""
         try:
             await self.dst.check(write=True)
-            await run_pipeline(self._items(), self._handle, workers=self.options.transfers,
-                               queue_size=self.options.queue_size, stop=self.stop, name="to_transfer")
+            if self.cutoff is None:
+                await run_pipeline(self._items(), self._handle, workers=self.options.transfers,
+                                   queue_size=self.options.queue_size, stop=self.stop, name="to_transfer")
+            else:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self.cutoff.watch, name="to_transfer:cutoff")
+                    await run_pipeline(self._items(), self._handle, workers=self.options.transfers,
+                                       queue_size=self.options.queue_size, stop=self.stop, name="to_transfer")
+                    tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise self._abort(first_error(group)) from None
         except VertexflowError as exc:
@@ -166,10 +176,15 @@ class CopyJob:
         stats = self.stats
         batch: list[ObjectInfo] = []
         batch_bytes = 0
+        # --max-transfer counts objects one by one: a batch would start (and be counted) as one
+        batching = self._batch_source and not self._server_side and (
+            self.cutoff is None or self.cutoff.max_bytes is None)
         async for info in self._listing():
+            if self.cutoff is not None and self.cutoff.check() is not None:
+                break  # a limit is reached: list no further, the next run plans the rest
             stats.listed_objects += 1
             stats.listed_bytes += info.size or 0
-            if self._batch_source and not self._server_side and (info.size or 0) <= SMALL_FILE:
+            if batching and (info.size or 0) <= SMALL_FILE:
                 batch.append(info)
                 batch_bytes += info.size or 0
                 self._small_listed += 1
@@ -195,6 +210,16 @@ class CopyJob:
 
     # -- workers ----------------------------------------------------------
     async def _handle(self, item: ObjectInfo | _Batch) -> None:
+        if self.cutoff is not None:
+            infos = item.items if isinstance(item, _Batch) else [item]
+            if not self.cutoff.may_start(sum(i.size or 0 for i in infos), len(infos)):
+                return  # left planned: the next run copies it
+            with self.cutoff.in_flight(len(infos)):
+                await self._handle_one(item)
+            return
+        await self._handle_one(item)
+
+    async def _handle_one(self, item: ObjectInfo | _Batch) -> None:
         if isinstance(item, _Batch):
             await self._copy_batch(item.items)
         else:

@@ -17,6 +17,12 @@ Whether an object present on both sides is unchanged is decided, in order:
 3. otherwise by size, and by modification time where the destination keeps
    source mtimes (local disk); on stores that stamp their own upload time (S3),
    a destination newer than the source counts as up to date.
+
+Before those, the options that leave existing destination objects alone
+(rclone's): ``ignore_existing`` skips every key the destination has, without
+comparing; ``update`` skips a key whose destination object is newer than its
+source. ``immutable`` turns a "copy" over an existing object into "refuse":
+the sync job reports it as a failure and leaves the object as it is.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import hashlib
 import json
 import sqlite3
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,7 +47,7 @@ from ..model import SHA256, ObjectInfo
 from ..state.journal import DestRecord, Journal
 from .spec import CompareMode
 
-Action = Literal["copy", "skip", "delete", "keep"]
+Action = Literal["copy", "skip", "delete", "keep", "refuse"]
 
 #: pairs decided per journal look-up
 DECIDE_BATCH = 500
@@ -52,7 +58,9 @@ MTIME_TOLERANCE = 1.0
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    action: Action  # copy: send src; skip: already there; delete: dst-only object; keep: dst-only, kept
+    #: copy: send src; skip: already there; delete: dst-only object; keep: dst-only, kept;
+    #: refuse: src differs from an existing dst that --immutable forbids overwriting
+    action: Action
     src: ObjectInfo | None
     dst: ObjectInfo | None
     why: str
@@ -67,7 +75,7 @@ class Decision:
 async def ordered_listing(backend: Backend, filt: Filter = NO_FILTER,
                           spill_dir: str | None = None) -> AsyncIterator[ObjectInfo]:
     """``backend``'s objects that pass ``filt``, in ascending key order."""
-    listing = backend.list(filt.prefix)
+    listing = backend.list(filt.listing_prefix)
     if backend.features.sorted_listing:
         async with aclosing(listing):  # type: ignore[type-var]
             async for info in listing:
@@ -109,6 +117,16 @@ async def _spill_sorted(listing: AsyncIterator[ObjectInfo], filt: Filter,
 def _insert(db: sqlite3.Connection, rows: list[tuple[str, str]]) -> None:
     with db:
         db.executemany("INSERT OR REPLACE INTO l VALUES (?, ?)", rows)
+
+
+def dump_decision(d: Decision) -> str:
+    """A decision as JSON text (a plan spilled to disk), read back by :func:`load_decision`."""
+    return json.dumps([d.action, d.why, _dump(d.src) if d.src else None, _dump(d.dst) if d.dst else None])
+
+
+def load_decision(text: str) -> Decision:
+    action, why, src, dst = json.loads(text)
+    return Decision(action, _load(src) if src else None, _load(dst) if dst else None, why)
 
 
 def _dump(info: ObjectInfo) -> str:
@@ -159,18 +177,27 @@ class Planner:
     """Turns the merged listings into decisions, in key order."""
 
     def __init__(self, src: Backend, dst: Backend, *, journal: Journal | None, mode: CompareMode = "size_mtime",
-                 delete: bool = False, filt: Filter = NO_FILTER, spill_dir: str | None = None) -> None:
+                 delete: bool = False, filt: Filter = NO_FILTER, spill_dir: str | None = None,
+                 ignore_existing: bool = False, update: bool = False, immutable: bool = False,
+                 source_items: Callable[[], AsyncIterator[ObjectInfo]] | None = None) -> None:
         self.src, self.dst = src, dst
+        #: the source's objects in key order, when not its filtered listing (links added: :mod:`.links`)
+        self.source_items = source_items
         self.journal = journal
         self.mode = mode
         self.delete = delete
+        self.ignore_existing = ignore_existing
+        self.update = update
+        self.immutable = immutable
         self.filter = filt
         self.spill_dir = spill_dir
         self.src_listed = 0
         self.dst_listed = 0
 
     async def decisions(self) -> AsyncIterator[Decision]:
-        src_items = self._count(ordered_listing(self.src, self.filter, self.spill_dir), "src_listed")
+        listing = self.source_items() if self.source_items is not None else ordered_listing(
+            self.src, self.filter, self.spill_dir)
+        src_items = self._count(listing, "src_listed")
         dst_items = self._count(empty_if_missing(ordered_listing(self.dst, self.filter, self.spill_dir)),
                                 "dst_listed")
         batch: list[tuple[ObjectInfo | None, ObjectInfo | None]] = []
@@ -208,6 +235,17 @@ class Planner:
 
     async def compare(self, s: ObjectInfo, d: ObjectInfo, rec: DestRecord | None) -> Decision:
         """Decide for a key present on both sides; ``rec`` is the journal's record of the destination."""
+        if self.ignore_existing:
+            return Decision("skip", s, d, "at destination (--ignore-existing)")
+        if self.update and s.mtime is not None and d.mtime is not None \
+                and d.mtime.timestamp() - s.mtime.timestamp() > MTIME_TOLERANCE:
+            return Decision("skip", s, d, "newer at destination (--update)")
+        decision = await self._compare(s, d, rec)
+        if self.immutable and decision.action == "copy":
+            return Decision("refuse", s, d, f"{decision.why}: --immutable, the destination object is kept")
+        return decision
+
+    async def _compare(self, s: ObjectInfo, d: ObjectInfo, rec: DestRecord | None) -> Decision:
         ours = rec is not None and rec.dst_version is not None and rec.dst_version == d.version
         # a stored form that hides the content's size (compressed, chunked) is
         # sized from the journal's record of what we wrote there

@@ -57,6 +57,14 @@ CANNED_ACLS = ("private", "public-read", "public-read-write", "authenticated-rea
                "bucket-owner-read", "bucket-owner-full-control")
 #: the write settings by name, as :attr:`Features.write_settings` names those a backend takes
 WRITE_SETTINGS = ("storage_class", "sse", "sse_kms_key_id", "acl", "tags", "content_types", "metadata_exclude")
+#: ``--cutoff-mode``, as rclone's: what a job that reaches ``--max-transfer`` or ``--max-duration`` does
+#: with its transfers (hard: aborts those in flight; soft: lets them finish; cautious: starts none
+#: that would take it over ``--max-transfer``)
+CUTOFF_MODES = ("hard", "soft", "cautious")
+#: ``--links`` / ``--copy-links``: what a job does with a symbolic link of a local source
+#: (skip: leave it out with a warning; store: an object ``NAME.rclonelink`` holding the link's target,
+#: as rclone stores one; follow: copy what it points to)
+LINK_MODES = ("skip", "store", "follow")
 
 
 def _pairs(option: str, entries: tuple[str, ...], example: str) -> list[tuple[str, str]]:
@@ -132,10 +140,18 @@ class TransferSettings:
     acl: str | None = None
     #: ``KEY=VALUE`` tags set on every object written, over those it carries (``--tag``, repeatable)
     tags: tuple[str, ...] = ()
+    #: stop the run once this many bytes have moved (``--max-transfer``, a size such as ``10G``) or
+    #: this long after it started (``--max-duration``, such as ``1h30m``); None: no limit. A run
+    #: stopped so is unfinished: the same command again continues it.
+    max_transfer: str | None = None
+    max_duration: str | None = None
+    #: what reaching one of those limits does to the transfers (one of CUTOFF_MODES); hard is rclone's default
+    cutoff_mode: str = "hard"
 
     def __post_init__(self) -> None:
         for name in ("metadata_set", "metadata_exclude", "content_types", "tags"):
             object.__setattr__(self, name, tuple(getattr(self, name)))  # a JSON list, read back
+        self.limits()
         self.metadata_overrides()
         self.excluded_metadata()
         self.content_type_rules()
@@ -149,6 +165,29 @@ class TransferSettings:
             raise ConfigError("--sse-kms-key-id: a KMS key is for --sse aws:kms, and is not empty")
         if self.acl is not None and self.acl not in CANNED_ACLS:
             raise ConfigError(f"--acl {self.acl!r}: not a canned ACL S3 documents ({', '.join(CANNED_ACLS)})")
+
+    def limits(self) -> tuple[int | None, float | None]:
+        """(``max_transfer`` in bytes, ``max_duration`` in seconds); raises ConfigError naming a bad one."""
+        from ..filters import parse_age, parse_size
+
+        size = seconds = None
+        if self.max_transfer is not None:
+            try:
+                size = parse_size(str(self.max_transfer))
+            except ConfigError as exc:
+                raise ConfigError(f"--max-transfer: {exc}") from None
+            if size <= 0:
+                raise ConfigError(f"--max-transfer {self.max_transfer!r}: give a size above 0 (e.g. 10G)")
+        if self.max_duration is not None:
+            try:
+                seconds = parse_age(str(self.max_duration)).total_seconds()
+            except ConfigError as exc:
+                raise ConfigError(f"--max-duration: {exc}") from None
+            if seconds <= 0:
+                raise ConfigError(f"--max-duration {self.max_duration!r}: give a time above 0 (e.g. 1h30m)")
+        if self.cutoff_mode not in CUTOFF_MODES:
+            raise ConfigError(f"--cutoff-mode {self.cutoff_mode!r}: use {', '.join(CUTOFF_MODES)}")
+        return size, seconds
 
     def metadata_overrides(self) -> dict[str, str]:
         """``metadata_set`` as a mapping of lower-case names; raises ConfigError naming a bad entry."""
@@ -284,6 +323,10 @@ class TransferSettings:
             out["no_verify"] = True
         if not self.adaptive:
             out["adaptive"] = False
+        out.update({n: v for n, v in (("max_transfer", self.max_transfer), ("max_duration", self.max_duration))
+                    if v is not None})
+        if self.cutoff_mode != "hard":
+            out["cutoff_mode"] = self.cutoff_mode
         out.update(self.metadata_identity())
         return out
 
@@ -336,6 +379,23 @@ class TransferSpec:
     no_journal: bool = False
     #: ``--report``: a JSON line per object written here as the job runs (:mod:`vertexflow.ops.report`)
     report: str | None = None
+    #: which existing destination objects are left as they are (rclone's options of these names):
+    #: ``ignore_existing`` every one; ``update`` those newer than their source; ``immutable`` none
+    #: may change: one whose source differs is a failure, never overwritten
+    ignore_existing: bool = False
+    update: bool = False
+    immutable: bool = False
+    #: sync: a location (``--backup-dir``) that every destination object the sync would overwrite or
+    #: delete is copied to first, under its key; it must overlap neither the source nor the destination
+    backup_dir: str | None = None
+    #: make the source's empty folders at the destination (``--create-empty-src-dirs``): a source and
+    #: destination with real folders (local disk, Yandex.Disk)
+    create_empty_src_dirs: bool = False
+    #: symbolic links of a local source (one of LINK_MODES; ``--links``: store, ``--copy-links``: follow)
+    links: str = "skip"
+
+    #: the options above that change what a run stores (a job's fingerprint holds those given)
+    IDENTITY = ("ignore_existing", "update", "immutable", "backup_dir", "create_empty_src_dirs", "links")
 
     def __post_init__(self) -> None:
         if self.mode not in ("copy", "sync"):
@@ -344,6 +404,21 @@ class TransferSpec:
             raise ConfigError(f"compare: {self.compare!r}: use size_mtime, checksum or size_only")
         if self.delete and self.mode != "sync":
             raise ConfigError("delete: only a sync deletes")
+        if self.links not in LINK_MODES:
+            raise ConfigError(f"links: {self.links!r}: use {', '.join(LINK_MODES)}")
+        if self.backup_dir is not None and self.mode != "sync":
+            raise ConfigError("--backup-dir: only a sync overwrites and deletes what it keeps there; copy "
+                              "with --immutable or --ignore-existing never overwrites")
+        if self.backup_dir is not None and not self.backup_dir.strip():
+            raise ConfigError("--backup-dir: empty location")
+        if self.ignore_existing and self.immutable:
+            raise ConfigError("--ignore-existing and --immutable: the first never looks at an existing object, "
+                              "so the second has nothing to check; choose one")
+
+    def identity(self) -> dict[str, Any]:
+        """The options of :data:`IDENTITY` given (not at their default), for a job's fingerprint."""
+        defaults = {f.name: f.default for f in fields(self) if f.name in self.IDENTITY}
+        return {n: getattr(self, n) for n in self.IDENTITY if getattr(self, n) != defaults[n]}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON): what a Dask shard is sent and what the journal keeps."""
