@@ -13,6 +13,7 @@ import importlib
 import click
 
 from .. import __version__, logs
+from . import settings
 from .context import Ctx
 
 #: command name -> "module of this package:attribute"
@@ -53,8 +54,18 @@ class Commands(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in COMMANDS and name not in self.commands:
             module, _, attr = COMMANDS[name].partition(":")
-            self.add_command(getattr(importlib.import_module(f"{__name__}.{module}"), attr), name)
+            command = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+            settings.give_envvars(command)  # VERTEXFLOW_<OPTION>
+            self.add_command(command, name)
         return super().get_command(ctx, name)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """The global options are taken after the command's name too (``copy SRC DST --log-level debug``)."""
+        at = settings.split_command(args)
+        if at is not None:
+            moved, rest = settings.hoist_global_options(self.get_command(ctx, args[at]), args[at + 1:])
+            args = [*args[:at], *moved, args[at], *rest]
+        return super().parse_args(ctx, args)
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,13 +73,36 @@ class Commands(click.Group):
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_CONFIG",
               help="Config file with named remotes (TOML or JSON).")
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
-              help="Log lines as text (terminal) or JSON.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
+              envvar="VERTEXFLOW_LOG_FORMAT", help="Log lines as text (terminal) or JSON.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
+              envvar="VERTEXFLOW_LOG_LEVEL")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, log_format: str, log_level: str) -> None:
-    """Move objects between local disk, S3-compatible stores and Yandex.Disk."""
-    logs.configure(log_format, log_level)
+    """Move objects between local disk, S3-compatible stores and Yandex.Disk.
+
+    \b
+    Every option may also be given as VERTEXFLOW_<OPTION> (VERTEXFLOW_TRANSFERS=32),
+    or in the config file's [options] table; the command line wins, then the
+    environment, then the config file (README: Options).
+    """
     ctx.obj = Ctx(config_path)
+    options = ctx.obj.options()
+    if options:
+        from .run import reported
+
+        with reported():  # a key that is no option of any command: exit 2, naming it
+            settings.check_option_names(options, [main, *(main.get_command(ctx, n) for n in COMMANDS)],
+                                        ctx.obj.config_source)
+    if options and ctx.invoked_subcommand is not None:
+        command = ctx.command.get_command(ctx, ctx.invoked_subcommand)  # type: ignore[attr-defined]
+        if command is not None:
+            ctx.default_map = {ctx.invoked_subcommand: settings.option_defaults(command, options)}
+    # these two are the group's own: the config file's [options] give them where neither flag nor variable does
+    if ctx.get_parameter_source("log_format") is click.core.ParameterSource.DEFAULT:
+        log_format = settings.global_value(options, "log-format", main, log_format)
+    if ctx.get_parameter_source("log_level") is click.core.ParameterSource.DEFAULT:
+        log_level = settings.global_value(options, "log-level", main, log_level)
+    logs.configure(log_format, log_level)
 
 
 def entry() -> None:  # pragma: no cover - console script shim

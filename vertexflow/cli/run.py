@@ -7,6 +7,9 @@ Exit status of every ``vertexflow`` command:
   (each is named); a company migration failed and was rolled back;
 * 2 (:data:`EXIT_FATAL`): usage, config or connection error, or a fatal error
   that stopped the job (the message says what and where);
+* 8 (:data:`EXIT_MAX_TRANSFER`) / 10 (:data:`EXIT_MAX_DURATION`), rclone's numbers: a copy or
+  sync stopped at ``--max-transfer`` / ``--max-duration`` with no object failed; the same
+  command again continues it (:mod:`vertexflow.ops.cutoff`);
 * 130 (:data:`EXIT_INTERRUPTED`): interrupted by Ctrl-C / SIGTERM.
 
 Which exception gives which status is :data:`EXIT_STATUS`, the one table.
@@ -35,8 +38,10 @@ from ..interrupts import INTERRUPTS
 from ..pipeline.progress import ProgressView, human_bytes
 from ..pipeline.runner import StopSignal
 from ..pipeline.stats import JobStats
+from .names import shown
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_MAX_TRANSFER, EXIT_MAX_DURATION = 8, 10
 
 #: Exception class -> exit status, the first matching row wins. An exception
 #: that matches no row is a bug: it propagates with its traceback.
@@ -231,6 +236,6 @@ def print_summary(stats: JobStats, as_json: bool, title: str, extra: dict[str, A
 
 def print_failures(stats: JobStats, summary: dict[str, Any]) -> None:
     for f in stats.failures:
-        click.echo(f"FAILED {f.key}: [{f.reason}] {f.message}", err=True)
+        click.echo(f"FAILED {shown(f.key)}: [{f.reason}] {f.message}", err=True)
     if summary["failures_not_shown"]:
         click.echo(f"... and {summary['failures_not_shown']:,} more failures", err=True)
