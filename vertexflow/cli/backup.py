@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from ..errors import BackupError, IntegrityError
+from ..errors import BackupError, ConfigError, IntegrityError
 from .run import EXIT_OK, EXIT_PARTIAL, fail, reported, run_or_exit
 
 #: what ``backup verify`` and ``backup restore`` check: these errors mean a damaged backup (exit 1)
@@ -55,6 +55,21 @@ def backup() -> None:
     """Back up and restore the database and the storage tree (docs/backup.md)."""
 
 
+def _platform_option(fn: Any) -> Any:
+    return click.option(
+        "--platform", "platform", is_flag=False, flag_value="", default=None, metavar="[STORAGE_CONFIG]",
+        help="The platform of this storage_config.json (bare: $VERTEXFLOW_STORAGE_CONFIG): its database and every "
+             "company's files, wherever each is routed.")(fn)
+
+
+def _storage_config(value: str) -> str:
+    """The path ``--platform`` names; bare ``--platform`` takes $VERTEXFLOW_STORAGE_CONFIG."""
+    path = value or os.environ.get("VERTEXFLOW_STORAGE_CONFIG", "")
+    if not path:
+        fail("--platform needs the platform's storage_config.json (or VERTEXFLOW_STORAGE_CONFIG set)")
+    return path
+
+
 @backup.command("create")
 @click.option("--type", "kind", type=click.Choice(["full", "database", "storage"]), default="full", show_default=True)
 @click.option("--db", "db_path", envvar="VERTEXFLOW_DB", type=click.Path(dir_okay=False),
@@ -64,10 +79,13 @@ def backup() -> None:
               help="Where backups are kept (a path, s3://..., yadisk:/..., NAME:path).")
 @click.option("--compress", "compress", default="gzip", show_default=True, help="gzip[:1-9] or zstd[:1-19].")
 @click.option("--chunk-size", default="100M", show_default=True, help="Largest part of the archive.")
+@_platform_option
+@click.option("--allow-incomplete", is_flag=True,
+              help="With --platform: back up the companies whose stores answer, mark the others incomplete (exit 1).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def create(ctx: click.Context, kind: str, db_path: str | None, storage: str | None, to: str, compress: str,
-           chunk_size: str, as_json: bool) -> None:
+           chunk_size: str, platform: str | None, allow_incomplete: bool, as_json: bool) -> None:
     """Write a new backup to --to; metadata.json is written last."""
     from ..filters import parse_size
     from ..ops.backup.create import CreateOptions, create_backup
@@ -77,6 +95,17 @@ def create(ctx: click.Context, kind: str, db_path: str | None, storage: str | No
     with reported():
         codec = parse_codec(compress)
         size = parse_size(chunk_size)
+    if platform is not None:
+        if ctx.get_parameter_source("kind") != click.core.ParameterSource.DEFAULT:
+            fail("--platform backs up the whole platform (database and files): give it without --type")
+        if storage:
+            fail("--platform reads every company's files where the platform routes them: give it without --storage")
+        if not db_path:
+            fail("--platform needs the platform database: --db PATH (or VERTEXFLOW_DB)")
+        _create_platform(config, _storage_config(platform), db_path, to, codec, size, allow_incomplete, as_json)
+        return
+    if allow_incomplete:
+        fail("--allow-incomplete goes with --platform")
     if kind in ("full", "storage") and not storage:
         fail(f"--type {kind} needs --storage URL")
     if kind in ("full", "database") and not db_path:
@@ -113,6 +142,55 @@ def create(ctx: click.Context, kind: str, db_path: str | None, storage: str | No
         for k, v in summary.items():
             if k not in ("backup", "location") and v not in (None, []):
                 click.echo(f"  {k}: {v}")
+
+
+def _create_platform(config: Any, storage_config: str, db_path: str, to: str, codec: Any, size: int,
+                     allow_incomplete: bool, as_json: bool) -> None:
+    from ..ops.backup.platform import PlatformOptions, create_platform_backup, summary
+    from ..tenancy.manager import StorageManager
+
+    dest_loc = _location(to, config)
+    with reported():
+        if not os.path.isfile(db_path):
+            raise ConfigError(f"--db {db_path!r}: no such database file")
+
+    async def run() -> Any:
+        async with StorageManager.open(storage_config, db_path) as manager, dest_loc.backend() as dest:
+            return await create_platform_backup(dest, manager, PlatformOptions(
+                codec=codec, chunk_size=size, allow_incomplete=allow_incomplete))
+
+    result = run_or_exit(run)
+    meta = result.metadata
+    assert meta.storage is not None and meta.platform is not None
+    s = meta.storage
+    companies = summary(meta)
+    incomplete = [c for c in companies if not c["complete"]]
+    out: dict[str, Any] = {
+        "backup": meta.id, "location": f"{to.rstrip('/')}/{meta.id}", "type": meta.type,
+        "seconds": round(result.seconds, 3), "parts": len(s.parts), "files": s.files, "directories": s.directories,
+        "bytes": s.bytes, "stored_bytes": s.stream_size, "database_bytes": meta.database.size if meta.database else 0,
+        "mb_per_s": round(s.bytes / 1e6 / max(result.seconds, 1e-9), 1),
+        "objects_per_s": round(s.files / max(result.seconds, 1e-9), 1),
+        "complete": not incomplete, "changed": sum(c["changed"] for c in companies), "companies": companies}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(f"backup {meta.id} written to {out['location']}")
+        for k in ("type", "seconds", "parts", "files", "directories", "bytes", "stored_bytes", "database_bytes",
+                  "mb_per_s", "objects_per_s", "changed"):
+            click.echo(f"  {k}: {out[k]}")
+        for c in companies:
+            state = "complete" if c["complete"] else "INCOMPLETE"
+            click.echo(f"  company {c['company']}: {c['files']} files, {c['bytes']} bytes, {c['changed']} changed, "
+                       f"{state}")
+    for c in incomplete:
+        for ct, error in c["errors"].items():
+            click.echo(f"vertexflow: company {c['company']}, {ct} ({c['routes'][ct]}) is INCOMPLETE in this "
+                       f"backup: {error}", err=True)
+    if out["changed"]:
+        click.echo(f"vertexflow: {out['changed']} files changed while the backup ran; metadata.json names them "
+                   "(platform.companies[].content.<type>.changed)", err=True)
+    sys.exit(EXIT_PARTIAL if incomplete else EXIT_OK)
 
 
 @backup.command("list")
@@ -176,16 +254,31 @@ def verify(ctx: click.Context, backup_spec: str, as_json: bool) -> None:
 @click.option("--db-path", type=click.Path(dir_okay=False),
               help="Where the database goes (default: where it was copied from); the old file is kept beside it.")
 @click.option("--only", "only", metavar="PREFIX", help="Restore only the files under this path.")
+@_platform_option
+@click.option("--company", "company", metavar="COMPANY",
+              help="With --platform: this company's files only (id or folder); the database is left as it is.")
+@click.option("--connection", "connection", metavar="NAME",
+              help="With --platform: put the files onto this connection and route the companies there.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def restore(ctx: click.Context, backup_spec: str, target_storage: str | None, db_path: str | None,
-            only: str | None, as_json: bool) -> None:
+            only: str | None, platform: str | None, company: str | None, connection: str | None,
+            as_json: bool) -> None:
     """Check the whole backup (parts, members, database copy), then write the files and the database."""
     from ..ops.backup.reading import Opened, load_metadata
     from ..ops.backup.restore import RestoreResult, restore_backup
 
     config = _config(ctx)
     loc, bid = _backup_location(backup_spec, config)
+    if platform is not None:
+        if target_storage:
+            fail("--platform puts every company's files onto its route: give it without --target-storage "
+                 "(--connection NAME puts them onto one connection)")
+        _restore_platform(loc, bid, backup_spec, _storage_config(platform), db_path, company, connection, only,
+                          as_json)
+        return
+    if company or connection:
+        fail("--company and --connection go with --platform")
     result = RestoreResult()
     where: dict[str, str | None] = {"target": None, "database": None}
 
@@ -194,6 +287,10 @@ def restore(ctx: click.Context, backup_spec: str, target_storage: str | None, db
             meta = await load_metadata(store, bid)
             opened = Opened(store, bid, meta)
             target = None
+            if meta.platform is not None and not target_storage:
+                raise ConfigError(f"backup {bid} is a platform backup: restore it with --platform "
+                                  "STORAGE_CONFIG (each company onto its route), or give --target-storage to "
+                                  "unpack the whole archive into one place")
             if meta.storage is not None:
                 target = _target_location(target_storage or meta.storage.source, config)
                 where["target"] = target.canonical.removeprefix("file://")
@@ -221,6 +318,59 @@ def restore(ctx: click.Context, backup_spec: str, target_storage: str | None, db
         if result.database:
             click.echo(f"database restored to {result.database}"
                        + (f"; the previous file is kept at {result.kept_database}" if result.kept_database else ""))
+
+
+def _restore_platform(loc: Any, bid: str, spec: str, storage_config: str, db_path: str | None,
+                      company: str | None, connection: str | None, only: str | None, as_json: bool) -> None:
+    from ..ops.backup.platform_restore import PlatformRestoreOptions, PlatformRestoreResult, restore_platform
+    from ..ops.backup.reading import Opened, load_metadata
+    from ..tenancy.storage_config import load_storage_config
+
+    with reported():
+        storage = load_storage_config(storage_config)
+    result = PlatformRestoreResult()
+    where: dict[str, str | None] = {"target": "the companies' stores", "database": None}
+
+    async def run() -> Any:
+        async with loc.backend() as store:
+            meta = await load_metadata(store, bid)
+            db = db_path or os.environ.get("VERTEXFLOW_DB") or (meta.database.source if meta.database else None)
+            if not db:
+                raise ConfigError("--platform needs the platform database: --db-path PATH (or VERTEXFLOW_DB)")
+            where["database"] = db if company is None else None
+            opts = PlatformRestoreOptions(db_path=db, company=company, only=only, connection=connection)
+            return await restore_platform(Opened(store, bid, meta), storage, opts, result=result)
+
+    try:
+        run_or_exit(run, problems=PROBLEMS)
+    except SystemExit as stop:
+        if stop.code:
+            click.echo(_restore_next_step(spec, result, where), err=True)
+            if result.phase == "re-routing":
+                click.echo("vertexflow: the files and the database are restored; re-routing stopped after "
+                           f"{len(result.rerouted)} companies: run the same restore with --company for the others, "
+                           "or `vertexflow migrate company ... --to` them", err=True)
+        raise
+    for w in result.warnings:
+        click.echo(f"vertexflow: warning: {w}", err=True)
+    out = {"backup": bid, "files": result.files, "bytes": result.bytes, "directories": result.directories,
+           "skipped": result.skipped, "database": result.database, "kept_database": result.kept_database,
+           "companies": result.companies, "rerouted": result.rerouted, "warnings": result.warnings}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"restored backup {bid}: {result.files} files, {result.bytes} bytes"
+               + (f", {result.directories} empty folders" if result.directories else "")
+               + (f" ({result.skipped} not restored: other companies or outside --only)" if result.skipped else ""))
+    for c in result.companies:
+        click.echo(f"  company {c['company']}: " + ", ".join(f"{ct} {v['files']} files to {v['location']}"
+                                                             for ct, v in c["content"].items()))
+    for r in result.rerouted:
+        click.echo(f"  company {r['company']} " + (f"routed to {r['to']} (migration {r['migration']})"
+                                                   if r["migration"] is not None else f"already on {r['to']}"))
+    if result.database:
+        click.echo(f"database restored to {result.database}"
+                   + (f"; the previous file is kept at {result.kept_database}" if result.kept_database else ""))
 
 
 def _restore_next_step(spec: str, result: Any, where: dict[str, str | None]) -> str:

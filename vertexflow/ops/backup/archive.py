@@ -34,8 +34,8 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -44,7 +44,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ...backends.base import Backend
 from ...backends.local import TMP_PREFIX
-from ...errors import SourceChanged
+from ...errors import BackendError, NotFound, SourceChanged
 from ...model import BodyFactory, ObjectInfo
 from ...transforms.compression import Codec, encoder
 from ..routes import described_by
@@ -82,6 +82,8 @@ class ArchiveBuilder:
         self.descriptions: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024)  # noqa: SIM115
         self._hash = hashlib.sha256()
         self._info = ObjectInfo(key="", size=None)
+        #: a file member's header is in the archive and its data is not complete: an error now breaks the archive
+        self.in_member = False
 
     def _emit(self, data: bytes | memoryview) -> None:
         self.offset += len(data)
@@ -102,6 +104,7 @@ class ArchiveBuilder:
         """A file member: ``info`` names it and says what describes it (MEMBERS.jsonl)."""
         self._info = info
         self._hash = hashlib.sha256()
+        self.in_member = True
         self._emit(member_header(info.key, size, info.mtime.timestamp() if info.mtime else 0))
 
     def data(self, chunk: bytes) -> None:
@@ -114,6 +117,7 @@ class ArchiveBuilder:
         self.descriptions.write(description_line(self._info.key, Description.of(self._info)))
         self.stats.files += 1
         self.stats.bytes += size
+        self.in_member = False
 
     def add_directories(self, directories: list[tuple[str, float]]) -> None:
         """Directory members (``(path, mtime)``, parents first) and their MEMBERS.sha256 lines."""
@@ -153,47 +157,103 @@ class ArchiveBuilder:
 async def produce(source: Backend, builder: ArchiveBuilder, send: MemoryObjectSendStream[bytes]) -> None:
     """List ``source`` and send the compressed archive into ``send`` (closed at the end)."""
     async with send:
-        batch: list[tuple[ObjectInfo, str]] = []
-        batch_bytes = 0
+        await archive_source(source, builder, send)
+        await finish(builder, send)
 
-        async def flush() -> None:
-            nonlocal batch, batch_bytes
-            if batch:
-                todo, batch, batch_bytes = batch, [], 0
-                await anyio.to_thread.run_sync(builder.add_local_batch, todo)
-                await _send(builder, send)
 
-        local = source.features.local_path
-        directories: list[tuple[str, float]] = []
-        if local:
-            directories = await anyio.to_thread.run_sync(local_directories, source.local_path("x").parent)
-        elif source.features.folders:
-            directories = await remote_directories(source)
-        for i in range(0, len(directories), BATCH_FILES):  # bounded output between sends
-            await anyio.to_thread.run_sync(builder.add_directories, directories[i:i + BATCH_FILES])
-            await _send(builder, send)
-        async for info in source.list():
-            size = info.size if info.size is not None else (await source.stat(info.key)).size or 0
-            if local and size <= SMALL:
-                batch.append((info, str(source.local_path(info.key))))
-                batch_bytes += size
-                if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_FILES:
-                    await flush()
-                continue
-            await flush()
+async def finish(builder: ArchiveBuilder, send: MemoryObjectSendStream[bytes]) -> None:
+    """The end of the archive, compressed and sent."""
+    await anyio.to_thread.run_sync(builder.finish)
+    await send_pieces(builder, send)
+
+
+#: ``changed(key, why)``: an object that changed or vanished between its listing and its read was left out
+Changed = Callable[[str, str], None]
+
+
+async def archive_source(source: Backend, builder: ArchiveBuilder, send: MemoryObjectSendStream[bytes], *,
+                         prefix: str = "", changed: Changed | None = None,
+                         archived: Callable[[ObjectInfo], None] | None = None) -> None:
+    """The directories, then the files, of ``source`` as members named ``<prefix><key>``; the archive goes on.
+
+    Without ``changed`` an object that changed between its listing and its
+    read fails the backup (:class:`SourceChanged`), as one that vanished does
+    (a small local file that vanished is skipped and counted either way).
+    With it, such an object is left out and reported through it (``key`` as
+    the source names it), which is possible because nothing of a member is
+    emitted before its read has begun on the listed version: only a change
+    in the middle of a large object's read still fails the backup.
+    ``archived(info)`` is told of every file archived, as listed.
+    """
+    batch: list[tuple[ObjectInfo, str]] = []
+    listed: list[ObjectInfo] = []  # the batch's objects as the source names them
+    batch_bytes = 0
+
+    def named(info: ObjectInfo) -> ObjectInfo:
+        return replace(info, key=prefix + info.key) if prefix else info
+
+    async def flush() -> None:
+        nonlocal batch, listed, batch_bytes
+        if batch:
+            todo, infos, batch, listed, batch_bytes = batch, listed, [], [], 0
+            vanished = len(builder.stats.skipped)
+            await anyio.to_thread.run_sync(builder.add_local_batch, todo)
+            gone = set(builder.stats.skipped[vanished:])
+            for info in infos:
+                if prefix + info.key in gone:
+                    if changed is not None:
+                        changed(info.key, "vanished while it was read")
+                elif archived is not None:
+                    archived(info)
+            await send_pieces(builder, send)
+
+    local = source.features.local_path
+    directories: list[tuple[str, float]] = []
+    if local:
+        directories = await anyio.to_thread.run_sync(local_directories, source.local_path("x").parent)
+    elif source.features.folders:
+        directories = await remote_directories(source)
+    if prefix:
+        directories = [(prefix + key, mtime) for key, mtime in directories]
+    for i in range(0, len(directories), BATCH_FILES):  # bounded output between sends
+        await anyio.to_thread.run_sync(builder.add_directories, directories[i:i + BATCH_FILES])
+        await send_pieces(builder, send)
+    async for info in source.list():
+        size = info.size if info.size is not None else (await source.stat(info.key)).size or 0
+        if local and size <= SMALL:
+            batch.append((named(info), str(source.local_path(info.key))))
+            listed.append(info)
+            batch_bytes += size
+            if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_FILES:
+                await flush()
+            continue
+        await flush()
+        try:
             if info.headers is None and source.features.whole_reads and size <= SMALL:
                 # the answer that brings a small object's bytes tells what describes them (S3 GetObject)
-                data, described = await source.read_whole_described(info.key, limit=SMALL, if_version=info.version)
+                data, described = await source.read_whole_described(info.key, limit=SMALL,
+                                                                    if_version=info.version)
                 info = described_by(info, described or await source.stat(info.key))
-                await anyio.to_thread.run_sync(builder.add_whole, info, data)
-                await _send(builder, send)
-                continue
-            if info.headers is None:  # the listing did not say (S3): one stat
-                info = described_by(info, await source.stat(info.key))
-            await _stream_member(source, info, size, builder, send)
-        await flush()
-        await anyio.to_thread.run_sync(builder.finish)
-        await _send(builder, send)
+                await anyio.to_thread.run_sync(builder.add_whole, named(info), data)
+                await send_pieces(builder, send)
+            else:
+                if info.headers is None:  # the listing did not say (S3): one stat
+                    info = described_by(info, await source.stat(info.key))
+                await _stream_member(source, info, size, builder, send, name=prefix + info.key)
+        except (SourceChanged, NotFound) as exc:
+            if changed is None or builder.in_member or not _about(exc, info.key):
+                raise
+            changed(info.key, "changed while it was read" if isinstance(exc, SourceChanged)
+                    else "vanished while it was read")
+            continue
+        if archived is not None:
+            archived(info)
+    await flush()
+
+
+def _about(exc: BackendError, key: str) -> bool:
+    """Whether ``exc`` is about the object ``key`` (not the store's root, nor another object)."""
+    return exc.key is None or exc.key == key or exc.key.endswith("/" + key)
 
 
 def local_directories(root: Path) -> list[tuple[str, float]]:
@@ -252,10 +312,11 @@ async def remote_directories(source: Backend) -> list[tuple[str, float]]:
 
 
 async def _stream_member(source: Backend, info: ObjectInfo, size: int, builder: ArchiveBuilder,
-                         send: MemoryObjectSendStream[bytes]) -> None:
-    builder.begin(info, size)
+                         send: MemoryObjectSendStream[bytes], *, name: str) -> None:
+    """One member streamed; its header is emitted once the read of the listed version has begun."""
     got = 0
     async with source.open(info.key, if_version=info.version) as chunks:
+        builder.begin(replace(info, key=name) if name != info.key else info, size)
         async for chunk in chunks:
             got += len(chunk)
             if got > size:
@@ -264,16 +325,16 @@ async def _stream_member(source: Backend, info: ObjectInfo, size: int, builder: 
                 await anyio.to_thread.run_sync(builder.data, chunk)
             else:
                 builder.data(chunk)
-            await _send(builder, send)
+            await send_pieces(builder, send)
     if got != size:
         # the header already promised `size` bytes: the archive cannot hold this object
         raise SourceChanged(f"object changed while it was archived: listed {size} bytes, read {got}",
                             backend=source.describe(), key=info.key)
     builder.end(size)
-    await _send(builder, send)
+    await send_pieces(builder, send)
 
 
-async def _send(builder: ArchiveBuilder, send: MemoryObjectSendStream[bytes]) -> None:
+async def send_pieces(builder: ArchiveBuilder, send: MemoryObjectSendStream[bytes]) -> None:
     for piece in builder.take():
         if piece:
             await send.send(piece)

@@ -12,12 +12,13 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO
 
 import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ... import __version__
 from ...backends.base import Backend
@@ -77,21 +78,29 @@ async def create_backup(dest: Backend, opts: CreateOptions, *, now: datetime | N
     started = time.monotonic()
     now = now or datetime.now(UTC)
     await dest.check(write=True)
-    bid = await _free_id(dest, opts.kind, now)
+    bid = await free_id(dest, opts.kind, now)
     db_section = storage_section = None
     skipped: list[str] = []
     if opts.db_path:
-        db_section = await _database(dest, bid, opts)
+        db_section = await store_database(dest, bid, opts.db_path, opts.codec)
     if opts.storage is not None and opts.kind != "database":
-        storage_section, skipped = await _storage(dest, bid, opts)
+        source = opts.storage
+        storage_section, skipped = await store_archive(
+            dest, bid, lambda builder, send: produce(source, builder, send), codec=opts.codec,
+            chunk_size=opts.chunk_size, source=opts.storage_spec or source.describe())
     meta = Metadata(id=bid, type=opts.kind, created=now.replace(microsecond=0), vertexflow_version=__version__,
                     storage=storage_section, database=db_section)
-    await _put_small(dest, f"{bid}/{SHA256SUMS}", meta.sha256sums())
-    await _put_small(dest, f"{bid}/{METADATA}", meta.to_json())
+    await finish_backup(dest, meta)
     return CreateResult(meta, bid, time.monotonic() - started, skipped)
 
 
-async def _free_id(dest: Backend, kind: str, now: datetime) -> str:
+async def finish_backup(dest: Backend, meta: Metadata) -> None:
+    """SHA256SUMS, then metadata.json: the backup is complete once the last is stored."""
+    await put_small(dest, f"{meta.id}/{SHA256SUMS}", meta.sha256sums())
+    await put_small(dest, f"{meta.id}/{METADATA}", meta.to_json())
+
+
+async def free_id(dest: Backend, kind: str, now: datetime) -> str:
     for seq in range(1000):
         bid = backup_id(kind, now, seq)
         async for _ in dest.list(bid + "/"):
@@ -101,15 +110,23 @@ async def _free_id(dest: Backend, kind: str, now: datetime) -> str:
     raise ConfigError(f"{dest.describe()}: too many backups started in the same second")
 
 
-async def _put_small(dest: Backend, key: str, data: bytes) -> StoredFile:
+async def put_small(dest: Backend, key: str, data: bytes) -> StoredFile:
     sha = hashlib.sha256(data).hexdigest()
     await dest.put(ObjectInfo(key=key, size=len(data), hashes={"sha256": sha}), body_from_bytes(data))
     return StoredFile(key.rsplit("/", 1)[-1], len(data), sha)
 
 
-async def _storage(dest: Backend, bid: str, opts: CreateOptions) -> tuple[StorageSection, list[str]]:
-    assert opts.storage is not None
-    builder = ArchiveBuilder(opts.codec)
+#: fills an archive: writes members into the builder, sends its pieces, finishes it and closes the channel
+Producer = Callable[[ArchiveBuilder, MemoryObjectSendStream[bytes]], Awaitable[None]]
+
+
+async def store_archive(dest: Backend, bid: str, producer: Producer, *, codec: Codec, chunk_size: int,
+                        source: str) -> tuple[StorageSection, list[str]]:
+    """The archive ``producer`` fills, cut into parts and put while it is produced, with its member lists.
+
+    Returns the storage section and the files skipped (vanished before they were read).
+    """
+    builder = ArchiveBuilder(codec)
     digest = StreamDigest()
     send, receive = anyio.create_memory_object_stream[bytes](CHANNEL_DEPTH)
 
@@ -122,26 +139,26 @@ async def _storage(dest: Backend, bid: str, opts: CreateOptions) -> tuple[Storag
     try:
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(produce, opts.storage, builder, send)
-                parts = await write_parts(dest, bid, chunks(), chunk_size=opts.chunk_size,
-                                          name_of=lambda i: part_name(opts.codec.name, i), digest=digest)
+                tg.start_soon(producer, builder, send)
+                parts = await write_parts(dest, bid, chunks(), chunk_size=chunk_size,
+                                          name_of=lambda i: part_name(codec.name, i), digest=digest)
         except BaseExceptionGroup as group:
             raise first_error(group) from None  # the producer's or the writer's own error, not a group
-        members = await _put_spooled(dest, f"{bid}/{MEMBERS}", builder.members)
-        descriptions = await _put_spooled(dest, f"{bid}/{DESCRIPTIONS}", builder.descriptions)
+        members = await put_spooled(dest, f"{bid}/{MEMBERS}", builder.members)
+        descriptions = await put_spooled(dest, f"{bid}/{DESCRIPTIONS}", builder.descriptions)
     finally:
         builder.members.close()
         builder.descriptions.close()
     section = StorageSection(
-        source=opts.storage_spec or opts.storage.describe(), compression=opts.codec.name, level=opts.codec.level,
-        chunk_size=opts.chunk_size, parts=tuple(parts), stream_size=digest.size,
+        source=source, compression=codec.name, level=codec.level,
+        chunk_size=chunk_size, parts=tuple(parts), stream_size=digest.size,
         stream_sha256=digest.sha256.hexdigest(),  # type: ignore[attr-defined]
         files=builder.stats.files, bytes=builder.stats.bytes,
         members=members, directories=builder.stats.directories, descriptions=descriptions)
     return section, builder.stats.skipped
 
 
-async def _put_spooled(dest: Backend, key: str, f: IO[bytes]) -> StoredFile:
+async def put_spooled(dest: Backend, key: str, f: IO[bytes]) -> StoredFile:
     size = spooled_size(f)
     sha = await anyio.to_thread.run_sync(_spool_sha, f)
     await dest.put(ObjectInfo(key=key, size=size, hashes={"sha256": sha}), spooled_body(f))
@@ -156,21 +173,20 @@ def _spool_sha(f: object) -> str:
     return h.hexdigest()
 
 
-async def _database(dest: Backend, bid: str, opts: CreateOptions) -> DatabaseSection:
+async def store_database(dest: Backend, bid: str, db_path: str, codec: Codec) -> DatabaseSection:
     """Snapshot to a temporary file, then put it compressed. The put's body replays from the file."""
-    assert opts.db_path
     with tempfile.TemporaryDirectory(prefix="vertexflow-backup-") as tmp:
         copy = os.path.join(tmp, "database.sqlite3")
-        await anyio.to_thread.run_sync(snapshot, opts.db_path, copy)
+        await anyio.to_thread.run_sync(snapshot, db_path, copy)
         size, sha = await anyio.to_thread.run_sync(file_digest, copy)
-        name = database_name(opts.codec.name)
+        name = database_name(codec.name)
         stored_hash = hashlib.sha256()
         stored_size = 0
 
         async def body() -> AsyncIterator[bytes]:
             nonlocal stored_hash, stored_size
             stored_hash, stored_size = hashlib.sha256(), 0
-            enc = encoder(opts.codec)
+            enc = encoder(codec)
             f = await anyio.to_thread.run_sync(open, copy, "rb")
             try:
                 while True:
@@ -191,5 +207,5 @@ async def _database(dest: Backend, bid: str, opts: CreateOptions) -> DatabaseSec
             from ...errors import CorruptData
             raise CorruptData("the destination stored other bytes than were sent", backend=dest.describe(),
                               key=f"{bid}/{name}")
-    return DatabaseSection(source=os.path.abspath(opts.db_path), compression=opts.codec.name,
+    return DatabaseSection(source=os.path.abspath(db_path), compression=codec.name,
                            stored=StoredFile(name, stored_size, sha_stored), size=size, sha256=sha)

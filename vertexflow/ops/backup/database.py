@@ -51,6 +51,11 @@ def snapshot(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
         raise BackupError(f"database {source}: the copy fails its integrity check: {problem}")
 
 
+def copy_checked(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """A working copy of a checked private copy (a restore's temporary file) into the new file ``target``."""
+    _copy(source, target, source_is="private")
+
+
 #: how a database file is opened: ``live`` among other connections, read-write where this user
 #: may write it (only to remove the side files as the last connection), else read-only (the
 #: platform's database being backed up); ``private`` a copy nothing else opens (immutable: no

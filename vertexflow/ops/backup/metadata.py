@@ -11,6 +11,13 @@ A backup is one folder ``<id>/`` at the destination (see ``docs/backup.md``)::
     SHA256SUMS                     every stored file above, sha256sum format
     metadata.json                  written last: a folder without it is incomplete
 
+A platform backup (type ``platform``) is a full backup of a platform whose
+archive holds every company's files of every content type under
+``<content type>/<company folder>/``, read from wherever the company's route
+pointed; its ``platform`` section says, per company and content type, the
+route, the counts, whether it is complete and what changed while it was read
+(:class:`PlatformSection`).
+
 Reading is strict: every field is type-checked and a bad one raises
 :class:`~vertexflow.errors.BadMetadata` naming it, and object names are
 matched against the only forms vertexflow writes, so a tampered metadata file
@@ -37,9 +44,9 @@ METADATA = "metadata.json"
 SHA256SUMS = "SHA256SUMS"
 MEMBERS = "MEMBERS.sha256"
 DESCRIPTIONS = "MEMBERS.jsonl"
-TYPES = ("full", "database", "storage")
+TYPES = ("full", "database", "storage", "platform")
 SUFFIX = {"zstd": "zst", "gzip": "gz"}
-ID_RE = re.compile(r"^vertexflow-(full|database|storage)-(\d{8}T\d{6}Z)(?:-(\d{1,4}))?$")
+ID_RE = re.compile(r"^vertexflow-(full|database|storage|platform)-(\d{8}T\d{6}Z)(?:-(\d{1,4}))?$")
 _PART_RE = re.compile(r"^storage\.tar\.(zst|gz)\.part(\d{4,6})$")
 _DB_RE = re.compile(r"^database\.sqlite3\.(zst|gz)$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -115,6 +122,8 @@ class Metadata:
     storage: StorageSection | None = None
     database: DatabaseSection | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: a platform backup's companies and routes (type ``platform`` only)
+    platform: PlatformSection | None = None
 
     def stored_files(self) -> list[StoredFile]:
         """Every object the backup holds besides SHA256SUMS and metadata.json, in write order."""
@@ -157,6 +166,8 @@ class Metadata:
             d = self.database
             doc["database"] = {"compression": d.compression, "stored": asdict(d.stored),
                                "size": d.size, "sha256": d.sha256}
+        if self.platform is not None:
+            doc["platform"] = self.platform.to_doc()
         return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
 
     @classmethod
@@ -187,11 +198,18 @@ class Metadata:
             storage = _storage(r.sub("storage"), source.get("storage", str))
         if doc.get("database") is not None:
             database = _database(r.sub("database"), source.get("database", str))
-        want = {"full": (True, True), "storage": (True, False), "database": (False, True)}[kind]
+        want = {"full": (True, True), "storage": (True, False), "database": (False, True),
+                "platform": (True, True)}[kind]
         if (storage is not None, database is not None) != want:
             raise BadMetadata(f"{where}: fields 'storage'/'database' do not match type {kind!r}")
+        platform = None
+        if kind == "platform":
+            assert storage is not None
+            platform = _platform(r.sub("platform"), storage)
+        elif "platform" in doc:
+            raise BadMetadata(f"{where}: field 'platform' belongs to platform backups, not type {kind!r}")
         return cls(id=bid, type=kind, created=created, vertexflow_version=r.get("vertexflow_version", str),
-                   storage=storage, database=database)
+                   storage=storage, database=database, platform=platform)
 
 
 class _Reader:
@@ -268,6 +286,164 @@ def _database(r: _Reader, source: str) -> DatabaseSection:
         raise BadMetadata(f"{r.path}.stored: field 'name' should be {database_name(codec)!r}")
     return DatabaseSection(source=source, compression=codec, stored=stored,
                            size=r.get("size", int), sha256=r.sha("sha256"))
+
+
+# -- the platform section: companies, routes, and what each section of the archive holds ----------
+
+#: changed files named per company and content type (the count is always whole)
+CHANGED_SHOWN = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ContentEntry:
+    """One company's files of one content type: where they were read and what the archive holds of them.
+
+    The archive holds them under :attr:`path` (``<content type>/<company folder>``).
+    ``route`` names the store (``local``, ``minio``, ``yandex_disk`` or a
+    connection), ``location`` is ``<route>:<folder there>`` as the platform
+    resolved it. ``complete`` is false when the store could not be read
+    (``error`` says why; only with ``--allow-incomplete``). ``changed`` names
+    files that changed while the backup ran (``modified KEY``, ``added KEY``,
+    ``deleted KEY``, ``not archived KEY``): the archive holds them as they were
+    when read, or (``not archived``) not at all.
+    """
+
+    content_type: str
+    path: str
+    route: str
+    kind: str
+    location: str
+    files: int = 0
+    bytes: int = 0
+    directories: int = 0
+    complete: bool = True
+    error: str | None = None
+    changed_count: int = 0
+    changed: tuple[str, ...] = ()
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"path": self.path, "route": self.route, "kind": self.kind, "location": self.location,
+                "files": self.files, "bytes": self.bytes, "directories": self.directories,
+                "complete": self.complete, "error": self.error, "changed_count": self.changed_count,
+                "changed": list(self.changed)}
+
+
+@dataclass(frozen=True, slots=True)
+class CompanyEntry:
+    """A company as the backup found it: its folder, placement columns and one entry per content type."""
+
+    id: int
+    folder: str
+    name: str | None
+    storage_type: str
+    storage_connection_id: int | None
+    connection: str | None  # the name of storage_connection_id
+    yandex_disk_folder_id: str | None
+    #: a live migration of the company was in progress (its id): the files were read from its old placement
+    migration: int | None
+    content: tuple[ContentEntry, ...]
+
+    @property
+    def complete(self) -> bool:
+        return all(c.complete for c in self.content)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"id": self.id, "folder": self.folder, "name": self.name, "storage_type": self.storage_type,
+                "storage_connection_id": self.storage_connection_id, "connection": self.connection,
+                "yandex_disk_folder_id": self.yandex_disk_folder_id, "migration_in_progress": self.migration,
+                "complete": self.complete, "content": {c.content_type: c.to_doc() for c in self.content}}
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformSection:
+    """What a platform backup holds: the storage config it followed and every company's sections."""
+
+    storage_config: str
+    content_types: tuple[str, ...]
+    companies: tuple[CompanyEntry, ...]
+
+    @property
+    def complete(self) -> bool:
+        return all(c.complete for c in self.companies)
+
+    def company(self, ref: str) -> CompanyEntry | None:
+        """A company by id or folder."""
+        for c in self.companies:
+            if c.folder == ref or (ref.isdigit() and c.id == int(ref)):
+                return c
+        return None
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"storage_config": self.storage_config, "content_types": list(self.content_types),
+                "complete": self.complete, "companies": [c.to_doc() for c in self.companies]}
+
+
+def section_path(content_type: str, folder: str) -> str:
+    """Where one company's files of one content type lie in a platform archive."""
+    return f"{content_type}/{folder}"
+
+
+def _folder_name(value: str) -> bool:
+    return bool(value) and "/" not in value and value not in (".", "..") and "\x00" not in value
+
+
+def _optional(r: _Reader, name: str, kind: type) -> Any:
+    if r.doc.get(name) is None:
+        if name not in r.doc:
+            raise BadMetadata(f"{r.path}: field {name!r} is missing")
+        return None
+    return r.get(name, kind)
+
+
+def _platform(r: _Reader, storage: StorageSection) -> PlatformSection:
+    cts = r.get("content_types", list)
+    if not cts or not all(isinstance(c, str) and _folder_name(c) for c in cts) or len(set(cts)) != len(cts):
+        raise BadMetadata(f"{r.path}: field 'content_types' must list distinct content type names")
+    companies: list[CompanyEntry] = []
+    folders: set[str] = set()
+    ids: set[int] = set()
+    for i, raw in enumerate(r.get("companies", list)):
+        c = _Reader(raw, f"{r.path}.companies[{i}]")
+        folder = c.get("folder", str)
+        cid = c.get("id", int)
+        if not _folder_name(folder):
+            raise BadMetadata(f"{c.path}: field 'folder' {folder!r} is not a folder name")
+        if folder in folders or cid in ids:
+            raise BadMetadata(f"{c.path}: company {cid} ({folder!r}) is listed twice")
+        folders.add(folder)
+        ids.add(cid)
+        content_doc = c.get("content", dict)
+        if set(content_doc) != set(cts):
+            raise BadMetadata(f"{c.path}: field 'content' must have one entry per content type ({', '.join(cts)})")
+        content = []
+        for ct in cts:
+            e = _Reader(content_doc[ct], f"{c.path}.content.{ct}")
+            path = e.get("path", str)
+            if path != section_path(ct, folder):
+                raise BadMetadata(f"{e.path}: field 'path' {path!r} should be {section_path(ct, folder)!r}")
+            changed = e.get("changed", list)
+            if not all(isinstance(x, str) for x in changed):
+                raise BadMetadata(f"{e.path}: field 'changed' must list strings")
+            content.append(ContentEntry(
+                content_type=ct, path=path, route=e.get("route", str), kind=e.get("kind", str),
+                location=e.get("location", str), files=e.get("files", int), bytes=e.get("bytes", int),
+                directories=e.get("directories", int), complete=e.get("complete", bool),
+                error=_optional(e, "error", str), changed_count=e.get("changed_count", int),
+                changed=tuple(changed)))
+        companies.append(CompanyEntry(
+            id=cid, folder=folder, name=_optional(c, "name", str), storage_type=c.get("storage_type", str),
+            storage_connection_id=_optional(c, "storage_connection_id", int),
+            connection=_optional(c, "connection", str),
+            yandex_disk_folder_id=_optional(c, "yandex_disk_folder_id", str),
+            migration=_optional(c, "migration_in_progress", int), content=tuple(content)))
+    section = PlatformSection(storage_config=r.get("storage_config", str), content_types=tuple(cts),
+                              companies=tuple(companies))
+    files = sum(e.files for c in companies for e in c.content)
+    size = sum(e.bytes for c in companies for e in c.content)
+    if (files, size) != (storage.files, storage.bytes):
+        raise BadMetadata(f"{r.path}: the companies hold {files} files / {size} bytes, field 'storage' says "
+                          f"{storage.files} / {storage.bytes}")
+    return section
 
 
 def parse_sha256sums(data: bytes, *, where: str) -> dict[str, str]:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -107,6 +108,19 @@ class _Checked:
         return self.directories - self.holders
 
 
+#: where a file or folder of the archive goes: ``(backend, key there)``, or None when it is not restored
+Place = Callable[[str], Awaitable["tuple[Backend, str] | None"]]
+
+
+@dataclass(slots=True)
+class CheckedStorage:
+    """What the first pass found sound: the member lists, the descriptions and the archive's directories."""
+
+    members: Members
+    descriptions: dict[str, Description] | None
+    checked: _Checked
+
+
 async def restore_backup(opened: Opened, *, target: Backend | None, db_path: str | None,
                          only: str | None = None, result: RestoreResult | None = None) -> RestoreResult:
     """Check the whole backup, then restore its storage into ``target`` and its database to ``db_path``.
@@ -119,42 +133,62 @@ async def restore_backup(opened: Opened, *, target: Backend | None, db_path: str
     meta = opened.meta
     storage = meta.storage is not None and target is not None
     database = meta.database is not None and bool(db_path)
-    result.phase = "checking"
-    result.checked.append("metadata.json and SHA256SUMS")
-    members: Members | None = None
-    descriptions: dict[str, Description] | None = None
-    checked = _Checked()
-    if storage:
-        members = await load_members(opened.folder, meta.storage, bid=opened.name)  # type: ignore[arg-type]
-        result.checked.append("MEMBERS.sha256")
-        descriptions = await load_descriptions(opened.folder, meta.storage, members,  # type: ignore[arg-type]
-                                               bid=opened.name)
-        if descriptions is not None:
-            result.checked.append(DESCRIPTIONS)
-        result.checked_files = await _check_pass(opened, members, checked)
-        parts = len(meta.storage.parts)  # type: ignore[union-attr]
-        result.checked.append(f"{parts} part{'s' if parts != 1 else ''} and the archive to its end "
-                              f"({result.checked_files} files, {len(checked.directories)} directories)")
+    sound = await check_storage(opened, result) if storage else None
     copy: str | None = None
     try:
         if database:
             assert db_path
-            copy = await _fetch_checked_copy(opened, db_path)
-            result.checked.append("the database copy (SHA-256, PRAGMA integrity_check)")
-        if storage:
-            assert target is not None and members is not None
+            copy = await fetch_checked_copy(opened, db_path, result)
+        if sound is not None:
+            assert target is not None
+
+            async def place(key: str) -> tuple[Backend, str]:
+                return target, key
+
             result.phase = "writing storage"
-            await _write_pass(opened, members, descriptions, checked, target, only, result)
+            await target.check(write=True)
+            await write_storage(opened, sound, place, only, result)
         if database:
             assert db_path and copy
-            result.phase = "restoring database"
-            result.database = db_path
-            result.kept_database = await anyio.to_thread.run_sync(restore_into, copy, db_path)
+            await restore_database(copy, db_path, result)
         result.phase = "done"
     finally:
         if copy is not None:
-            _remove_with_side_files(copy)
+            remove_with_side_files(copy)
     return result
+
+
+async def check_storage(opened: Opened, result: RestoreResult) -> CheckedStorage:
+    """Pass 1 over the archive and its member lists; writes nothing. Raises on the first problem."""
+    meta = opened.meta
+    assert meta.storage is not None
+    result.phase = "checking"
+    result.checked.append("metadata.json and SHA256SUMS")
+    members = await load_members(opened.folder, meta.storage, bid=opened.name)
+    result.checked.append("MEMBERS.sha256")
+    descriptions = await load_descriptions(opened.folder, meta.storage, members, bid=opened.name)
+    if descriptions is not None:
+        result.checked.append(DESCRIPTIONS)
+    checked = _Checked()
+    result.checked_files = await _check_pass(opened, members, checked)
+    parts = len(meta.storage.parts)
+    result.checked.append(f"{parts} part{'s' if parts != 1 else ''} and the archive to its end "
+                          f"({result.checked_files} files, {len(checked.directories)} directories)")
+    return CheckedStorage(members, descriptions, checked)
+
+
+async def fetch_checked_copy(opened: Opened, db_path: str, result: RestoreResult) -> str:
+    """The database copy, downloaded and checked into a temporary file (the caller removes it)."""
+    copy = await _fetch_checked_copy(opened, db_path)
+    result.checked.append("the database copy (SHA-256, PRAGMA integrity_check)")
+    return copy
+
+
+async def restore_database(copy: str, db_path: str, result: RestoreResult) -> None:
+    """Put the checked copy in place at ``db_path`` (the previous file kept beside it)."""
+    result.phase = "restoring database"
+    result.database = db_path
+    result.kept_database = await anyio.to_thread.run_sync(restore_into, copy, db_path)
 
 
 async def _check_pass(opened: Opened, members: Members, checked: _Checked) -> int:
@@ -201,11 +235,13 @@ async def _check_pass(opened: Opened, members: Members, checked: _Checked) -> in
     return files
 
 
-async def _write_pass(opened: Opened, members: Members, descriptions: dict[str, Description] | None,
-                      checked: _Checked, target: Backend, only: str | None, result: RestoreResult) -> None:
+async def write_storage(opened: Opened, sound: CheckedStorage, place: Place, only: str | None,
+                        result: RestoreResult) -> None:
+    """Pass 2: every checked member under ``only`` put where ``place`` says, each checked against its SHA-256."""
     section = opened.meta.storage
     assert section is not None
-    await target.check(write=True)
+    result.phase = "writing storage"
+    members, descriptions, checked = sound.members, sound.descriptions, sound.checked
     empty = checked.empty
     # pass 1 checked every part's SHA-256; here each member is checked instead (the
     # put keeps it only if its bytes match MEMBERS.sha256), so the parts are not hashed again
@@ -219,14 +255,18 @@ async def _write_pass(opened: Opened, members: Members, descriptions: dict[str, 
                 raise CorruptData(f"backup {opened.name}: directory {key!r} was not in the archive when it was "
                                   "checked", backend=opened.folder.describe())
             if key in empty and included(key, only):
-                await make_folder(target, key)
-                result.directories += 1
+                where = await place(key)
+                if where is not None:
+                    await make_folder(*where)
+                    result.directories += 1
             continue
-        if key is None or not event.is_file or not included(key, only):
+        where = await place(key) if key is not None and event.is_file and included(key, only) else None
+        if where is None:
             result.skipped += event.is_file
             async for _ in data_of(events):
                 pass
             continue
+        target, target_key = where
         used = False
 
         def body(member: Member = event) -> object:
@@ -240,10 +280,10 @@ async def _write_pass(opened: Opened, members: Members, descriptions: dict[str, 
         if expected is None:  # the part changed after pass 1: nothing unchecked is written
             raise CorruptData(f"backup {opened.name}: member {event.name!r} is not in MEMBERS.sha256",
                               backend=opened.folder.describe())
-        stored = await target.put(restored_info(key, event, expected, descriptions), body)  # type: ignore[arg-type]
+        stored = await target.put(restored_info(target_key, event, expected, descriptions), body)  # type: ignore[arg-type]
         if stored.hashes.get("sha256", expected) != expected:
             raise CorruptData(f"restored object differs from the backup (backup {opened.name})",
-                              backend=target.describe(), key=key)
+                              backend=target.describe(), key=target_key)
         result.files += 1
         result.bytes += event.size
 
@@ -286,12 +326,12 @@ async def _fetch_checked_copy(opened: Opened, db_path: str) -> str:
     try:
         await fetch_database(opened, tmp)
     except BaseException:
-        _remove_with_side_files(tmp)
+        remove_with_side_files(tmp)
         raise
     return tmp
 
 
-def _remove_with_side_files(path: str) -> None:
+def remove_with_side_files(path: str) -> None:
     for name in (path, *(path + s for s in SIDE_FILES)):
         try:
             os.unlink(name)

@@ -1,0 +1,170 @@
+"""Platform backup and restore: every company's files from wherever it is routed, and back onto its route.
+
+The platform (:mod:`.platform_stores`): ``acme`` on local disk, ``beta`` on the
+first SeaweedFS server, ``gamma`` on the second (other credentials), ``delta``
+on the Yandex.Disk emulator under ``base_paths``. Backups are checked with
+``sha256sum -c`` and ``tar``, files with independent clients (file reads,
+boto3, yadisk), the database with Python's sqlite3 on the copy ``gzip -d``
+unpacked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from vertexflow.backends.local import LocalBackend
+from vertexflow.middleware.throttled import ThrottledBackend
+from vertexflow.ops.backup.platform import PlatformOptions, create_platform_backup
+from vertexflow.tenancy import StorageManager
+from vertexflow.tenancy.registry import Registry
+from vertexflow.testing.seaweedfs import SeaweedFS
+from vertexflow.testing.yandex_disk.process import emulator_process
+from vertexflow.throttle import TokenBucket
+from vertexflow.transforms.compression import parse_codec
+
+from ..cli.helpers import vf
+from .platform_stores import CONTENT_TYPES, ROUTES, TOKEN, Stores, build_platform
+from .writer import Writer
+
+pytestmark = pytest.mark.s3
+
+
+@pytest.fixture(scope="module")
+def disk_url() -> Iterator[str]:
+    """The Yandex.Disk emulator, a process of its own (CLI subprocesses and the writer reach it too)."""
+    with emulator_process("--token", TOKEN) as url:
+        yield url
+
+
+@dataclass
+class Env:
+    tmp: Path
+    seaweed: SeaweedFS
+    seaweed2: SeaweedFS
+    disk_url: str
+    stack: ExitStack
+
+    def stores(self, name: str) -> Stores:
+        return Stores.make(self.tmp / name, self.seaweed, self.seaweed2, self.disk_url, self.stack)
+
+
+@pytest.fixture
+def env(tmp_path: Path, seaweed: SeaweedFS, seaweed2: SeaweedFS, disk_url: str) -> Iterator[Env]:
+    with ExitStack() as stack:
+        yield Env(tmp_path, seaweed, seaweed2, disk_url, stack)
+
+
+@dataclass
+class Unpacked:
+    """A backup folder checked and unpacked with standard tools only."""
+
+    folder: Path
+    meta: dict[str, Any]
+    files: dict[str, bytes]  # archive path -> bytes, from `tar -x`
+    dirs: set[str]
+    db: Path  # the database copy, `gzip -d`-ed
+
+    def company(self, ct: str, folder: str) -> tuple[dict[str, bytes], set[str]]:
+        prefix = f"{ct}/{folder}/"
+        return ({k.removeprefix(prefix): v for k, v in self.files.items() if k.startswith(prefix)},
+                {d.removeprefix(prefix) for d in self.dirs if d.startswith(prefix)})
+
+    def entry(self, folder: str, ct: str) -> dict[str, Any]:
+        company = next(c for c in self.meta["platform"]["companies"] if c["folder"] == folder)
+        return company["content"][ct]
+
+
+def unpack(folder: Path, into: Path) -> Unpacked:
+    """``sha256sum -c SHA256SUMS``, parts joined and ``gzip -d | tar -x``, ``sha256sum -c MEMBERS.sha256``."""
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=folder, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    into.mkdir()
+    parts = sorted(str(p) for p in folder.glob("storage.tar.gz.part*"))
+    subprocess.run(f"cat {' '.join(parts)} | gzip -dc | tar -x -C {into}", shell=True, check=True)
+    members = subprocess.run(["sha256sum", "-c", "--quiet", str(folder / "MEMBERS.sha256")], cwd=into,
+                             capture_output=True, text=True)
+    assert members.returncode == 0, members.stdout + members.stderr
+    files = {p.relative_to(into).as_posix(): p.read_bytes() for p in into.rglob("*") if p.is_file()}
+    dirs = {p.relative_to(into).as_posix() for p in into.rglob("*") if p.is_dir()}
+    db = folder.parent / f"{folder.name}.sqlite3"
+    subprocess.run(f"gzip -dc {folder / 'database.sqlite3.gz'} > {db}", shell=True, check=True)
+    return Unpacked(folder, json.loads((folder / "metadata.json").read_text()), files, dirs, db)
+
+
+def dump(db: Path, tables: tuple[str, ...] = ("companies", "storage_connections", "vertexflow_company_folders",
+                                               "vertexflow_migrations")) -> dict[str, list[tuple[Any, ...]]]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {t: con.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in tables}
+    finally:
+        con.close()
+
+
+async def backup(stores: Stores, db: Path, to: Path, **kw: Any) -> Path:
+    async with StorageManager.open(stores.cfg, db) as m, LocalBackend(to) as dest:
+        result = await create_platform_backup(dest, m, PlatformOptions(codec=parse_codec("gzip"), **kw))
+    return to / result.metadata.id
+
+
+async def assert_company_is(stores: Stores, unpacked: Unpacked, folder: str, route: str) -> None:
+    """The company's files (and folders, where the store has them) on ``stores`` are the backup's, file by file."""
+    for ct in CONTENT_TYPES:
+        files, dirs = await stores.read(route, ct, folder)
+        want_files, want_dirs = unpacked.company(ct, folder)
+        assert files.keys() == want_files.keys(), (folder, ct, route)
+        assert {k: len(v) for k, v in files.items()} == {k: len(v) for k, v in want_files.items()}
+        assert files == want_files, (folder, ct)
+        if route in ("local", "yandex_disk", "disk"):
+            assert dirs == want_dirs - {""}, (folder, ct, route)
+
+
+# -- the round trip --------------------------------------------------------------------------------
+async def test_platform_backup_restores_every_company_onto_its_route_in_empty_stores(env: Env) -> None:
+    source = env.stores("a")
+    db = source.root / "platform.db"
+    ids = await build_platform(source, db)
+    folder = await backup(source, db, env.tmp / "backups")
+    unpacked = unpack(folder, env.tmp / "unpacked")
+
+    meta = unpacked.meta
+    assert meta["type"] == "platform" and meta["platform"]["complete"] is True
+    for name, route in ROUTES.items():
+        for ct in CONTENT_TYPES:
+            entry = unpacked.entry(name, ct)
+            assert entry["route"] == route and entry["complete"] and entry["changed_count"] == 0
+            files, _ = await source.read(route, ct, name)
+            assert unpacked.company(ct, name)[0] == files  # what the store held, file by file
+            assert entry["files"] == len(files) and entry["bytes"] == sum(map(len, files.values()))
+    assert unpacked.entry("delta", "portraits")["location"] == f"yandex_disk:{source.yandex_base('portraits')[1:]}/delta"
+    # the database copy is the platform's, as a consistent snapshot
+    assert dump(unpacked.db) == dump(db)
+
+    # onto empty stores, named by the same connections, with other base_paths and roots
+    target = env.stores("b")
+    target.write_config()
+    restored_db = target.root / "platform.db"
+    r = await anyio.to_thread.run_sync(lambda: vf("backup", "restore", str(folder), "--platform", str(target.cfg),
+                                                  "--db-path", str(restored_db), "--json"))
+    assert r.code == 0, r.err
+    out = r.json()
+    assert out["files"] == meta["storage"]["files"] and out["database"] == str(restored_db)
+    for name, route in ROUTES.items():
+        await assert_company_is(target, unpacked, name, route)
+    assert dump(restored_db) == dump(unpacked.db)
+    # and the platform reads every company's files on its route through a fresh manager
+    async with StorageManager.open(target.cfg, restored_db) as m:
+        for name, cid in ids.items():
+            data = await m.get_file("videos", "c1/QR/note.txt", company_id=cid)
+            assert data == f"{name} videos note\n".encode() * 20
