@@ -190,6 +190,8 @@ def test_delete_purge_rmdir_mkdir_on_s3(s3_env: dict[str, str], s3_bucket: str, 
     put_all(client, s3_bucket, "q/", {"keep.txt": b"keep"})
     refused = vf("delete", f"s3://{s3_bucket}")
     assert refused.code == 2 and s3_bucket in refused.err and "--force-root" in refused.err
+    from_env = vf("delete", f"s3://{s3_bucket}", env={"VERTEXFLOW_FORCE_ROOT": "true"})
+    assert from_env.code == 2 and "command line" in from_env.err  # lifted by the person typing it only
     assert vf("purge", f"s3://{s3_bucket}/").code == 2
     assert len(s3_keys(client, s3_bucket)) == len(FILES) + 1  # nothing touched
 

@@ -35,7 +35,15 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 max_delete_option = click.option("--max-delete", type=click.IntRange(0), default=None, metavar="N",
                                  help="Refuse (deleting nothing) when more than N objects would be deleted.")
 force_root_option = click.option("--force-root", is_flag=True,
-                                 help="Allow the root of a store (a whole bucket, a remote's root).")
+                                 help="Allow the root of a store (a whole bucket, a remote's root); "
+                                      "on the command line only.")
+
+
+def given_on_command_line(name: str) -> bool:
+    """Whether the option ``name`` was typed on the command line, not taken from the environment or the
+    config file's options: a guard such as ``--force-root`` is lifted only by the person running the command."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is click.core.ParameterSource.COMMANDLINE
 
 
 def shown(name: str) -> str:
@@ -82,7 +90,7 @@ def delete(obj: Ctx, location: str, dry_run: bool, max_delete: int | None, force
     with reported():
         filt = build_filter(filter_kw)
         loc = _location(location, obj)
-        refuse_root(loc, "delete", force_root)
+        refuse_root(loc, "delete", force_root and given_on_command_line("force_root"))
 
     async def run() -> Any:
         backend, single = await open_location(loc)
@@ -125,7 +133,7 @@ def purge(obj: Ctx, location: str, dry_run: bool, max_delete: int | None, force_
 
     with reported():
         loc = _location(location, obj)
-        refuse_root(loc, "purge", force_root)
+        refuse_root(loc, "purge", force_root and given_on_command_line("force_root"))
 
     async def run() -> Any:
         backend = await _folder_backend(loc, "purge")

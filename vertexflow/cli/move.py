@@ -1,11 +1,12 @@
 """``vertexflow move``, ``moveto`` and ``copyto`` (how a move keeps every object: :mod:`vertexflow.ops.move`).
 
 They take the options of ``copy`` (:func:`.transfer.transfer_options`) but
-the stages that rename what is stored, and run in this process (no
-``--cluster``). Exit status as copy's: 0 everything copied (and, a move,
-every source object deleted); 1 some objects failed or were left at the
-source, each named; 2 bad input (an overlap, a missing source) or a fatal
-error; 130 interrupted (what was proven by then is deleted, nothing else).
+the stages that rename what is stored (and, a move, ``--links``/``--copy-links``),
+and run in this process (no ``--cluster``). Exit status as copy's: 0
+everything copied (and, a move, every source object deleted); 1 some objects
+failed or were left at the source, each named; 2 bad input (an overlap, a
+missing source) or a fatal error; 8 / 10 the copy stopped at
+``--max-transfer`` / ``--max-duration``; 130 interrupted (nothing deleted).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..pipeline.stats import JobStats
 from .context import Ctx
 from .files import shown
 from .run import EXIT_OK, EXIT_PARTIAL, print_summary, reported, run_job
-from .transfer import spec_from_options, transfer_options
+from .transfer import cutoff_status, spec_from_options, transfer_options
 
 
 @click.command()
@@ -71,6 +72,9 @@ def _run(obj: Ctx, what: str, src: str, dst: str, *, rename: bool, delete_source
         if given := stage_options_given(kw):
             raise ConfigError(f"{what} does not take {', '.join(given)}: they store objects under other names; "
                               "copy with them, then delete the source")
+        if delete_source and (links := [f"--{n.replace('_', '-')}" for n in ("links", "copy_links") if kw.get(n)]):
+            raise ConfigError(f"{what} does not take {', '.join(links)}: a symbolic link is no object it could "
+                              "prove and delete; copy with it, then delete the source")
         if cluster:
             raise ConfigError(f"{what} does not run as shards on a cluster: leave out --cluster")
         spec = spec_from_options("copy", src, dst, obj.config_path, kw)
@@ -105,7 +109,7 @@ def _run(obj: Ctx, what: str, src: str, dst: str, *, rename: bool, delete_source
     async def work() -> None:
         outcome.append(await job.run(stats, stop, on_plan=on_plan, on_delete=on_delete))
 
-    code = run_job(work, stats, stop, show_progress)
+    code = cutoff_status(stats, run_job(work, stats, stop, show_progress))
     report = outcome[0] if outcome else None
     extra: dict[str, Any] = {}
     if report is not None:
@@ -127,6 +131,8 @@ def _print_move(report: Any, as_json: bool) -> None:
             f"{how.replace('_', ' ')}: {n:,}" for how, n in report.proven_by.items() if n) + ")"
         click.echo(f"source: {report.deleted:,} objects {verb}{proof if report.deleted else ''}"
                    + (f", {report.kept:,} left at the source" if report.kept else "")
+                   + (f", {report.not_copied:,} not copied yet (the copy stopped at its limit)"
+                      if report.not_copied else "")
                    + (f", {report.folders_removed:,} empty folders removed" if report.folders_removed else ""),
                    err=True)
     for key, why in report.kept_shown:

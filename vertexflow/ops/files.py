@@ -76,7 +76,8 @@ def refuse_root(location: Any, what: str, force_root: bool) -> None:
     if force_root or not is_store_root(location):
         return
     raise ConfigError(f"{what} {location.spec}: that is the root of the store (a whole bucket or remote); "
-                      f"name a folder under it, or add --force-root if the whole of it is meant; nothing was done")
+                      f"name a folder under it, or add --force-root on the command line if the whole of it is "
+                      f"meant; nothing was done")
 
 
 async def open_location(location: Any) -> tuple[Backend, str | None]:

@@ -18,7 +18,9 @@ A move runs in two passes over one journal:
 
 So an object is always at the source, at the destination, or both: a run
 killed outright (kill -9) at any moment loses none, and running the command
-again continues the copy from the journal and deletes what is proven.
+again continues the copy from the journal and deletes what is proven. A copy
+stopped at ``--max-transfer`` deletes what it proves (the rest waits for the
+next run); one stopped at ``--max-duration`` or interrupted deletes nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ..logs import get_logger
 from ..middleware.base import BackendWrapper
 from ..model import BodyFactory, ObjectInfo, Pace
 from ..pipeline.runner import StopSignal, run_pipeline
+from .cutoff import MAX_DURATION
 from .plan import DECIDE_BATCH, empty_if_missing, merge, object_sha256, ordered_listing
 from .verify import native_comparison
 
@@ -146,6 +149,8 @@ class MoveReport:
     proven_by: dict[str, int] = field(default_factory=lambda: {"journal": 0, "native_hash": 0, "read": 0})
     kept: int = 0
     kept_shown: list[tuple[str, str]] = field(default_factory=list)
+    #: source objects not at the destination because the copy stopped at ``--max-transfer`` before them
+    not_copied: int = 0
     folders_removed: int = 0
 
     def keep(self, key: str, why: str) -> None:
@@ -158,7 +163,7 @@ class MoveReport:
         return {"dry_run": self.dry_run, "source_deleted": self.deleted, "source_deleted_bytes": self.bytes,
                 "proven_by": dict(self.proven_by), "source_kept": self.kept,
                 "kept": [{"key": k, "why": w} for k, w in self.kept_shown],
-                "kept_not_shown": max(0, self.kept - len(self.kept_shown)),
+                "kept_not_shown": max(0, self.kept - len(self.kept_shown)), "not_copied": self.not_copied,
                 "source_folders_removed": self.folders_removed}
 
 
@@ -185,7 +190,7 @@ async def copy_proof(src: Backend, dst: Backend, s: ObjectInfo, d: ObjectInfo,
 
 async def delete_proven_sources(src: Backend, dst: Backend, journal: Journal, *, filt: Filter = NO_FILTER,
                                 pairs: Sequence[tuple[str, str]] | None = None, dry_run: bool = False,
-                                stop: StopSignal | None = None,
+                                stop: StopSignal | None = None, copy_cut_off: bool = False,
                                 on_delete: Callable[[ObjectInfo], None] | None = None) -> MoveReport:
     """Delete from ``src`` each object whose copy at ``dst`` is proven (:func:`copy_proof`).
 
@@ -193,6 +198,8 @@ async def delete_proven_sources(src: Backend, dst: Backend, journal: Journal, *,
     object of ``src`` passing ``filt``, paired with ``dst``'s under the same
     key (a merge of both listings). ``dry_run``: prove nothing, delete
     nothing; every source object is announced as one the move would delete.
+    ``copy_cut_off``: the copy stopped at a limit, so a source object absent
+    at the destination is counted as not copied yet rather than named.
     """
     report = MoveReport(dry_run=dry_run)
     where = dst.describe()
@@ -223,7 +230,10 @@ async def delete_proven_sources(src: Backend, dst: Backend, journal: Journal, *,
                 on_delete(s)
             return
         if d is None:
-            report.keep(s.key, "not at the destination (its copy failed or was not made)")
+            if copy_cut_off:
+                report.not_copied += 1
+            else:
+                report.keep(s.key, "not at the destination (its copy failed or was not made)")
             return
         try:
             proof, why = await copy_proof(src, dst, s, d, record)
@@ -316,9 +326,12 @@ class MoveJob:
                 await self.transfer.run(stats, stop, journal=journal, on_plan=on_plan)
                 pairs = None
                 dst_location = self.transfer.dst
-            if not self.delete_source or stats.interrupted or stop.stopping:
-                return None
-            return await self._delete_sources(journal, pairs, dst_location, stats, stop, on_delete)
+            cutoff = stats.reporters.get("cutoff")
+            reached = getattr(cutoff, "reached", None)
+            if not self.delete_source or stats.interrupted or stop.stopping or reached == MAX_DURATION:
+                return None  # interrupted, or out of time: the next run deletes what is proven
+            return await self._delete_sources(journal, pairs, dst_location, stats, stop, on_delete,
+                                              cut_off=reached is not None)
 
     async def _copy_renamed(self, source: Backend, key: str, parent: Any, name: str, journal: Journal,
                             stats: JobStats, stop: StopSignal, on_plan: Callable[[Decision], None] | None) -> None:
@@ -342,8 +355,8 @@ class MoveJob:
                 report.close(stats.summary())
 
     async def _delete_sources(self, journal: Journal, pairs: list[tuple[str, str]] | None, dst_location: Any,
-                              stats: JobStats, stop: StopSignal,
-                              on_delete: Callable[[ObjectInfo], None] | None) -> MoveReport:
+                              stats: JobStats, stop: StopSignal, on_delete: Callable[[ObjectInfo], None] | None,
+                              *, cut_off: bool) -> MoveReport:
         from .files import open_location, remove_empty_folders
 
         transfer, spec = self.transfer, self.transfer.spec
@@ -355,7 +368,8 @@ class MoveJob:
                 pairs = [(pairs[0][0], pairs[0][0])]  # the renamed view answers under the source's key
             report = await delete_proven_sources(
                 transfer.layers.source(source, stats), transfer.layers.destination(dest, stats), journal,
-                filt=spec.filter, pairs=pairs, dry_run=spec.dry_run, stop=stop, on_delete=on_delete)
+                filt=spec.filter, pairs=pairs, dry_run=spec.dry_run, stop=stop, copy_cut_off=cut_off,
+                on_delete=on_delete)
             if self.delete_empty_src_dirs and pairs is None and not stop.stopping:
                 report.folders_removed, _ = await remove_empty_folders(
                     source, spec.filter.prefix.rpartition("/")[0], dry_run=spec.dry_run)
