@@ -251,7 +251,8 @@ async def _pump(source: AsyncIterator[bytes], dst: asyncio.StreamWriter, plan: _
                 dst.close()
             plan.done.append("cut")
             raise _Cut
-        if plan.trickle_rate and time.monotonic() - start < plan.trickle_seconds:
+        # the first piece always trickles: a throttle planned happens (and is counted) however loaded the machine
+        if plan.trickle_rate and (sent == 0 or time.monotonic() - start < plan.trickle_seconds):
             for i in range(0, len(data), 4096):
                 dst.write(data[i:i + 4096])
                 await dst.drain()
