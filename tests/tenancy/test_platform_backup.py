@@ -168,3 +168,161 @@ async def test_platform_backup_restores_every_company_onto_its_route_in_empty_st
         for name, cid in ids.items():
             data = await m.get_file("videos", "c1/QR/note.txt", company_id=cid)
             assert data == f"{name} videos note\n".encode() * 20
+
+
+# -- under a writer ----------------------------------------------------------------------------------
+#: bytes per second the backup's destination takes: the archive (~600 KB) lasts several seconds
+RATE = 100_000
+KiB = 1024
+
+
+def reported(entry: dict[str, Any]) -> dict[str, str]:
+    """``{key: how}`` from a section's ``changed`` lines (``modified K``, ``not archived K (why)``...)."""
+    out = {}
+    for line in entry["changed"]:
+        m = re.fullmatch(r"(modified|added|deleted) (.+)", line) or re.fullmatch(r"(not archived) (.+) \(.*\)", line)
+        assert m, line
+        out[m.group(2)] = m.group(1)
+    return out
+
+
+@pytest.mark.slow
+async def test_backup_under_a_writer_holds_each_file_whole_or_names_it_changed(env: Env) -> None:
+    source = env.stores("a")
+    db = source.root / "platform.db"
+    ids = await build_platform(source, db)
+    writer = Writer(env.tmp / "writer", config=source.cfg, db=db, company_id=ids["beta"],
+                    content_types=list(CONTENT_TYPES), categories=["c0", "c1"], seed=7, interval=0.003)
+    to = env.tmp / "backups"
+    to.mkdir()
+    finished: list[float] = []
+    try:
+        await anyio.to_thread.run_sync(writer.wait_ready)
+        before = writer.ops()
+
+        async def run_backup() -> None:
+            dest = ThrottledBackend(LocalBackend(to), writes=[TokenBucket(lambda: RATE)])
+            async with StorageManager.open(source.cfg, db) as m, dest:
+                await create_platform_backup(dest, m, PlatformOptions(codec=parse_codec("gzip"),
+                                                                      chunk_size=64 * KiB))
+            finished.append(time.monotonic())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_backup)
+            with anyio.fail_after(120):  # the archive is being written: its third part is stored
+                while not list(to.glob("*/storage.tar.gz.part0002")):
+                    await anyio.sleep(0.02)
+            during = writer.ops() - before
+            result = await anyio.to_thread.run_sync(writer.stop)
+            stopped = time.monotonic()
+    except BaseException:
+        writer.kill()
+        raise
+    # the writer stopped before the backup's last listing: what the stores hold now is what that listing saw
+    assert finished and stopped < finished[0], "the backup ended before the writer stopped: slow it down more"
+    assert during > 0 and not result.errors and not result.read_errors
+    (folder,) = to.iterdir()
+    unpacked = unpack(folder, env.tmp / "unpacked")
+    changed = 0
+    for ct in CONTENT_TYPES:
+        final, _ = await source.read("s3a", ct, "beta")
+        archived, _ = unpacked.company(ct, "beta")
+        entry = unpacked.entry("beta", ct)
+        assert entry["complete"] and entry["changed_count"] == len(entry["changed"])  # every one named (< 100)
+        how = reported(entry)
+        differ = {k for k in final.keys() | archived.keys() if final.get(k) != archived.get(k)}
+        # a file is in the backup as the store holds it, or its change is named
+        assert differ <= how.keys(), sorted(differ - how.keys())
+        assert {k for k, h in how.items() if h != "not archived"} <= differ
+        # nothing half-read: every file of the writer in the archive is one whole version it wrote
+        for key, data in archived.items():
+            if "-n" in key:
+                assert re.fullmatch(rf"{ct}\|{re.escape(key)}\|seed 7\|op \d+\|x+", data.decode()), key
+        changed += len(how)
+    assert changed > 0, "the writer changed nothing of beta after the backup listed it"
+    assert any("-n" in k for k in unpacked.files), "nothing the writer wrote is in the backup"
+    for name, route in ROUTES.items():
+        if name != "beta":
+            for ct in CONTENT_TYPES:
+                assert unpacked.entry(name, ct)["changed_count"] == 0
+                assert unpacked.company(ct, name)[0] == (await source.read(route, ct, name))[0]
+
+
+# -- one company, one connection -----------------------------------------------------------------------
+async def test_one_company_restore_leaves_the_others_and_the_database_untouched(env: Env) -> None:
+    source = env.stores("a")
+    db = source.root / "platform.db"
+    await build_platform(source, db)
+    r = await anyio.to_thread.run_sync(lambda: vf("backup", "create", "--platform", str(source.cfg), "--db", str(db),
+                                                  "--to", str(env.tmp / "backups"), "--json"))
+    assert r.code == 0, r.err
+    folder = Path(r.json()["location"])
+    unpacked = unpack(folder, env.tmp / "unpacked")
+    # after the backup: beta and gamma lose files, acme's are overwritten
+    a, b = source.seaweed.boto3_client(), source.seaweed2.boto3_client()
+    a.delete_object(Bucket=source.bucket_a, Key="portraits/beta/c0/Image/big0.bin")
+    a.put_object(Bucket=source.bucket_a, Key="videos/beta/c1/QR/note.txt", Body=b"changed since")
+    b.delete_object(Bucket=source.bucket_b, Key="portraits/gamma/c0/Image/big1.bin")
+    (source.local_base / "videos/acme/c1/QR/note.txt").write_bytes(b"acme changed since")
+    before_db = dump(db)
+    before = {name: {ct: await source.read(route, ct, name) for ct in CONTENT_TYPES}
+              for name, route in ROUTES.items() if name != "beta"}
+
+    r = await anyio.to_thread.run_sync(lambda: vf("backup", "restore", str(folder), "--platform", str(source.cfg),
+                                                  "--db-path", str(db), "--company", "beta", "--json"))
+    assert r.code == 0, r.err
+    out = r.json()
+    assert out["database"] is None and [c["company"] for c in out["companies"]] == ["beta"]
+    await assert_company_is(source, unpacked, "beta", "s3a")
+    for name, route in ROUTES.items():
+        if name != "beta":
+            assert {ct: await source.read(route, ct, name) for ct in CONTENT_TYPES} == before[name], name
+    assert dump(db) == before_db
+    assert not list(db.parent.glob("platform.db.before-restore-*"))
+
+    # --only: a prefix of the archive's paths; the rest of the company is left as it is
+    a.delete_object(Bucket=source.bucket_a, Key="portraits/beta/c0/Image/big0.bin")
+    a.delete_object(Bucket=source.bucket_a, Key="portraits/beta/c1/QR/note.txt")
+    r = await anyio.to_thread.run_sync(lambda: vf("backup", "restore", str(folder), "--platform", str(source.cfg),
+                                                  "--db-path", str(db), "--company", "2",
+                                                  "--only", "portraits/beta/c0"))
+    assert r.code == 0, r.err
+    files = (await source.read("s3a", "portraits", "beta"))[0]
+    assert "c0/Image/big0.bin" in files and "c1/QR/note.txt" not in files
+
+
+async def test_restore_onto_one_connection_routes_every_company_there(env: Env) -> None:
+    source = env.stores("a")
+    db = source.root / "platform.db"
+    ids = await build_platform(source, db, big=1)
+    folder = await backup(source, db, env.tmp / "backups")
+    unpacked = unpack(folder, env.tmp / "unpacked")
+    target = env.stores("b")
+    target.write_config()
+    restored_db = target.root / "platform.db"
+    r = await anyio.to_thread.run_sync(lambda: vf("backup", "restore", str(folder), "--platform", str(target.cfg),
+                                                  "--db-path", str(restored_db), "--connection", "disk", "--json"))
+    assert r.code == 0, r.err
+    out = r.json()
+    assert {x["company"]: x["to"] for x in out["rerouted"]} == dict.fromkeys(ROUTES, "disk")
+    for name in ROUTES:
+        await assert_company_is(target, unpacked, name, "disk")  # under the connection's root
+        for route in ("local", "s3a", "s3b", "yandex_disk"):  # and nowhere else
+            for ct in CONTENT_TYPES:
+                assert not (await target.read(route, ct, name))[0], (name, route, ct)
+    # each company is routed there, recorded as a switched migration
+    con = sqlite3.connect(restored_db)
+    try:
+        disk_id = con.execute("SELECT id FROM storage_connections WHERE name = 'disk'").fetchone()[0]
+        rows = con.execute("SELECT id, storage_connection_id FROM companies ORDER BY id").fetchall()
+        records = con.execute("SELECT company_id, state, message FROM vertexflow_migrations ORDER BY id").fetchall()
+    finally:
+        con.close()
+    assert rows == [(cid, disk_id) for cid in sorted(ids.values())]
+    assert [(c, s) for c, s, _ in records] == [(cid, "switched") for cid in ids.values()]
+    assert all(f"restored from backup {folder.name} onto disk" in m for _, _, m in records)
+    async with StorageManager.open(target.cfg, restored_db) as m:
+        for name, cid in ids.items():
+            assert m.target(m.company(cid), "portraits").label() == f"disk:portraits/{name}"
+            assert await m.get_file("portraits", "c1/QR/note.txt", company_id=cid) == \
+                f"{name} portraits note\n".encode() * 20
