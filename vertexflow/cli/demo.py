@@ -22,14 +22,29 @@ from .run import EXIT_OK, EXIT_PARTIAL, fail, print_summary, reported, run_job
 @click.option("--json", "as_json", is_flag=True)
 def demo(workdir: str | None, files: int, as_json: bool) -> None:
     """The embedded default job: make a sample tree, copy it local-to-local with
-    SHA-256 verification, check every byte, print the summary."""
+    SHA-256 verification, check every byte, print the summary.
+
+    Without --dir the tree and its copy live in a temporary directory that is
+    removed at the end (however the run ends); with --dir they stay there.
+    """
+    import shutil
     import tempfile
 
+    if workdir is not None:
+        _demo(workdir, files, as_json)
+        return
+    base = tempfile.mkdtemp(prefix="vertexflow-demo-")
+    try:
+        _demo(base, files, as_json)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _demo(base: str, files: int, as_json: bool) -> None:
     from ..backends.local import LocalBackend
     from ..ops.copy import CopyJob
     from ..testing.sample_tree import make_tree, trees_equal
 
-    base = workdir or tempfile.mkdtemp(prefix="vertexflow-demo-")
     src, dst = os.path.join(base, "source"), os.path.join(base, "copy")
     made = make_tree(src, files=files)
     click.echo(f"sample tree: {made.files:,} files, {human_bytes(made.bytes)} in {src}", err=True)

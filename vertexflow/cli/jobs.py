@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -15,6 +16,7 @@ from ..errors import ConfigError
 from ..ops.assembly import open_journal
 from ..ops.spec import spec_of_job
 from ..state.journal import default_journal_path
+from .names import shown
 from .run import fail, reported, run_or_exit
 from .transfer import run_spec
 
@@ -36,10 +38,17 @@ def jobs_list(journal_path: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([_job_dict(j) for j in records], indent=2))
         return
-    table = Table("id", "kind", "state", "source", "destination", "objects", "failed", "updated")
+    table = Table(box=box.SIMPLE_HEAD)
+    for name in ("id", "kind", "state"):
+        table.add_column(name, overflow="fold")
+    for name in ("source", "destination"):  # a location is folded over lines, never cut short
+        table.add_column(name, overflow="fold", ratio=1, min_width=len(name))
+    for name in ("objects", "failed"):
+        table.add_column(name, justify="right", overflow="fold")
+    table.add_column("updated", overflow="fold", max_width=10)
     for j in records:
         s = j.summary or {}
-        table.add_row(str(j.id), j.kind, j.state, j.src, j.dst, str(s.get("objects", "")),
+        table.add_row(str(j.id), j.kind, j.state, shown(j.src), shown(j.dst), str(s.get("objects", "")),
                       str(s.get("failed", "")), _when(j.updated))
     Console().print(table)
 

@@ -9,16 +9,23 @@ import click
 from ..locations import parse_location
 from ..pipeline.progress import human_bytes
 from .context import Ctx
+from .names import shown
 from .run import reported, run_or_exit
 
 
 @click.command("ls")
 @click.argument("location")
-@click.option("--long", "-l", "long_", is_flag=True, help="Size, modification time and hashes.")
+@click.option("--long", "-l", "long_", is_flag=True,
+              help="Size, modification time and the digests the store lists with each object (Yandex.Disk: "
+                   "MD5 and SHA-256; local disk and S3 list none: `verify --mode checksum` reads them).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_obj
 def ls(obj: Ctx, location: str, long_: bool, as_json: bool) -> None:
-    """List the objects under LOCATION, recursively."""
+    """List the objects under LOCATION, recursively.
+
+    A name with a control character (a newline) is printed with it escaped (\\n); --json prints names
+    exactly, as JSON strings.
+    """
     with reported():
         loc = parse_location(location, obj.config)
 
@@ -35,9 +42,10 @@ def ls(obj: Ctx, location: str, long_: bool, as_json: bool) -> None:
                                            "hashes": dict(info.hashes), "etag": info.etag}))
                 elif long_:
                     when = info.mtime.strftime("%Y-%m-%d %H:%M:%S") if info.mtime else "-" * 19
-                    click.echo(f"{info.size if info.size is not None else '-':>12} {when}  {info.key}")
+                    digests = "".join(f" {name}:{value}" for name, value in sorted(info.hashes.items()) if value)
+                    click.echo(f"{info.size if info.size is not None else '-':>12} {when}{digests}  {shown(info.key)}")
                 else:
-                    click.echo(info.key)
+                    click.echo(shown(info.key))
         if long_ and not as_json:
             click.echo(f"{count:,} objects, {total:,} bytes ({human_bytes(total)})", err=True)
 
