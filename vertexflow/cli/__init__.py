@@ -85,6 +85,11 @@ def main(ctx: click.Context, config_path: str | None, log_format: str, log_level
     or in the config file's [options] table; the command line wins, then the
     environment, then the config file (README: Options).
     """
+    # the console script starts here (``python -m vertexflow`` installs it earlier): a SIGINT/SIGTERM
+    # while the config file is read or a command's modules load then exits 130, not by the signal
+    from ..interrupts import INTERRUPTS
+
+    INTERRUPTS.install()
     ctx.obj = Ctx(config_path)
     options = ctx.obj.options()
     if options:
