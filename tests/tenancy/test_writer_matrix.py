@@ -228,14 +228,11 @@ class Platform:
             assert route.state is None and route.migration_id is None, route  # no dual writes, no fence
             assert reg.db.execute("SELECT COUNT(*) FROM vertexflow_inflight").fetchone()[0] == 0
             assert reg.db.execute("SELECT COUNT(*) FROM vertexflow_migration_dirty").fetchone()[0] == 0
-        show = vf("company", "show", "acme", "--json", env=self.env)
-        assert show.code == 0 and show.json()["connection"] == where, (show.out, show.err)
         verify = vf("company", "verify", "acme", *CATEGORY_ARGS, env=self.env)
         assert verify.code == 0 and verify.out.strip() == "ok", (verify.out, verify.err)
         side = self.side(where)
         for ct in CONTENT_TYPES:  # the backend itself, read without vertexflow
             _same_files(f"{where} ({ct}, read directly)", side.read(ct), expected[ct])
-
 
         async def through_vertexflow() -> None:
             wrong: list[str] = []
