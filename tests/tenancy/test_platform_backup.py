@@ -326,3 +326,97 @@ async def test_restore_onto_one_connection_routes_every_company_there(env: Env) 
             assert m.target(m.company(cid), "portraits").label() == f"disk:portraits/{name}"
             assert await m.get_file("portraits", "c1/QR/note.txt", company_id=cid) == \
                 f"{name} portraits note\n".encode() * 20
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+def _dead_store(stores: Stores) -> None:
+    """Connection ``dead``: an S3 endpoint on a port nothing listens on; company ``omega`` lives there."""
+    from vertexflow.testing.yandex_disk.process import free_port
+
+    raw = stores.config()
+    raw["connections"]["dead"] = {"type": "minio", "endpoint": f"127.0.0.1:{free_port()}", "access_key": "k",
+                                  "secret_key": "s", "bucket": "gone", "secure": False}
+    stores.cfg.write_text(json.dumps(raw))
+
+
+async def test_an_unreachable_store_fails_the_backup_or_marks_its_company_incomplete(env: Env) -> None:
+    source = env.stores("a")
+    db = source.root / "platform.db"
+    await build_platform(source, db, big=1)
+    _dead_store(source)
+    with Registry.open(db) as reg:
+        reg.add_company("omega", storage_type="minio", storage_connection_id=reg.add_connection("dead", "minio").id)
+    to = env.tmp / "backups"
+    args = ("backup", "create", "--platform", str(source.cfg), "--db", str(db), "--to", str(to))
+    r = await anyio.to_thread.run_sync(lambda: vf(*args))
+    assert r.code == 2, r.err
+    assert "company 'omega'" in r.err and "dead:" in r.err and "--allow-incomplete" in r.err, r.err
+    assert "nothing was written" in r.err and not to.exists()
+
+    r = await anyio.to_thread.run_sync(lambda: vf(*args, "--allow-incomplete", "--json"))
+    assert r.code == 1, r.err
+    assert "company omega, portraits (dead:portraits/omega) is INCOMPLETE" in r.err, r.err
+    out = r.json()
+    assert out["complete"] is False
+    assert {c["company"]: c["complete"] for c in out["companies"]} == {**dict.fromkeys(ROUTES, True), "omega": False}
+    unpacked = unpack(Path(out["location"]), env.tmp / "unpacked")
+    omega = unpacked.entry("omega", "videos")
+    assert omega["complete"] is False and "cannot be reached" in omega["error"] and omega["files"] == 0
+    assert unpacked.entry("beta", "videos")["complete"] is True
+    v = await anyio.to_thread.run_sync(lambda: vf("backup", "verify", out["location"]))
+    assert v.code == 0, v.err
+
+
+async def test_a_connection_named_nowhere_stops_the_backup_before_anything_is_written(env: Env) -> None:
+    source = env.stores("a")
+    db = source.root / "platform.db"
+    await build_platform(source, db, big=1)
+    with Registry.open(db) as reg:  # a row without settings, and no connection of that name in the storage config
+        reg.add_company("omega", storage_type="minio", storage_connection_id=reg.add_connection("ghost", "minio").id)
+    to = env.tmp / "backups"
+    r = await anyio.to_thread.run_sync(lambda: vf("backup", "create", "--platform", str(source.cfg), "--db", str(db),
+                                                  "--to", str(to)))
+    assert r.code == 2 and "storage connection 'ghost'" in r.err and str(source.cfg) in r.err, r.err
+    assert not to.exists()
+
+
+async def test_restore_refuses_bad_input_before_writing_anything(env: Env) -> None:
+    source = env.stores("a")
+    db = source.root / "platform.db"
+    await build_platform(source, db, big=1)
+    folder = await backup(source, db, env.tmp / "backups")
+    other = env.stores("b")
+    other_db = other.root / "platform.db"
+
+    async def refused(*args: str, cfg: Path | None = None, db_path: Path = other_db) -> str:
+        r = await anyio.to_thread.run_sync(lambda: vf("backup", "restore", str(folder), "--platform",
+                                                      str(cfg or other.cfg), "--db-path", str(db_path), *args))
+        assert r.code == 2, (args, r.code, r.err)
+        # nothing written: no local storage, no database, empty buckets and emulator folders
+        assert not other.local_base.exists() and not other_db.exists()
+        for name, route in ROUTES.items():
+            for ct in CONTENT_TYPES:
+                assert (await other.read(route, ct, name)) == ({}, set()), (args, name, ct)
+        return r.err
+
+    # another platform, whose content types differ
+    other.write_config(content_types=("portraits", "markers"))
+    err = await refused()
+    assert "videos has no place there" in err and "portraits, markers" in err and str(other.cfg) in err, err
+    other.write_config()
+    err = await refused("--connection", "nowhere")
+    assert "--connection 'nowhere': no such connection in the backup's database" in err and str(other.cfg) in err
+    assert "routes.sqlite3" not in err, err
+    err = await refused("--company", "nobody")
+    assert "holds no company 'nobody'" in err and "acme, beta, gamma, delta" in err, err
+    # one company: the platform's database says where it is; beta moved to s3b since the backup
+    with Registry.open(db) as reg:
+        reg.set_placement(reg.company("beta").id, reg.company("gamma").placement)
+    err = await refused("--company", "beta", cfg=source.cfg, db_path=db)
+    assert "files are on s3b now" in err and "--connection s3b" in err and "--connection s3a" in err, err
+    # a platform backup restored without --platform, and options that go with it
+    r = await anyio.to_thread.run_sync(lambda: vf("backup", "restore", str(folder)))
+    assert r.code == 2 and "is a platform backup" in r.err, r.err
+    r = await anyio.to_thread.run_sync(lambda: vf("backup", "create", "--platform", str(source.cfg), "--db", str(db),
+                                                  "--type", "storage", "--to", str(env.tmp / "x")))
+    assert r.code == 2 and "without --type" in r.err and not (env.tmp / "x").exists(), r.err

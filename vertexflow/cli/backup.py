@@ -344,8 +344,13 @@ def _restore_platform(loc: Any, bid: str, spec: str, storage_config: str, db_pat
     try:
         run_or_exit(run, problems=PROBLEMS)
     except SystemExit as stop:
-        if stop.code:
+        if stop.code == EXIT_PARTIAL or (stop.code and result.wrote_anything):
             click.echo(_restore_next_step(spec, result, where), err=True)
+        elif stop.code:  # bad input: the message above says what to change
+            click.echo(f"vertexflow: checked and sound: {', '.join(result.checked) or 'nothing yet'}; nothing "
+                       "was written" + (f", the database {where['database']} was not replaced" if where["database"]
+                                        else "") + ".", err=True)
+        if stop.code:
             if result.phase == "re-routing":
                 click.echo("vertexflow: the files and the database are restored; re-routing stopped after "
                            f"{len(result.rerouted)} companies: run the same restore with --company for the others, "

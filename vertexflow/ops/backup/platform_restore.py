@@ -42,7 +42,7 @@ import anyio
 
 from ...backends.base import Backend
 from ...errors import BackendError, BadMetadata, ConfigError, CorruptData
-from ...tenancy.manager import StorageManager, Target
+from ...tenancy.manager import BUILTIN_TYPES, StorageManager, Target
 from ...tenancy.registry import ACTIVE_STATES, DEFAULT_COMPANY_FOLDER, Company, Placement, Registry
 from ...tenancy.storage_config import StorageConfig
 from ..migrate import resolve_target
@@ -106,6 +106,7 @@ async def restore_platform(opened: Opened, config: StorageConfig, opts: Platform
                            environ: Any = os.environ) -> PlatformRestoreResult:
     """Check everything, then put the files back, then the database, then re-route (see the module docstring)."""
     result = result if result is not None else PlatformRestoreResult()
+    result.checked.append("metadata.json and SHA256SUMS")
     meta = opened.meta
     platform = meta.platform
     if platform is None:
@@ -226,17 +227,30 @@ def _targets(opened: Opened, manager: StorageManager, opts: PlatformRestoreOptio
             _not_migrating(registry, company)
         placement = company.placement
         if opts.connection is not None:
+            _known_connection(manager, opts.connection, where)
             placement = resolve_target(manager, company, opts.connection)[0]
         for e in entry.content:
             target = manager.target(company, e.content_type, placement)
             if not whole and opts.connection is None and target.name != e.route:
                 raise ConfigError(
-                    f"company {entry.folder!r}: its {e.content_type} is on {target.name} now ({target.label()}), "
+                    f"company {entry.folder!r}: its {e.content_type} files are on {target.name} now "
+                    f"({target.label()}), "
                     f"the backup read it from {e.route} ({e.location}); say where its files go: "
                     f"--connection {target.name} (where it is now) or --connection {e.route} (back there, and "
                     "the company is routed there); nothing was written")
             out[e.path] = _Dest(entry, e.content_type, target)
     return out
+
+
+def _known_connection(manager: StorageManager, name: str, where: str) -> None:
+    """``--connection NAME`` must be a built-in section or a connection of the database or the storage config."""
+    registry = manager.require_registry()
+    if name in BUILTIN_TYPES or registry.find_connection(name) is not None or name in manager.config.connections:
+        return
+    known = sorted({c.name for c in registry.connections()} | set(manager.config.connections))
+    raise ConfigError(f"--connection {name!r}: no such connection in {where} nor in the storage config "
+                      f"{manager.config.source or '(none given)'}; use local, minio, yandex_disk or one of "
+                      f"{', '.join(known) or '(no connections defined)'}; nothing was written")
 
 
 def _not_migrating(registry: Registry, company: Company) -> None:

@@ -163,7 +163,8 @@ async def check_storage(opened: Opened, result: RestoreResult) -> CheckedStorage
     meta = opened.meta
     assert meta.storage is not None
     result.phase = "checking"
-    result.checked.append("metadata.json and SHA256SUMS")
+    if "metadata.json and SHA256SUMS" not in result.checked:
+        result.checked.append("metadata.json and SHA256SUMS")
     members = await load_members(opened.folder, meta.storage, bid=opened.name)
     result.checked.append("MEMBERS.sha256")
     descriptions = await load_descriptions(opened.folder, meta.storage, members, bid=opened.name)
