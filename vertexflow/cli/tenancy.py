@@ -477,3 +477,7 @@ def migrate_cleanup(obj: TenancyCtx, migration_id: int, grace: str, dry_run: boo
 
 from .migrate_plan import plan as plan_command  # noqa: E402  (a migrate subcommand of its own module)
 migrate.add_command(plan_command)
+
+from .company_checks import refs as refs_command, smoke as smoke_command  # noqa: E402
+company.add_command(refs_command)
+company.add_command(smoke_command)
