@@ -75,6 +75,7 @@ from ..tenancy.storage_config import connection_storage_type
 from ..pipeline.stats import JobStats
 from .assembly import run_between
 from .plan import empty_if_missing
+from .refs import refuse_dangling
 from .spec import TransferSettings
 from .verify import Difference, VerifyJob, VerifyReport, same_description
 
@@ -425,6 +426,8 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
                     check_going()
                     if filt.active:  # a staged copy: it switches only if the whole company is on the target
                         missing = await _incomplete(olds, news, live_run)
+                    if missing is None:  # the platform's rows must find their files on the new route
+                        await refuse_dangling(manager, company, news, migration_id=record.id)
                     if missing is None and live_run is not None:
                         await live_run.reconcile_passes()
                         check_going()
