@@ -499,6 +499,9 @@ class JobController:
                          "continuous": spec.continuous, "watching": self.watching,
                          "window_open": self.windows.is_open(self.clock())},
             "next_run": nxt.isoformat(timespec="seconds") if nxt is not None and not self.held else None,
+            # the same as Unix time: next_run is in the daemon's local time, which a browser may not share
+            "next_run_at": nxt.timestamp() if nxt is not None and not self.held else None,
+            "held": self.held,
             "pending": self.pending,
             "bwlimit": self.runner.bandwidth_now(),
             "progress": progress(stats, rate) if stats is not None else None,

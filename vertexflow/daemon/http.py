@@ -12,9 +12,10 @@ Endpoints (``docs/daemon.md`` has the reference with examples)::
     POST /api/jobs/{name}/resume      lift a pause or cancel; an interrupted run continues
     POST /api/jobs/{name}/cancel      abort the run in flight and hold
     GET  /api/errors[?job=&limit=]    recent errors, newest last
+    GET  /api/snapshot                what one /events event carries: the daemon, every job in detail, errors
     GET  /metrics                     Prometheus exposition
     GET  /events                      server-sent events: a "jobs" snapshot every second
-    GET  /                            the dashboard
+    GET  /                            the dashboard (with a first snapshot in it when no token is set)
 
 With a token set (required when listening beyond loopback), every endpoint
 but ``/healthz``, ``/readyz`` and the dashboard's page asks for
@@ -22,7 +23,10 @@ but ``/healthz``, ``/readyz`` and the dashboard's page asks for
 (401): URLs end up in logs, proxies and browser history. The page itself
 holds no data: it asks for the token and sends it in that header on its own
 requests, the event stream included (read with fetch, not EventSource, which
-cannot send headers), so no cookie exists for another site to ride on. A
+cannot send headers), so no cookie exists for another site to ride on; it
+draws from ``/api/snapshot`` before the stream opens. Without a token (the
+daemon on loopback, answering only requests that name it so) the page
+carries that first snapshot itself, so it is drawn complete at once. A
 second, read-only token opens the GET API, ``/metrics`` and ``/events`` and
 is refused (403) on the control endpoints. POSTs carrying an ``Origin`` other
 than the daemon's own are refused, so a web page elsewhere cannot drive a
@@ -51,6 +55,8 @@ if TYPE_CHECKING:
     from .service import Daemon
 
 SERVICE: web.AppKey[Daemon] = web.AppKey("service")
+#: the daemon asks for no token: its page may carry data (it answers only requests naming loopback)
+OPEN_PAGE: web.AppKey[bool] = web.AppKey("open_page")
 #: seconds between two snapshots on /events
 EVENT_INTERVAL = 1.0
 #: event streams open at once (each costs one snapshot per second)
@@ -67,6 +73,7 @@ _ACTIONS = ("start", "pause", "resume", "cancel")
 def make_app(service: Daemon, token: str | None, read_token: str | None = None) -> web.Application:
     app = web.Application(middlewares=[_guard(token, read_token)])
     app[SERVICE] = service
+    app[OPEN_PAGE] = token is None
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/daemon", daemon_info)
@@ -74,6 +81,7 @@ def make_app(service: Daemon, token: str | None, read_token: str | None = None) 
     app.router.add_get("/api/jobs/{name}", job)
     app.router.add_post("/api/jobs/{name}/{action}", action)
     app.router.add_get("/api/errors", errors)
+    app.router.add_get("/api/snapshot", snapshot)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/events", events)
     app.router.add_get("/", dashboard)
@@ -182,6 +190,17 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
+def snapshot_of(service: Daemon) -> dict[str, Any]:
+    """What the dashboard draws: one /events event, /api/snapshot, the page's first frame."""
+    return {"time": service.now(), "daemon": service.info(),
+            "jobs": [c.snapshot(detail=True) for c in service.controllers.values()],
+            "errors": [e.as_dict() for e in service.errors.recent(None, 20)]}
+
+
+async def snapshot(request: web.Request) -> web.Response:
+    return web.json_response(snapshot_of(request.app[SERVICE]))
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
     if service.event_streams >= MAX_EVENT_STREAMS:
@@ -192,9 +211,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         while not service.draining:
-            payload = json.dumps({"time": service.now(), "daemon": service.info(),
-                                  "jobs": [c.snapshot(detail=True) for c in service.controllers.values()],
-                                  "errors": [e.as_dict() for e in service.errors.recent(None, 20)]})
+            payload = json.dumps(snapshot_of(service))
             await response.write(f"event: jobs\ndata: {payload}\n\n".encode())
             await asyncio.sleep(EVENT_INTERVAL)
     except (ConnectionResetError, ConnectionError):
@@ -205,15 +222,23 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def dashboard(request: web.Request) -> web.Response:
-    """The page, the same for everyone (the version and all data come over the authenticated API)."""
+    """The page. With a token set it holds no data (the version and all data come over the authenticated
+    API); without one it carries a first snapshot, so it is drawn at once, before the event stream opens."""
     html = resources.files("vertexflow.daemon").joinpath("static/dashboard.html").read_text(encoding="utf-8")
+    first = json.dumps(snapshot_of(request.app[SERVICE])) if request.app[OPEN_PAGE] else "null"
+    # inside <script>: no "</script>" or "<!--" may appear, so "<", ">" and "&" travel as JSON escapes
+    first = first.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    html = html.replace("{{SNAPSHOT}}", first)
     return web.Response(text=html, content_type="text/html", headers=_PAGE_HEADERS)
 
 
-#: the page asks for a token and has buttons: no framing by another site (clickjacking), no referrer
+#: the page asks for a token and has buttons: no framing by another site (clickjacking), no referrer; it
+#: loads nothing from elsewhere and talks only to the daemon (connect-src), so a token it holds stays here
 _PAGE_HEADERS = {
-    "Cache-Control": "no-cache",
+    "Cache-Control": "no-cache, no-store",
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Content-Security-Policy": ("frame-ancestors 'none'; connect-src 'self'; img-src 'self' data:; "
+                                "object-src 'none'; base-uri 'none'; form-action 'none'"),
     "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
 }

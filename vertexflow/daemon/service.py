@@ -83,6 +83,8 @@ class Daemon:
         self.draining = False
         self.started = time.time()
         self.reloads = 0
+        #: the last SIGHUP: {"time", "applied"} (the dashboard clears reload errors older than an applied one)
+        self.last_reload: dict[str, Any] | None = None
         self.event_streams = 0
         self.address: str | None = None
         self.journal: Journal | None = None
@@ -143,7 +145,8 @@ class Daemon:
     def info(self) -> dict[str, Any]:
         return {"version": __version__, "pid": os.getpid(), "started": self.started, "config": self.config_path,
                 "listen": self.address, "tls": self.ssl is not None, "jobs": len(self.controllers),
-                "reloads": self.reloads, "draining": self.draining, "ready": self.ready}
+                "reloads": self.reloads, "last_reload": self.last_reload, "draining": self.draining,
+                "ready": self.ready}
 
     def _add(self, spec: JobSpec) -> None:
         assert self.journal is not None and self._tg is not None
@@ -222,6 +225,7 @@ class Daemon:
             self.errors.add("daemon", "config", f"reload refused, keeping the running config: {exc}")
             log.error("reload refused: keeping the running config", error=str(exc))
             self.metrics.reloaded(False)
+            self.last_reload = {"time": time.time(), "applied": False}
             return False
         old = self.config
         if any(getattr(config.daemon, k) != getattr(old.daemon, k) for k in RESTART_SETTINGS):
@@ -247,6 +251,7 @@ class Daemon:
                     controller.update(spec, runner_class(spec.kind)(spec, remotes=remotes, journal=self.journal))
         self.reloads += 1
         self.metrics.reloaded(True)
+        self.last_reload = {"time": time.time(), "applied": True}
         log.info("config reloaded", added=added, removed=removed, changed=changed)
         return True
 
