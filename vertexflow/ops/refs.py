@@ -204,22 +204,11 @@ class _Row(NamedTuple):
     row_id: Any
     path: str
     digest: Any
-    ref: int  # index into the declared references of the content type
+    ref: int  # index into the declared references (the storage config's order)
 
 
-def _company_value(value: Any) -> Any:
-    """A company column's value as a companies.id where it is one (5, 5.0 and '5' alike)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return value
-
-
-#: the company column as an integer where it holds one, so that 5 and '5' sort (and group) together
 def _company_expr(column: str) -> str:
+    """The company column as an integer where it holds one, so that 5, 5.0 and '5' sort (and group) together."""
     c = quoted(column)
     return (f"CASE WHEN typeof({c}) = 'integer' THEN {c} "
             f"WHEN typeof({c}) = 'real' AND {c} = CAST({c} AS INTEGER) THEN CAST({c} AS INTEGER) "
@@ -310,7 +299,7 @@ class _Rows:
         try:
             while batch := await self._run(cur.fetchmany, FETCH_ROWS):
                 for cid, k, rid, path, digest, ref in batch:
-                    yield _Row(_company_value(cid), k, rid, path, digest, ref)
+                    yield _Row(cid, k, rid, path, digest, ref)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._run(cur.close)
