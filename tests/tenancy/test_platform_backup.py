@@ -15,7 +15,7 @@ import re
 import sqlite3
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -420,3 +420,24 @@ async def test_restore_refuses_bad_input_before_writing_anything(env: Env) -> No
     r = await anyio.to_thread.run_sync(lambda: vf("backup", "create", "--platform", str(source.cfg), "--db", str(db),
                                                   "--type", "storage", "--to", str(env.tmp / "x")))
     assert r.code == 2 and "without --type" in r.err and not (env.tmp / "x").exists(), r.err
+
+
+async def test_verify_and_restore_refuse_a_platform_section_that_disagrees_with_the_members(env: Env) -> None:
+    source = env.stores("a")
+    db = source.root / "platform.db"
+    await build_platform(source, db, big=1)
+    folder = await backup(source, db, env.tmp / "backups")
+    meta = json.loads((folder / "metadata.json").read_text())
+    beta, gamma = (next(c for c in meta["platform"]["companies"] if c["folder"] == f) for f in ("beta", "gamma"))
+    n = beta["content"]["videos"]["files"]
+    beta["content"]["videos"]["files"] -= 1  # the sums still agree with the storage section
+    gamma["content"]["videos"]["files"] += 1
+    (folder / "metadata.json").write_text(json.dumps(meta))
+    r = await anyio.to_thread.run_sync(lambda: vf("backup", "verify", str(folder)))
+    assert r.code == 1, r.out + r.err
+    assert f"PROBLEM videos/beta: holds {n} files in MEMBERS.sha256, its platform entry says {n - 1}" in r.out, r.out
+    target = env.stores("b")
+    target.write_config()
+    r = await anyio.to_thread.run_sync(lambda: vf("backup", "restore", str(folder), "--platform", str(target.cfg),
+                                                  "--db-path", str(target.root / "p.db")))
+    assert r.code == 1 and f"videos/beta holds {n} files" in r.err and not target.local_base.exists(), r.err

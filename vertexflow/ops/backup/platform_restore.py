@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from ...backends.base import Backend
-from ...errors import BackendError, BadMetadata, ConfigError, CorruptData
+from ...errors import BadMetadata, ConfigError
 from ...tenancy.manager import BUILTIN_TYPES, StorageManager, Target
 from ...tenancy.registry import ACTIVE_STATES, DEFAULT_COMPANY_FOLDER, Company, Placement, Registry
 from ...tenancy.storage_config import StorageConfig
@@ -49,7 +48,7 @@ from ..migrate import resolve_target
 from .database import copy_checked, snapshot
 from .metadata import CompanyEntry, PlatformSection
 from .platform import probe_root
-from .reading import Opened
+from .reading import Opened, platform_problems
 from .restore import (
     CheckedStorage,
     RestoreResult,
@@ -157,22 +156,8 @@ async def restore_platform(opened: Opened, config: StorageConfig, opts: Platform
 
 def _check_sections(opened: Opened, platform: PlatformSection, sound: CheckedStorage) -> None:
     """Every member lies in a recorded company's folder, and each folder holds the files its entry counts."""
-    sections = {e.path: e for c in platform.companies for e in c.content}
-    tops = set(platform.content_types)
-    counts: Counter[str] = Counter()
-    for name in (*sound.members.files, *sound.members.directories):
-        ct, _, rest = name.partition("/")
-        folder, _, sub = rest.partition("/")
-        if name in tops or f"{ct}/{folder}" in sections:
-            if sub and name in sound.members.files:
-                counts[f"{ct}/{folder}"] += 1
-            continue
-        raise CorruptData(f"backup {opened.name}: member {name!r} lies in no company folder of the platform section",
-                          backend=opened.folder.describe())
-    for path, e in sections.items():
-        if counts[path] != e.files:
-            raise BadMetadata(f"backup {opened.name}, metadata.json: {path} holds {counts[path]} files in "
-                              f"MEMBERS.sha256, its platform entry says {e.files}")
+    for where, what in platform_problems(platform, sound.members):
+        raise BadMetadata(f"backup {opened.name}: {where} {what}")
 
 
 async def _resolve(opened: Opened, config: StorageConfig, opts: PlatformRestoreOptions, chosen: list[CompanyEntry],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from dataclasses import dataclass
 
 import anyio
@@ -17,6 +18,7 @@ from .metadata import (
     SHA256SUMS,
     Description,
     Metadata,
+    PlatformSection,
     StorageSection,
     check_agreement,
     parse_description_line,
@@ -97,6 +99,31 @@ async def load_members(folder: Backend, section: StorageSection, *, bid: str) ->
         raise BadMetadata(f"backup {bid}: {m.name} lists {len(directories)} directories, metadata says "
                           f"{section.directories or 0}")
     return Members(files, frozenset(directories))
+
+
+def platform_problems(platform: PlatformSection, members: Members) -> list[tuple[str, str]]:
+    """``(where, what)`` for each member outside every recorded company folder, and each folder whose count is off.
+
+    A platform archive holds only ``<content type>/`` and the companies'
+    ``<content type>/<folder>/`` trees; each folder's files in MEMBERS.sha256
+    must be as many as its entry in the platform section says.
+    """
+    sections = {e.path: e for c in platform.companies for e in c.content}
+    tops = set(platform.content_types)
+    counts: Counter[str] = Counter()
+    out: list[tuple[str, str]] = []
+    for name in (*members.files, *members.directories):
+        ct, _, rest = name.partition("/")
+        folder, _, sub = rest.partition("/")
+        if name in tops or f"{ct}/{folder}" in sections:
+            if sub and name in members.files:
+                counts[f"{ct}/{folder}"] += 1
+            continue
+        out.append((name, "lies in no company folder of the platform section"))
+    for path, e in sections.items():
+        if counts[path] != e.files:
+            out.append((path, f"holds {counts[path]} files in MEMBERS.sha256, its platform entry says {e.files}"))
+    return out
 
 
 async def load_descriptions(folder: Backend, section: StorageSection, members: Members, *,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ...errors import BackupError, IntegrityError, UnsafeArchive
 from .parts import Problem, scan_archive
-from .reading import Members, Opened, fetch_database, load_descriptions, load_members
+from .reading import Members, Opened, fetch_database, load_descriptions, load_members, platform_problems
 from .tarstream import END_MEMBER, Member, safe_key
 
 
@@ -63,6 +63,8 @@ async def _verify_storage(opened: Opened, report: VerifyReport) -> None:
     except (BackupError, IntegrityError) as exc:
         report.problems.append(Problem(section.members.name, getattr(exc, "message", str(exc))))
         members = None
+    if members is not None and opened.meta.platform is not None:
+        report.problems.extend(Problem(where, what) for where, what in platform_problems(opened.meta.platform, members))
     if members is not None and section.descriptions is not None:
         try:
             await load_descriptions(opened.folder, section, members, bid=opened.name)
