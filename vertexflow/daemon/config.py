@@ -384,7 +384,7 @@ def load_daemon_config(path: str | os.PathLike[str], environ: Mapping[str, str] 
     except ValidationError as exc:
         raise ConfigError(f"daemon config {file}: " + "; ".join(_describe(e, raw) for e in exc.errors())) from None
     base = file.resolve().parent
-    jobs = tuple(_resolve_paths(j, base) for j in config.jobs)
+    jobs = tuple(_resolve_paths(j, base, file) for j in config.jobs)
     settings = config.daemon
     paths = {k: str(base / os.path.expanduser(v)) for k in ("journal", "tls_cert", "tls_key")
              if (v := getattr(settings, k)) is not None}
@@ -430,15 +430,21 @@ def _check(config: DaemonConfig, remotes: Config, environ: Mapping[str, str]) ->
                               "would trigger another run")
 
 
-def _resolve_paths(job: JobSpec, base: Path) -> JobSpec:
-    """The job with its relative local paths made absolute against the config file's directory."""
+def _resolve_paths(job: JobSpec, base: Path, file: Path) -> JobSpec:
+    """The job with its relative local paths made absolute against the config file's directory, as its kind runs it."""
     from .runners import runner_class
 
-    if not runner_class(job.kind).locations:  # source and dest name a company and a connection
+    runner = runner_class(job.kind)
+    if not runner.locations:  # source and dest name a company and a connection
         options = {k: _absolute(v, base) if k in PATH_OPTIONS and isinstance(v, str) else v
                    for k, v in job.options.items()}
-        return job.model_copy(update={"options": options})
-    return job.model_copy(update={"source": _absolute(job.source, base), "dest": _absolute(job.dest, base)})
+        job = job.model_copy(update={"options": options})
+    else:
+        job = job.model_copy(update={"source": _absolute(job.source, base), "dest": _absolute(job.dest, base)})
+    try:
+        return runner.settle(job, base)
+    except ConfigError as exc:
+        raise ConfigError(f"daemon config {file}: jobs.{job.name}: {exc}") from None
 
 
 #: options that hold local paths (migrate jobs: the platform's files)

@@ -29,6 +29,8 @@ from ..errors import ConfigError
 from ..middleware.base import BackendWrapper
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..backends.base import Backend
     from ..config import Config
     from ..model import ObjectInfo
@@ -94,6 +96,11 @@ class Runner:
 
     async def run(self, stats: JobStats, stop: StopSignal) -> None:
         raise NotImplementedError
+
+    @classmethod
+    def settle(cls, spec: JobSpec, base: Path) -> JobSpec:
+        """The job as this kind runs it (at config load): settings it takes from elsewhere filled in."""
+        return spec
 
     #: the keys ``options`` may hold
     OPTIONS: ClassVar[tuple[str, ...]] = ()
@@ -232,7 +239,9 @@ class BackupRunner(Runner):
     database ``db``, ``database``: ``source`` is the database file),
     ``compress`` (``gzip`` [default], ``zstd:3``...), ``chunk_size`` (``100M``),
     ``keep`` (none: keep all), ``grace`` (``1h``: incomplete backups younger
-    than this are left alone by the pruning).
+    than this are left alone by the pruning). ``type = "platform"``: the whole
+    platform whose storage_config.json is ``source`` (database ``db``), on the
+    schedule and keep of its ``backup`` section (:mod:`.platform_backup`).
 
     A backup is one unit: a graceful stop lets it finish (the drain timeout
     then aborts it); an aborted one has no ``metadata.json``, is never taken
@@ -242,14 +251,15 @@ class BackupRunner(Runner):
 
     kind = "backup"
     module = "vertexflow.ops.backup"
-    OPTIONS = ("type", "db", "compress", "chunk_size", "keep", "grace")
+    OPTIONS = ("type", "db", "compress", "chunk_size", "keep", "grace", "allow_incomplete")
 
     def __init__(self, spec: JobSpec, *, remotes: Config, journal: Journal) -> None:
         super().__init__(spec, remotes=remotes, journal=journal)
         from ..locations import parse_location
 
         self.settings = self._settings(spec)
-        self.src_loc = parse_location(spec.source, remotes) if self.settings["type"] != "database" else None
+        self.src_loc = (parse_location(spec.source, remotes) if self.settings["type"] not in ("database", "platform")
+                        else None)
         self.dst_loc = parse_location(spec.dest, remotes)
 
     @classmethod
@@ -259,8 +269,15 @@ class BackupRunner(Runner):
         o = spec.options
         cls._known_options(o)
         kind = o.get("type", "storage")
-        if kind not in ("full", "database", "storage"):
-            raise ConfigError(f"options.type: {kind!r}: use storage, full or database")
+        if kind not in ("full", "database", "storage", "platform"):
+            raise ConfigError(f"options.type: {kind!r}: use storage, full or database, or platform (the platform of "
+                              "the storage config that is the source)")
+        if kind == "platform":
+            from .platform_backup import check_options
+
+            check_options(o)
+        elif "allow_incomplete" in o:
+            raise ConfigError("options.allow_incomplete: goes with type = \"platform\"")
         if kind == "full" and not isinstance(o.get("db"), str):
             raise ConfigError("options.db: a full backup needs the database path")
         keep = o.get("keep")
@@ -274,7 +291,7 @@ class BackupRunner(Runner):
             grace = parse_age(str(o.get("grace", "1h"))).total_seconds()
         except ConfigError as exc:
             raise ConfigError(f"options: {exc}") from None
-        db = o.get("db") if kind == "full" else spec.source if kind == "database" else None
+        db = o.get("db") if kind in ("full", "platform") else spec.source if kind == "database" else None
         return {"type": kind, "db": db, "codec": codec, "chunk": chunk, "keep": keep, "grace": grace}
 
     def bandwidth_now(self) -> str | None:
@@ -291,7 +308,20 @@ class BackupRunner(Runner):
             raise ConfigError("continuous: backup jobs run on a schedule, not on filesystem events")
         cls._settings(spec)
 
+    @classmethod
+    def settle(cls, spec: JobSpec, base: Path) -> JobSpec:
+        if spec.options.get("type") != "platform":
+            return spec
+        from .platform_backup import settle
+
+        return settle(spec, base)
+
     async def run(self, stats: JobStats, stop: StopSignal) -> None:
+        if self.settings["type"] == "platform":
+            from . import platform_backup
+
+            self.last_backup = await platform_backup.run(self.spec, self.settings, self.dst_loc, stats, stop)
+            return
         import os
 
         import anyio
