@@ -373,6 +373,7 @@ class MoveJob:
             if self.delete_empty_src_dirs and pairs is None and not stop.stopping:
                 report.folders_removed, _ = await remove_empty_folders(
                     source, spec.filter.prefix.rpartition("/")[0], dry_run=spec.dry_run)
+            stats.requests += source.requests + target.requests  # the listings, reads and deletes of this pass
         return report
 
 
