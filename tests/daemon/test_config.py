@@ -78,7 +78,7 @@ def test_bad_daemon_settings_are_named(tmp_path: Path) -> None:
 def test_duplicate_names_and_unknown_kind(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="two jobs are named 'pics'"):
         load_daemon_config(write(tmp_path, JOB + JOB), {})
-    with pytest.raises(ConfigError, match=r"jobs.pics.kind: Input should be 'sync', 'backup' or 'migrate'"):
+    with pytest.raises(ConfigError, match=r"jobs.pics.kind: Input should be 'sync', 'backup', 'migrate' or 'smoke'"):
         load_daemon_config(write(tmp_path, JOB.replace('"sync"', '"mirror"')), {})
 
 

@@ -261,7 +261,7 @@ class JobSpec(_Strict):
     """``[[jobs]]``: one job, its schedule and its options."""
 
     name: str
-    kind: Literal["sync", "backup", "migrate"]
+    kind: Literal["sync", "backup", "migrate", "smoke"]
     source: str
     dest: str
     #: every INTERVAL (first run at start, or an interval after the last run the journal remembers),

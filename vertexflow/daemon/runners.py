@@ -506,7 +506,69 @@ class MigrateRunner(Runner):
             stats.interrupted = True
 
 
-RUNNERS: dict[str, type[Runner]] = {r.kind: r for r in (SyncRunner, BackupRunner, MigrateRunner)}
+class SmokeRunner(Runner):
+    """``kind = "smoke"``: a periodic health check of company ``source`` (id or slug): upload, read back,
+    fetch by public URL and delete a test file, and read an existing one, on the content types ``dest``
+    names (comma-separated; ``*``: every one), through the platform's StorageManager
+    (:func:`vertexflow.ops.smoke.smoke_company`).
+
+    ``options``: ``db`` and ``storage_config`` (the platform's database and storage config), required.
+    A passed step counts as an object done, a failed one as an object failed (named ``<content
+    type>/<step>`` with what failed and where), so a failing check is a partial run: logged as an
+    error, shown on the dashboard and counted in the job's metrics. ``last_result`` is the report.
+    """
+
+    kind = "smoke"
+    locations = False
+    OPTIONS = ("db", "storage_config")
+
+    def __init__(self, spec: JobSpec, *, remotes: Config, journal: Journal) -> None:
+        super().__init__(spec, remotes=remotes, journal=journal)
+        self.settings = self._settings(spec)
+        self.last_result: dict[str, Any] | None = None
+
+    @classmethod
+    def _settings(cls, spec: JobSpec) -> dict[str, Any]:
+        o = spec.options
+        cls._known_options(o)
+        for name in ("db", "storage_config"):
+            if not isinstance(o.get(name), str) or not o[name]:
+                raise ConfigError(f"options.{name}: a smoke job needs the platform's {name.replace('_', ' ')} path")
+        names = [n.strip() for n in spec.dest.split(",") if n.strip()]
+        if not names:
+            raise ConfigError("dest: the content types to check, comma-separated, or * for every one")
+        return {"db": o["db"], "storage_config": o["storage_config"],
+                "content_types": None if names == ["*"] else names}
+
+    @classmethod
+    def check(cls, spec: JobSpec) -> None:
+        if spec.continuous:
+            raise ConfigError("continuous: smoke jobs run on a schedule or on demand, not on filesystem events")
+        cls._settings(spec)
+
+    async def run(self, stats: JobStats, stop: StopSignal) -> None:
+        from ..ops.smoke import smoke_company
+        from ..pipeline.stats import Failure
+        from ..tenancy.manager import StorageManager
+
+        s = self.settings
+        async with StorageManager.open(s["storage_config"], s["db"]) as manager:
+            report = await smoke_company(manager, self.spec.source, content_types=s["content_types"])
+        for step in report.steps:
+            if step.ok is False:
+                stats.failed_objects += 1
+                stats.failures_by_reason["smoke"] += 1
+                stats.failures.append(Failure(f"{step.content_type}/{step.step}", "smoke",
+                                              f"{step.detail} (on {report.routes.get(step.content_type)})"))
+            elif step.ok:
+                stats.done_objects += 1
+            else:
+                stats.skipped_objects += 1
+        stats.listing_done = True
+        self.last_result = report.as_dict()
+
+
+RUNNERS: dict[str, type[Runner]] = {r.kind: r for r in (SyncRunner, BackupRunner, MigrateRunner, SmokeRunner)}
 
 
 def runner_class(kind: str) -> type[Runner]:
