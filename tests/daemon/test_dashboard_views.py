@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import time
 from datetime import datetime
 from pathlib import Path
@@ -327,3 +328,125 @@ def test_sixty_jobs_in_the_compact_table_and_reload_errors_that_clear(tmp_path: 
                 browser.close()
     finally:
         d.stop()
+
+
+def _platform(tmp_path: Path, files: dict[str, bytes]) -> tuple[Path, Path]:
+    """A platform whose company acme keeps ``files`` on local storage, with a connection "nas" to move to."""
+    import asyncio
+    import json
+
+    from vertexflow.tenancy import StorageManager
+
+    raw = {"portraits": {"storage_type": "local"}, "local": {"base_path": str(tmp_path / "files")},
+           "connections": {"nas": {"type": "local", "path": str(tmp_path / "nas")}}}
+    cfg, db = tmp_path / "storage_config.json", tmp_path / "platform.db"
+    cfg.write_text(json.dumps(raw))
+
+    async def fill() -> None:
+        async with StorageManager.open(cfg, db) as m:
+            acme = m.registry.add_company("acme")
+            for key, data in files.items():
+                await m.save_file("portraits", key, data, company_id=acme.id)
+
+    asyncio.run(fill())
+    return cfg, db
+
+
+def _fill_disk(url: str, files: dict[str, bytes]) -> None:
+    import asyncio
+
+    from vertexflow.backends.yandex import YandexDiskBackend
+    from vertexflow.model import ObjectInfo, body_from_bytes
+
+    async def fill() -> None:
+        async with YandexDiskBackend("/data", token="t", base_url=url) as disk:
+            for key, data in files.items():
+                await disk.put(ObjectInfo(key=key, size=len(data)), body_from_bytes(data))
+
+    asyncio.run(fill())
+
+
+def test_migration_and_backup_show_their_progress_as_copies_do(tmp_path: Path) -> None:
+    """A company migration (paced by its bwlimit) and a backup (of a Yandex.Disk tree answering slowly)
+    are drawn while they run like a copy: a bar, objects and bytes of the total, growing."""
+    import subprocess
+    import sys
+
+    from .helpers import free_port
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    company = {f"cat{i}/Image/p{i}.bin": os.urandom(128 * 1024) for i in range(6)}  # 768 KiB at 256 KiB/s
+    cfg, db = _platform(tmp_path, company)
+    disk = {f"photos/p{i:02d}.jpg": os.urandom(64 * 1024 + i) for i in range(8)}
+    port = free_port()
+
+    def emulate(*knobs: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "vertexflow", "emulate", "yandex-disk", "--port", str(port),
+                                 "--data-dir", str(tmp_path / "disk"), *knobs], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+
+    (tmp_path / "disk").mkdir()
+    url = f"http://127.0.0.1:{port}/v1/disk"
+    emulator = emulate()
+    try:
+        wait_until(lambda: _fill_disk(url, disk) is None, 30, interval=0.5, what="the emulator to take the files")
+    finally:
+        emulator.terminate()
+        emulator.wait(10)
+    # the same files, every request 0.15 s late: objects read one after another take seconds
+    emulator = emulate("--latency", "0.15")
+    try:
+        wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close() is None, 20,
+                   what="the emulator to listen again")
+        config = (f'[daemon]\nlisten = "127.0.0.1:{{PORT}}"\ndrain_timeout = "1s"\n\n'
+                  f'[remotes.yd]\ntype = "yandex_disk"\ntoken = "t"\nbase_url = "{url}"\nroot = "/data"\n\n'
+                  '[[jobs]]\nname = "move-acme"\nkind = "migrate"\nsource = "acme"\ndest = "nas"\nbwlimit = "256k"\n'
+                  f'options = {{ db = "{db}", storage_config = "{cfg}", live = false }}\n\n'
+                  '[[jobs]]\nname = "photos-backup"\nkind = "backup"\nsource = "yd:"\ndest = "backups"\n')
+        d = DaemonProcess(tmp_path, config).start()
+        try:
+            with sync_api.sync_playwright() as p:
+                browser = _browser(sync_api, p)
+                try:
+                    page = browser.new_page(viewport={"width": 1400, "height": 900})
+                    page.goto(d.url + "/", wait_until="domcontentloaded")
+                    page.wait_for_function("document.querySelector('#conn').textContent === 'live'",
+                                           timeout=10_000)
+                    for name in ("move-acme", "photos-backup"):
+                        assert d.post(f"/api/jobs/{name}/start")[0] == 200
+                    totals = {"move-acme": sum(map(len, company.values())), "photos-backup": sum(map(len, disk.values()))}
+                    seen: dict[str, list[tuple[int, str]]] = {name: [] for name in totals}
+                    shot = tmp_path / "dashboard-migrate-backup.png"
+                    deadline = time.monotonic() + 60
+                    while time.monotonic() < deadline:
+                        for name in totals:
+                            card = page.locator(f'.job[data-job="{name}"]')
+                            if card.get_attribute("data-bar") == "running":
+                                seen[name].append((int(card.get_attribute("data-moved-bytes") or 0),
+                                                   card.locator(".progress-text").inner_text()))
+                        if all(page.locator(f'.job[data-job="{n}"]').get_attribute("data-bar") == "complete"
+                               for n in totals):
+                            break
+                        if not shot.exists() and all(any(0 < m < totals[n] for m, _ in seen[n]) for n in totals):
+                            page.screenshot(path=str(shot), full_page=True)  # both seen moving
+                        page.wait_for_timeout(200)
+                    if not shot.exists():  # they did not overlap: the end, then
+                        page.screenshot(path=str(shot), full_page=True)
+                    for name, total in totals.items():
+                        moving = sorted({m for m, _ in seen[name] if 0 < m < total})
+                        assert len(moving) >= 2, f"{name}: its bytes were not seen moving: {seen[name]}"
+                        text = next(t for m, t in seen[name] if m == moving[-1])
+                        assert re.search(r"\d+ of \d+ objects, .+ of .+", text), text
+                        card = page.locator(f'.job[data-job="{name}"]')
+                        assert card.get_attribute("data-bar") == "complete", name
+                        assert card.locator(".last").inner_text().startswith("success")
+                    assert page.locator(f'.job[data-job="move-acme"] .route').inner_text() == "migrate: acme → nas"
+                finally:
+                    browser.close()
+        finally:
+            d.stop()
+    finally:
+        emulator.terminate()
+        emulator.wait(10)
+    _keep(tmp_path / "dashboard-migrate-backup.png")
+    assert sorted(p.name for p in (tmp_path / "nas").rglob("*.bin")) == sorted(k.rsplit("/", 1)[1] for k in company)
