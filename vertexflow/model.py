@@ -17,6 +17,8 @@ Pace = Callable[[int], Awaitable[None]]
 
 SHA256 = "sha256"
 MD5 = "md5"
+#: the CRCs S3 keeps as full-object checksums (``x-amz-checksum-*``; hex of the big-endian value)
+CRC64NVME, CRC32C, CRC32 = "crc64nvme", "crc32c", "crc32"
 
 #: the headers besides Content-Type that describe an object's bytes, which
 #: :attr:`ObjectInfo.headers` carries (lower-case, as S3 serves them)

@@ -12,8 +12,10 @@ Whether an object present on both sides is unchanged is decided, in order:
    destination object is still the version vertexflow wrote (same ETag or
    version), the record says which source version it was copied from, so no
    request is needed (this is what keeps a no-change sync to listing pages only);
-2. with ``checksum``: by SHA-256 of both sides (native where a backend has it,
-   otherwise read and hashed);
+2. with ``checksum``: by the cheapest hash both sides can give
+   (:func:`content_comparison`: one both listings carry, else what a stat
+   adds, such as the CRC64NVME an S3 store keeps, computed on a local file
+   where one side is local disk; else both read and hashed with SHA-256);
 3. otherwise by size, and by modification time where the destination keeps
    source mtimes (local disk); on stores that stamp their own upload time (S3),
    a destination newer than the source counts as up to date.
@@ -36,14 +38,15 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 
 from ..backends.base import Backend
+from ..backends.s3.checksums import Running, computable
 from ..errors import NotFound
 from ..filters import NO_FILTER, Filter
-from ..model import SHA256, ObjectInfo
+from ..model import CRC32, CRC32C, CRC64NVME, MD5, SHA256, ObjectInfo
 from ..state.journal import DestRecord, Journal
 from .spec import CompareMode
 
@@ -270,10 +273,9 @@ class Planner:
                 return Decision("skip", s, d, "unchanged since last copy")
             return Decision("copy", s, d, "source changed since last copy")
         if self.mode == "checksum":
-            src_sum = await object_sha256(self.src, s)
-            dst_sum = await object_sha256(self.dst, d)
-            same = src_sum == dst_sum
-            return Decision("skip" if same else "copy", s, d, "same SHA-256" if same else "SHA-256 differs")
+            algorithm, same = await content_comparison(self.src, s, self.dst, d)
+            name = HASH_NAMES[algorithm]
+            return Decision("skip" if same else "copy", s, d, f"same {name}" if same else f"{name} differs")
         if s.mtime is None or d.mtime is None:
             return Decision("skip", s, d, "same size")
         delta = d.mtime.timestamp() - s.mtime.timestamp()
@@ -286,6 +288,77 @@ class Planner:
         if delta > -MTIME_TOLERANCE:
             return Decision("skip", s, d, "same size, destination newer")
         return Decision("copy", s, d, "source newer")
+
+
+#: the hashes ``--checksum`` (and ``verify``) compare, the first that both sides give deciding: the
+#: cheapest to compute where one side is a local file first (CRC64NVME ~6 GB/s here, SHA-256 ~1 GB/s,
+#: MD5 ~0.4 GB/s), a 32-bit CRC after the 128-bit MD5 (docs/fidelity.md, "Full-object checksums")
+CONTENT_HASHES = (CRC64NVME, SHA256, MD5, CRC32C, CRC32)
+HASH_NAMES = {CRC64NVME: "CRC64NVME", SHA256: "SHA-256", MD5: "MD5", CRC32C: "CRC32C", CRC32: "CRC32"}
+#: bytes a local file is read in to be hashed
+_READ_SIZE = 1024 * 1024
+
+
+def common_hash(a: ObjectInfo, b: ObjectInfo) -> tuple[str, bool] | None:
+    """(algorithm, whether equal) by the first of :data:`CONTENT_HASHES` both carry; None if they share none."""
+    for algorithm in CONTENT_HASHES:
+        if a.hashes.get(algorithm) and b.hashes.get(algorithm):
+            return algorithm, a.hashes[algorithm].lower() == b.hashes[algorithm].lower()
+    return None
+
+
+async def content_comparison(src: Backend, s: ObjectInfo, dst: Backend, d: ObjectInfo) -> tuple[str, bool]:
+    """(algorithm, whether ``s`` and ``d`` hold the same bytes), by the cheapest hash both sides give.
+
+    In order of cost: a hash both listings carry (no request); the hashes a
+    stat adds (``features.stat_hashes``: S3's HeadObject gives the store's
+    full-object checksums, which it checked against the bytes, and the
+    SHA-256 vertexflow keeps as metadata), one stat per side that needs it;
+    where one side is a local file, that file hashed with the best algorithm
+    the other side gives; else both read and hashed with SHA-256.
+    """
+    found = common_hash(s, d)
+    if found is not None:
+        return found
+    local_s, local_d = src.features.local_path, dst.features.local_path
+    if src.features.stat_hashes and not local_s:
+        s = await _stat_hashes(src, s)
+        found = common_hash(s, d)
+    if found is None and dst.features.stat_hashes and not local_d:
+        d = await _stat_hashes(dst, d)
+        found = common_hash(s, d)
+    if found is not None:
+        return found
+    for local, backend, info, other in ((local_s, src, s, d), (local_d, dst, d, s)):
+        algorithm = next((a for a in CONTENT_HASHES if other.hashes.get(a) and computable(a)), None)
+        if local and algorithm is not None:
+            digest = await file_digest(backend, info.key, algorithm)
+            return algorithm, digest == other.hashes[algorithm].lower()
+    return SHA256, await object_sha256(src, s) == await object_sha256(dst, d)
+
+
+async def _stat_hashes(backend: Backend, info: ObjectInfo) -> ObjectInfo:
+    """``info`` with the hashes its stat adds, if it is still the version listed."""
+    head = await backend.stat(info.key)
+    if info.version is not None and head.version != info.version:
+        return info  # changed since listed: its hashes describe other bytes
+    return ObjectInfo(key=info.key, size=info.size, version=info.version, hashes={**info.hashes, **head.hashes})
+
+
+async def file_digest(backend: Backend, key: str, algorithm: str) -> str:
+    """The ``algorithm`` digest (hex) of a local file of ``backend``, read in a worker thread."""
+    if algorithm == SHA256:
+        return await backend.file_sha256(key)
+    path = backend.local_path(key)
+
+    def digest() -> str:
+        running: Any = hashlib.md5(usedforsecurity=False) if algorithm == MD5 else Running(algorithm)
+        with open(path, "rb") as f:
+            while chunk := f.read(_READ_SIZE):
+                running.update(chunk)
+        return str(running.hexdigest())
+
+    return await anyio.to_thread.run_sync(digest)
 
 
 async def object_sha256(backend: Backend, info: ObjectInfo) -> str:

@@ -36,8 +36,13 @@ from typing import ClassVar
 
 from ..backends.base import Backend, UploadCheckpoint, direct_files
 from ..backends.local import SMALL_FILE
+from ..backends.s3.checksums import Running, computable
 from ..errors import IntegrityError, SourceChanged
-from ..model import SHA256, BodyFactory, ObjectInfo, body_from_bytes
+from ..model import CRC32, CRC32C, CRC64NVME, SHA256, BodyFactory, ObjectInfo, body_from_bytes
+
+#: the digests of a whole object a stat may give that check a copy of it (a store's full-object checksums,
+#: which it checked against the bytes when they were written, and the SHA-256 vertexflow keeps)
+WHOLE_DIGESTS = (SHA256, CRC64NVME, CRC32C, CRC32)
 from ..pipeline.stats import JobStats
 
 
@@ -57,8 +62,8 @@ class RouteContext:
         # large local files are hashed before their upload (behind a bandwidth limit too): stores that
         # keep the SHA-256 beside the object need it before a multipart upload starts
         self._prehash = self.src.features.local_path and self.verify and not self.dst.features.hashes_in_stream
-        # the SHA-256 a large object's stat gives checks its copy end to end
-        self._hash_by_stat = (self.verify and SHA256 in self.src.features.stat_hashes
+        # the digest a large object's stat gives (its SHA-256, the store's CRC64NVME) checks its copy end to end
+        self._hash_by_stat = (self.verify and any(a in self.src.features.stat_hashes for a in WHOLE_DIGESTS)
                               and not self.dst.features.hashes_in_stream)
 
     def needs_prehash(self, info: ObjectInfo) -> bool:
@@ -76,39 +81,58 @@ class RouteContext:
           source mtime), where the listing did not know it (``headers`` None:
           an S3 listing; one HeadObject per object, which ``--no-metadata``
           saves: such a source's listings then say there is nothing to carry).
-        * The SHA-256, so that the copy is checked against it: listings of S3
-          do not carry the SHA-256 metadata, and a read of a large object
-          cannot check its bytes otherwise (a multipart ETag is not a digest
-          of them). For every object not read whole (over the small-object
-          size): such an object may come in more than one answer (S3's first
-          answer is one part), and only an answer holding the whole object
-          is checked by the backend itself.
+        * The digests of the whole object, so that the copy is checked against
+          them: the SHA-256 vertexflow keeps as metadata and the full-object
+          checksums the store keeps (S3: CRC64NVME...), which listings of S3 do
+          not carry, and without which a read of a large object cannot check
+          its bytes (a multipart ETag is not a digest of them). For every
+          object not read whole (over the small-object size): such an object
+          may come in more than one answer (S3's first answer is one part,
+          and S3 gives no checksum with a ranged answer), and only an answer
+          holding the whole object is checked by the backend itself. A stat
+          asked for the description gives them too, at no cost.
         """
         describe = info.headers is None
-        want_hash = self._hash_by_stat and SHA256 not in info.hashes and (info.size or 0) > SMALL_FILE
+        want_hash = (self._hash_by_stat and not any(a in info.hashes for a in WHOLE_DIGESTS)
+                     and (info.size or 0) > SMALL_FILE)
         if not describe and not want_hash:
             return info
         head = await self.src.stat(info.key)
         if describe:
             info = described_by(info, head)
-        digest = head.hashes.get(SHA256)
-        if want_hash and digest is not None and (info.version is None or head.version == info.version):
+        digests = {a: head.hashes[a] for a in WHOLE_DIGESTS if head.hashes.get(a)}
+        if (want_hash or (describe and self._hash_by_stat)) and digests \
+                and (info.version is None or head.version == info.version):
             # (none kept, or changed since listed: the read then says so)
-            info = replace(info, hashes={**info.hashes, SHA256: digest})
+            info = replace(info, hashes={**info.hashes, **digests})
         return info
 
     def moved(self, n: int) -> None:
         self.stats.moved_bytes += n
 
     def stream(self, info: ObjectInfo) -> BodyFactory:
-        """The source object as a replayable body; progress counts its bytes as they pass."""
+        """The source object as a replayable body; progress counts its bytes as they pass.
+
+        Where the source gave a full-object checksum of its own (a store's
+        CRC64NVME, CRC32C or CRC32: :func:`stream_check`) and no SHA-256 (which
+        the destination's ``put`` checks itself), the bytes are checked against
+        it as they pass: a body that differs fails at its end, before the
+        destination's ``put`` has taken it whole.
+        """
         src, stats = self.src, self.stats
+        check = stream_check(info) if self.verify else None
 
         async def body() -> AsyncIterator[bytes]:
+            running = Running(check[0]) if check is not None else None
             async with src.open(info.key, if_version=info.version) as chunks:
                 async for chunk in chunks:
                     stats.moved_bytes += len(chunk)
+                    if running is not None:
+                        running.update(chunk)
                     yield chunk
+            if check is not None and running is not None and running.hexdigest() != check[1]:
+                raise IntegrityError(f"the bytes read have {check[0]} {running.hexdigest()}, the source keeps "
+                                     f"{check[1]}", backend=src.describe(), key=info.key)
 
         return body
 
@@ -121,6 +145,20 @@ class RouteContext:
             raise IntegrityError("SHA-256 of the copy differs from the source's",
                                  backend=self.dst.describe(), key=info.key)
         return result
+
+
+def stream_check(info: ObjectInfo) -> tuple[str, str] | None:
+    """(algorithm, expected hex) a streamed copy of ``info`` is checked with as it passes, or None.
+
+    None where ``info`` has a SHA-256 (the destination's ``put`` checks it)
+    or no full-object checksum this machine computes.
+    """
+    if info.hashes.get(SHA256):
+        return None
+    for algorithm in (CRC64NVME, CRC32C, CRC32):
+        if info.hashes.get(algorithm) and computable(algorithm):
+            return algorithm, info.hashes[algorithm].lower()
+    return None
 
 
 def described_by(info: ObjectInfo, source: ObjectInfo) -> ObjectInfo:
@@ -194,7 +232,7 @@ class StreamedRoute(Route):
         if ctx.needs_prehash(target):
             target = await ctx.prehashed(target)
         checkpoint = ctx.checkpoints(info) if ctx.dst.features.resumable_uploads and ctx.checkpoints else None
-        result = await ctx.dst.put(target, ctx.stream(info), checkpoint=checkpoint)
+        result = await ctx.dst.put(target, ctx.stream(target), checkpoint=checkpoint)
         return ctx.verified(target, result)
 
 

@@ -36,6 +36,9 @@ from ...errors import (
 )
 from ...logs import get_logger
 from ...model import (
+    CRC32,
+    CRC32C,
+    CRC64NVME,
     MD5,
     MTIME_METADATA,
     SHA256,
@@ -48,7 +51,7 @@ from ...model import (
 )
 from ...retry import RetryPolicy, retry_call
 from ..base import DESCRIPTION_PARTS, Backend, UploadCheckpoint, check_key, described_metadata
-from . import listing, prefixes, uploads_cleanup
+from . import checksums, listing, prefixes, uploads_cleanup
 from .common import (
     ABORT_TIMEOUT,
     CHECK_TIMEOUT,
@@ -149,6 +152,10 @@ class S3Backend(Backend):
     * ``tags`` ({}): set on every object written, over the tags it carries
       (which a source's answers only count: read with GetObjectTagging when
       a tagged object is written here, :class:`~vertexflow.model.PendingTags`).
+    * ``full_checksums`` (True): every object written carries a CRC64NVME of
+      all its bytes, which the store checks and keeps (:mod:`.checksums`; a
+      server that refuses it is written to without it). False: parts carry
+      composite CRC32s, as before full-object checksums.
 
     ``requests`` counts every HTTP request sent (botocore's retries included),
     ``retries`` every request sent again after a failure.
@@ -166,7 +173,8 @@ class S3Backend(Backend):
         whole_reads=True,
         public_links=True,
         object_metadata=True,
-        stat_hashes=(SHA256,),
+        # the SHA-256 vertexflow keeps as metadata, and the full-object checksums the store keeps
+        stat_hashes=(SHA256, CRC64NVME, CRC32C, CRC32),
         object_tags=True,
         write_settings=SETTINGS,
         description_in_place=DESCRIPTION_PARTS,
@@ -207,6 +215,7 @@ class S3Backend(Backend):
         sse_kms_key_id: str | None = None,
         acl: str | None = None,
         tags: Mapping[str, str] | None = None,
+        full_checksums: bool = True,
     ) -> None:
         if not bucket:
             raise ConfigError("S3 bucket name is empty")
@@ -254,6 +263,8 @@ class S3Backend(Backend):
         #: part's CRC32 (it checks the x-amz-checksum-crc32 we send), so the
         #: parts' MD5s are no longer needed; False or None: take and send them
         self.part_checksums: bool | None = None
+        #: the full-object checksum sent with what is written (:mod:`.checksums`), until the server refuses it
+        self.checksums = checksums.Sending(full_checksums)
         if not sorted_listing:
             self.features = replace(type(self).features, sorted_listing=False)
         self._uploads = Uploads(self)
@@ -578,7 +589,7 @@ class S3Backend(Backend):
     async def stat(self, key: str) -> ObjectInfo:
         full = self._full_key(key)
         fast = await self.fast_client()
-        headers = await self.call("HeadObject", key, lambda: fast.head_object(full), retry=True)
+        headers = await self.call("HeadObject", key, lambda: fast.head_object(full, checksums=True), retry=True)
         return self.writes.described(self._info_from_head(key, headers), headers, tag_reader(self, key, full))
 
     @staticmethod
@@ -589,6 +600,8 @@ class S3Backend(Backend):
         sha256 = headers.get(f"x-amz-meta-{SHA256}")
         if sha256:
             hashes[SHA256] = sha256.lower()
+        # the store's own checksums (with checksum mode), which it checked against the bytes: over our metadata
+        hashes.update(checksums.stored(headers))
         modified = headers.get("Last-Modified")
         metadata = metadata_of(headers)
         content_type, standard = description_of(headers)
@@ -800,21 +813,25 @@ class S3Backend(Backend):
 
     async def _put_single(self, info: ObjectInfo, full: str, data: bytes) -> ObjectInfo:
         key = info.key
-        md5, sha = await off_loop(lambda: md5_sha256(data), len(data))
+        md5, sha, checksum = await off_loop(lambda: (*md5_sha256(data), self.checksums.header(data)), len(data))
         sha_hex = sha.hex()
         self.check_expected_sha(info, sha_hex)
         fast = await self.fast_client()
         described, metadata = self.description(info)
-        # the server checks Content-MD5 before storing; the ETag is compared too, for servers that do not
-        headers = await self.call("PutObject", key, lambda: self.writes.guarded(fast.put_object(
-            full, data, sha_hex, b64(md5), user_metadata(metadata, **{SHA256: sha_hex}), described),
-            backend=self.describe(), key=key), retry=True)
+        meta = user_metadata(metadata, **{SHA256: sha_hex})
+        # the server checks Content-MD5 (and the full-object checksum, where it keeps one) before
+        # storing; the ETag and the checksum it answers are compared too, for servers that do not
+        headers = await self.call("PutObject", key, lambda: self.writes.guarded(self.checksums.send(
+            checksum, lambda sent: fast.put_object(full, data, sha_hex, b64(md5), meta, described, sent),
+            backend=self.describe()), backend=self.describe(), key=key), retry=True)
         etag = strip_etag(headers.get("ETag"))
-        if etag_is_content_md5(etag, headers) and etag != md5.hex():
+        problem = checksums.echo_problem(checksum, headers)
+        if problem is None and etag_is_content_md5(etag, headers) and etag != md5.hex():
+            problem = f"server reports MD5 {etag}, sent {md5.hex()}"
+        if problem is not None:
             await self.delete_corrupt(key, full)
-            raise IntegrityError(f"server reports MD5 {etag}, sent {md5.hex()}",
-                                 backend=self.describe(), key=key)
-        hashes = {SHA256: sha_hex, **md5_hashes(etag)}
+            raise IntegrityError(problem, backend=self.describe(), key=key)
+        hashes = {SHA256: sha_hex, **md5_hashes(etag), **checksums.hashes_of(checksum)}
         return ObjectInfo(key=key, size=len(data), etag=etag, version=etag, hashes=hashes)
 
     def description(self, info: ObjectInfo) -> tuple[dict[str, str], dict[str, str]]:

@@ -17,7 +17,8 @@ import anyio.abc
 
 from ...errors import BackendError, IntegrityError, TransientError
 from ...logs import get_logger
-from ...model import SHA256
+from ...model import CRC64NVME, SHA256
+from . import checksums
 from .common import etag_is_content_md5, off_loop, strip_etag
 
 log = get_logger(__name__)
@@ -58,9 +59,15 @@ def span(headers: Mapping[str, str]) -> tuple[int, int, int]:
 def whole_object_check(headers: Mapping[str, str]) -> tuple[Any, str] | None:
     """(running hash, expected hex digest) for an answer that holds a whole object, or None.
 
-    The SHA-256 kept as metadata or, failing that, a plain-MD5 ETag (SHA-256
-    first: with the CPU's SHA instructions it costs a sixth of MD5 here).
+    In this order, the first the answer gives: the store's full-object
+    CRC64NVME (:mod:`.checksums`: the store checked it against the bytes when
+    they were written; ~6 GB/s here), the SHA-256 kept as metadata (~1 GB/s
+    with the CPU's SHA instructions), a plain-MD5 ETag (~0.4 GB/s), then a
+    stored CRC32C, CRC32 or SHA-256 (a 32-bit CRC after the 128-bit MD5).
     """
+    stored = checksums.whole_check(headers)
+    if stored is not None and stored[0].name == CRC64NVME:
+        return stored
     sha256 = headers.get(f"x-amz-meta-{SHA256}")
     if sha256:
         return hashlib.sha256(), sha256.lower()
@@ -68,7 +75,7 @@ def whole_object_check(headers: Mapping[str, str]) -> tuple[Any, str] | None:
     if etag_is_content_md5(etag, headers):
         assert etag is not None
         return hashlib.md5(usedforsecurity=False), etag
-    return None
+    return stored
 
 
 def check_digest(running: Any, expected: str, describe: Callable[[], str], key: str) -> None:

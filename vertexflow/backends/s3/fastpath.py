@@ -53,7 +53,10 @@ from .sigv4 import EMPTY_SHA256, Signer, canonical_query, quote_path
 _PROBE_KEY = "vertexflow-probe"
 _CREDENTIAL = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/s3/aws4_request")
 #: the fields of a <Part> in CompleteMultipartUpload, in the schema's order
-_PART_FIELDS = ("ETag", "ChecksumCRC32", "ChecksumCRC32C", "ChecksumSHA1", "ChecksumSHA256", "PartNumber")
+_PART_FIELDS = ("ETag", "ChecksumCRC32", "ChecksumCRC32C", "ChecksumCRC64NVME", "ChecksumSHA1", "ChecksumSHA256",
+                "PartNumber")
+#: asks HeadObject and GetObject for the object's stored checksums (``x-amz-checksum-*``, :mod:`.checksums`)
+CHECKSUM_MODE = {"x-amz-checksum-mode": "ENABLED"}
 #: error bodies are short XML documents; more than this is not one
 _MAX_ERROR_BODY = 64 * 1024
 #: request bodies go to the socket in slices of this size (see :class:`SlicedBody`)
@@ -196,11 +199,14 @@ class FastS3:
 
     async def put_object(self, full_key: str, data: bytes, sha256_hex: str, md5_b64: str,
                          metadata: Mapping[str, str],
-                         described: Mapping[str, str] | None = None) -> CIMultiDictProxy[str]:
+                         described: Mapping[str, str] | None = None,
+                         checksum: Mapping[str, str] | None = None) -> CIMultiDictProxy[str]:
         """PutObject; returns the answer's headers (ETag...). ``described``: Content-Type and the
-        other standard headers to store with the object (lower-case names)."""
+        other standard headers to store with the object (lower-case names); ``checksum``: the
+        full-object checksum header to store it with (``x-amz-checksum-crc64nvme``)."""
         headers = dict(described or {})
         headers.update({f"x-amz-meta-{k}": v for k, v in metadata.items()})
+        headers.update(checksum or {})
         headers["content-md5"] = md5_b64
         response = await self._send("PUT", self._object_path(full_key), headers=headers, data=data,
                                     payload_sha256=sha256_hex)
@@ -208,11 +214,12 @@ class FastS3:
         return response.headers
 
     async def upload_part(self, full_key: str, upload_id: str, number: int, data: bytes, sha256: bytes,
-                          crc32_b64: str, md5: bytes | None) -> CIMultiDictProxy[str]:
+                          checksum: tuple[str, str], md5: bytes | None) -> CIMultiDictProxy[str]:
         """UploadPart, signed with the part's SHA-256 we already took (botocore would hash it again)
-        and sent with its checksums (Content-MD5 when ``md5`` is given); returns the answer's
-        headers (ETag, x-amz-checksum-crc32)."""
-        headers = {"x-amz-checksum-crc32": crc32_b64}
+        and sent with its checksums (``checksum``: header and base64 value, the algorithm the
+        upload was created with; Content-MD5 when ``md5`` is given); returns the answer's
+        headers (ETag, the checksum header)."""
+        headers = {checksum[0]: checksum[1]}
         if md5 is not None:
             headers["content-md5"] = b64(md5)
         response = await self._send("PUT", self._object_path(full_key), headers=headers, data=data,
@@ -223,7 +230,7 @@ class FastS3:
 
     async def head_object(self, full_key: str, *, checksums: bool = False) -> CIMultiDictProxy[str]:
         """HeadObject; with ``checksums`` the answer also carries the object's stored checksums."""
-        headers = {"x-amz-checksum-mode": "ENABLED"} if checksums else None
+        headers = dict(CHECKSUM_MODE) if checksums else None
         response = await self._send("HEAD", self._object_path(full_key), headers=headers)
         response.release()
         return response.headers
@@ -231,8 +238,11 @@ class FastS3:
     @asynccontextmanager
     async def get_object(self, full_key: str, *, first: int, last: int,
                          if_match: str | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
-        """GetObject of bytes ``first``-``last``; the answer's body is read inside the context."""
-        headers = {"range": f"bytes={first}-{last}"}
+        """GetObject of bytes ``first``-``last``; the answer's body is read inside the context.
+
+        Asked with checksum mode: an answer holding the whole object carries its stored
+        full-object checksum, if any (:mod:`.checksums`); a ranged one carries none."""
+        headers = {"range": f"bytes={first}-{last}", **CHECKSUM_MODE}
         if if_match:
             headers["if-match"] = if_match
         response = await self._send("GET", self._object_path(full_key), headers=headers)
@@ -260,22 +270,28 @@ class FastS3:
 
     async def create_multipart_upload(self, full_key: str, metadata: Mapping[str, str],
                                       checksum_algorithm: str | None,
-                                      described: Mapping[str, str] | None = None) -> str:
-        """CreateMultipartUpload; returns the upload id. ``described`` as for :meth:`put_object`."""
+                                      described: Mapping[str, str] | None = None,
+                                      checksum_type: str | None = None) -> str:
+        """CreateMultipartUpload; returns the upload id. ``described`` as for :meth:`put_object`;
+        ``checksum_type`` FULL_OBJECT asks the store to keep a checksum of the whole object."""
         headers = dict(described or {})
         headers.update({f"x-amz-meta-{k}": v for k, v in metadata.items()})
         if checksum_algorithm:
             headers["x-amz-checksum-algorithm"] = checksum_algorithm
+        if checksum_type:
+            headers["x-amz-checksum-type"] = checksum_type
         fields = await self._xml_answer("POST", self._object_path(full_key), query={"uploads": ""},
                                         headers=headers)
         if not fields.get("UploadId"):
             raise S3HTTPError(500, "InvalidAnswer", "CreateMultipartUpload answered no UploadId")
         return fields["UploadId"]
 
-    async def complete_multipart_upload(self, full_key: str, upload_id: str,
-                                        parts: list[Mapping[str, Any]]) -> dict[str, Any]:
+    async def complete_multipart_upload(self, full_key: str, upload_id: str, parts: list[Mapping[str, Any]],
+                                        checksum: Mapping[str, str] | None = None) -> dict[str, Any]:
         """CompleteMultipartUpload of ``parts`` (dicts of PartNumber, ETag and checksums, in order);
-        returns the result's fields (ETag, ChecksumCRC32...) and its encryption headers."""
+        returns the result's fields (ETag, ChecksumCRC32...) and its encryption headers.
+        ``checksum``: the whole object's checksum headers (``x-amz-checksum-crc64nvme``,
+        ``x-amz-checksum-type``), which the server checks against what it assembled."""
         xml = ['<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">']
         for part in parts:
             xml.append("<Part>" + "".join(f"<{name}>{escape(str(part[name]))}</{name}>"
@@ -283,7 +299,8 @@ class FastS3:
         xml.append("</CompleteMultipartUpload>")
         body = "".join(xml).encode()
         return await self._xml_answer("POST", self._object_path(full_key), query={"uploadId": upload_id},
-                                      data=body, payload_sha256=hashlib.sha256(body).hexdigest())
+                                      headers=dict(checksum or {}), data=body,
+                                      payload_sha256=hashlib.sha256(body).hexdigest())
 
     async def abort_multipart_upload(self, full_key: str, upload_id: str) -> None:
         response = await self._send("DELETE", self._object_path(full_key), query={"uploadId": upload_id})

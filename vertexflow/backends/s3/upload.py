@@ -4,7 +4,7 @@ A checkpoint (:class:`~vertexflow.backends.base.UploadCheckpoint`) holds::
 
     {"upload_id": str, "part_size": int, "sha256": str | None,   # the metadata given at creation
      "metadata": {str: str}, "described": {str: str},            # ... all of it, and the headers
-     "checksum": "CRC32",                                        # the parts' checksum algorithm
+     "checksum": "CRC64NVME/FULL_OBJECT",                        # the parts' checksum algorithm (and type)
      "parts": [{"number": int, "etag": str, "sha256": hex, "size": int}, ...]}
 
 It is saved right after CreateMultipartUpload (so a run killed at any later
@@ -15,8 +15,8 @@ aborted by the next run.
 
 On resume the saved upload is kept only if the server still has it
 (ListParts), its part size is the one saved, it was created with the
-SHA-256 metadata this put would give and with the part checksum this
-version sends (:data:`PART_CHECKSUM`). Parts count as done only where the
+SHA-256 metadata this put would give and with the part checksum this put
+sends (:meth:`Uploads.checksum_kind`). Parts count as done only where the
 server lists them with the saved ETag and size; the body is replayed from
 byte 0 and every byte hashed, and a done part is skipped only when its bytes
 hash to the saved SHA-256. A part that does not (the source changed) aborts
@@ -43,6 +43,7 @@ from ...errors import BackendError, IntegrityError, ObjectTooLarge, SourceDiffer
 from ...logs import get_logger
 from ...model import SHA256, ObjectInfo, Pace
 from ..base import UploadCheckpoint
+from . import checksums
 from .common import (
     ABORT_TIMEOUT,
     MAX_PARTS,
@@ -63,13 +64,16 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-#: The checksum every part carries (``x-amz-checksum-crc32``), which the server
-#: checks against the body and answers with. CRC32 rather than SHA-256: the
-#: server hashes every part with the algorithm the upload names, and for
-#: SHA-256 that was ~1.5 s of SeaweedFS's CPU per 2 GiB uploaded, where zlib's
-#: CRC32 costs us ~0.5 s. Bytes changed in transit still fail the part; the
-#: SHA-256 that signs each part and the whole object's SHA-256 are taken as before.
+#: The checksum every part carries where no full-object checksum is sent (``x-amz-checksum-crc32``,
+#: composite), which the server checks against the body and answers with. CRC32 rather than SHA-256:
+#: the server hashes every part with the algorithm the upload names, and for SHA-256 that was ~1.5 s
+#: of SeaweedFS's CPU per 2 GiB uploaded, where zlib's CRC32 costs us ~0.5 s. Bytes changed in
+#: transit still fail the part; the SHA-256 that signs each part and the whole object's SHA-256 are
+#: taken as before. Where a full-object checksum is sent (:data:`.checksums.WRITTEN`, CRC64NVME) the
+#: parts carry that algorithm instead, as S3 requires, and the whole object's goes in the completion.
 PART_CHECKSUM = "CRC32"
+#: what a checkpoint records of an upload made with the full-object checksum
+FULL_OBJECT = "FULL_OBJECT"
 #: how far the server's clock may be behind ours when we look for an upload whose answer was lost
 CLOCK_SKEW = 300.0
 
@@ -192,11 +196,12 @@ class PartRecord:
 
 @dataclass(frozen=True, slots=True)
 class PartDigests:
-    """What one part hashes to: SHA-256 (signs the request; the checkpoint keeps it), CRC32 (the
-    checksum header), MD5 (Content-MD5; None once the server is known to check checksums)."""
+    """What one part hashes to: SHA-256 (signs the request; the checkpoint keeps it), the upload's
+    part checksum in base64 (CRC32 or CRC64NVME: the checksum header), MD5 (Content-MD5; None once
+    the server is known to check checksums)."""
 
     sha256: bytes
-    crc32: bytes
+    crc: str
     md5: bytes | None
 
 
@@ -212,6 +217,12 @@ class Upload:
     metadata: dict[str, str] = field(default_factory=dict)
     described: dict[str, str] = field(default_factory=dict)
     whole_sha256: Any = field(default_factory=hashlib.sha256)
+    #: the parts' checksum algorithm (``x-amz-checksum-algorithm``: CRC32, or CRC64NVME for a full-object one)
+    algorithm: str = PART_CHECKSUM
+    #: the name (``crc64nvme``) of the full-object checksum the upload was created for, else None (composite)
+    full: str | None = None
+    #: the full-object checksum of the parts so far, in order (their CRCs combined)
+    whole_crc: int = 0
     part_md5s: dict[int, bytes] = field(default_factory=dict)
     #: the parts for CompleteMultipartUpload
     parts: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -221,10 +232,21 @@ class Upload:
     unverified: dict[int, PartRecord] = field(default_factory=dict)
     skipped: int = 0
 
+    @property
+    def spec(self) -> checksums.Algorithm:
+        """The parts' checksum algorithm."""
+        return checksums.algorithm(self.algorithm.lower())
+
     def snapshot(self) -> dict[str, Any]:
         return {"upload_id": self.upload_id, "part_size": self.part_size, "sha256": self.metadata_sha256,
                 "metadata": self.metadata, "described": self.described,
-                "checksum": PART_CHECKSUM, "parts": [asdict(self.done[n]) for n in sorted(self.done)]}
+                "checksum": checksum_kind(self.full), "parts": [asdict(self.done[n]) for n in sorted(self.done)]}
+
+
+def checksum_kind(full: str | None) -> str:
+    """What a checkpoint records of the checksums an upload was created with (``CRC32``: composite,
+    as versions before full-object checksums saved; ``CRC64NVME/FULL_OBJECT``)."""
+    return f"{full.upper()}/{FULL_OBJECT}" if full else PART_CHECKSUM
 
 
 class _Saver:
@@ -303,7 +325,10 @@ class Uploads:
         if (any(upload.metadata.get(k) != v for k, v in late.items() if k != SHA256)
                 or upload.described != described) and reader.count <= self.b.single_copy_limit:
             etag = await self._replace_metadata(key, full, etag, late, described)
-        return ObjectInfo(key=key, size=reader.count, etag=etag, version=etag, hashes={SHA256: sha})
+        hashes = {SHA256: sha}
+        if upload.full is not None:
+            hashes[upload.full] = upload.spec.to_hex(upload.whole_crc)
+        return ObjectInfo(key=key, size=reader.count, etag=etag, version=etag, hashes=hashes)
 
     async def _replace_metadata(self, key: str, full: str, etag: str | None,
                                 metadata: dict[str, str], described: Mapping[str, str]) -> str | None:
@@ -343,15 +368,17 @@ class Uploads:
         except (KeyError, TypeError, ValueError):
             saved, part_size = [], 0
         # an upload created with another part checksum refuses parts that carry ours
+        whole = self.b.checksums.algorithm
         usable = (part_size >= MIN_PART_SIZE and state.get("sha256") == sha256
-                  and state.get("checksum") == PART_CHECKSUM)
+                  and state.get("checksum") == checksum_kind(whole))
         on_server = await self._list_parts(key, full, upload_id) if usable else None
         if on_server is None:
             if not usable:
                 await self.abort(key, full, upload_id)
             return None  # else the server no longer has it: nothing to abort
         upload = Upload(upload_id=upload_id, part_size=part_size, metadata_sha256=sha256,
-                        metadata=_strings(state.get("metadata")), described=_strings(state.get("described")))
+                        metadata=_strings(state.get("metadata")), described=_strings(state.get("described")),
+                        algorithm=whole.upper() if whole else PART_CHECKSUM, full=whole)
         for part in saved:
             if on_server.get(part.number) == (part.etag, part.size):
                 upload.unverified[part.number] = part
@@ -404,7 +431,7 @@ class Uploads:
                         if digests.md5 is not None:  # a part that is sent records its own, in _upload_part
                             upload.part_md5s[number] = digests.md5
                         upload.parts[number] = {"PartNumber": number, "ETag": f'"{saved.etag}"',
-                                                "ChecksumCRC32": b64(digests.crc32)}
+                                                upload.spec.field: digests.crc}
                         upload.skipped += 1
                         continue
                     await in_flight.acquire()
@@ -413,37 +440,47 @@ class Uploads:
                     del part  # the task holds it now; keep memory to the parts in flight
 
     def _hash_part(self, upload: Upload, part: bytes) -> PartDigests:
-        """A part's digests, and the whole object's SHA-256 taken on; one thread hop for all of them.
+        """A part's digests, and the whole object's SHA-256 and full-object checksum taken on; one
+        thread hop for all of them (the parts come in order).
 
         The MD5 only while the server has not shown it checks part checksums:
         MD5 runs at ~730 MB/s here against ~1.7 GB/s for SHA-256 (the CPU's SHA
-        instructions) and ~3.9 GB/s for CRC32.
+        instructions), ~3.9 GB/s for CRC32 and ~6 GB/s for CRC64NVME. The whole
+        object's CRC is the parts' combined (no second pass over the bytes).
         """
         upload.whole_sha256.update(part)
         md5 = None if self.b.part_checksums else hashlib.md5(part, usedforsecurity=False).digest()
-        return PartDigests(hashlib.sha256(part).digest(), zlib.crc32(part).to_bytes(4, "big"), md5)
+        spec = upload.spec
+        if upload.full is None:
+            crc = zlib.crc32(part)
+        else:
+            assert spec.crc is not None
+            crc = spec.crc(part, 0)
+            upload.whole_crc = (spec.combine(upload.whole_crc, crc, len(part)) if spec.combine is not None
+                                else spec.crc(part, upload.whole_crc))
+        return PartDigests(hashlib.sha256(part).digest(), spec.to_b64(crc), md5)
 
     async def _upload_part(self, key: str, full: str, upload: Upload, number: int,
                            part: bytes, digests: PartDigests, in_flight: anyio.Semaphore,
                            saver: _Saver) -> None:
         """Send one part and check what the server says it received.
 
-        A server that takes checksum headers answers with the part's CRC32
-        (SeaweedFS and AWS check it, and refuse a body that does not match):
-        it must be ours. A server that ignores them answers none: the part's
+        A server that takes checksum headers answers with the part's checksum
+        (CRC32 or CRC64NVME: SeaweedFS and AWS check it, and refuse a body that
+        does not match): it must be ours. A server that ignores them answers none: the part's
         MD5 (taken now if it was not sent) is compared with a plain-MD5 ETag,
         and the next parts are sent with Content-MD5 again.
         """
-        md5, crc = digests.md5, b64(digests.crc32)
+        md5, crc, spec = digests.md5, digests.crc, upload.spec
         try:
             fast = await self.b.fast_client()
             # idempotent (a part sent again replaces itself), so retried here like a GET
             headers = await self.b.call("UploadPart", key, lambda: fast.upload_part(
-                full, upload.upload_id, number, part, digests.sha256, crc, md5), retry=True)
-            echoed = headers.get("x-amz-checksum-crc32")
+                full, upload.upload_id, number, part, digests.sha256, (spec.header, crc), md5), retry=True)
+            echoed = headers.get(spec.header)
             self.b.part_checksums = bool(echoed)
             if echoed and echoed != crc:
-                raise IntegrityError(f"part {number}: server reports CRC32 {echoed}, sent {crc}",
+                raise IntegrityError(f"part {number}: server reports {upload.algorithm} {echoed}, sent {crc}",
                                      backend=self.b.describe(), key=key)
             if not echoed and md5 is None:
                 md5 = await off_loop(lambda: hashlib.md5(part, usedforsecurity=False).digest(), len(part))
@@ -456,7 +493,7 @@ class Uploads:
                 raise IntegrityError(f"part {number}: server reports MD5 {etag}, sent {md5.hex()}",
                                      backend=self.b.describe(), key=key)
         upload.parts[number] = {"PartNumber": number, "ETag": headers.get("ETag") or f'"{etag}"',
-                                "ChecksumCRC32": crc}
+                                spec.field: crc}
         upload.done[number] = PartRecord(number, etag or "", digests.sha256.hex(), len(part))
         await saver.save()
 
@@ -468,10 +505,28 @@ class Uploads:
         """CreateMultipartUpload, shielded, and saved to ``checkpoint`` before anything else can happen.
 
         ``described``: Content-Type and standard headers, tags, storage class,
-        encryption and ACL (:meth:`.S3Backend.description`).
+        encryption and ACL (:meth:`.S3Backend.description`). With ``checksums``
+        the parts carry the backend's full-object checksum algorithm and the
+        upload is created for a full-object checksum (:mod:`.checksums`), or
+        CRC32 (composite) where none is sent; a server that refuses the
+        full-object checksum is asked again without it, and not asked with it again.
         """
         meta = user_metadata(metadata or {}, **({SHA256: sha256} if sha256 else {}))
         fast = await self.b.fast_client()
+        whole: list[str | None] = [self.b.checksums.algorithm if checksums else None]
+
+        async def create() -> str:
+            try:
+                return await fast.create_multipart_upload(
+                    full, meta, (whole[0] or PART_CHECKSUM).upper() if checksums else None, described,
+                    FULL_OBJECT if whole[0] else None)
+            except S3HTTPError as exc:
+                if whole[0] is None or not self.b.checksums.refused(exc.status, exc.code, exc.message,
+                                                                      backend=self.b.describe()):
+                    raise
+            whole[0] = None
+            return await fast.create_multipart_upload(full, meta, PART_CHECKSUM, described)
+
         # Shielded: cancelled mid-request, the server may hold an upload whose
         # id we never learnt and so could never abort.
         upload_id = None
@@ -479,8 +534,7 @@ class Uploads:
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
                 upload_id = await self.b.call("CreateMultipartUpload", key, lambda: self.b.writes.guarded(
-                    fast.create_multipart_upload(full, meta, PART_CHECKSUM if checksums else None, described),
-                    backend=self.b.describe(), key=key))
+                    create(), backend=self.b.describe(), key=key))
             if upload_id is None:
                 raise TransientError(f"CreateMultipartUpload: no answer within {ABORT_TIMEOUT:.0f} s",
                                      backend=self.b.describe(), key=key)
@@ -490,7 +544,8 @@ class Uploads:
             await self._abort_lost_creates(key, full, since=asked)
             raise
         upload = Upload(upload_id=upload_id, part_size=part_size, metadata_sha256=sha256, metadata=meta,
-                        described=dict(described or {}))
+                        described=dict(described or {}), algorithm=(whole[0] or PART_CHECKSUM).upper(),
+                        full=whole[0])
         await _Saver(checkpoint, upload).save()
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()
@@ -503,8 +558,11 @@ class Uploads:
     async def complete(self, key: str, full: str, upload: Upload) -> tuple[str | None, dict[str, Any]]:
         parts = [upload.parts[n] for n in sorted(upload.parts)]
         fast = await self.b.fast_client()
+        # the whole object's checksum, which the server checks against what it assembled
+        whole = ({upload.spec.header: upload.spec.to_b64(upload.whole_crc), "x-amz-checksum-type": FULL_OBJECT}
+                 if upload.full is not None and all(upload.spec.field in p for p in parts) else None)
         response = await self.b.call("CompleteMultipartUpload", key, lambda: fast.complete_multipart_upload(
-            full, upload.upload_id, parts))
+            full, upload.upload_id, parts, whole))
         etag = strip_etag(response.get("ETag"))
         if not etag:  # Ceph RGW answers an empty ETag here; HeadObject has it
             etag = (await self.b.stat(key)).etag
@@ -514,37 +572,52 @@ class Uploads:
                                 response: Mapping[str, Any], size: int) -> None:
         """Check the object the server assembled from its parts, with what the server gives to check.
 
-        A composite ``ChecksumCRC32`` (``base64(crc32(part CRC32s))-N``, the S3
-        scheme for uploads created with ChecksumAlgorithm CRC32) is compared
-        with ours; an ``md5-N`` ETag with the MD5 of our part MD5s, when every
-        part's MD5 was taken (not when the server checked each part's CRC32
-        and the MD5s were skipped). When the completion answer allows neither,
-        a HeadObject asking for checksums gives the composite, or at least the
-        size. A mismatch deletes the object.
+        An upload made for a full-object checksum: the checksum the completion
+        answers (``ChecksumCRC64NVME``, of the whole object) is compared with
+        ours. Otherwise a composite ``ChecksumCRC32`` (``base64(crc32(part
+        CRC32s))-N``, the S3 scheme for uploads created with ChecksumAlgorithm
+        CRC32) is. Either way an ``md5-N`` ETag is compared with the MD5 of our
+        part MD5s, when every part's MD5 was taken (not when the server checked
+        each part's checksum and the MD5s were skipped). When the completion
+        answer allows none of these, a HeadObject asking for checksums gives the
+        stored checksum, or at least the size. A mismatch deletes the object.
         """
         numbers = sorted(upload.parts)
         problems = []
         checked = False
-        digests = b"".join(base64.b64decode(upload.parts[n]["ChecksumCRC32"]) for n in numbers)
-        ours_composite = f"{b64(zlib.crc32(digests).to_bytes(4, 'big'))}-{len(numbers)}"
-        composite = response.get("ChecksumCRC32")
-        if composite and composite.endswith(f"-{len(numbers)}"):
+        spec = upload.spec
+        if upload.full is not None:
+            ours = spec.to_b64(upload.whole_crc)
+            what = f"full-object {upload.algorithm}"
+        else:
+            digests = b"".join(base64.b64decode(upload.parts[n]["ChecksumCRC32"]) for n in numbers)
+            ours = f"{b64(zlib.crc32(digests).to_bytes(4, 'big'))}-{len(numbers)}"
+            what = "composite CRC32"
+
+        def answered(value: str | None) -> bool:
+            """Whether ``value`` is the kind of checksum the upload was made for (full, or of N parts)."""
+            if not value:
+                return False
+            return "-" not in value if upload.full is not None else value.endswith(f"-{len(numbers)}")
+
+        given = response.get(spec.field)
+        if answered(given):
             checked = True
-            if composite != ours_composite:
-                problems.append(f"server reports composite CRC32 {composite}, expected {ours_composite}")
+            if given != ours:
+                problems.append(f"server reports {what} {given}, expected {ours}")
         if etag_is_content_md5(etag, response, multipart=True) and set(upload.part_md5s) == set(numbers):
             checked = True
             md5s = b"".join(upload.part_md5s[n] for n in numbers)
-            ours = f"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(numbers)}"
-            if etag != ours:
-                problems.append(f"server reports multipart ETag {etag}, expected {ours}")
+            expected = f"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(numbers)}"
+            if etag != expected:
+                problems.append(f"server reports multipart ETag {etag}, expected {expected}")
         if not checked:
             fast = await self.b.fast_client()
             head = await self.b.call("HeadObject", key, lambda: fast.head_object(full, checksums=True),
                                       retry=True)
-            stored = head.get("x-amz-checksum-crc32")
-            if stored and stored.endswith(f"-{len(numbers)}") and stored != ours_composite:
-                problems.append(f"server stored composite CRC32 {stored}, expected {ours_composite}")
+            stored = head.get(spec.header)
+            if answered(stored) and stored != ours:
+                problems.append(f"server stored {what} {stored}, expected {ours}")
             if int(head.get("Content-Length", -1)) != size:
                 problems.append(f"server stored {head.get('Content-Length')} bytes, sent {size}")
         if problems:
