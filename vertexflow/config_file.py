@@ -58,3 +58,38 @@ def config_or_none(path: str | os.PathLike[str] | None = None,
     from .config import load_config
 
     return load_config(path, environ)
+
+
+#: where the platform's storage config is named when the config file does not name one
+STORAGE_CONFIG_VARIABLE = "VERTEXFLOW_STORAGE_CONFIG"
+
+
+def storage_config_path(config: Config | NoConfigFile, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The platform storage config in view: the config file's ``storage_config`` (relative to the file), else
+    ``VERTEXFLOW_STORAGE_CONFIG``; None when there is none."""
+    named = config.storage_config
+    if named:
+        if not os.path.isabs(named) and config.source:
+            return str(Path(config.source).resolve().parent / named)
+        return named
+    return environ.get(STORAGE_CONFIG_VARIABLE) or None
+
+
+def load_remotes(path: str | os.PathLike[str] | None = None,
+                 environ: Mapping[str, str] = os.environ) -> Config | NoConfigFile:
+    """The remotes a location may name: the config file's (:func:`config_or_none`) and, with a platform storage
+    config in view, its connections (:mod:`vertexflow.tenancy.namespace`, imported only then: a run without one
+    loads none of the platform's code)."""
+    return with_storage_config(config_or_none(path, environ), environ)
+
+
+def with_storage_config(config: Config | NoConfigFile,
+                        environ: Mapping[str, str] = os.environ) -> Config | NoConfigFile:
+    """``config`` with the platform's connections as remotes when a storage config is in view; else ``config``."""
+    path = storage_config_path(config, environ)
+    if path is None:
+        return config
+    from .tenancy.namespace import with_platform_remotes
+
+    return with_platform_remotes(config, path)
+

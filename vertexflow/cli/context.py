@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
-from ..config_file import NoConfigFile, config_or_none
+from ..config_file import NoConfigFile, config_or_none, with_storage_config
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -29,15 +28,7 @@ class Ctx:
         """The config file's remotes and the platform's connections (:mod:`vertexflow.tenancy.namespace`);
         without either, a stand-in that has none (see :mod:`vertexflow.config_file`)."""
         if self._config is None:
-            file = self._config_file()
-            # no storage config in view (tenancy.namespace.storage_config_path's two places): the file alone,
-            # without importing the tenancy package (it loads the config models: a tenth of a second)
-            if not file.storage_config and not os.environ.get("VERTEXFLOW_STORAGE_CONFIG"):
-                self._config = file
-            else:
-                from ..tenancy.namespace import with_platform_remotes
-
-                self._config = with_platform_remotes(file)
+            self._config = with_storage_config(self._config_file())
         return self._config
 
     @property

@@ -11,7 +11,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ..tenancy.namespace import load_remotes
+from ..config_file import load_remotes
 from ..errors import ConfigError
 from ..ops.assembly import open_journal
 from ..ops.spec import spec_of_job

@@ -195,7 +195,7 @@ async def _transfer(task: ShardTask, stats: JobStats, bandwidth: ShardBandwidth 
                     stop: Any) -> dict[str, Any]:
     from ..ops.assembly import Transfer
     from ..ops.spec import TransferSpec
-    from ..tenancy.namespace import load_remotes
+    from ..config_file import load_remotes
 
     assert task.spec is not None, "a copy or sync shard carries its job spec"
     # the shard's key range, and a throw-away journal: the driver's journal is the record of the job
@@ -211,7 +211,7 @@ async def _verify(task: ShardTask, stop: Any) -> dict[str, Any]:
     from ..locations import parse_location
     from ..ops.copy import resolve_source
     from ..ops.verify import verify_and_fix
-    from ..tenancy.namespace import load_remotes
+    from ..config_file import load_remotes
 
     config = load_remotes(task.config_path)
     src_loc, dst_loc = parse_location(task.src, config), parse_location(task.dst, config)

@@ -153,7 +153,7 @@ class Transfer:
     def prepare(cls, spec: TransferSpec, config: Any = None) -> Transfer:
         """Check ``spec`` against ``config`` (its remotes; None: the spec's config file). Raises ConfigError."""
         from ..locations import parse_location
-        from ..tenancy.namespace import load_remotes
+        from ..config_file import load_remotes
 
         if config is None:
             config = load_remotes(spec.config_path)

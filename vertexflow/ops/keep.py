@@ -77,7 +77,7 @@ class Keeper:
     async def open(cls, spec: Any, dst: Backend, options: CopyOptions, stats: JobStats,
                    stop: StopSignal) -> AsyncIterator[Keeper]:
         """The keeper of ``spec.backup_dir``, its remotes read from ``spec.config_path``."""
-        from ..tenancy.namespace import load_remotes
+        from ..config_file import load_remotes
 
         location = backup_location(spec, load_remotes(spec.config_path))
         async with location.backend() as backend:

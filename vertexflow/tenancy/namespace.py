@@ -23,40 +23,22 @@ the disk's root.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config, LocalRemote, YandexDiskRemote
-from ..config_file import NoConfigFile, config_or_none
 from ..errors import ConfigError
 from .storage_config import MinioConnection, StorageConfig, load_storage_config
 
-#: where the platform's storage config is named when the config file does not name one
-STORAGE_CONFIG_VARIABLE = "VERTEXFLOW_STORAGE_CONFIG"
+if TYPE_CHECKING:
+    from ..config_file import NoConfigFile
 
 
-def load_remotes(path: str | os.PathLike[str] | None = None,
-                 environ: Mapping[str, str] = os.environ) -> Config | NoConfigFile:
-    """The config file's remotes (:func:`~vertexflow.config_file.config_or_none`) and the platform's connections."""
-    return with_platform_remotes(config_or_none(path, environ), environ)
+def with_platform_remotes(config: Config | NoConfigFile, path: str) -> Config:
+    """``config`` with the connections of the storage config at ``path`` added as remotes.
 
-
-def storage_config_path(config: Config | NoConfigFile, environ: Mapping[str, str] = os.environ) -> str | None:
-    named = config.storage_config
-    if named:
-        if not os.path.isabs(named) and config.source:
-            return str(Path(config.source).resolve().parent / named)
-        return named
-    return environ.get(STORAGE_CONFIG_VARIABLE) or None
-
-
-def with_platform_remotes(config: Config | NoConfigFile,
-                          environ: Mapping[str, str] = os.environ) -> Config | NoConfigFile:
-    """``config`` with the platform's connections added as remotes (as it is without a storage config in view)."""
-    path = storage_config_path(config, environ)
-    if path is None:
-        return config
+    Called by :func:`vertexflow.config_file.load_remotes` when a storage config is in view.
+    """
     storage = load_storage_config(path)
     platform = platform_remotes(storage)
     if clash := sorted(set(platform) & set(config.remotes)):
