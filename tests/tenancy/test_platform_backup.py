@@ -147,7 +147,8 @@ async def test_platform_backup_restores_every_company_onto_its_route_in_empty_st
             files, _ = await source.read(route, ct, name)
             assert unpacked.company(ct, name)[0] == files  # what the store held, file by file
             assert entry["files"] == len(files) and entry["bytes"] == sum(map(len, files.values()))
-    assert unpacked.entry("delta", "portraits")["location"] == f"yandex_disk:{source.yandex_base('portraits')[1:]}/delta"
+    delta = unpacked.entry("delta", "portraits")["location"]
+    assert delta == f"yandex_disk:{source.yandex_base('portraits')[1:]}/delta"  # base_paths
     # the database copy is the platform's, as a consistent snapshot
     assert dump(unpacked.db) == dump(db)
 
@@ -289,6 +290,23 @@ async def test_one_company_restore_leaves_the_others_and_the_database_untouched(
     assert r.code == 0, r.err
     files = (await source.read("s3a", "portraits", "beta"))[0]
     assert "c0/Image/big0.bin" in files and "c1/QR/note.txt" not in files
+
+    # one company onto another connection: its files go there and the platform database routes it there
+    r = await anyio.to_thread.run_sync(lambda: vf("backup", "restore", str(folder), "--platform", str(source.cfg),
+                                                  "--db-path", str(db), "--company", "gamma", "--connection", "s3a",
+                                                  "--json"))
+    assert r.code == 0, r.err
+    assert [(x["company"], x["to"]) for x in r.json()["rerouted"]] == [("gamma", "s3a")]
+    await assert_company_is(source, unpacked, "gamma", "s3a")
+    with Registry.open(db) as reg:
+        gamma = reg.company("gamma")
+        assert gamma.placement == reg.company("beta").placement  # on s3a, as beta
+        (record,) = reg.migrations(gamma.id)
+        assert record.state == "switched" and record.target["name"] == "s3a" and record.source["name"] == "s3b"
+        assert f"restored from backup {folder.name} onto s3a" in (record.message or "")
+    assert (await source.read("s3b", "portraits", "gamma"))[0]  # the old copy is left where it was
+    assert {t: rows for t, rows in dump(db).items() if t != "vertexflow_migrations" and t != "companies"} == \
+        {t: rows for t, rows in before_db.items() if t != "vertexflow_migrations" and t != "companies"}
 
 
 async def test_restore_onto_one_connection_routes_every_company_there(env: Env) -> None:

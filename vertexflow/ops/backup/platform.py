@@ -182,20 +182,14 @@ async def create_platform_backup(dest: Backend, manager: StorageManager, opts: P
     known: dict[tuple[str, str], str | None] = {}
     sections = plan_sections(manager)
     await probe_sections(sections, manager.environ, known)
-    broken = [s for s in sections if s.error is not None]
-    if broken and not opts.allow_incomplete:
-        first = broken[0]
-        companies = sorted({s.company.slug for s in broken})
-        raise ConfigError(f"{first.what()}: {first.error}; {len(companies)} compan"
-                          f"{'y' if len(companies) == 1 else 'ies'} cannot be backed up ({', '.join(companies[:10])})"
-                          "; nothing was written. Fix the route, or give --allow-incomplete to back up the others "
-                          "and mark these incomplete")
+    _refuse_broken(sections, opts, "nothing was written")
     await dest.check(write=True)
     bid = await free_id(dest, KIND, now)
     db_section = await store_database(dest, bid, str(registry.path), opts.codec)
     # the routes as they are after the snapshot: a company switched meanwhile is read where it is now
     sections = plan_sections(manager)
     await probe_sections(sections, manager.environ, known)
+    _refuse_broken(sections, opts, f"the backup {bid} is left incomplete (no metadata.json; prune removes it)")
     content_types = manager.config.content_type_names()
     storage, _ = await store_archive(dest, bid, _producer(sections, content_types, manager.environ, opts),
                                      codec=opts.codec, chunk_size=opts.chunk_size,
@@ -208,6 +202,18 @@ async def create_platform_backup(dest: Backend, manager: StorageManager, opts: P
     await finish_backup(dest, meta)
     return CreateResult(meta, bid, time.monotonic() - started,
                         [f"{s.path}/{key}" for s in sections for key in sorted(s.left_out)])
+
+
+def _refuse_broken(sections: list[_Section], opts: PlatformOptions, written: str) -> None:
+    """Unless ``allow_incomplete``, a store that does not answer stops the backup, naming what it holds."""
+    broken = [s for s in sections if s.error is not None]
+    if broken and not opts.allow_incomplete:
+        first = broken[0]
+        companies = sorted({s.company.slug for s in broken})
+        raise ConfigError(f"{first.what()}: {first.error}; {len(companies)} compan"
+                          f"{'y' if len(companies) == 1 else 'ies'} cannot be backed up ({', '.join(companies[:10])})"
+                          f"; {written}. Fix the route, or give --allow-incomplete to back up the others and mark "
+                          "these incomplete")
 
 
 def _producer(sections: list[_Section], content_types: list[str], environ: Any,
