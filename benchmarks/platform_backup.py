@@ -136,6 +136,7 @@ async def one(row: str, work: Path, server: SeaweedFS, bucket: str, cfg: Path, d
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # small by default: the reference VM is shared, and the ratio is what is compared
     p.add_argument("--files", type=int, default=600, help="files in all (1-64 KiB each)")
     p.add_argument("--companies", type=int, default=8)
     p.add_argument("--repeat", type=int, default=3)

@@ -290,7 +290,7 @@ def _database(r: _Reader, source: str) -> DatabaseSection:
 
 # -- the platform section: companies, routes, and what each section of the archive holds ----------
 
-#: changed files named per company and content type (the count is always whole)
+#: changed files named per company and content type: metadata.json stays small (the count is always whole)
 CHANGED_SHOWN = 100
 
 
