@@ -23,14 +23,16 @@ from urllib.parse import quote
 
 import pytest
 import yadisk
+from click.testing import CliRunner
 
+from vertexflow.cli.tenancy import company
 from vertexflow.errors import ConfigError
 from vertexflow.ops.refs import RefsReport, check_references
 from vertexflow.tenancy.registry import Registry
 from vertexflow.testing.seaweedfs import SeaweedFS
 from vertexflow.testing.yandex_disk import YandexDiskEmulator
 
-from ..cli.helpers import vf
+from ..cli.helpers import Result, vf
 from .conftest import TOKEN, make_manager, minio_conn
 
 CDN = "https://cdn.example.com/videos"
@@ -274,6 +276,17 @@ async def test_delete_orphans_dry_run_max_delete_age_and_where_references_dangle
 CLI_REFERENCES = REFERENCES | {"videos.url": {"content_type": "videos", "company_column": "company_id"}}
 
 
+def refs_cli(env: dict[str, str], *args: str) -> Result:
+    """``vertexflow company refs ARGS`` run in this process (the same code as the command, without an
+    interpreter's start-up, which the subprocess tests above pay)."""
+    runner = CliRunner()
+    r = runner.invoke(company, ["--db", env["VERTEXFLOW_DB"], "--storage-config", env["VERTEXFLOW_STORAGE_CONFIG"],
+                                "refs", *args])
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return Result(r.exit_code, r.stdout, r.stderr)
+
+
 def _cli_platform(tmp_path: Path, references: dict[str, Any]) -> dict[str, str]:
     cfg = tmp_path / "storage_config.json"
     cfg.write_text(json.dumps({**raw_config(tmp_path), "references": references}))
@@ -303,10 +316,10 @@ def test_cli_reports_and_exit_status(tmp_path: Path) -> None:
     data = vf("company", "refs", "--all", "--json", env=env).json()
     assert data["dangling"] == 2 and data["totals"]["portraits"]["orphans"] == 1
     assert [co["slug"] for co in data["companies"]] == ["acme", "empty"]
-    r = vf("company", "refs", "empty", env=env)  # no rows: said plainly, nothing dangles
+    r = refs_cli(env, "empty")  # no rows: said plainly, nothing dangles
     assert r.code == 0, r.err
     assert "note: no row of portraits.image_path, videos.url belongs to company empty" in r.out
-    r = vf("company", "refs", "acme", "--delete-orphans", "--min-age", "0", "--json", env=env)
+    r = refs_cli(env, "acme", "--delete-orphans", "--min-age", "0", "--json")
     assert r.code == 1 and r.json()["deleted"] == 0  # a reference dangles there: nothing deleted
     assert (tmp_path / "files/portraits/acme/cats/stray.jpg").exists()
 
@@ -337,7 +350,7 @@ def test_cli_bad_declarations_exit_2_naming_table_and_column(tmp_path: Path, ref
                                                              message: str) -> None:
     good = _cli_platform(tmp_path, CLI_REFERENCES)
     (tmp_path / "storage_config.json").write_text(json.dumps({**raw_config(tmp_path), "references": references}))
-    r = vf("company", "refs", "--all", env=good)
+    r = refs_cli(good, "--all")
     assert r.code == 2, (r.out, r.err)
     assert message.format(db=tmp_path / "platform.db", cfg=tmp_path / "storage_config.json") in r.err
     assert r.out == ""
@@ -349,12 +362,12 @@ def test_cli_bad_usage_exits_2(tmp_path: Path) -> None:
                           (("acme", "--dry-run"), "go with --delete-orphans"),
                           (("acme", "--delete-orphans", "--min-age", "soon"), "invalid age 'soon'"),
                           (("zeta",), "no company 'zeta'")]:
-        r = vf("company", "refs", *args, env=env)
+        r = refs_cli(env, *args)
         assert r.code == 2 and message in r.err, (args, r.err)
-    r = vf("company", "refs", "acme", "--delete-orphans", "--max-delete", "0", "--min-age", "0", env=env)
+    r = refs_cli(env, "acme", "--delete-orphans", "--max-delete", "0", "--min-age", "0")
     assert r.code == 1  # the reference that dangles keeps the orphan: nothing over the limit
     (tmp_path / "storage_config.json").write_text(json.dumps(raw_config(tmp_path) | {"references": {}}))
-    r = vf("company", "refs", "acme", env=env)
+    r = refs_cli(env, "acme")
     assert r.code == 2 and "declares no references" in r.err
 
 
@@ -362,14 +375,14 @@ def test_cli_max_delete_refuses_before_deleting(tmp_path: Path) -> None:
     env = _cli_platform(tmp_path, CLI_REFERENCES)
     sqlite3.connect(tmp_path / "platform.db", isolation_level=None).execute(
         "DELETE FROM portraits WHERE image_path = 'cats/b.jpg'")
-    r = vf("company", "refs", "acme", "--delete-orphans", "--max-delete", "0", "--min-age", "0", env=env)
+    r = refs_cli(env, "acme", "--delete-orphans", "--max-delete", "0", "--min-age", "0")
     assert r.code == 2 and "1 orphans to delete (first: company acme portraits cats/stray.jpg), more than " \
                            "--max-delete 0; nothing was deleted" in r.err
     assert (tmp_path / "files/portraits/acme/cats/stray.jpg").exists()
-    r = vf("company", "refs", "acme", "--delete-orphans", "--dry-run", "--min-age", "0", env=env)
+    r = refs_cli(env, "acme", "--delete-orphans", "--dry-run", "--min-age", "0")
     assert r.code == 1 and "would delete 1" in r.out  # videos.url still dangles (exit 1)
     assert (tmp_path / "files/portraits/acme/cats/stray.jpg").exists()
-    r = vf("company", "refs", "acme", "--delete-orphans", "--max-delete", "1", "--min-age", "0", env=env)
+    r = refs_cli(env, "acme", "--delete-orphans", "--max-delete", "1", "--min-age", "0")
     assert "deleted 1" in r.out
     assert not (tmp_path / "files/portraits/acme/cats/stray.jpg").exists()
     assert (tmp_path / "files/portraits/acme/cats/a.jpg").exists()

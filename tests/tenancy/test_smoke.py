@@ -17,8 +17,11 @@ from typing import Any
 import pytest
 import yadisk
 from aiohttp import web
+from click.testing import CliRunner
 
+from vertexflow.cli.tenancy import company
 from vertexflow.ops.smoke import SMOKE_PREFIX, STEPS, smoke_company
+from vertexflow.tenancy.registry import Registry
 from vertexflow.testing.seaweedfs import SeaweedFS
 from vertexflow.testing.yandex_disk import YandexDiskEmulator
 
@@ -131,7 +134,9 @@ def test_wrong_s3_credentials_fail_naming_step_and_route(tmp_path: Path, seaweed
     cfg.write_text(json.dumps({"portraits": {"storage_type": "local"}, "local": {"base_path": str(tmp_path / "f")},
                                "connections": {"minio-b": conn}}))
     env = {"VERTEXFLOW_DB": str(tmp_path / "platform.db"), "VERTEXFLOW_STORAGE_CONFIG": str(cfg)}
-    assert vf("company", "add", "acme", "--connection", "minio-b", env=env).code == 0
+    with Registry.open(tmp_path / "platform.db") as registry:
+        conn = registry.add_connection("minio-b", "minio")
+        registry.add_company("acme", storage_type="minio", storage_connection_id=conn.id)
     r = vf("company", "smoke", "acme", "--json", env=env)
     assert r.code == 1, r.err
     data = r.json()
@@ -191,7 +196,8 @@ def test_cli_local_prints_each_step_and_exits_0(tmp_path: Path) -> None:
     cfg = tmp_path / "storage_config.json"
     cfg.write_text(json.dumps({"portraits": {"storage_type": "local"}, "local": {"base_path": str(tmp_path / "f")}}))
     env = {"VERTEXFLOW_DB": str(tmp_path / "platform.db"), "VERTEXFLOW_STORAGE_CONFIG": str(cfg)}
-    assert vf("company", "add", "acme", env=env).code == 0
+    with Registry.open(tmp_path / "platform.db") as registry:
+        registry.add_company("acme")
     r = vf("company", "smoke", "acme", env=env)
     assert r.code == 0, r.err
     lines = r.out.splitlines()
@@ -200,7 +206,8 @@ def test_cli_local_prints_each_step_and_exits_0(tmp_path: Path) -> None:
         ["portraits", "read_existing", "skipped"], ["portraits", "delete", "ok"]]
     assert all(" ms " in line for line in lines[:5])
     assert lines[-1] == "company acme: every step passed on local:portraits/acme"
-    r = vf("company", "smoke", "nobody", env=env)
-    assert r.code == 2 and "no company 'nobody'" in r.err
-    r = vf("company", "smoke", "acme", "--content-type", "films", env=env)
-    assert r.code == 2 and "unknown content type 'films'" in r.err
+    for args, message in [(["nobody"], "no company 'nobody'"),
+                          (["acme", "--content-type", "films"], "unknown content type 'films'")]:
+        bad = CliRunner().invoke(company, ["--db", env["VERTEXFLOW_DB"], "--storage-config", str(cfg), "smoke",
+                                           *args])
+        assert bad.exit_code == 2 and message in bad.stderr, bad.stderr
