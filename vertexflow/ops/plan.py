@@ -308,33 +308,46 @@ def common_hash(a: ObjectInfo, b: ObjectInfo) -> tuple[str, bool] | None:
 
 
 async def content_comparison(src: Backend, s: ObjectInfo, dst: Backend, d: ObjectInfo) -> tuple[str, bool]:
-    """(algorithm, whether ``s`` and ``d`` hold the same bytes), by the cheapest hash both sides give.
+    """(algorithm, whether ``s`` and ``d`` hold the same bytes), by the cheapest hash both sides give:
+    :func:`cheap_comparison`, else both read and hashed with SHA-256."""
+    found = await cheap_comparison(src, s, dst, d)
+    if found is not None:
+        return found
+    return SHA256, await object_sha256(src, s) == await object_sha256(dst, d)
+
+
+async def cheap_comparison(src: Backend, s: ObjectInfo, dst: Backend, d: ObjectInfo) -> tuple[str, bool] | None:
+    """(algorithm, whether ``s`` and ``d`` hold the same bytes) without reading a remote object, or None.
 
     In order of cost: a hash both listings carry (no request); the hashes a
     stat adds (``features.stat_hashes``: S3's HeadObject gives the store's
     full-object checksums, which it checked against the bytes, and the
     SHA-256 vertexflow keeps as metadata), one stat per side that needs it;
     where one side is a local file, that file hashed with the best algorithm
-    the other side gives; else both read and hashed with SHA-256.
+    the other side gives. None when only reading both would tell (an object
+    gone since it was listed included: the read then says which side).
     """
     found = common_hash(s, d)
     if found is not None:
         return found
     local_s, local_d = src.features.local_path, dst.features.local_path
-    if src.features.stat_hashes and not local_s:
-        s = await _stat_hashes(src, s)
-        found = common_hash(s, d)
-    if found is None and dst.features.stat_hashes and not local_d:
-        d = await _stat_hashes(dst, d)
-        found = common_hash(s, d)
-    if found is not None:
-        return found
-    for local, backend, info, other in ((local_s, src, s, d), (local_d, dst, d, s)):
-        algorithm = next((a for a in CONTENT_HASHES if other.hashes.get(a) and computable(a)), None)
-        if local and algorithm is not None:
-            digest = await file_digest(backend, info.key, algorithm)
-            return algorithm, digest == other.hashes[algorithm].lower()
-    return SHA256, await object_sha256(src, s) == await object_sha256(dst, d)
+    try:
+        if src.features.stat_hashes and not local_s:
+            s = await _stat_hashes(src, s)
+            found = common_hash(s, d)
+        if found is None and dst.features.stat_hashes and not local_d:
+            d = await _stat_hashes(dst, d)
+            found = common_hash(s, d)
+        if found is not None:
+            return found
+        for local, backend, info, other in ((local_s, src, s, d), (local_d, dst, d, s)):
+            algorithm = next((a for a in CONTENT_HASHES if other.hashes.get(a) and computable(a)), None)
+            if local and algorithm is not None:
+                digest = await file_digest(backend, info.key, algorithm)
+                return algorithm, digest == other.hashes[algorithm].lower()
+    except (NotFound, FileNotFoundError):
+        return None
+    return None
 
 
 async def _stat_hashes(backend: Backend, info: ObjectInfo) -> ObjectInfo:
