@@ -75,7 +75,8 @@ def _unpacked(folder: Path, into: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.s3
-async def test_s3_object_replaced_or_deleted_after_listing_is_left_out_and_named(stores: Stores, tmp_path: Path) -> None:
+async def test_s3_object_replaced_or_deleted_after_listing_is_left_out_and_named(stores: Stores,
+                                                                                tmp_path: Path) -> None:
     inner = await stores.get("s3", "data")
     await fill(inner, {**FILES, **LARGE})
     seaweed = stores.request.getfixturevalue("seaweed")
