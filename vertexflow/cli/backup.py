@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from ..errors import BackupError, ConfigError, IntegrityError
-from .run import EXIT_OK, EXIT_PARTIAL, fail, reported, run_or_exit
+from .run import EXIT_OK, EXIT_PARTIAL, fail, progress_options, reported, run_or_exit
 
 #: what ``backup verify`` and ``backup restore`` check: these errors mean a damaged backup (exit 1)
 PROBLEMS = (BackupError, IntegrityError)
@@ -83,6 +83,7 @@ def _storage_config(value: str) -> str:
 @click.option("--allow-incomplete", is_flag=True,
               help="With --platform: back up the companies whose stores answer, mark the others incomplete (exit 1).")
 @click.option("--json", "as_json", is_flag=True)
+@progress_options
 @click.pass_context
 def create(ctx: click.Context, kind: str, db_path: str | None, storage: str | None, to: str, compress: str,
            chunk_size: str, platform: str | None, allow_incomplete: bool, as_json: bool) -> None:
@@ -112,19 +113,30 @@ def create(ctx: click.Context, kind: str, db_path: str | None, storage: str | No
         fail(f"--type {kind} needs --db PATH (or VERTEXFLOW_DB)")
     dest_loc = _location(to, config)
     src_loc = _location(storage, config) if storage and kind != "database" else None
+    from ..ops.backup.progress import archived_source, database_only, settled
+    from ..pipeline.stats import JobStats
+
+    stats = JobStats(phase="archiving")  # progress: what the archive has read
+    db_size = os.path.getsize(db_path) if kind != "storage" and db_path and os.path.isfile(db_path) else None
 
     async def run() -> Any:
         async with dest_loc.backend() as dest:
             if src_loc is None:
-                return await create_backup(dest, CreateOptions(kind=kind, codec=codec, chunk_size=size,
-                                                               db_path=db_path))
+                database_only(stats, db_size or 0)
+                result = await create_backup(dest, CreateOptions(kind=kind, codec=codec, chunk_size=size,
+                                                                 db_path=db_path))
+                settled(stats)
+                return result
             async with src_loc.backend() as source:
                 await source.check()
-                return await create_backup(dest, CreateOptions(
-                    kind=kind, codec=codec, chunk_size=size, db_path=db_path if kind != "storage" else None,
-                    storage=source, storage_spec=src_loc.canonical))
+                async with archived_source(source, stats, db_size) as counted:
+                    result = await create_backup(dest, CreateOptions(
+                        kind=kind, codec=codec, chunk_size=size, db_path=db_path if kind != "storage" else None,
+                        storage=counted, storage_spec=src_loc.canonical))
+                settled(stats)
+                return result
 
-    result = run_or_exit(run)
+    result = run_or_exit(run, progress=stats)
     meta = result.metadata
     summary: dict[str, Any] = {"backup": meta.id, "location": f"{to.rstrip('/')}/{meta.id}", "type": meta.type,
                                "seconds": round(result.seconds, 3), "skipped": result.skipped}
@@ -154,12 +166,18 @@ def _create_platform(config: Any, storage_config: str, db_path: str, to: str, co
         if not os.path.isfile(db_path):
             raise ConfigError(f"--db {db_path!r}: no such database file")
 
+    from ..middleware.progress import CountedWrites
+    from ..pipeline.stats import JobStats
+
+    stats = JobStats(phase="archiving")  # progress: what is written to the backup (its total is unknown)
+
     async def run() -> Any:
         async with StorageManager.open(storage_config, db_path) as manager, dest_loc.backend() as dest:
-            return await create_platform_backup(dest, manager, PlatformOptions(
+            return await create_platform_backup(CountedWrites(dest, stats), manager, PlatformOptions(
                 codec=codec, chunk_size=size, allow_incomplete=allow_incomplete))
 
-    result = run_or_exit(run)
+    result = run_or_exit(run, progress=stats, status_of=lambda r: EXIT_OK if all(
+        c["complete"] for c in summary(r.metadata)) else EXIT_PARTIAL)
     meta = result.metadata
     assert meta.storage is not None and meta.platform is not None
     s = meta.storage
@@ -222,20 +240,26 @@ def list_(ctx: click.Context, to: str, as_json: bool) -> None:
 @backup.command("verify")
 @click.argument("backup_spec", metavar="BACKUP")
 @click.option("--json", "as_json", is_flag=True)
+@progress_options
 @click.pass_context
 def verify(ctx: click.Context, backup_spec: str, as_json: bool) -> None:
     """Check every part's SHA-256, read the archive to its end, check the database copy (exit 1 on a problem)."""
     from ..ops.backup.reading import Opened, load_metadata
     from ..ops.backup.verify import verify_backup
 
+    from ..ops.backup.progress import counted
+    from ..pipeline.stats import JobStats
+
     loc, bid = _backup_location(backup_spec, _config(ctx))
+    stats = JobStats(phase="checking")  # progress: the stored objects read and checked
 
     async def run() -> Any:
         async with loc.backend() as store:
             meta = await load_metadata(store, bid)
-            return await verify_backup(Opened(store, bid, meta))
+            return await verify_backup(counted(Opened(store, bid, meta), stats))
 
-    report = run_or_exit(run, problems=PROBLEMS)
+    report = run_or_exit(run, problems=PROBLEMS, progress=stats,
+                         status_of=lambda r: EXIT_OK if r.ok else EXIT_PARTIAL)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -260,6 +284,7 @@ def verify(ctx: click.Context, backup_spec: str, as_json: bool) -> None:
 @click.option("--connection", "connection", metavar="NAME",
               help="With --platform: put the files onto this connection and route the companies there.")
 @click.option("--json", "as_json", is_flag=True)
+@progress_options
 @click.pass_context
 def restore(ctx: click.Context, backup_spec: str, target_storage: str | None, db_path: str | None,
             only: str | None, platform: str | None, company: str | None, connection: str | None,
@@ -279,13 +304,17 @@ def restore(ctx: click.Context, backup_spec: str, target_storage: str | None, db
         return
     if company or connection:
         fail("--company and --connection go with --platform")
+    from ..ops.backup.progress import counted
+    from ..pipeline.stats import JobStats
+
     result = RestoreResult()
+    stats = JobStats(phase="checking")  # progress: the backup's objects read, checking then writing
     where: dict[str, str | None] = {"target": None, "database": None}
 
     async def run() -> Any:
         async with loc.backend() as store:
             meta = await load_metadata(store, bid)
-            opened = Opened(store, bid, meta)
+            opened = counted(Opened(store, bid, meta), stats, result=result)
             target = None
             if meta.platform is not None and not target_storage:
                 raise ConfigError(f"backup {bid} is a platform backup: restore it with --platform "
@@ -302,7 +331,7 @@ def restore(ctx: click.Context, backup_spec: str, target_storage: str | None, db
                 return await restore_backup(opened, target=backend, db_path=db, only=only, result=result)
 
     try:
-        run_or_exit(run, problems=PROBLEMS)
+        run_or_exit(run, problems=PROBLEMS, progress=stats)
     except SystemExit as stop:
         if stop.code:  # the error is printed; say what was checked, what was written, what to do
             click.echo(_restore_next_step(backup_spec, result, where), err=True)
@@ -328,7 +357,11 @@ def _restore_platform(loc: Any, bid: str, spec: str, storage_config: str, db_pat
 
     with reported():
         storage = load_storage_config(storage_config)
+    from ..ops.backup.progress import counted
+    from ..pipeline.stats import JobStats
+
     result = PlatformRestoreResult()
+    stats = JobStats(phase="checking")  # progress: the backup's objects read, checking then writing
     where: dict[str, str | None] = {"target": "the companies' stores", "database": None}
 
     async def run() -> Any:
@@ -339,10 +372,11 @@ def _restore_platform(loc: Any, bid: str, spec: str, storage_config: str, db_pat
                 raise ConfigError("--platform needs the platform database: --db-path PATH (or VERTEXFLOW_DB)")
             where["database"] = db if company is None else None
             opts = PlatformRestoreOptions(db_path=db, company=company, only=only, connection=connection)
-            return await restore_platform(Opened(store, bid, meta), storage, opts, result=result)
+            return await restore_platform(counted(Opened(store, bid, meta), stats, database=company is None,
+                                                  result=result), storage, opts, result=result)
 
     try:
-        run_or_exit(run, problems=PROBLEMS)
+        run_or_exit(run, problems=PROBLEMS, progress=stats)
     except SystemExit as stop:
         if stop.code == EXIT_PARTIAL or (stop.code and result.wrote_anything):
             click.echo(_restore_next_step(spec, result, where), err=True)

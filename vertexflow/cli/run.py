@@ -17,6 +17,15 @@ Commands run their async work with :func:`run_or_exit` (or :func:`run_job` for a
 transfer, with signal handling, a progress bar and a summary from
 :func:`print_summary`) and check their options inside :func:`reported`;
 none keeps an error ladder of its own.
+
+Progress (:mod:`vertexflow.pipeline.progress`): a command that counts its
+work in a :class:`JobStats` shows a live line on a terminal's stderr and
+nothing but its summary elsewhere (``--progress`` / ``--no-progress`` decide
+otherwise), and with ``--progress-json FILE`` writes one JSON object a second
+and a final one to FILE (``-``: stderr, where the live line then stays off
+unless ``--progress`` asks for it). The options are :func:`progress_options`
+(or :data:`progress_json_option` for a command with its own ``--progress``);
+:func:`run_job` and :func:`run_or_exit` (given ``progress=stats``) draw both.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
@@ -35,7 +45,7 @@ from rich.table import Table
 
 from ..errors import MigrationFailed, VertexflowError, first_error
 from ..interrupts import INTERRUPTS
-from ..pipeline.progress import ProgressView, human_bytes
+from ..pipeline.progress import ProgressJson, ProgressView, human_bytes
 from ..pipeline.runner import StopSignal
 from ..pipeline.stats import JobStats
 from .names import shown
@@ -70,6 +80,70 @@ def exit_status(exc: BaseException, problems: Problems = ()) -> int | None:
 def fail(message: str, code: int = EXIT_FATAL) -> NoReturn:
     click.echo(f"vertexflow: error: {message}", err=True)
     sys.exit(code)
+
+
+#: where the options of :func:`progress_options` keep their values (the command's ``ctx.meta``)
+PROGRESS_LINE, PROGRESS_JSON = "vertexflow.progress", "vertexflow.progress_json"
+
+
+def _keep(key: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def keep(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None:
+            if key == PROGRESS_JSON and value != "-":
+                from ..ops.report import check_report_path
+
+                with reported():
+                    check_report_path(value, "--progress-json")
+            ctx.meta[key] = value
+        return value
+
+    return keep
+
+
+#: ``--progress-json FILE``: its value is read by :func:`run_job` / :func:`run_or_exit`, not passed to the command.
+#: FILE is required (``-`` for stderr): an optional value would take the next argument (``--progress-json SRC DST``)
+progress_json_option = click.option(
+    "--progress-json", metavar="FILE", default=None, expose_value=False, callback=_keep(PROGRESS_JSON),
+    envvar="VERTEXFLOW_PROGRESS_JSON", show_envvar=False,  # settings.give_envvars passes options not exposed
+    help="Write the progress as one JSON object a second, and a final one, to FILE ('-': stderr): bytes and "
+         "objects done and in all, the rate, the ETA, the phase.")
+
+
+def progress_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--progress/--no-progress`` and ``--progress-json FILE`` for a command run by :func:`run_or_exit` with stats."""
+    fn = progress_json_option(fn)
+    return click.option("--progress/--no-progress", "progress_line", default=None, expose_value=False,
+                        callback=_keep(PROGRESS_LINE), envvar="VERTEXFLOW_PROGRESS", show_envvar=False,
+                        help="Live progress line on stderr [on for a terminal].")(fn)
+
+
+def _progress_json_target() -> str | None:
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(PROGRESS_JSON) if ctx is not None else None
+
+
+def show_progress_line(asked: bool | None = None) -> bool:
+    """Whether to draw the live line: as asked (``--progress`` / ``--no-progress``), else on a terminal's
+    stderr, unless ``--progress-json -`` writes there."""
+    ctx = click.get_current_context(silent=True)
+    if asked is None and ctx is not None:
+        asked = ctx.meta.get(PROGRESS_LINE)
+    if asked is not None:
+        return asked
+    return sys.stderr.isatty() and _progress_json_target() != "-"
+
+
+def open_progress_json(stats: JobStats) -> ProgressJson | None:
+    """The ``--progress-json`` writer of this command (None when not asked); exits 2 naming a FILE it cannot open."""
+    target = _progress_json_target()
+    if target is None:
+        return None
+    if target == "-":
+        return ProgressJson(stats, sys.stderr)
+    try:
+        return ProgressJson(stats, open(target, "w", encoding="utf-8"), close=True)  # noqa: SIM115 - closed by finish()
+    except OSError as exc:
+        fail(f"--progress-json {target}: {exc.strerror}")
 
 
 def exit_for(exc: BaseException, problems: Problems = ()) -> NoReturn:
@@ -107,12 +181,18 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
     return anyio.run(fn, backend="asyncio", backend_options=options)
 
 
-def run_or_exit(fn: Callable[[], Awaitable[T]], *, problems: Problems = ()) -> T:
+def run_or_exit(fn: Callable[[], Awaitable[T]], *, problems: Problems = (), progress: JobStats | None = None,
+                status_of: Callable[[T], int] | None = None) -> T:
     """Run ``fn`` (async) and return its result; an error exits by the table, with its message.
 
     SIGINT and SIGTERM (once :mod:`vertexflow.interrupts` is installed) cancel it: exit 130.
+    ``progress``: the stats ``fn`` counts its work in, drawn as the command's options ask
+    (:func:`progress_options`) while it runs; ``status_of``: the exit status a result means
+    (for the final ``--progress-json`` object) when it is not 0 for every result.
     """
     signals = 0
+    line = progress is not None and show_progress_line()
+    writer = open_progress_json(progress) if progress is not None else None
 
     async def main() -> T:
         loop = asyncio.get_running_loop()
@@ -125,20 +205,49 @@ def run_or_exit(fn: Callable[[], Awaitable[T]], *, problems: Problems = ()) -> T
             loop.call_soon_threadsafe(task.cancel)
 
         with INTERRUPTS.receiving(cancel):
-            return await fn()
+            if progress is None or not (line or writer):
+                return await fn()
+            return await _drawn(fn, progress, line, writer)
 
-    with reported(problems):
-        try:
-            return run_async(main)
-        except asyncio.CancelledError:
-            if signals:
-                raise KeyboardInterrupt from None
-            raise
+    status = EXIT_FATAL  # what the final JSON object says when an error the table does not know escapes
+    try:
+        with reported(problems):
+            try:
+                result = run_async(main)
+            except asyncio.CancelledError:
+                if signals:
+                    raise KeyboardInterrupt from None
+                raise
+            status = status_of(result) if status_of is not None else EXIT_OK
+            return result
+    except SystemExit as done:  # reported() exits with the table's status
+        status = done.code if isinstance(done.code, int) else EXIT_FATAL
+        raise
+    finally:
+        if writer is not None:
+            writer.finish(status)
     raise AssertionError("unreachable: reported() exits or re-raises")  # pragma: no cover
+
+
+async def _drawn(fn: Callable[[], Awaitable[T]], stats: JobStats, line: bool, writer: ProgressJson | None) -> T:
+    """``fn`` with the live line and the JSON progress drawn beside it until it returns."""
+    async with anyio.create_task_group() as tg:
+        if line:
+            tg.start_soon(ProgressView(stats).run)
+        if writer is not None:
+            tg.start_soon(writer.run)
+        try:
+            return await fn()
+        finally:
+            stats.finished = stats.finished or time.monotonic()
+            tg.cancel_scope.cancel()
 
 
 def run_job(job: Callable[[], Awaitable[None]], stats: JobStats, stop: StopSignal, show_progress: bool) -> int:
     """Run a transfer with signal handling and an optional progress bar; returns the exit status.
+
+    ``--progress-json`` (:data:`progress_json_option`) is written beside it, its final object with the
+    status. A run that did all it started but stopped at --max-transfer / --max-duration is 8 / 10.
 
     Unlike :func:`run_or_exit` it does not exit, so that the caller can print the
     summary first. A fatal error is named by its cause (the error a
@@ -154,16 +263,40 @@ def run_job(job: Callable[[], Awaitable[None]], stats: JobStats, stop: StopSigna
         INTERRUPTS.pending = 0
         stats.interrupted = True
         return EXIT_INTERRUPTED
+    if show_progress and _progress_json_target() == "-" and not _asked_for_line():
+        show_progress = False  # the JSON lines go to stderr: a line redrawn over them would garble both
+    writer = open_progress_json(stats)
+    status = EXIT_FATAL
+    try:
+        status = _run_job(job, stats, stop, show_progress, writer)
+        return status
+    finally:
+        if writer is not None:
+            writer.finish(status)
 
+
+def _asked_for_line() -> bool:
+    """Whether ``--progress`` was given (not taken from the default: a terminal)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or "progress" not in ctx.params:
+        return False
+    return ctx.get_parameter_source("progress") is not click.core.ParameterSource.DEFAULT
+
+
+def _run_job(job: Callable[[], Awaitable[None]], stats: JobStats, stop: StopSignal, show_progress: bool,
+             writer: ProgressJson | None) -> int:
     async def main_task() -> None:
         loop = asyncio.get_running_loop()
         with INTERRUPTS.receiving(lambda signum: loop.call_soon_threadsafe(on_signal, stop)):
             async with anyio.create_task_group() as tg:
                 if show_progress:
                     tg.start_soon(ProgressView(stats).run)
+                if writer is not None:
+                    tg.start_soon(writer.run)
                 try:
                     await job()
                 finally:
+                    stats.finished = stats.finished or time.monotonic()
                     tg.cancel_scope.cancel()
 
     try:
@@ -184,7 +317,11 @@ def run_job(job: Callable[[], Awaitable[None]], stats: JobStats, stop: StopSigna
         return status
     if stats.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_PARTIAL if stats.failed_objects else EXIT_OK
+    if stats.failed_objects:
+        return EXIT_PARTIAL
+    cutoff = stats.reporters.get("cutoff")  # vertexflow.ops.cutoff: rclone's statuses
+    reached = getattr(cutoff, "reached", None)
+    return EXIT_OK if reached is None else EXIT_MAX_TRANSFER if reached == "max-transfer" else EXIT_MAX_DURATION
 
 
 def on_signal(stop: StopSignal) -> None:

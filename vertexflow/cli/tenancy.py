@@ -17,7 +17,7 @@ import click
 
 from ..tenancy.manager import DEFAULT_SUBFOLDERS, StorageManager
 from .platform import TenancyCtx, echo_data, platform_options, run_with_manager
-from .run import EXIT_PARTIAL, reported, run_job
+from .run import EXIT_PARTIAL, progress_json_option, reported, run_job
 from ..ops.assembly import open_journal
 from .transfer import build_filter, with_filter_options
 
@@ -170,6 +170,7 @@ def migrate(ctx: click.Context, db: str | None, storage_config: str | None) -> N
               help="Refuse the run (before changing anything) if it would delete more than N files on the target "
                    "that the company no longer has (a backend it used before) [no limit].")
 @click.option("--progress/--no-progress", default=None, help="Live progress bar on stderr [on for a terminal].")
+@progress_json_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (also when the migration fails).")
 @click.option("--journal", "journal_path", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_JOURNAL")
 @with_filter_options
@@ -215,7 +216,8 @@ def migrate_company_cmd(obj: TenancyCtx, company_ref: str, to: str, live: bool, 
                     async with open_journal(journal_path, False) as journal:
                         result = await migrate_company(m, company.id, to, live=live, filt=filt, dry_run=dry_run,
                                                        journal=journal, categories=categories, settings=settings,
-                                                       stats=stats, stop=stop, max_delete=max_delete)
+                                                       stats=stats, stop=stop, max_delete=max_delete,
+                                                       on_event=lambda state, _: _phase(stats, state))
                     out["data"] = result.as_dict()
                 except BaseException as exc:
                     out["data"] = _failed_migration(m, company.id, before, exc)
@@ -238,6 +240,12 @@ def migrate_company_cmd(obj: TenancyCtx, company_ref: str, to: str, live: bool, 
         if data.get("state") == "interrupted" and as_json:
             click.echo(f"vertexflow: {data['message']}", err=True)
     sys.exit(code)
+
+
+def _phase(stats: Any, state: str) -> None:
+    """A migration's step as its progress's phase (copying, verifying, closing, switched)."""
+    if state in ("copying", "verifying", "closing", "switched"):
+        stats.phase = state
 
 
 def _failed_migration(m: StorageManager, company_id: int, before: int, exc: BaseException) -> dict[str, Any]:

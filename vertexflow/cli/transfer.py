@@ -40,6 +40,7 @@ from .run import (
     EXIT_PARTIAL,
     fail,
     print_summary,
+    progress_json_option,
     reported,
     run_job,
 )
@@ -56,6 +57,7 @@ def transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--transfers", type=click.IntRange(1, 1024), default=None,
                      help="Objects in flight at once [8 local, 16 remote]."),
         click.option("--progress/--no-progress", default=None, help="Live progress bar on stderr [on for a terminal]."),
+        progress_json_option,
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
         click.option("--no-verify", is_flag=True, help="Skip SHA-256 hashing (local copies use copy_file_range)."),
         click.option("--retries", type=click.IntRange(1, 100), default=DEFAULT_RETRIES, show_default=True,

@@ -20,7 +20,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from ..locations import parse_location
 from .context import Ctx
-from .run import EXIT_OK, EXIT_PARTIAL, reported, run_or_exit
+from .run import EXIT_OK, EXIT_PARTIAL, progress_options, reported, run_or_exit
 from .transfer import build_filter, cluster_option, with_filter_options
 
 
@@ -55,6 +55,7 @@ def parse_sample(sample: str) -> float:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--transfers", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Objects hashed at once.")
+@progress_options
 @cluster_option
 @with_filter_options
 @click.pass_obj
@@ -64,10 +65,13 @@ def verify(obj: Ctx, src: str, dst: str, mode: str, sample: str, metadata: bool,
     """Compare SRC and DST: report missing, extra and different objects (exit 1 if any).
 
     With --one-way, extra objects are no difference; with --fix --delete they are removed.
+    A terminal shows the check's progress (bytes of the source checked, objects, rate, ETA)
+    as it goes; --progress-json FILE writes it for scripts.
     """
     from ..ops.copy import resolve_source
     from ..ops.overlap import check_overlap
     from ..ops.verify import verify_and_fix
+    from ..pipeline.stats import JobStats
 
     with reported():
         filt = build_filter(filter_kw)
@@ -88,12 +92,14 @@ def verify(obj: Ctx, src: str, dst: str, mode: str, sample: str, metadata: bool,
         if (one_way or delete) and cluster:
             raise ConfigError("verify --one-way and --delete do not run as shards on a cluster: leave out --cluster")
 
+    stats = JobStats(phase="comparing")
+
     async def run() -> dict[str, Any]:
         source, _ = await resolve_source(src_loc)
         async with source, dst_loc.backend() as target:
             return await verify_and_fix(source, target, mode=mode, filt=filt, sample=fraction,  # type: ignore[arg-type]
                                         workers=transfers, fix=fix, metadata=metadata, one_way=one_way,
-                                        delete=delete, max_delete=max_delete)
+                                        delete=delete, max_delete=max_delete, stats=stats)
 
     if cluster:  # the same job as shards on a Dask cluster (vertexflow.distributed)
         from ..distributed.jobs import cluster_verify
@@ -103,7 +109,7 @@ def verify(obj: Ctx, src: str, dst: str, mode: str, sample: str, metadata: bool,
                                     config_path=obj.config_path, filt=filt, mode=mode, sample=fraction,
                                     fix=fix, transfers=transfers)
     else:
-        result = run_or_exit(run)
+        result = run_or_exit(run, progress=stats, status_of=lambda r: EXIT_OK if r["ok"] else EXIT_PARTIAL)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

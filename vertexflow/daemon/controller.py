@@ -55,6 +55,7 @@ from .jobs import (
     Totals,
     progress,
 )
+from .reports import RunReports, run_id
 from .runners import Runner
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class JobController:
         self.clock = clock  # local wall time: schedules and windows (tests move it)
         #: where the job's history and state are kept across restarts (None: in memory only)
         self.journal = journal
+        #: the per-object reports of its runs, beside the journal (:mod:`.reports`)
+        self.reports = RunReports.beside(journal.path) if journal is not None else None
         self._state_changed = False
         self.errors = errors
         self.on_result = on_result
@@ -96,6 +99,7 @@ class JobController:
         self.retry_at: datetime | None = None
         self.failures = 0  # in a row
         self.stats: JobStats | None = None  # the run in progress
+        self.run_id: int | None = None  # its id (its report: GET /api/jobs/{name}/runs/{id}/report)
         self.last_stats: JobStats | None = None
         self.stop: StopSignal | None = None
         self.stop_reason: str | None = None
@@ -218,25 +222,32 @@ class JobController:
         self.state, self.state_detail = JobState.RUNNING, None
         self.last_start = self.clock()
         started = time.time()
+        run, runner = run_id(started), self.runner
+        self.run_id = run
         log.info("job run started", job=spec.name, kind=spec.kind, trigger=reason)
         error: BaseException | None = None
         try:
+            if self.reports is not None and runner.reports:
+                runner.report_path = self.reports.start(spec.name, run)
             async with anyio.create_task_group() as tg:
                 if not self.windows.always:
                     tg.start_soon(self._stop_at_window_end)
                 try:
-                    await self.runner.run(stats, stop)
+                    await runner.run(stats, stop)
                 finally:
                     tg.cancel_scope.cancel()
         except Exception as exc:  # noqa: BLE001 - every failure of a run is the job's, never the daemon's
             error = first_error(exc)
         finally:
+            report, runner.report_path = runner.report_path, None
             stats.finished = stats.finished or time.monotonic()
             self.totals.add(stats)
             self.last_stats, self.stats, self.stop = stats, None, None
-        result = self._finish(reason, stats, stop, started, error)
+        result = self._finish(reason, stats, stop, started, error, run=run,
+                              report=report is not None and os.path.isfile(report))
         with anyio.CancelScope(shield=True):  # a run once finished is remembered, drain or not
             await self._remember(result)
+            await self._prune_reports()
 
     # -- memory across restarts --------------------------------------------
     async def _recall(self) -> None:
@@ -277,6 +288,14 @@ class JobController:
         except Exception as exc:  # noqa: BLE001 - the run itself is not lost: only its memory
             log.warning("could not save the job's state", job=self.name, error=str(exc))
 
+    async def _prune_reports(self) -> None:
+        if self.reports is None or not self.runner.reports:
+            return
+        try:
+            await anyio.to_thread.run_sync(self.reports.prune, self.name, self.settings.history)
+        except OSError as exc:  # the run is remembered; an old report stays a little longer
+            log.warning("could not prune the job's reports", job=self.name, error=str(exc))
+
     async def _remember(self, result: RunResult) -> None:
         if self.journal is None:
             return
@@ -287,7 +306,7 @@ class JobController:
         await self._save_state()
 
     def _finish(self, reason: str, stats: JobStats, stop: StopSignal, started: float,
-                error: BaseException | None) -> RunResult:
+                error: BaseException | None, *, run: int | None = None, report: bool = False) -> RunResult:
         spec, now = self.spec, time.time()
         self.last_full_run = time.monotonic()
         interrupted_by = None
@@ -327,7 +346,8 @@ class JobController:
                            objects=stats.done_objects, bytes=stats.done_bytes, skipped=stats.skipped_objects,
                            failed=stats.failed_objects, deleted=stats.deleted_objects,
                            error=None if error is None else (str(error) or type(error).__name__),
-                           interrupted_by=interrupted_by, journal_job=stats.job_id, resumed=stats.resumed)
+                           interrupted_by=interrupted_by, journal_job=stats.job_id, resumed=stats.resumed,
+                           id=run, report=report)
         self.results.append(result)
         self.totals.runs[outcome] += 1
         if self.on_result is not None:
@@ -505,6 +525,7 @@ class JobController:
             "pending": self.pending,
             "bwlimit": self.runner.bandwidth_now(),
             "progress": progress(stats, rate) if stats is not None else None,
+            "run_id": self.run_id if stats is not None else None,
             "failures_in_a_row": self.failures,
             "last_success": self.last_success,
             "overdue": self.overdue,

@@ -11,6 +11,8 @@ Endpoints (``docs/daemon.md`` has the reference with examples)::
     POST /api/jobs/{name}/pause       stop at a clean point and hold
     POST /api/jobs/{name}/resume      lift a pause or cancel; an interrupted run continues
     POST /api/jobs/{name}/cancel      abort the run in flight and hold
+    GET  /api/jobs/{name}/runs/{id}/report   a run's per-object report, JSON lines (sync jobs; the run in
+                                      progress too, as far as it has written; ``id`` is a result's ``id``)
     GET  /api/errors[?job=&limit=]    recent errors, newest last
     GET  /api/snapshot                what one /events event carries: the daemon, every job in detail, errors
     GET  /metrics                     Prometheus exposition
@@ -80,6 +82,7 @@ def make_app(service: Daemon, token: str | None, read_token: str | None = None) 
     app.router.add_get("/api/jobs", jobs)
     app.router.add_get("/api/jobs/{name}", job)
     app.router.add_post("/api/jobs/{name}/{action}", action)
+    app.router.add_get("/api/jobs/{name}/runs/{run}/report", report)
     app.router.add_get("/api/errors", errors)
     app.router.add_get("/api/snapshot", snapshot)
     app.router.add_get("/metrics", metrics)
@@ -160,6 +163,18 @@ def _controller(request: web.Request) -> Any:
 
 async def job(request: web.Request) -> web.Response:
     return web.json_response(_controller(request).snapshot(detail=True))
+
+
+async def report(request: web.Request) -> web.StreamResponse:
+    """The report file of a run, streamed as it is on disk (a run in progress: what it has written so far)."""
+    controller = _controller(request)
+    run = request.match_info["run"]
+    path = controller.reports.find(controller.name, int(run)) if run.isdigit() and controller.reports else None
+    if path is None:
+        return _error(404, f"no report of run {run} of job {controller.name!r} is kept "
+                           f"(kept: {', '.join(map(str, controller.reports.runs(controller.name))) or 'none'})"
+                      if controller.reports is not None else "the daemon keeps no reports without a journal")
+    return web.FileResponse(path, headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
 
 
 async def action(request: web.Request) -> web.Response:

@@ -63,6 +63,10 @@ class RunResult:
     interrupted_by: str | None = None
     journal_job: int | None = None
     resumed: bool = False
+    #: the run's id (:func:`vertexflow.daemon.reports.run_id`), and whether its per-object report was kept
+    #: (``GET /api/jobs/{name}/runs/{id}/report``)
+    id: int | None = None
+    report: bool = False
 
     @property
     def seconds(self) -> float:

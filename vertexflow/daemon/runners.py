@@ -18,6 +18,7 @@ its :meth:`Runner.run` is called for every run. The contract:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -85,6 +86,10 @@ class Runner:
     kind: ClassVar[str]
     #: ``source`` and ``dest`` are locations (paths are taken from the config file's directory)
     locations: ClassVar[bool] = True
+    #: whether a run writes a per-object report (``--report``'s lines), which the daemon keeps
+    reports: ClassVar[bool] = False
+    #: where the run about to start writes it (set by the controller for each run of a kind that reports)
+    report_path: str | None = None
 
     def __init__(self, spec: JobSpec, *, remotes: Config, journal: Journal) -> None:
         self.spec, self.remotes, self.journal = spec, remotes, journal
@@ -149,6 +154,7 @@ class SyncRunner(Runner):
     """``kind = "sync"``: :class:`~vertexflow.ops.sync.SyncJob` from ``source`` to ``dest``."""
 
     kind = "sync"
+    reports = True
 
     def __init__(self, spec: JobSpec, *, remotes: Config, journal: Journal) -> None:
         super().__init__(spec, remotes=remotes, journal=journal)
@@ -187,7 +193,8 @@ class SyncRunner(Runner):
         from ..ops.assembly import Transfer
 
         # prepared afresh for every run: age filters count from now, bandwidth buckets start empty
-        transfer = Transfer.prepare(self.transfer_spec(self.spec), self.remotes).with_layers(self._count_waits)
+        spec = dataclasses.replace(self.transfer_spec(self.spec), report=self.report_path)
+        transfer = Transfer.prepare(spec, self.remotes).with_layers(self._count_waits)
         await transfer.run(stats, stop, journal=self.journal, on_open=opened)
         if stats.job_id is not None and not stop.stopping:
             await self._forget_old_runs(stats.job_id)

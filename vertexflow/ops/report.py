@@ -30,13 +30,14 @@ from ..model import SHA256, ObjectInfo
 BUFFER = 64 * 1024
 
 
-def check_report_path(path: str) -> None:
-    """Raise ConfigError when ``path`` cannot be a report: its directory does not exist, or it is one."""
+def check_report_path(path: str, option: str = "--report") -> None:
+    """Raise ConfigError (naming ``option``) when ``path`` cannot be a file the job writes: its directory
+    does not exist, or it is one."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise ConfigError(f"--report {path}: the directory {directory} does not exist")
+        raise ConfigError(f"{option} {path}: the directory {directory} does not exist")
     if os.path.isdir(path):
-        raise ConfigError(f"--report {path}: is a directory, not a file")
+        raise ConfigError(f"{option} {path}: is a directory, not a file")
 
 
 class TransferReport:

@@ -28,6 +28,13 @@ difference; ``--fix`` changes it in place where the destination can
 ``sample`` checks a deterministic fraction of the common keys (chosen by a
 hash of the key, so reruns check the same ones).
 
+``stats`` (a :class:`~vertexflow.pipeline.stats.JobStats`, optional) counts
+the check as it goes, for a progress display: the source's objects and bytes
+as the listing brings them (the totals), an object done once checked (one
+left out by ``sample`` as skipped), and its bytes as both sides are read
+(half of each byte read on either side) or at once when no read is needed.
+A fix counts as phases of their own (``fixing``, then ``verifying again``).
+
 ``one_way`` (``verify --one-way``) does not count objects only the
 destination has as differences: the check is that every source object is
 there, and equal. ``fix`` with ``delete`` (``verify --fix --delete``) also
@@ -53,6 +60,7 @@ from ..filters import NO_FILTER, Filter
 from ..logs import get_logger
 from ..model import MD5, MTIME_METADATA, SHA256, STANDARD_HEADERS, ObjectInfo, own_metadata, parse_mtime_text
 from ..pipeline.runner import StopSignal, run_pipeline
+from ..pipeline.stats import JobStats
 from .plan import MTIME_TOLERANCE, empty_if_missing, merge, object_sha256, ordered_listing
 
 log = get_logger(__name__)
@@ -219,8 +227,10 @@ class VerifyJob:
 
     def __init__(self, src: Backend, dst: Backend, *, mode: Literal["checksum", "size"] = "checksum",
                  filt: Filter = NO_FILTER, sample: float = 1.0, workers: int = HASH_WORKERS,
-                 stop: StopSignal | None = None, metadata: bool = False, one_way: bool = False) -> None:
+                 stop: StopSignal | None = None, metadata: bool = False, one_way: bool = False,
+                 stats: JobStats | None = None) -> None:
         self.src, self.dst = src, dst
+        self.stats = stats
         self.one_way = one_way
         self.mode = mode
         self.filter = filt
@@ -240,27 +250,49 @@ class VerifyJob:
         report = self.report
         src = ordered_listing(self.src, self.filter)
         dst = empty_if_missing(ordered_listing(self.dst, self.filter))
+        stats = self.stats
         async for s, d in merge(src, dst):
             if s is not None:
                 report.src_objects += 1
+                if stats is not None:
+                    stats.listed_objects += 1
+                    stats.listed_bytes += s.size or 0
             if d is not None:
                 report.dst_objects += 1
             if d is None:
                 assert s is not None
                 report.add(Difference(s.key, "missing", f"{s.size} bytes at source, absent at destination"))
+                self._settle(s)
             elif s is None:
                 if not self.one_way:
                     report.add(Difference(d.key, "extra", f"{d.size} bytes at destination, absent at source"))
             elif sampled(s.key, self.sample):
                 yield s, d
+            else:
+                self._settle(s, skipped=True)
+        if stats is not None:
+            stats.listing_done = True
+
+    def _settle(self, s: ObjectInfo, *, counted: int = 0, skipped: bool = False) -> None:
+        """Source object ``s`` is checked (``counted`` of its bytes were counted as they were read)."""
+        if self.stats is not None:
+            self.stats.moved_bytes += max(0, (s.size or 0) - counted)
+            if skipped:
+                self.stats.skipped_objects += 1
+            else:
+                self.stats.done_objects += 1
+                self.stats.done_bytes += s.size or 0
 
     async def _compare(self, pair: tuple[ObjectInfo, ObjectInfo]) -> None:
         s, d = pair
         self.report.compared += 1
-        if await self._same_content(s, d) and (self.descriptions is None or await self._same_description(s, d)):
+        reads = _HalfCount(self.stats)
+        if await self._same_content(s, d, reads) and (self.descriptions is None
+                                                      or await self._same_description(s, d)):
             self.report.matched += 1
+        self._settle(s, counted=reads.counted)
 
-    async def _same_content(self, s: ObjectInfo, d: ObjectInfo) -> bool:
+    async def _same_content(self, s: ObjectInfo, d: ObjectInfo, reads: _HalfCount) -> bool:
         """True when ``s`` and ``d`` hold the same bytes (as the mode tells); else the difference is reported."""
         if s.size is not None and d.size is not None and s.size != d.size:
             self.report.add(Difference(s.key, "different", f"size {s.size} at source, {d.size} at destination"))
@@ -275,12 +307,12 @@ class VerifyJob:
             return same
         self.report.hashed += 1
         try:
-            src_sum = await object_sha256(self.src, s)
+            src_sum = await _counted_sha256(self.src, s, reads)
         except NotFound:  # deleted since it was listed: the source no longer has it
             self.report.add(Difference(s.key, "extra", "deleted at source while verifying"))
             return False
         try:
-            dst_sum = await object_sha256(self.dst, d)
+            dst_sum = await _counted_sha256(self.dst, d, reads)
         except NotFound:
             self.report.add(Difference(s.key, "missing", "deleted at destination while verifying"))
             return False
@@ -348,6 +380,32 @@ class VerifyJob:
         return done[0], sorted(resend)
 
 
+class _HalfCount:
+    """Bytes one comparison has read on both sides, counted into ``stats`` as half a checked byte each."""
+
+    def __init__(self, stats: JobStats | None) -> None:
+        self.stats, self.read, self.counted = stats, 0, 0
+
+    def __call__(self, n: int) -> None:
+        if self.stats is not None:
+            self.read += n
+            half = self.read // 2
+            self.stats.moved_bytes += half - self.counted
+            self.counted = half
+
+
+async def _counted_sha256(backend: Backend, info: ObjectInfo, reads: _HalfCount) -> str:
+    """:func:`object_sha256`, with the bytes of a streamed read counted as they come."""
+    if info.hashes.get(SHA256) or backend.features.local_path:
+        return await object_sha256(backend, info)  # no read, or one in a thread: counted once checked
+    h = hashlib.sha256()
+    async with backend.open(info.key) as chunks:
+        async for chunk in chunks:
+            h.update(chunk)
+            reads(len(chunk))
+    return h.hexdigest()
+
+
 async def same_description(src: Backend, dst: Backend, key: str) -> bool:
     """Whether ``key`` is described alike on both sides now, as ``metadata`` mode compares (two stats).
 
@@ -360,7 +418,8 @@ async def same_description(src: Backend, dst: Backend, key: str) -> bool:
 async def verify_and_fix(src: Backend, dst: Backend, *, mode: Literal["checksum", "size"] = "checksum",
                          filt: Filter = NO_FILTER, sample: float = 1.0, workers: int = HASH_WORKERS,
                          fix: bool = False, stop: StopSignal | None = None, metadata: bool = False,
-                         one_way: bool = False, delete: bool = False, max_delete: int | None = None) -> dict[str, Any]:
+                         one_way: bool = False, delete: bool = False, max_delete: int | None = None,
+                         stats: JobStats | None = None) -> dict[str, Any]:
     """Verify ``dst`` against ``src``; with ``fix``, copy what is missing or different and verify again.
 
     ``metadata``: descriptions are compared too, and ``fix`` gives a
@@ -368,7 +427,7 @@ async def verify_and_fix(src: Backend, dst: Backend, *, mode: Literal["checksum"
     (:meth:`VerifyJob.fix_described`), else sends it again. ``one_way``:
     extras at the destination are no difference. ``delete`` (with ``fix``):
     extras are removed, under the guards of the module's text (JobAborted
-    when one refuses).
+    when one refuses). ``stats``: progress, as the module's text says.
 
     Returns the report as ``verify --json`` prints it: ``before_fix`` (the
     first report, when a fix ran), ``fixed`` (objects copied or described
@@ -376,14 +435,13 @@ async def verify_and_fix(src: Backend, dst: Backend, *, mode: Literal["checksum"
     without sending their bytes), with ``delete``: ``deleted`` and
     ``deletes_skipped``, and the fields of the last report.
     """
-    from ..pipeline.stats import JobStats
     from .copy import CopyJob, CopyOptions
 
     if delete and (one_way or not fix):
         raise ConfigError("--delete removes extras as part of --fix, and --one-way counts none: "
                           "use --fix --delete without --one-way")
     job = VerifyJob(src, dst, mode=mode, filt=filt, sample=sample, workers=workers, stop=stop, metadata=metadata,
-                    one_way=one_way)
+                    one_way=one_way, stats=stats)
     report = await job.run()
     in_place = {"fixed_in_place": 0} if metadata else {}
     deletes = {"deleted": 0, "deletes_skipped": 0} if delete else {}
@@ -401,19 +459,25 @@ async def verify_and_fix(src: Backend, dst: Backend, *, mode: Literal["checksum"
         for key in keys:
             yield await src.stat(key)
 
-    stats = JobStats()
+    progress = stats
+    if progress is not None:
+        progress.new_phase("fixing")
+    stats = progress if progress is not None else JobStats()
     if keys:
         await CopyJob(src, dst, CopyOptions(transfers=workers), items=items(), stats=stats, stop=stop).run()
+    copied, copies_failed = stats.done_objects, stats.failed_objects
     if delete and report.extra:
-        if stats.failed_objects:
+        if copies_failed:
             log.warning("verify.deletes_skipped", reason="some copies of the fix failed", extras=report.extra)
             deletes["deletes_skipped"] = report.extra
         elif not (stop is not None and stop.stopping):
             deletes["deleted"] = await delete_extras(src, dst, filt, limit=max_delete, workers=DELETE_WORKERS,
                                                      stop=stop)
+    if progress is not None:
+        progress.new_phase("verifying again")
     again = await VerifyJob(src, dst, mode=mode, filt=filt, sample=sample, workers=workers, stop=stop,
-                            metadata=metadata, one_way=one_way).run()
-    return {"before_fix": report.as_dict(), "fixed": stats.done_objects + in_place.get("fixed_in_place", 0),
+                            metadata=metadata, one_way=one_way, stats=progress).run()
+    return {"before_fix": report.as_dict(), "fixed": copied + in_place.get("fixed_in_place", 0),
             **in_place, **deletes, **again.as_dict()}
 
 

@@ -54,9 +54,21 @@ class JobStats:
     deleted_objects: int = 0
     #: deletes not done because some transfer failed
     deletes_skipped: int = 0
+    #: what the job is doing, for a job of several steps (a restore: checking, then writing storage);
+    #: None: a transfer, whose progress tells listing from transferring by itself
+    phase: str | None = None
     #: counters of the stages and middleware around the backends (vertexflow.middleware.wrap):
     #: name -> an object with ``as_dict()`` and ``describe()``, reported under that name
     reporters: dict[str, Any] = field(default_factory=dict)
+
+    def new_phase(self, name: str) -> None:
+        """Count the next step of a job of several from zero, its totals too (a verify's fix, then its second
+        look): progress shows each step by itself. The failures kept (keys and reasons) stay the job's."""
+        self.phase = name
+        self.listed_objects = self.listed_bytes = 0
+        self.listing_done = False
+        self.done_objects = self.done_bytes = self.moved_bytes = 0
+        self.skipped_objects = self.failed_objects = 0
 
     def record_failure(self, key: str, exc: BaseException) -> None:
         reason = getattr(exc, "reason", type(exc).__name__)
