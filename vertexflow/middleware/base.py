@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..backends.base import Backend, UploadCheckpoint
 from ..errors import NotFound
-from ..model import BodyFactory, ObjectInfo, Pace
+from ..model import BodyFactory, IncompleteUpload, ObjectInfo, Pace
 
 
 def unwrap(backend: Backend) -> Backend:
@@ -124,6 +124,26 @@ class BackendWrapper(Backend):
         if not self.features.description_in_place:
             return await super().set_description(key, info, if_version=if_version)
         return await self.inner.set_description(key, info, if_version=if_version)
+
+    def list_incomplete_uploads(self, prefix: str = "") -> AsyncIterator[IncompleteUpload]:
+        if not self.features.incomplete_uploads:
+            return super().list_incomplete_uploads(prefix)
+        return self.inner.list_incomplete_uploads(prefix)
+
+    async def abort_incomplete_upload(self, upload: IncompleteUpload) -> None:
+        if not self.features.incomplete_uploads:
+            return await super().abort_incomplete_upload(upload)
+        await self.inner.abort_incomplete_upload(upload)
+
+    def list_prefixes(self, path: str) -> AsyncIterator[str]:
+        if not self.features.common_prefixes:
+            return super().list_prefixes(path)
+        return self.inner.list_prefixes(path)
+
+    async def remove_folder(self, path: str) -> bool:
+        if not self.features.folder_removal:
+            return await super().remove_folder(path)
+        return await self.inner.remove_folder(path)
 
     async def list_folders(self, path: str) -> list[str]:
         if not self.features.folders:

@@ -168,7 +168,7 @@ class YandexDiskBackend(Backend):
     scheme = "yadisk"
     features = Features(server_side_copy=True, native_hashes=(MD5, SHA256), sorted_listing=True,
                         public_links=True, folders=True, object_metadata=True,
-                        description_in_place=("metadata", "mtime"))
+                        description_in_place=("metadata", "mtime"), folder_removal=True)
 
     def __init__(self, root: str = "/", *, token: str, base_url: str = DEFAULT_BASE_URL,
                  request_timeout: float = 30.0, chunk_size: int = 10 * MiB, upload_concurrency: int = 3,
@@ -622,6 +622,18 @@ class YandexDiskBackend(Backend):
         if r.is_dir:
             return  # a folder is not an object: never delete one (and its contents) by key
         await self._delete_path(key, permanently=not self.trash)
+
+    async def remove_folder(self, path: str) -> bool:
+        """Remove the folder ``path`` if it is empty (True; also when there is none); False if it holds anything."""
+        check_key(path, backend=self.describe())
+        entries = await self._list_dir(path)
+        if entries is None:
+            return True
+        if entries:
+            return False
+        await self._delete_path(path, permanently=not self.trash)
+        self._dirs.forget(self._path(path))  # a put below it must create it again
+        return True
 
     async def _delete_path(self, key: str, *, permanently: bool) -> None:
         params = {"path": self._path(key), "permanently": "true" if permanently else "false"}
