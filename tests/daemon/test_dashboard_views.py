@@ -116,6 +116,27 @@ def _keep(shot: Path) -> None:
         shutil.copy(shot, Path(out) / shot.name)
 
 
+#: installed in the page: every frame's state, bar, bytes and progress line of each job, as the page drew them
+#: (recorded by the page itself, so a busy machine running the test misses none)
+RECORDER = """() => {
+  window.frames_seen = [];
+  new MutationObserver((records) => {
+    for (const r of records) {
+      const e = r.target;
+      if (!e.dataset || !e.dataset.job) continue;
+      window.frames_seen.push([e.dataset.job, e.dataset.state, e.dataset.bar, Number(e.dataset.movedBytes),
+                               e.querySelector('.progress-text').textContent]);
+    }
+  }).observe(document.getElementById('jobs'), {subtree: true, attributes: true,
+                                               attributeFilter: ['data-state', 'data-moved-bytes', 'data-bar']});
+}"""
+
+
+def _frames(page: Any, job: str) -> list[tuple[str, str, int, str]]:
+    """What the page drew for ``job`` since RECORDER was installed: (state, bar, moved bytes, progress line)."""
+    return [tuple(f[1:]) for f in page.evaluate("() => window.frames_seen") if f[0] == job]
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, ZoneInfo(ZONE)).isoformat(timespec="seconds")
 
@@ -231,14 +252,10 @@ def test_first_frame_live_bytes_pause_and_buttons(tmp_path: Path) -> None:
                 _keep(tmp_path / "dashboard-running-2.png")
 
                 # pause: "pausing" while the object in flight finishes, then "paused", from the stream
-                states: list[str] = []
+                page.evaluate(RECORDER)
                 assert d.post("/api/jobs/big/pause")[1]["state"] == "pausing"
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and (not states or states[-1] != "paused"):
-                    state = big.get_attribute("data-state") or ""
-                    if not states or states[-1] != state:
-                        states.append(state)
-                    page.wait_for_timeout(100)
+                page.wait_for_selector('.job[data-job="big"][data-state="paused"]', timeout=30_000)
+                states = [f[0] for f in _frames(page, "big")]
                 assert "pausing" in states and states[-1] == "paused", states
                 assert states.index("pausing") < states.index("paused")
                 assert big.locator(".badge").inner_text().startswith("paused")
@@ -249,7 +266,8 @@ def test_first_frame_live_bytes_pause_and_buttons(tmp_path: Path) -> None:
                 big.locator('button[data-action="cancel"]').click()
                 page.wait_for_function("document.querySelector('.job[data-job=\"big\"] .result').textContent"
                                        ".startsWith('cancel: cancelled')", timeout=10_000)
-                assert big.locator('button[data-action="cancel"]').get_attribute("title") == "not now: already cancelled"
+                cancel = big.locator('button[data-action="cancel"]')
+                assert cancel.get_attribute("title") == "not now: already cancelled"
                 page.wait_for_selector('.job[data-job="big"][data-state="cancelled"]', timeout=10_000)
                 big.locator('button[data-action="resume"]').click()
                 page.wait_for_function("document.querySelector('.job[data-job=\"big\"] .result').textContent"
@@ -375,7 +393,7 @@ def test_migration_and_backup_show_their_progress_as_copies_do(tmp_path: Path) -
     from .helpers import free_port
 
     sync_api = pytest.importorskip("playwright.sync_api")
-    company = {f"cat{i}/Image/p{i}.bin": os.urandom(128 * 1024) for i in range(6)}  # 768 KiB at 256 KiB/s
+    company = {f"cat{i}/Image/p{i}.bin": os.urandom(256 * 1024) for i in range(6)}  # 1.5 MiB at 256 KiB/s
     cfg, db = _platform(tmp_path, company)
     disk = {f"photos/p{i:02d}.jpg": os.urandom(64 * 1024 + i) for i in range(8)}
     port = free_port()
@@ -389,7 +407,9 @@ def test_migration_and_backup_show_their_progress_as_copies_do(tmp_path: Path) -
     url = f"http://127.0.0.1:{port}/v1/disk"
     emulator = emulate()
     try:
-        wait_until(lambda: _fill_disk(url, disk) is None, 30, interval=0.5, what="the emulator to take the files")
+        wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close() is None, 20,
+                   what="the emulator to listen")
+        _fill_disk(url, disk)
     finally:
         emulator.terminate()
         emulator.wait(10)
@@ -412,29 +432,29 @@ def test_migration_and_backup_show_their_progress_as_copies_do(tmp_path: Path) -
                     page.goto(d.url + "/", wait_until="domcontentloaded")
                     page.wait_for_function("document.querySelector('#conn').textContent === 'live'",
                                            timeout=10_000)
-                    for name in ("move-acme", "photos-backup"):
-                        assert d.post(f"/api/jobs/{name}/start")[0] == 200
-                    totals = {"move-acme": sum(map(len, company.values())), "photos-backup": sum(map(len, disk.values()))}
-                    seen: dict[str, list[tuple[int, str]]] = {name: [] for name in totals}
+                    totals = {"move-acme": sum(map(len, company.values())),
+                              "photos-backup": sum(map(len, disk.values()))}
                     shot = tmp_path / "dashboard-migrate-backup.png"
+                    page.evaluate(RECORDER)
+                    for name in totals:
+                        assert d.post(f"/api/jobs/{name}/start")[0] == 200
                     deadline = time.monotonic() + 60
                     while time.monotonic() < deadline:
-                        for name in totals:
-                            card = page.locator(f'.job[data-job="{name}"]')
-                            if card.get_attribute("data-bar") == "running":
-                                seen[name].append((int(card.get_attribute("data-moved-bytes") or 0),
-                                                   card.locator(".progress-text").inner_text()))
-                        if all(page.locator(f'.job[data-job="{n}"]').get_attribute("data-bar") == "complete"
-                               for n in totals):
+                        bars = [page.locator(f'.job[data-job="{n}"]').get_attribute("data-bar") for n in totals]
+                        if bars == ["complete", "complete"]:
                             break
-                        if not shot.exists() and all(any(0 < m < totals[n] for m, _ in seen[n]) for n in totals):
+                        moving_now = all(any(f[1] == "running" and 0 < f[2] < totals[n] for f in _frames(page, n))
+                                         for n in totals)
+                        if not shot.exists() and bars == ["running", "running"] and moving_now:
                             page.screenshot(path=str(shot), full_page=True)  # both seen moving
                         page.wait_for_timeout(200)
                     if not shot.exists():  # they did not overlap: the end, then
                         page.screenshot(path=str(shot), full_page=True)
+                    seen = {n: [(f[2], f[3]) for f in _frames(page, n) if f[1] == "running"] for n in totals}
                     for name, total in totals.items():
                         moving = sorted({m for m, _ in seen[name] if 0 < m < total})
-                        assert len(moving) >= 2, f"{name}: its bytes were not seen moving: {seen[name]}"
+                        assert len(moving) >= 2, (f"{name}: its bytes were not seen moving: {_frames(page, name)}, "
+                                                  f"{d.job(name)['last_result']}")
                         text = next(t for m, t in seen[name] if m == moving[-1])
                         assert re.search(r"\d+ of \d+ objects, .+ of .+", text), text
                         card = page.locator(f'.job[data-job="{name}"]')
