@@ -166,3 +166,28 @@ def test_s3_remote_from_the_environment(tmp_path: Path, seaweed: SeaweedFS, s3_b
     right = vf("--config", str(config), "ls", f"mys3:{s3_bucket}/env/",
                env={"VERTEXFLOW_REMOTE_MYS3_SECRET_ACCESS_KEY": seaweed.secret_key})
     assert right.code == 0 and right.out.split() == ["a.txt"]
+
+
+def test_max_duration_to_s3(tmp_path: Path, s3_env: dict[str, str], s3_bucket: str, seaweed: SeaweedFS) -> None:
+    files = {f"f{i}.bin": os.urandom(512 * KB) for i in range(6)}
+    tree(tmp_path / "src", files)
+    args = ["copy", str(tmp_path / "src"), f"s3://{s3_bucket}/timed/", "--transfers", "1", "--json"]
+    r = vf(*args, "--bwlimit", "1M", "--max-duration", "1s", "--cutoff-mode", "hard")
+    assert r.code == 10, r.err
+    s = json.loads(r.out)
+    client = seaweed.boto3_client()
+    assert s["cutoff"]["reached"] == "max-duration" and len(stored(client, s3_bucket, "timed/")) == s["objects"] < 6
+    assert incomplete_uploads(client, s3_bucket) == []
+    r = vf(*args)
+    assert r.code == 0, r.err
+    assert stored(client, s3_bucket, "timed/") == {k: sha(v) for k, v in files.items()}
+
+
+def test_empty_folders_are_not_made_in_a_bucket(tmp_path: Path, s3_env: dict[str, str], s3_bucket: str,
+                                                seaweed: SeaweedFS) -> None:
+    tree(tmp_path / "src", {"full/a.txt": b"a"})
+    (tmp_path / "src" / "empty").mkdir()
+    r = vf("copy", str(tmp_path / "src"), f"s3://{s3_bucket}/e/", "--create-empty-src-dirs")
+    assert r.code == 0, r.err
+    assert "no folders made" in r.err
+    assert list(stored(seaweed.boto3_client(), s3_bucket, "e/")) == ["full/a.txt"]
