@@ -43,10 +43,11 @@ from benchmarks.scenarios import (
 )
 
 HERE = Path(__file__).resolve().parent
-GROUPS = ("local", "local-cold", "s3-up", "s3-down", "rss", "plan", "sync", "yandex", "stages", "backup", "cluster")
+GROUPS = ("local", "local-cold", "s3-up", "s3-down", "rss", "plan", "sync", "yandex", "stages", "backup", "cluster",
+          "metadata")
 #: groups run by their own scripts, reported in latest-extra.md
 EXTRA = {"plan": "plan_rss.py", "sync": "sync_nochange.py", "yandex": "yandex_rows.py", "stages": "stages.py",
-         "backup": "backup_rows.py", "cluster": "cluster_rows.py"}
+         "backup": "backup_rows.py", "cluster": "cluster_rows.py", "metadata": "metadata_rows.py"}
 ALIASES = {"s3": ("s3-up", "s3-down"), "all": GROUPS}
 
 
@@ -363,7 +364,7 @@ def run_extra_scripts(args: argparse.Namespace, latest: str) -> None:
                 extra = ["--count", "100000"] if group == "plan" else ["--quick"]
             else:
                 extra = []
-            if group in ("sync", "cluster"):
+            if group in ("sync", "cluster", "metadata"):
                 extra += ["--data-dir", str(args.data_dir)]
             scripts.append([script, *extra])
     sections = []
