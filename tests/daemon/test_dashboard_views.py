@@ -16,12 +16,14 @@ chromium``). Screenshots are kept under the test's tmp_path, and copied to
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import socket
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -274,6 +276,13 @@ def test_first_frame_live_bytes_pause_and_buttons(tmp_path: Path) -> None:
                                        ".startsWith('resume: resumed')", timeout=10_000)
                 page.wait_for_selector('.job[data-job="big"][data-state="running"]', timeout=10_000)
                 assert not outside, f"the page asked for something elsewhere: {outside}"
+                # each event brings one throughput sample a job; the page keeps the five minutes it graphs
+                with urllib.request.urlopen(d.url + "/events", timeout=5) as stream:
+                    assert stream.readline() == b"event: jobs\n"
+                    event = json.loads(stream.readline().removeprefix(b"data: "))
+                assert all(len(j["throughput"]) <= 1 and "results" not in j for j in event["jobs"])
+                assert len(d.job("big")["throughput"]) > 3
+                assert page.evaluate("() => history.get('big').length") > 3
             finally:
                 browser.close()
     finally:
@@ -351,7 +360,6 @@ def test_sixty_jobs_in_the_compact_table_and_reload_errors_that_clear(tmp_path: 
 def _platform(tmp_path: Path, files: dict[str, bytes]) -> tuple[Path, Path]:
     """A platform whose company acme keeps ``files`` on local storage, with a connection "nas" to move to."""
     import asyncio
-    import json
 
     from vertexflow.tenancy import StorageManager
 
