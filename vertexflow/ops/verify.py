@@ -61,7 +61,7 @@ from ..logs import get_logger
 from ..model import MD5, MTIME_METADATA, SHA256, STANDARD_HEADERS, ObjectInfo, own_metadata, parse_mtime_text
 from ..pipeline.runner import StopSignal, run_pipeline
 from ..pipeline.stats import JobStats
-from .plan import MTIME_TOLERANCE, empty_if_missing, merge, object_sha256, ordered_listing
+from .plan import MTIME_TOLERANCE, cheap_comparison, empty_if_missing, merge, object_sha256, ordered_listing
 
 log = get_logger(__name__)
 
@@ -299,8 +299,8 @@ class VerifyJob:
             return False
         if self.mode == "size":
             return True
-        native = native_comparison(s, d)
-        if native is not None:  # a hash both sides know costs no read
+        native = await cheap_comparison(self.src, s, self.dst, d)
+        if native is not None:  # a hash both sides give without reading (listings, a stat, a local file)
             algo, same = native
             if not same:
                 self.report.add(Difference(s.key, "different", f"{algo} differs"))
