@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from collections.abc import Mapping
 from typing import IO, Any
 
@@ -28,6 +29,14 @@ from ..model import SHA256, ObjectInfo
 
 #: bytes buffered before a write: a line is ~200 bytes, so ~300 objects per system call
 BUFFER = 64 * 1024
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def _number(value: float | None) -> str:
+    return "null" if value is None else repr(value)
 
 
 def check_report_path(path: str, option: str = "--report") -> None:
@@ -58,10 +67,12 @@ class TransferReport:
     def _line(self, key: str, action: str, *, size: int | None = None, route: str | None = None,
               sha256: str | None = None, seconds: float | None = None, reason: str | None = None,
               message: str | None = None) -> None:
-        self._out.write(json.dumps({"key": key, "action": action, "size": size, "route": route, "sha256": sha256,
-                                    "seconds": round(seconds, 4) if seconds is not None else None,
-                                    "reason": reason, "message": message}, ensure_ascii=False))
-        self._out.write("\n")
+        # formatted here as json.dumps(ensure_ascii=False) writes it, without the encoder json.dumps builds
+        # for every call: a line is written per object (its cost: benchmarks/README.md, report_cost.py)
+        self._out.write(f'{{"key": {_text(key)}, "action": "{action}", "size": {_number(size)}, '
+                        f'"route": {_text(route)}, "sha256": {_text(sha256)}, '
+                        f'"seconds": {_number(round(seconds, 4) if seconds is not None else None)}, '
+                        f'"reason": {_text(reason)}, "message": {_text(message)}}}\n')
         self.lines += 1
 
     def copied(self, src: ObjectInfo, result: ObjectInfo, route: str, seconds: float | None) -> None:

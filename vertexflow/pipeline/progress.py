@@ -120,13 +120,14 @@ class ProgressView:
 
     async def run(self, interval: float = 0.25) -> None:
         """Redraw until cancelled."""
-        with Live(self.render(), console=self.console, refresh_per_second=8, transient=False) as live:
+        # drawn when updated, not by rich's refresh thread besides (a third of the redraws, and no thread)
+        with Live(self.render(), console=self.console, auto_refresh=False, transient=False) as live:
             try:
                 while True:
                     await anyio.sleep(interval)
-                    live.update(self.render())
+                    live.update(self.render(), refresh=True)
             finally:
-                live.update(self.render())
+                live.update(self.render(), refresh=True)
 
 
 #: the final JSON object's ``phase`` by exit status (any other: failed): 1 is done with failures counted,
