@@ -157,7 +157,7 @@ class LocalBackend(Backend):
                         preserves_mtime=True, sorted_listing=True)
 
     def __init__(self, root: str | os.PathLike[str], *, hash_files: bool = True,
-                 thread_limit: int = 4, name: str | None = None) -> None:
+                 thread_limit: int = 4, name: str | None = None, prune_dirs: bool = True) -> None:
         self.root = Path(os.path.abspath(os.fspath(root)))
         self._root = str(self.root).rstrip("/")
         self._name = name
@@ -169,6 +169,9 @@ class LocalBackend(Backend):
         #: take the SHA-256 of every byte written (and check it against an
         #: expected one); off only for ``copy --no-verify``: writes then report no digest
         self.hash_files = hash_files
+        #: remove the directories a delete empties (a mirror's); off where folders are part of a layout
+        #: (a platform's provisioned category folders outlive their last file)
+        self.prune_dirs = prune_dirs
 
     def describe(self) -> str:
         return f"{self._name}:{self.root}" if self._name else str(self.root)
@@ -389,7 +392,8 @@ class LocalBackend(Backend):
                 if exc.errno == errno.ENOTDIR:
                     return
                 raise self._error(exc, key, "delete") from exc
-            self._prune_empty_parents(path.parent)
+            if self.prune_dirs:
+                self._prune_empty_parents(path.parent)
 
         await self._run(do)
 

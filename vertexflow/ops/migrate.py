@@ -362,7 +362,10 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
         step = _Step(manager, record.id, on_event)
         if result.taken_over:
             step.announce("taken_over", stale=result.taken_over)
-        live_run = _LiveRun(manager, company.id, record.id, target, olds, news, step, result) if live else None
+        # reads stay on the old backend until the switch: the target may hold files the company changed or
+        # deleted since (a backend used before, a staged or killed run's copy) that are not dirty keys
+        live_run = _LiveRun(manager, company.id, record.id, target, olds, news, step, result,
+                            reads_current=True) if live else None
         lease = _Lease(registry, record.id)
         lease.start()
         phase = ["planning"]
@@ -750,8 +753,12 @@ async def _verify(old: StorageAdapter, new: StorageAdapter, filt: Filter,
     if problems and not more:
         still = []
         for p in problems:
-            await reconcile_key(old, new, p.key)
-            if await _same(old, new, p.key, described=p.kind == "metadata"):
+            try:
+                await reconcile_key(old, new, p.key)
+            except (SourceChanged, NotFound):  # written or deleted while sent: a live write dirtied it
+                pass
+            if (is_dirty is not None and is_dirty(p.key)) or await _same(old, new, p.key,
+                                                                          described=p.kind == "metadata"):
                 matched += 1
             else:
                 still.append(p)
@@ -813,7 +820,7 @@ async def _same(old: StorageAdapter, new: StorageAdapter, key: str, *, described
         try:
             return await same_description(old.backend, new.backend, key)
         except NotFound:
-            return False
+            pass  # gone from one side or both: the content comparison below says which
     stats: list[ObjectInfo | None] = []
     for side in (old, new):
         try:
@@ -913,19 +920,19 @@ async def rollback_company(manager: StorageManager, company_ref: int | str, *, s
                         async for _ in now.list_files():
                             has_files = True
                             break
-                        done, failed = progress.done_objects, progress.failed_objects
+                        done = progress.done_objects
                         await run_between(now.backend, back.backend, j, src_spec=now_t.label(),
                                           dst_spec=back_t.label(), settings=settings or TransferSettings(),
                                           stats=progress, mode="sync", delete=has_files, compare="checksum",
                                           stop=stop, source_limit=now_t.bwlimit(), dest_limit=back_t.bwlimit())
                         if stop is not None and stop.stopping:
                             raise MigrationFailed("rollback interrupted by the operator", migration_id=record.id)
-                        failed = progress.failed_objects - failed
-                        if failed:
-                            raise MigrationFailed(f"rollback: {failed} files of {ct} could not be "
-                                                  f"synced back to {back_t.label()}", migration_id=record.id)
+                        # a file the platform changed or deleted meanwhile may fail here: its key is dirty and
+                        # reconciled below; the verification before the fence checks every file
                         result.copied += progress.done_objects - done
                 await live_run.reconcile_passes()
+                for ct, _, back_t in pairs:  # what the sync could not do (deletes it skipped after a failure)
+                    await _verify(nows[ct], backs[ct], NO_FILTER, live_run.is_dirty(ct), back_t.label())
                 await live_run.close()  # the write fence: it stays up until the switch below
             except BaseException as exc:
                 why = ("interrupted" if isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt)

@@ -263,7 +263,10 @@ class Planner:
             assert rec is not None
             # the destination is what we wrote; compare the source with what we copied then
             if self.mode == "checksum":
-                src_sum = await object_sha256(self.src, s)
+                try:
+                    src_sum = await object_sha256(self.src, s)
+                except NotFound:  # deleted since listed (a platform writing meanwhile): the copy says so, per object
+                    return Decision("copy", s, d, "vanished since listed")
                 same = src_sum is not None and src_sum == rec.sha256
                 return Decision("skip" if same else "copy", s, d, "same SHA-256" if same else "SHA-256 differs")
             if rec.src_version is not None and rec.src_version == s.version:
@@ -273,7 +276,10 @@ class Planner:
                 return Decision("skip", s, d, "unchanged since last copy")
             return Decision("copy", s, d, "source changed since last copy")
         if self.mode == "checksum":
-            algorithm, same = await content_comparison(self.src, s, self.dst, d)
+            try:
+                algorithm, same = await content_comparison(self.src, s, self.dst, d)
+            except NotFound:  # deleted since listed (a platform writing meanwhile): the copy says so, per object
+                return Decision("copy", s, d, "vanished since listed")
             name = HASH_NAMES[algorithm]
             return Decision("skip" if same else "copy", s, d, f"same {name}" if same else f"{name} differs")
         if s.mtime is None or d.mtime is None:

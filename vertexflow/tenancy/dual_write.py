@@ -1,9 +1,11 @@
 """DualWriteAdapter: a company's adapter while a live migration copies it.
 
 Contract: writes and deletes go to the old backend (the authority until the
-switch) and then to the new one; reads prefer the new backend and fall back
-to the old, except for dirty keys (below), whose new copy may be stale and
-which are read from the old one.
+switch) and then to the new one. Reads go to the old backend (``reads_new``
+False: what company migrations and rollbacks use, since the new one may hold
+an older copy of the company); with ``reads_new`` they prefer the new backend
+and fall back to the old, except for dirty keys (below), whose new copy may be
+stale and which are read from the old one.
 
 Why the result is exact although the platform keeps writing during the copy
 -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ Tables (created by :class:`~vertexflow.tenancy.registry.Registry`, which holds t
 where its requests go (a live migration's state change, a switch, a
 rollback) bumps it in the same transaction, so a process notices the change
 by comparing one integer. ``state`` is NULL (no live migration), ``copying``
-(writes are dual, reads prefer the new backend) or ``closing`` (the write
+(writes are dual; reads go where ``reads_current`` says) or ``closing`` (the write
 fence: writers wait, reads go on).
 
 Every write of a company registers itself in ``vertexflow_inflight`` in the

@@ -30,7 +30,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -78,7 +78,10 @@ class Target:
         return getattr(self.remote, "bwlimit", None)
 
     def backend(self, environ: Mapping[str, str] = os.environ) -> Backend:
-        return remote_location(self.label(), self.name, self.remote, self.path, environ).backend()
+        location = remote_location(self.label(), self.name, self.remote, self.path, environ)
+        if location.kind == "local":  # a company's provisioned folders stay when their last file is deleted
+            location = replace(location, kwargs={**location.kwargs, "prune_dirs": False})
+        return location.backend()
 
 
 @dataclass(slots=True)
