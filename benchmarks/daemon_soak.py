@@ -13,6 +13,10 @@ descriptors (/proc/PID/fd) and the event-loop lag the daemon measures itself
 the changes, checks that both destinations converge on the source, sends
 SIGTERM and expects a clean exit.
 
+The RSS slope is the least-squares line through the samples after the
+warm-up, in MiB an hour: a leak shows as a slope that does not fall as the
+run gets longer (quote it from a run of 30 minutes or more).
+
 Verdict: the figures at the end (median of the last tenth of the samples)
 against the start (median of the first tenth after a warm-up): RSS may grow by
 at most 25% + 16 MiB, open fds by at most 8, and the largest lag stays under
@@ -144,6 +148,18 @@ def listing(root: Path) -> dict[str, int]:
             if p.is_file() and not p.name.startswith(".vertexflow-tmp-")}
 
 
+def rss_slope(samples: list[dict[str, Any]]) -> float:
+    """The least-squares slope of RSS over time, in bytes an hour (0 with fewer than two samples)."""
+    if len(samples) < 2:
+        return 0.0
+    ts = [s["t"] for s in samples]
+    mean_t, mean_r = statistics.fmean(ts), statistics.fmean(s["rss"] for s in samples)
+    var = sum((t - mean_t) ** 2 for t in ts)
+    if var == 0:
+        return 0.0
+    return sum((s["t"] - mean_t) * (s["rss"] - mean_r) for s in samples) / var * 3600
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0)
@@ -207,6 +223,7 @@ def main() -> int:
     start = {f: statistics.median(s[f] for s in base[:k]) for f in ("rss", "fds", "lag")}
     final = {f: statistics.median(s[f] for s in base[-k:]) for f in ("rss", "fds", "lag")}
     lag_max = max(s["lag_max"] for s in samples)
+    slope = rss_slope(base)
     checks = {
         "rss": final["rss"] <= start["rss"] * 1.25 + 16 * 2**20,
         "fds": final["fds"] <= start["fds"] + 8,
@@ -220,6 +237,8 @@ def main() -> int:
           f"{max(s['rss'] for s in samples) / mib:>10.1f}Mi")
     print(f"{'open fds':14}{start['fds']:>12.0f}{final['fds']:>12.0f}{max(s['fds'] for s in samples):>12.0f}")
     print(f"{'loop lag (s)':14}{start['lag']:>12.4f}{final['lag']:>12.4f}{lag_max:>12.4f}")
+    print(f"RSS slope after the warm-up (least squares over {len(base)} samples): {slope / mib:+.2f} MiB/hour"
+          + ("" if args.minutes >= 30 else " (a run under 30 minutes says little about it)"))
     runs = {name: sum(v for k, v in last_metrics.items()
                       if k.startswith("vertexflow_job_runs_total") and f'job="{name}"' in k) for name in state}
     print(f"objects transferred: {samples[-1]['objects']:.0f}; runs: {runs}; {len(samples)} samples; "
@@ -230,7 +249,8 @@ def main() -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "samples": samples,
-                                         "start": start, "end": final, "lag_max": lag_max, "checks": checks,
+                                         "start": start, "end": final, "lag_max": lag_max,
+                                         "rss_slope_bytes_per_hour": slope, "checks": checks,
                                          "verdict": verdict, "runs": runs}, indent=2))
     return 0 if verdict == "PASS" else 1
 
