@@ -394,7 +394,8 @@ def _restore_platform(loc: Any, bid: str, spec: str, storage_config: str, db_pat
         click.echo(f"vertexflow: warning: {w}", err=True)
     out = {"backup": bid, "files": result.files, "bytes": result.bytes, "directories": result.directories,
            "skipped": result.skipped, "database": result.database, "kept_database": result.kept_database,
-           "companies": result.companies, "rerouted": result.rerouted, "warnings": result.warnings}
+           "companies": result.companies, "rerouted": result.rerouted, "warnings": result.warnings,
+           "references": result.references}
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return

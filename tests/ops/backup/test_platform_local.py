@@ -102,3 +102,32 @@ async def test_a_platform_without_slugs_backs_up_and_restores_onto_other_folders
     assert (tmp_path / "b/storage/portraits/company_1/cats/QR").is_dir()
     assert not (tmp_path / "b/storage/portraits/company_3").exists()
     assert _rows(db_b) == _rows(db)
+
+
+async def test_a_platform_restore_reports_the_reference_check_of_what_it_restored(tmp_path: Path) -> None:
+    cfg = _platform(tmp_path / "a")
+    raw = json.loads(cfg.read_text())
+    raw["references"] = {"photos.image_path": {"content_type": "portraits", "company_column": "company_id"}}
+    cfg.write_text(json.dumps(raw))
+    db = tmp_path / "a" / "platform.db"
+    con = sqlite3.connect(db)
+    con.executescript(SEED_SCHEMA + "CREATE TABLE photos (id INTEGER PRIMARY KEY, company_id INTEGER, image_path TEXT);")
+    con.execute("INSERT INTO companies (id, name, storage_type) VALUES (1, 'Acme', 'default')")
+    con.executemany("INSERT INTO photos (company_id, image_path) VALUES (1, ?)",
+                    [("cats/Image/a.jpg",), ("cats/Image/lost.jpg",)])  # the second file was never stored
+    con.commit()
+    con.close()
+    async with StorageManager.open(cfg, db) as m:
+        await m.save_file("portraits", "cats/Image/a.jpg", b"jpeg" * 10, company_id=1)
+    async with StorageManager.open(cfg, db) as m, LocalBackend(tmp_path / "backups") as dest:
+        meta = (await create_platform_backup(dest, m, PlatformOptions(codec=parse_codec("zstd")))).metadata
+    cfg_b = _platform(tmp_path / "b")
+    cfg_b.write_text(json.dumps({**json.loads(cfg_b.read_text()), "references": raw["references"]}))
+    async with LocalBackend(tmp_path / "backups") as store:
+        opened = Opened(store, meta.id, await load_metadata(store, meta.id))
+        restored = await restore_platform(opened, load_storage_config(cfg_b),
+                                          PlatformRestoreOptions(db_path=str(tmp_path / "b" / "platform.db")))
+    assert restored.references is not None and restored.references["dangling"] == 1, restored.references
+    assert "cats/Image/lost.jpg" in restored.references["first_dangling"][0]
+    assert any("1 database references name files the restore did not bring back" in w for w in restored.warnings)
+    assert (tmp_path / "b/storage/portraits/company_1/cats/Image/a.jpg").read_bytes() == b"jpeg" * 10

@@ -76,6 +76,8 @@ class PlatformRestoreResult(RestoreResult):
     #: companies routed onto the connection: folder, migration record id (None: already there)
     rerouted: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: the declared file references checked against what was restored (None: the platform declares none)
+    references: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -143,6 +145,9 @@ async def restore_platform(opened: Opened, config: StorageConfig, opts: Platform
         if opts.connection is not None:
             result.phase = "re-routing"
             await anyio.to_thread.run_sync(_reroute, opened.name, config, opts, chosen, result, environ)
+        if config.references:
+            result.phase = "checking references"
+            await _check_references(config, opts, chosen, result)
         result.companies = [{"company": entry.folder, "id": entry.id,
                              "content": {d.content_type: {"location": d.target.label(), "files": d.files}
                                          for d in dests.values() if d.entry is entry}} for entry in chosen
@@ -152,6 +157,27 @@ async def restore_platform(opened: Opened, config: StorageConfig, opts: Platform
         if copy is not None:
             remove_with_side_files(copy)
     return result
+
+
+async def _check_references(config: StorageConfig, opts: PlatformRestoreOptions, chosen: list[CompanyEntry],
+                            result: PlatformRestoreResult) -> None:
+    """The platform's declared file references against what was restored: every dangling one is a warning."""
+    from ..refs import check_references
+
+    registry = Registry.open(opts.db_path, company_folder=config.company_folder or DEFAULT_COMPANY_FOLDER)
+    async with StorageManager(config, registry) as manager:
+        dangling = orphans = 0
+        first: list[str] = []
+        for entry in chosen:
+            report = await check_references(manager, entry.id)
+            dangling += report.dangling
+            orphans += report.orphans
+            first += [d.describe() for co in report.companies for c in co.content for d in c.first_dangling]
+    result.references = {"dangling": dangling, "orphans": orphans, "first_dangling": first[:10]}
+    result.checked.append("the declared file references against what was restored")
+    if dangling:
+        result.warnings.append(f"{dangling} database references name files the restore did not bring back "
+                               f"(first: {first[0] if first else '?'}); `vertexflow company refs --all` lists them")
 
 
 def _check_sections(opened: Opened, platform: PlatformSection, sound: CheckedStorage) -> None:
