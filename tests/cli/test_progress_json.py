@@ -1,8 +1,8 @@
 """``--progress-json FILE``: one JSON object a second and a final one, read from what real runs write.
 
 Copies are throttled with ``--bwlimit`` so that several objects appear while
-the bytes move; verify and backup runs read from SeaweedFS through a proxy
-that trickles every answer. What was written is checked independently
+the bytes move; verify runs against SeaweedFS behind a proxy that answers
+late, backup create and restore behind one that trickles every answer. What was written is checked independently
 (hashlib, tar). Nothing but the summary reaches a non-terminal's stderr.
 """
 
@@ -147,33 +147,41 @@ def slow_s3(seaweed: SeaweedFS, s3_bucket: str, s3_env: dict[str, str]) -> Itera
         yield {**s3_env, "AWS_ENDPOINT_URL": proxy.proxy.endpoint}
 
 
-def test_verify_and_backup_count_as_they_read(tmp_path: Path, s3_bucket: str, s3_env: dict[str, str],
-                                              slow_s3: dict[str, str]) -> None:
+@pytest.fixture
+def late_s3(seaweed: SeaweedFS, s3_bucket: str, s3_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """SeaweedFS behind a proxy that answers every request 0.4 s late (verify reads no body: it compares the
+    digests a HeadObject gives with the local files')."""
+    port = int(seaweed.endpoint.rsplit(":", 1)[1])
+    with ThreadedFaultProxy(port, rates={"delay": 1.0}, delay_seconds=0.4) as proxy:
+        yield {**s3_env, "AWS_ENDPOINT_URL": proxy.proxy.endpoint}
+
+
+def test_verify_and_backup_count_as_they_go(tmp_path: Path, s3_bucket: str, s3_env: dict[str, str],
+                                            slow_s3: dict[str, str], late_s3: dict[str, str]) -> None:
     made = files(tmp_path / "src", 4, 96 * KiB)
     total = 4 * 96 * KiB
     remote = f"s3://{s3_bucket}/data"
     up = vf("copy", str(tmp_path / "src"), remote, "--no-journal", env=s3_env)  # straight to the server
     assert up.code == 0, up.err
 
-    # verify: one object at a time, each read from S3 at 128 KiB/s (and hashed here)
+    # verify: one object at a time, each at the pace of its HeadObject
     out = tmp_path / "verify.jsonl"
     r = vf("verify", str(tmp_path / "src"), remote, "--transfers", "1", "--progress-json", str(out), "--json",
-           env=slow_s3)
+           env=late_s3)
     assert r.code == 0, r.err
     assert r.json()["matched"] == 4
     *running, final = read_lines(out)
     assert len(running) >= 2, running
     assert {line["phase"] for line in running} == {"comparing"}
-    seen = [line["bytes_done"] for line in running]
+    seen = [(line["objects_done"], line["bytes_done"]) for line in running]
     assert seen == sorted(seen)
-    # an object's bytes count while it is read, not only once it is checked
-    assert any(line["totals_final"] and line["bytes_done"] % (96 * KiB) for line in running), running
+    assert any(0 < n < 4 for n, _ in seen), running  # objects counted as they are checked
     assert (final["phase"], final["exit_status"], final["objects_done"], final["bytes_done"]) == ("done", 0, 4, total)
     assert final["bytes_total"] == total and final["totals_final"]
 
     # a difference: the final object says exit 1, as the command does
     (tmp_path / "src" / "f3.bin").write_bytes(b"changed")
-    r = vf("verify", str(tmp_path / "src"), remote, "--size-only", "--progress-json", str(out), env=slow_s3)
+    r = vf("verify", str(tmp_path / "src"), remote, "--size-only", "--progress-json", str(out), env=s3_env)
     assert r.code == 1
     assert read_lines(out)[-1]["exit_status"] == 1
 
