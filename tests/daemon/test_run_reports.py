@@ -10,9 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
+import anyio
+
+from vertexflow.config import Config
+from vertexflow.daemon.config import DaemonSettings, JobSpec
+from vertexflow.daemon.controller import JobController
+from vertexflow.daemon.jobs import SUCCESS, ErrorLog
 from vertexflow.daemon.reports import RunReports
+from vertexflow.daemon.runners import SyncRunner
+from vertexflow.state.journal import Journal
 
 from .helpers import DaemonProcess, wait_until
 
@@ -107,3 +116,25 @@ def test_reports_are_bounded_by_count_and_bytes_and_named_safely(tmp_path: Path)
     assert reports.runs("a/b") == [4, 5]
     assert reports.prune("a/b", keep=10, max_bytes=10) == [4]
     assert reports.runs("a/b") == [5] and reports.find("a/b", 5) is not None and reports.find("a/b", 4) is None
+
+
+async def test_a_run_whose_report_cannot_be_kept_still_runs(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_bytes(b"a")
+    (tmp_path / "journal.db.reports").write_text("a file where the reports' folder would be")
+    job = JobSpec.model_validate({"kind": "sync", "name": "j", "source": str(tmp_path / "src"),
+                                  "dest": str(tmp_path / "dst")})
+    async with await Journal.open(tmp_path / "journal.db") as journal:
+        c = JobController(job, SyncRunner(job, remotes=Config(), journal=journal), settings=DaemonSettings(),
+                          errors=ErrorLog(50), journal=journal)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(c.run)
+            c.start()
+            deadline = time.monotonic() + 20
+            while not c.results:
+                assert time.monotonic() < deadline, "no run"
+                await anyio.sleep(0.05)
+            c.drain()
+    [result] = c.results
+    assert result.outcome == SUCCESS and result.report is False
+    assert (tmp_path / "dst" / "a.txt").read_bytes() == b"a"

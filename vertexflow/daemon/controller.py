@@ -228,7 +228,10 @@ class JobController:
         error: BaseException | None = None
         try:
             if self.reports is not None and runner.reports:
-                runner.report_path = self.reports.start(spec.name, run)
+                try:
+                    runner.report_path = self.reports.start(spec.name, run)
+                except OSError as exc:  # the run goes on without its report: it is not the job's failure
+                    log.warning("could not keep the run's report", job=spec.name, error=str(exc))
             async with anyio.create_task_group() as tg:
                 if not self.windows.always:
                     tg.start_soon(self._stop_at_window_end)
