@@ -17,6 +17,8 @@ Shape (every key but the content types is optional)::
                     "secret_key": "...", "bucket": "media"},
         "aws":     {"type": "s3", "endpoint": "https://s3.eu-west-1.amazonaws.com", "bucket": "media",
                     "access_key_id_env": "AWS_KEY", "secret_access_key_env": "AWS_SECRET"},
+        "gcs":     {"type": "gcs", "bucket": "media", "access_key_id_env": "GCS_HMAC_ID",
+                    "secret_access_key_env": "GCS_HMAC_SECRET"},
         "disk":    {"type": "yandex_disk", "token_env": "YANDEX_DISK_TOKEN", "root": "/platform"},
         "nas":     {"type": "local", "path": "/mnt/nas/platform"}
       }
@@ -25,8 +27,9 @@ Shape (every key but the content types is optional)::
 Every top-level key that is not one of ``local, yandex_disk, minio, backup,
 connections, company_folder, references`` is a content type, and must be an object with a
 ``storage_type`` of ``local``, ``minio`` or ``yandex_disk``. Connection
-``type`` is ``s3``, ``minio``, ``local`` or ``yandex_disk``; ``s3``,
-``local`` and ``yandex_disk`` take the keys of the config file's remotes
+``type`` is ``s3``, ``gcs``, ``minio``, ``local`` or ``yandex_disk``; ``s3``,
+``gcs`` (Google Cloud Storage's XML API, docs/gcs.md), ``local`` and
+``yandex_disk`` take the keys of the config file's remotes
 (:mod:`vertexflow.config`), ``minio`` takes the platform's MinIO keys.
 Any connection may add ``public_base_url`` (how :meth:`get_public_url`
 spells a public address) and ``bwlimit`` (bytes per second to and from that
@@ -61,7 +64,7 @@ from pydantic import (
     field_validator,
 )
 
-from ..config import BwLimit, LocalRemote, S3Remote, YandexDiskRemote
+from ..config import BwLimit, GcsRemote, LocalRemote, S3Remote, YandexDiskRemote
 from ..errors import ConfigError
 from .references import Reference, check_names
 
@@ -170,6 +173,14 @@ class S3Connection(S3Remote):
     ser_keys = field_serializer("access_key_id", "secret_access_key")(_reveal)
 
 
+class GcsConnection(GcsRemote):
+    """Google Cloud Storage with an HMAC key (docs/gcs.md); ``endpoint`` defaults to storage.googleapis.com."""
+
+    public_base_url: str | None = None
+
+    ser_keys = field_serializer("access_key_id", "secret_access_key")(_reveal)
+
+
 class MinioConnection(MinioSettings):
     type: Literal["minio"]
     bwlimit: BwLimit = None
@@ -188,14 +199,14 @@ class YandexDiskConnection(YandexDiskRemote):
     ser_token = field_serializer("token")(_reveal)
 
 
-Connection = Annotated[S3Connection | MinioConnection | LocalConnection | YandexDiskConnection,
+Connection = Annotated[S3Connection | GcsConnection | MinioConnection | LocalConnection | YandexDiskConnection,
                        Field(discriminator="type")]
-CONNECTION_TYPES = ("s3", "minio", "local", "yandex_disk")
+CONNECTION_TYPES = ("s3", "gcs", "minio", "local", "yandex_disk")
 
 
 def connection_storage_type(conn: Any) -> StorageType:
-    """The platform's ``storage_type`` word for a connection (S3 and MinIO are both "minio")."""
-    return "minio" if conn.type in ("s3", "minio") else conn.type
+    """The platform's ``storage_type`` word for a connection (S3, GCS and MinIO are all "minio")."""
+    return "minio" if conn.type in ("s3", "gcs", "minio") else conn.type
 
 
 class StorageConfig(_Strict):

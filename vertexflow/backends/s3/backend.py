@@ -73,6 +73,7 @@ from .common import (
     empty,
     etag_is_content_md5,
     first_error,
+    goog_without_md5,
     md5_hashes,
     md5_sha256,
     metadata_of,
@@ -94,6 +95,9 @@ log = get_logger(__name__)
 #: Idempotent single requests (a listing page, a stat, a small PutObject, a
 #: ranged part) are retried here: the fast path has no retries of its own,
 #: and botocore does not retry a body cut mid-read.
+#: what ``provider`` may name: any S3-compatible store, or Google Cloud Storage's XML API
+PROVIDERS = ("s3", "gcs")
+
 REQUEST_RETRY = RetryPolicy(attempts=4, base_delay=0.2, max_delay=5.0, deadline=60.0)
 
 
@@ -156,6 +160,12 @@ class S3Backend(Backend):
       all its bytes, which the store checks and keeps (:mod:`.checksums`; a
       server that refuses it is written to without it). False: parts carry
       composite CRC32s, as before full-object checksums.
+    * ``provider`` ("s3"): "gcs" for Google Cloud Storage's XML API
+      (:data:`PROVIDERS`, docs/gcs.md): no ``x-amz-checksum-*`` header (parts
+      and single puts carry Content-MD5, checked by the store), no object tags
+      (no tagging header, no GetObjectTagging; ``tags`` is a ConfigError), no
+      MD5 taken from a listed ETag (a multipart or composite object's is not
+      one), copies by CopyObject alone (the XML API has no UploadPartCopy).
 
     ``requests`` counts every HTTP request sent (botocore's retries included),
     ``retries`` every request sent again after a failure.
@@ -216,7 +226,12 @@ class S3Backend(Backend):
         acl: str | None = None,
         tags: Mapping[str, str] | None = None,
         full_checksums: bool = True,
+        provider: str = "s3",
     ) -> None:
+        if provider not in PROVIDERS:
+            raise ConfigError(f"S3 provider must be one of {', '.join(PROVIDERS)}, not {provider!r}")
+        if provider == "gcs" and tags:
+            raise ConfigError("Google Cloud Storage keeps no object tags: --tag/tags cannot be used with a gcs remote")
         if not bucket:
             raise ConfigError("S3 bucket name is empty")
         if part_size < MIN_PART_SIZE:
@@ -264,9 +279,19 @@ class S3Backend(Backend):
         #: parts' MD5s are no longer needed; False or None: take and send them
         self.part_checksums: bool | None = None
         #: the full-object checksum sent with what is written (:mod:`.checksums`), until the server refuses it
-        self.checksums = checksums.Sending(full_checksums)
+        self.provider = provider
+        #: the store takes x-amz-checksum-* headers (GCS's XML API knows only x-goog-hash)
+        self.checksum_headers = provider != "gcs"
+        self.checksums = checksums.Sending(full_checksums and self.checksum_headers)
         if not sorted_listing:
-            self.features = replace(type(self).features, sorted_listing=False)
+            self.features = replace(self.features, sorted_listing=False)
+        if provider == "gcs":
+            self.writes = replace(self.writes, tagging=False)
+            # a multipart or composite object's ETag is no MD5 and a listing cannot tell which it is
+            self.features = replace(self.features, object_tags=False, native_hashes=(),
+                                    stat_hashes=(SHA256,))
+            # the XML API copies any size with one request and has no UploadPartCopy
+            self.single_copy_limit = MAX_OBJECT_SIZE
         self._uploads = Uploads(self)
         self._stack = AsyncExitStack()
         self._client_lock = anyio.Lock()
@@ -400,7 +425,8 @@ class S3Backend(Backend):
 
     def _make_fast(self, target: Target, credentials: Any) -> FastS3:
         fast = FastS3(target, credentials, connections=self._connections(),
-                      ssl_context=self._ssl_context(target.origin), on_request=self._count_request)
+                      ssl_context=self._ssl_context(target.origin), on_request=self._count_request,
+                      checksum_mode=self.checksum_headers)
         self._stack.push_async_callback(fast.aclose)
         return fast
 
@@ -584,7 +610,8 @@ class S3Backend(Backend):
         etag = strip_etag(item.get("ETag"))
         # a listing shows neither Content-Type, headers nor user metadata: None says "ask stat"
         return ObjectInfo(key=key, size=int(item["Size"]), mtime=utc(item.get("LastModified")),
-                          etag=etag, version=etag, hashes=md5_hashes(etag), headers=None if self._metadata else {})
+                          etag=etag, version=etag, hashes=md5_hashes(etag) if self.features.native_hashes else {},
+                          headers=None if self._metadata else {})
 
     async def stat(self, key: str) -> ObjectInfo:
         full = self._full_key(key)
@@ -596,7 +623,7 @@ class S3Backend(Backend):
     def _info_from_head(key: str, headers: Mapping[str, str]) -> ObjectInfo:
         """The info a HeadObject answer gives: the source mtime kept as ``mtime`` metadata, else LastModified."""
         etag = strip_etag(headers.get("ETag"))
-        hashes = md5_hashes(etag)
+        hashes = {} if goog_without_md5(headers) else md5_hashes(etag)
         sha256 = headers.get(f"x-amz-meta-{SHA256}")
         if sha256:
             hashes[SHA256] = sha256.lower()

@@ -60,13 +60,23 @@ def md5_hashes(etag: str | None) -> dict[str, str]:
     return {MD5: etag} if etag and _PLAIN_MD5.match(etag) else {}
 
 
+def goog_without_md5(headers: Mapping[str, Any]) -> bool:
+    """Google Cloud Storage says (``x-goog-hash`` naming no ``md5=``) that the object has no MD5: a
+    multipart or composite object, whose ETag is not one although it may look like one."""
+    goog = headers.get("x-goog-hash")
+    return goog is not None and "md5=" not in str(goog)
+
+
 def etag_is_content_md5(etag: str | None, headers: Mapping[str, Any], *, multipart: bool = False) -> bool:
     """True when ``etag`` should be the MD5 of the bytes sent (``md5-N`` of the part MD5s if ``multipart``).
 
     ``headers`` are the answer's (lower-case names) or botocore's parsed
     response. With SSE-KMS or SSE-C AWS answers ETags that look like MD5s but
-    are not, so only unencrypted or SSE-S3 objects are compared.
+    are not, so only unencrypted or SSE-S3 objects are compared; nor are
+    Google Cloud Storage's objects that have no MD5 (:func:`goog_without_md5`).
     """
+    if goog_without_md5(headers):
+        return False
     sse_c = headers.get("SSECustomerAlgorithm") or headers.get("x-amz-server-side-encryption-customer-algorithm")
     sse = headers.get("ServerSideEncryption") or headers.get("x-amz-server-side-encryption")
     if sse_c or sse == "aws:kms":

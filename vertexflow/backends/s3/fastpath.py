@@ -144,8 +144,11 @@ class FastS3:
     """
 
     def __init__(self, target: Target, credentials: Any, *, connections: int,
-                 ssl_context: ssl.SSLContext | bool, on_request: Callable[[], None]) -> None:
+                 ssl_context: ssl.SSLContext | bool, on_request: Callable[[], None],
+                 checksum_mode: bool = True) -> None:
         self.target = target
+        #: reads ask for stored checksums (``x-amz-checksum-mode``); False where the store knows no such header
+        self._checksum_mode = dict(CHECKSUM_MODE) if checksum_mode else {}
         self._credentials = credentials
         self._signer = Signer(target.region)
         self._on_request = on_request
@@ -214,12 +217,12 @@ class FastS3:
         return response.headers
 
     async def upload_part(self, full_key: str, upload_id: str, number: int, data: bytes, sha256: bytes,
-                          checksum: tuple[str, str], md5: bytes | None) -> CIMultiDictProxy[str]:
+                          checksum: tuple[str, str] | None, md5: bytes | None) -> CIMultiDictProxy[str]:
         """UploadPart, signed with the part's SHA-256 we already took (botocore would hash it again)
         and sent with its checksums (``checksum``: header and base64 value, the algorithm the
-        upload was created with; Content-MD5 when ``md5`` is given); returns the answer's
+        upload was created with, None for none; Content-MD5 when ``md5`` is given); returns the answer's
         headers (ETag, the checksum header)."""
-        headers = {checksum[0]: checksum[1]}
+        headers = {checksum[0]: checksum[1]} if checksum else {}
         if md5 is not None:
             headers["content-md5"] = b64(md5)
         response = await self._send("PUT", self._object_path(full_key), headers=headers, data=data,
@@ -230,7 +233,7 @@ class FastS3:
 
     async def head_object(self, full_key: str, *, checksums: bool = False) -> CIMultiDictProxy[str]:
         """HeadObject; with ``checksums`` the answer also carries the object's stored checksums."""
-        headers = dict(CHECKSUM_MODE) if checksums else None
+        headers = dict(self._checksum_mode) if checksums else None
         response = await self._send("HEAD", self._object_path(full_key), headers=headers)
         response.release()
         return response.headers
@@ -242,7 +245,7 @@ class FastS3:
 
         Asked with checksum mode: an answer holding the whole object carries its stored
         full-object checksum, if any (:mod:`.checksums`); a ranged one carries none."""
-        headers = {"range": f"bytes={first}-{last}", **CHECKSUM_MODE}
+        headers = {"range": f"bytes={first}-{last}", **self._checksum_mode}
         if if_match:
             headers["if-match"] = if_match
         response = await self._send("GET", self._object_path(full_key), headers=headers)

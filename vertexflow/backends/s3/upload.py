@@ -475,8 +475,9 @@ class Uploads:
         try:
             fast = await self.b.fast_client()
             # idempotent (a part sent again replaces itself), so retried here like a GET
+            sent = (spec.header, crc) if self.b.checksum_headers else None
             headers = await self.b.call("UploadPart", key, lambda: fast.upload_part(
-                full, upload.upload_id, number, part, digests.sha256, (spec.header, crc), md5), retry=True)
+                full, upload.upload_id, number, part, digests.sha256, sent, md5), retry=True)
             echoed = headers.get(spec.header)
             self.b.part_checksums = bool(echoed)
             if echoed and echoed != crc:
@@ -493,7 +494,7 @@ class Uploads:
                 raise IntegrityError(f"part {number}: server reports MD5 {etag}, sent {md5.hex()}",
                                      backend=self.b.describe(), key=key)
         upload.parts[number] = {"PartNumber": number, "ETag": headers.get("ETag") or f'"{etag}"',
-                                spec.field: crc}
+                                **({spec.field: crc} if self.b.checksum_headers else {})}
         upload.done[number] = PartRecord(number, etag or "", digests.sha256.hex(), len(part))
         await saver.save()
 
@@ -513,6 +514,7 @@ class Uploads:
         """
         meta = user_metadata(metadata or {}, **({SHA256: sha256} if sha256 else {}))
         fast = await self.b.fast_client()
+        checksums = checksums and self.b.checksum_headers
         whole: list[str | None] = [self.b.checksums.algorithm if checksums else None]
 
         async def create() -> str:
@@ -589,6 +591,8 @@ class Uploads:
         if upload.full is not None:
             ours = spec.to_b64(upload.whole_crc)
             what = f"full-object {upload.algorithm}"
+        elif not all(spec.field in upload.parts[n] for n in numbers):
+            ours, what = "", "no part checksum"  # sent without (checksum_headers False): nothing answered matches
         else:
             digests = b"".join(base64.b64decode(upload.parts[n]["ChecksumCRC32"]) for n in numbers)
             ours = f"{b64(zlib.crc32(digests).to_bytes(4, 'big'))}-{len(numbers)}"
@@ -596,7 +600,7 @@ class Uploads:
 
         def answered(value: str | None) -> bool:
             """Whether ``value`` is the kind of checksum the upload was made for (full, or of N parts)."""
-            if not value:
+            if not value or not ours:
                 return False
             return "-" not in value if upload.full is not None else value.endswith(f"-{len(numbers)}")
 

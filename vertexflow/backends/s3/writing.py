@@ -62,6 +62,8 @@ class WriteSettings:
     sse_kms_key_id: str | None = None
     acl: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: the store keeps object tags (False for Google Cloud Storage's XML API: no tagging header is sent)
+    tagging: bool = True
 
     @classmethod
     def of(cls, *, metadata: bool, metadata_set: Mapping[str, str] | None,
@@ -96,7 +98,7 @@ class WriteSettings:
             count = int(headers.get(TAG_COUNT) or 0)
         except ValueError:
             count = 0
-        return replace(info, tags=PendingTags(count, read_tags) if count > 0 and self.metadata else {})
+        return replace(info, tags=PendingTags(count, read_tags) if count > 0 and self.metadata and self.tagging else {})
 
     # -- writing ----------------------------------------------------------------------
 
@@ -135,7 +137,7 @@ class WriteSettings:
         if media is not None:
             headers["content-type"] = media
         headers.update(self.target_headers())
-        if tags:
+        if tags and self.tagging:
             tagging = self.tags_to_write(info, backend)
             if tagging:
                 headers[X_TAGGING] = urlencode(tagging, quote_via=quote)
@@ -158,7 +160,7 @@ class WriteSettings:
     @property
     def replaces_tags(self) -> bool:
         """A server-side copy is given its tags anew (TaggingDirective REPLACE) instead of the source's."""
-        return not self.metadata or bool(self.tags)
+        return self.tagging and (not self.metadata or bool(self.tags))
 
     # -- refusals -----------------------------------------------------------------------
 
