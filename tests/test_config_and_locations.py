@@ -125,3 +125,12 @@ def test_a_run_without_a_config_file_does_not_load_the_config_models(tmp_path: P
 def test_unknown_remote_without_a_config_file_says_so() -> None:
     with pytest.raises(ConfigError, match="unknown remote 'nowhere'.*no config file was found"):
         parse_location("nowhere:x", NoConfigFile())
+
+
+def test_globs_match_keys_that_hold_a_newline() -> None:
+    from vertexflow.filters import Filter, glob_to_regex
+
+    assert glob_to_regex("odd/**").match("odd/line\nbreak/f.txt")
+    assert glob_to_regex("*.jpg").match("dir\nname/a.jpg")
+    assert not glob_to_regex("abc").match("abc\n")  # the name must end where the pattern does
+    assert not Filter(exclude=("odd/**",)).matches_key("odd/line\nbreak.txt")

@@ -111,9 +111,10 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
             out.append(re.escape(c))
         i += 1
     regex = "".join(out)
+    # DOTALL and \Z: a key may hold a newline, which ``**`` and the leading folders match like any character
     if "/" in body or anchored:
-        return re.compile(("^" if anchored else "^(?:.*/)?") + regex + "$")
-    return re.compile(r"^(?:.*/)?" + regex + "$")
+        return re.compile(("^" if anchored else "^(?:.*/)?") + regex + r"\Z", re.DOTALL)
+    return re.compile(r"^(?:.*/)?" + regex + r"\Z", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -91,7 +91,7 @@ def sync_options(spec: TransferSpec, *, local_only: bool) -> SyncOptions:
     return SyncOptions(mode=spec.mode, delete=spec.delete, max_delete=spec.max_delete, compare=spec.compare,
                        dry_run=spec.dry_run, order_by=spec.order_by, filter=spec.filter,
                        stages={**s.stages.identity(), **s.metadata_identity()},
-                       replay={**s.replay(), "spec": spec.to_dict()},
+                       replay={**s.replay(), "spec": spec.to_dict()}, spec=spec,
                        copy=CopyOptions(transfers=s.transfers_for(local_only), retry=RetryPolicy(attempts=s.retries),
                                         verify=s.verify))
 
