@@ -49,3 +49,16 @@ def test_wrong_token_exit_2_without_leaking(tmp_path: Path, emulator_url: str) -
 def test_missing_token_is_a_config_error(tmp_path: Path) -> None:
     r = vf("ls", "yadisk:/x", env={"YANDEX_DISK_TOKEN": ""})
     assert r.code == 2 and "YANDEX_DISK_TOKEN" in r.err
+
+
+def test_one_file_of_yandex_disk_is_a_source(tmp_path: Path, emulator_url: str) -> None:
+    """``copy yadisk:/dir/file.txt DST`` copies that file (the disk says "no such folder" of a file)."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "file.txt").write_text("one file")
+    env = {"YANDEX_DISK_TOKEN": TOKEN, "YANDEX_DISK_API_URL": emulator_url}
+    assert vf("copy", str(tmp_path / "src"), "yadisk:/dir", env=env).code == 0
+    r = vf("copy", "yadisk:/dir/file.txt", str(tmp_path / "dst"), env=env)
+    assert r.code == 0, r.err
+    assert (tmp_path / "dst" / "file.txt").read_text() == "one file"
+    r = vf("copy", "yadisk:/dir/none.txt", str(tmp_path / "dst2"), env=env)
+    assert r.code == 2 and "nothing found" in r.err, r.err

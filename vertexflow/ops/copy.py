@@ -390,15 +390,20 @@ async def resolve_source(location: Any) -> tuple[Backend, str | None]:
     """
     backend: Backend = location.backend()
     try:
-        await backend.check()
-        if backend.features.local_path:
-            if os.path.isfile(location.args[0]):
-                return await _single(backend, location)
-            return backend, None
-        async for _ in backend.list():
-            return backend, None
-        # nothing under it as a prefix: perhaps it names one object
         split = location.split_last()
+        try:
+            await backend.check()
+            if backend.features.local_path:
+                if os.path.isfile(location.args[0]):
+                    return await _single(backend, location)
+                return backend, None
+            async for _ in backend.list():
+                return backend, None
+        except NotFound:
+            if split is None or not backend.features.folders:
+                raise  # (a missing bucket stays that)
+            # a store with folders says "no such folder" of a file: perhaps it names one object
+        # nothing under it as a prefix: perhaps it names one object
         if split is not None:
             parent_loc, name = split
             parent = parent_loc.backend()
