@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -263,3 +264,28 @@ async def test_a_migration_keeps_and_checks_what_describes_each_file(tmp_path: P
         head = b.head_object(Bucket=bucket2, Key=f"portraits/acme/cats/Image/v{i}.mp4")
         assert (head["ContentType"], head["CacheControl"], head["Metadata"].get("owner")) == (
             "video/mp4", "max-age=3600", "company-7"), i
+
+
+def test_a_migration_ends_with_a_smoke_check_of_the_new_route(tmp_path: Path) -> None:
+    env = _cli_env(tmp_path)
+    assert vf("company", "add", "acme", env=env).code == 0
+    assert vf("company", "provision", "acme", "--category", "cats", env=env).code == 0
+    (tmp_path / "files/portraits/acme/cats/Image/a.jpg").write_bytes(b"jpeg" * 100)
+    r = vf("migrate", "company", "acme", "--to", "nas", env=env)
+    assert r.code == 0 and "smoke check of the new route: every step passed" in r.out, (r.out, r.err)
+    record = json.loads(vf("migrate", "show", "1", "--json", env=env).out)
+    steps = record["report"]["smoke"]["steps"]
+    assert record["report"]["smoke"]["ok"] and {s["step"] for s in steps} >= {"upload", "read", "delete"}, steps
+    assert not [p for p in (tmp_path / "nas").rglob(".vertexflow-smoke-*")]  # the test file is gone
+    # a route that cannot be written: the switch stands (the files are verified), the exit status says it
+    (tmp_path / "files/portraits/acme").chmod(0o500)
+    try:
+        r = vf("migrate", "rollback", "acme", "--no-sync-back", "--json", env=env)
+    finally:
+        (tmp_path / "files/portraits/acme").chmod(0o700)
+    if os.geteuid() != 0:  # root writes anyway: the failing half checks only as another user
+        assert r.code == 1 and not r.json()["smoke"]["ok"], (r.out, r.err)
+    else:
+        assert r.code == 0 and r.json()["smoke"]["ok"], (r.out, r.err)
+    r = vf("migrate", "company", "acme", "--to", "nas", "--no-smoke", "--json", env=env)
+    assert r.code == 0 and r.json()["smoke"] is None, r.err

@@ -169,6 +169,8 @@ def migrate(ctx: click.Context, db: str | None, storage_config: str | None) -> N
 @click.option("--max-delete", type=click.IntRange(0), default=None, metavar="N",
               help="Refuse the run (before changing anything) if it would delete more than N files on the target "
                    "that the company no longer has (a backend it used before) [no limit].")
+@click.option("--smoke/--no-smoke", default=True, show_default=True,
+              help="After the switch, try the new route as the platform uses it (company smoke); exit 1 if it fails.")
 @click.option("--progress/--no-progress", default=None, help="Live progress bar on stderr [on for a terminal].")
 @progress_json_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (also when the migration fails).")
@@ -177,8 +179,8 @@ def migrate(ctx: click.Context, db: str | None, storage_config: str | None) -> N
 @click.pass_obj
 def migrate_company_cmd(obj: TenancyCtx, company_ref: str, to: str, live: bool, dry_run: bool,
                         categories: tuple[str, ...], transfers: int | None, bwlimit: str | None,
-                        max_delete: int | None, progress: bool | None, as_json: bool, journal_path: str | None,
-                        **kw: Any) -> None:
+                        max_delete: int | None, smoke: bool, progress: bool | None, as_json: bool,
+                        journal_path: str | None, **kw: Any) -> None:
     """Migrate COMPANY (id or slug) to CONNECTION.
 
     \b
@@ -216,7 +218,7 @@ def migrate_company_cmd(obj: TenancyCtx, company_ref: str, to: str, live: bool, 
                     async with open_journal(journal_path, False) as journal:
                         result = await migrate_company(m, company.id, to, live=live, filt=filt, dry_run=dry_run,
                                                        journal=journal, categories=categories, settings=settings,
-                                                       stats=stats, stop=stop, max_delete=max_delete,
+                                                       stats=stats, stop=stop, max_delete=max_delete, smoke=smoke,
                                                        on_event=lambda state, _: _phase(stats, state))
                     out["data"] = result.as_dict()
                 except BaseException as exc:
@@ -231,6 +233,8 @@ def migrate_company_cmd(obj: TenancyCtx, company_ref: str, to: str, live: bool, 
     code = run_job(job, stats, stop, show_progress)
     if code == EXIT_PARTIAL and (out.get("data") or {}).get("state") in ("switched", "staged"):
         code = 0  # a file the platform changed or deleted during a live copy failed there: reconciled and verified
+    if code == 0 and not ((out.get("data") or {}).get("smoke") or {"ok": True})["ok"]:
+        code = EXIT_PARTIAL  # switched, but the new route does not serve as the platform uses it
     data = out.get("data")
     if data is not None:
         data["transfer"] = {k: v for k, v in stats.summary().items()
@@ -281,6 +285,8 @@ def _print_migration(data: dict[str, Any]) -> None:
     if data["state"] == "switched":
         click.echo(f"migration {data['migration_id']}: switched: {data['message']} "
                    f"(copied {data['copied']}, verified {data['verified']})")
+        if data.get("smoke") and data["smoke"]["ok"]:
+            click.echo(f"smoke check of the new route: every step passed ({len(data['smoke']['steps'])} steps)")
     elif data["state"] == "staged":
         click.echo(f"migration {data['migration_id']}: staged: {data['message']}")
     elif data["state"] == "interrupted":
@@ -297,11 +303,13 @@ def _print_migration(data: dict[str, Any]) -> None:
 @click.option("--transfers", type=click.IntRange(1, 1024), default=None,
               help="Files in flight at once [8 local, 16 remote].")
 @click.option("--bwlimit", metavar="RATE", help="Bytes per second each way while syncing back (as for copy).")
+@click.option("--smoke/--no-smoke", default=True, show_default=True,
+              help="After the switch back, try the route as the platform uses it (company smoke); exit 1 if it fails.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--journal", "journal_path", type=click.Path(dir_okay=False), envvar="VERTEXFLOW_JOURNAL")
 @click.pass_obj
 def migrate_rollback(obj: TenancyCtx, company_ref: str, no_sync_back: bool, transfers: int | None,
-                     bwlimit: str | None, as_json: bool, journal_path: str | None) -> None:
+                     bwlimit: str | None, smoke: bool, as_json: bool, journal_path: str | None) -> None:
     """Return COMPANY to the backend its last migration moved it from.
 
     The sync back runs as a live migration in reverse: writes of the platform
@@ -320,7 +328,7 @@ def migrate_rollback(obj: TenancyCtx, company_ref: str, no_sync_back: bool, tran
         try:
             async with open_journal(journal_path, False) as journal:
                 return (await rollback_company(m, company_ref, sync_back=not no_sync_back, journal=journal,
-                                               settings=settings)).as_dict()
+                                               settings=settings, smoke=smoke)).as_dict()
         except BaseException as exc:
             failure.update({"migration_id": getattr(exc, "migration_id", None), "company": company_ref,
                             "state": "failed" if getattr(exc, "migration_id", None) else "error",
@@ -334,6 +342,8 @@ def migrate_rollback(obj: TenancyCtx, company_ref: str, no_sync_back: bool, tran
             echo_data(failure, True, "")
         raise
     echo_data(data, as_json, f"{data['message']} (synced back {data['copied']} files)")
+    if data.get("smoke") and not data["smoke"]["ok"]:
+        raise SystemExit(EXIT_PARTIAL)  # back where it was, but that route does not serve as the platform uses it
 
 
 @migrate.command("list")

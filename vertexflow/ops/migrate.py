@@ -76,6 +76,7 @@ from ..pipeline.stats import JobStats
 from .assembly import run_between
 from .plan import empty_if_missing
 from .refs import refuse_dangling
+from .smoke import smoke_company
 from .spec import TransferSettings
 from .verify import Difference, VerifyJob, VerifyReport, same_description
 
@@ -142,12 +143,15 @@ class MigrationResult:
     left_out: int = 0
     #: stale migrations of the company this run took over
     taken_over: list[int] = field(default_factory=list)
+    #: the smoke check run on the company's route after the switch (:mod:`vertexflow.ops.smoke`), or None
+    smoke: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"migration_id": self.migration_id, "company": self.company, "from": self.source,
                 "to": self.target, "state": self.state, "plan": [p.as_dict() for p in self.plan],
                 "copied": self.copied, "reconciled": self.reconciled, "verified": self.verified,
-                "deleted": self.deleted, "left_out": self.left_out, "taken_over": self.taken_over, "message": self.message}
+                "deleted": self.deleted, "left_out": self.left_out, "taken_over": self.taken_over,
+                "smoke": self.smoke, "message": self.message}
 
 
 def resolve_target(manager: StorageManager, company: Company, to: str) -> tuple[Placement, str]:
@@ -287,7 +291,7 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
                           wrap_target: Callable[[Backend], Backend] | None = None,
                           on_event: Event | None = None, settings: TransferSettings | None = None,
                           stats: JobStats | None = None, stop: StopSignal | None = None,
-                          max_delete: int | None = None) -> MigrationResult:
+                          max_delete: int | None = None, smoke: bool = True) -> MigrationResult:
     """Migrate a company to ``to``; see the module docstring for the steps.
 
     Files on the target that the company no longer has (a backend it used
@@ -295,6 +299,12 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
     that the target ends as the company is; ``max_delete`` refuses the run,
     before anything is recorded or changed, when there would be more of them
     (a :class:`ConfigError` naming the count and the first one).
+
+    ``smoke``: after the switch, the company's new route is tried as the
+    platform uses it (:func:`vertexflow.ops.smoke.smoke_company`: a test file
+    written, read back, served by its public URL, deleted); the result holds
+    it, and a failed step is named in the message (the switch stands: the
+    files are verified; it is the route that does not serve).
 
     ``settings`` (bandwidth limit, transfers, retries, verification) apply to
     the copy of every content type, as to any other job; ``stats`` fills as
@@ -468,8 +478,10 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
         except MigrationFailed as exc:  # taken over meanwhile: the other run owns the company's state
             result.state, result.message = "failed", str(exc)
             raise
-        registry.update_migration(record.id, state="switched", report=result.as_dict(), final=True)
         manager.clear_company_cache(company.id)
+        if smoke:
+            await _smoke(manager, company, result)
+        registry.update_migration(record.id, state="switched", report=result.as_dict(), final=True)
         if on_event is not None:
             on_event("switched", {})
         return result
@@ -477,6 +489,15 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
         with anyio.CancelScope(shield=True):
             for a in (*olds.values(), *news.values()):
                 await a.aclose()
+
+
+async def _smoke(manager: StorageManager, company: Company, result: MigrationResult) -> None:
+    """The smoke check on the company's route now; its failure is named in ``result.message``."""
+    report = await smoke_company(manager, company.id)
+    result.smoke = report.as_dict()
+    if not report.ok:
+        result.message += (f"; the smoke check of its new route failed: {report.message()} (run `vertexflow "
+                           f"company smoke {company.slug}` again once the route is fixed)")
 
 
 def _interrupted(result: MigrationResult, company: Company, phase: str) -> None:
@@ -856,7 +877,8 @@ async def _abandon(manager: StorageManager, company: Company, migration_id: int,
 
 async def rollback_company(manager: StorageManager, company_ref: int | str, *, sync_back: bool = True,
                            journal: Journal | None = None, settings: TransferSettings | None = None,
-                           stats: JobStats | None = None, stop: StopSignal | None = None) -> MigrationResult:
+                           stats: JobStats | None = None, stop: StopSignal | None = None,
+                           smoke: bool = True) -> MigrationResult:
     """Return a company to where its last switched migration took it from.
 
     With ``sync_back`` what changed on the new backend since the switch is
@@ -894,6 +916,8 @@ async def rollback_company(manager: StorageManager, company_ref: int | str, *, s
         registry.set_placement(company.id, source, migration_id=record.id, state="rolled_back",
                                message=result.message)
         manager.clear_company_cache(company.id)
+        if smoke:
+            await _smoke(manager, company, result)
         return result
     progress = stats if stats is not None else JobStats()
     rec = record
@@ -951,6 +975,8 @@ async def rollback_company(manager: StorageManager, company_ref: int | str, *, s
             return result
         registry.set_placement(company.id, source, migration_id=rec.id, state="rolled_back", message=result.message)
         manager.clear_company_cache(company.id)
+        if smoke:
+            await _smoke(manager, company, result)
         return result
     finally:
         lease.stop()
