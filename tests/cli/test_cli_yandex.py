@@ -61,4 +61,4 @@ def test_one_file_of_yandex_disk_is_a_source(tmp_path: Path, emulator_url: str) 
     assert r.code == 0, r.err
     assert (tmp_path / "dst" / "file.txt").read_text() == "one file"
     r = vf("copy", "yadisk:/dir/none.txt", str(tmp_path / "dst2"), env=env)
-    assert r.code == 2 and "nothing found" in r.err, r.err
+    assert r.code == 2 and "no such folder" in r.err, r.err

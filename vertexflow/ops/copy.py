@@ -391,6 +391,7 @@ async def resolve_source(location: Any) -> tuple[Backend, str | None]:
     backend: Backend = location.backend()
     try:
         split = location.split_last()
+        missing: NotFound | None = None  # what the store said of the location as a folder
         try:
             await backend.check()
             if backend.features.local_path:
@@ -399,10 +400,10 @@ async def resolve_source(location: Any) -> tuple[Backend, str | None]:
                 return backend, None
             async for _ in backend.list():
                 return backend, None
-        except NotFound:
-            if split is None or not backend.features.folders:
-                raise  # (a missing bucket stays that)
-            # a store with folders says "no such folder" of a file: perhaps it names one object
+        except NotFound as exc:
+            if split is None or not backend.features.folders or backend.features.local_path:
+                raise  # (a missing bucket or directory stays that)
+            missing = exc  # a store with folders says "no such folder" of a file: perhaps it names one object
         # nothing under it as a prefix: perhaps it names one object
         if split is not None:
             parent_loc, name = split
@@ -414,6 +415,8 @@ async def resolve_source(location: Any) -> tuple[Backend, str | None]:
             else:
                 await backend.aclose()
                 return parent, name
+        if missing is not None:
+            raise missing
         if _has_path(location):
             raise NotFound("nothing found at this source", backend=backend.describe())
         return backend, None
