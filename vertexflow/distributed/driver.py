@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ClusterError
+from ..interrupts import INTERRUPTS
 from ..logs import get_logger
 from ..pipeline.stats import JobStats
 from .bandwidth import slots_share
@@ -203,6 +204,21 @@ def run_shards(client: Any, tasks: Sequence[ShardTask], *, live: JobStats,
                              pure=False): t.index for t in tasks}
     state = ShardProgress()
     outcomes: list[ShardOutcome] = []
+    with INTERRUPTS.receiving(_interrupt_here):
+        _drive(client, futures, state, outcomes, queue, variable, live=live, on_start=on_start,
+               on_finish=on_finish, redraw=redraw, bandwidth=bandwidth, share=share, slots=slots)
+    return outcomes
+
+
+def _interrupt_here(signum: int) -> None:
+    """The driver's loop is synchronous: a signal interrupts it where it waits, as Ctrl-C does by default."""
+    raise KeyboardInterrupt
+
+
+def _drive(client: Any, futures: dict[Any, int], state: ShardProgress, outcomes: list[ShardOutcome], queue: Any,
+           variable: Any, *, live: JobStats, on_start: Callable[[int], None],
+           on_finish: Callable[[ShardOutcome], None], redraw: Callable[[], None], bandwidth: bool, share: float,
+           slots: int) -> None:
     next_slots = time.monotonic() + 1.0
     stop_by: float | None = None  # set once a stop is requested: the end of the grace period
     try:
@@ -242,7 +258,6 @@ def run_shards(client: Any, tasks: Sequence[ShardTask], *, live: JobStats,
         except Exception as exc:  # noqa: BLE001 - clean-up is best effort; the job's outcome stands
             log.debug("cluster names not released", error=type(exc).__name__)
         state.apply(live, exact=True)
-    return outcomes
 
 
 def _collect(futures: dict[Any, int], state: ShardProgress, outcomes: list[ShardOutcome],
