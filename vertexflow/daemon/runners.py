@@ -21,20 +21,16 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError
-from ..middleware.base import BackendWrapper
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from ..backends.base import Backend
     from ..config import Config
-    from ..model import ObjectInfo
     from ..pipeline.runner import StopSignal
     from ..pipeline.stats import JobStats
     from ..state.journal import Journal
@@ -333,6 +329,7 @@ class BackupRunner(Runner):
 
         import anyio
 
+        from ..middleware.progress import ListedReads, count_listing
         from ..ops.backup.catalog import delete_backup, plan_prune, scan
         from ..ops.backup.create import CreateOptions, create_backup
 
@@ -350,10 +347,10 @@ class BackupRunner(Runner):
                         await source.check()
                         if s["db"]:
                             stats.listed_objects, stats.listed_bytes = 1, db_size
-                        tg.start_soon(_count_listing, source, stats)  # the total, for the fraction and the ETA
+                        tg.start_soon(count_listing, source, stats)  # the total, for the fraction and the ETA
                         result = await create_backup(dest, CreateOptions(
                             kind=s["type"], codec=s["codec"], chunk_size=s["chunk"], db_path=s["db"],
-                            storage=ArchiveReads(source, stats, db_size if s["db"] else None),
+                            storage=ListedReads(source, stats, db_size if s["db"] else None),
                             storage_spec=self.src_loc.canonical))
                         tg.cancel_scope.cancel()
                 meta = result.metadata
@@ -370,65 +367,6 @@ class BackupRunner(Runner):
                         stats.deleted_objects += 1
         if scope.cancelled_caught:
             stats.interrupted = True
-
-
-class ArchiveReads(BackendWrapper):
-    """A backup's source, counting what the archive has read into the run's stats as it goes.
-
-    The archive reads the objects in the order it lists them, one at a time:
-    an object is done once the listing moves past it, and a large object's
-    bytes count as they are read. (Small local files are read in batches, so
-    their count runs up to a batch ahead.) ``database``: the size of the
-    database copy a full backup writes before the files.
-    """
-
-    def __init__(self, inner: Backend, stats: JobStats, database: int | None = None) -> None:
-        super().__init__(inner)
-        self.stats = stats
-        self.current: int | None = database  # the object being read: its size
-        self.read = 0  # of it, the bytes already counted
-
-    def settle(self) -> None:
-        """The object being read is in the archive."""
-        if self.current is not None:
-            self.stats.done_objects += 1
-            self.stats.done_bytes += self.current
-            self.stats.moved_bytes += max(0, self.current - self.read)
-            self.current = None
-
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:  # type: ignore[override]
-        async for info in self.inner.list(prefix):
-            self.settle()
-            self.current, self.read = info.size or 0, 0
-            yield info
-        self.settle()
-
-    def open(self, key: str, *, offset: int = 0, length: int | None = None,
-             if_version: str | None = None) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        return self._counted(self.inner.open(key, offset=offset, length=length, if_version=if_version))
-
-    @asynccontextmanager
-    async def _counted(self, opened: AbstractAsyncContextManager[AsyncIterator[bytes]]
-                       ) -> AsyncIterator[AsyncIterator[bytes]]:
-        async with opened as chunks:
-            yield self._chunks(chunks)
-
-    async def _chunks(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in chunks:
-            self.read += len(chunk)
-            self.stats.moved_bytes += len(chunk)
-            yield chunk
-
-
-async def _count_listing(source: Backend, stats: JobStats) -> None:
-    """Count what ``source`` holds, beside the backup that reads it (its own listing: the archive's is lazy)."""
-    try:
-        async for info in source.list():
-            stats.listed_objects += 1
-            stats.listed_bytes += info.size or 0
-    except Exception:  # noqa: BLE001 - only the progress's total is missing: the backup says what went wrong
-        return
-    stats.listing_done = True
 
 
 class MigrateRunner(Runner):
