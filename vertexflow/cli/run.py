@@ -243,11 +243,14 @@ async def _drawn(fn: Callable[[], Awaitable[T]], stats: JobStats, line: bool, wr
             tg.cancel_scope.cancel()
 
 
-def run_job(job: Callable[[], Awaitable[None]], stats: JobStats, stop: StopSignal, show_progress: bool) -> int:
+def run_job(job: Callable[[], Awaitable[None]], stats: JobStats, stop: StopSignal, show_progress: bool,
+            settle: Callable[[int], int] | None = None) -> int:
     """Run a transfer with signal handling and an optional progress bar; returns the exit status.
 
     ``--progress-json`` (:data:`progress_json_option`) is written beside it, its final object with the
     status. A run that did all it started but stopped at --max-transfer / --max-duration is 8 / 10.
+    ``settle`` turns the job's status into the command's (a command that judges its result further,
+    as a migration does) before that final object is written, so that both agree.
 
     Unlike :func:`run_or_exit` it does not exit, so that the caller can print the
     summary first. A fatal error is named by its cause (the error a
@@ -269,6 +272,8 @@ def run_job(job: Callable[[], Awaitable[None]], stats: JobStats, stop: StopSigna
     status = EXIT_FATAL
     try:
         status = _run_job(job, stats, stop, show_progress, writer)
+        if settle is not None:
+            status = settle(status)
         return status
     finally:
         if writer is not None:

@@ -230,11 +230,14 @@ def migrate_company_cmd(obj: TenancyCtx, company_ref: str, to: str, live: bool, 
             raise
 
     show_progress = (sys.stderr.isatty() if progress is None else progress) and not dry_run and not as_json
-    code = run_job(job, stats, stop, show_progress)
-    if code == EXIT_PARTIAL and (out.get("data") or {}).get("state") in ("switched", "staged"):
-        code = 0  # a file the platform changed or deleted during a live copy failed there: reconciled and verified
-    if code == 0 and not ((out.get("data") or {}).get("smoke") or {"ok": True})["ok"]:
-        code = EXIT_PARTIAL  # switched, but the new route does not serve as the platform uses it
+    def settle(code: int) -> int:
+        if code == EXIT_PARTIAL and (out.get("data") or {}).get("state") in ("switched", "staged"):
+            code = 0  # a file the platform changed or deleted during a live copy failed there: reconciled and verified
+        if code == 0 and not ((out.get("data") or {}).get("smoke") or {"ok": True})["ok"]:
+            code = EXIT_PARTIAL  # switched, but the new route does not serve as the platform uses it
+        return code
+
+    code = run_job(job, stats, stop, show_progress, settle)
     data = out.get("data")
     if data is not None:
         data["transfer"] = {k: v for k, v in stats.summary().items()
