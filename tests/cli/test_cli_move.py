@@ -4,6 +4,8 @@ bad input touches nothing; a move killed outright (kill -9) at any moment loses 
 
 from __future__ import annotations
 
+import json
+
 import hashlib
 import os
 import signal
@@ -93,9 +95,12 @@ def test_a_source_whose_copy_differs_stays(tmp_path: Path, s3_env: dict[str, str
     size = (src / victim).stat().st_size
     time.sleep(1.1)  # stored after the file was written: size and time say "unchanged", and the copy skips it
     client.put_object(Bucket=s3_bucket, Key=f"m/{victim}", Body=b"\0" * size)
-    r = vf("move", str(src), f"s3://{s3_bucket}/m")
+    progress = tmp_path / "progress.jsonl"
+    r = vf("move", str(src), f"s3://{s3_bucket}/m", "--progress-json", str(progress))
     assert r.code == 1, r.err
     assert f"KEPT {victim}: its copy differs: SHA-256" in r.err
+    final = json.loads(progress.read_text().splitlines()[-1])
+    assert final["final"] and final["exit_status"] == 1, final  # the command's status, not the copy's
     assert list(digests(src)) == [victim]  # the other five moved; the one whose copy differs stayed
     assert len(s3_digests(client, s3_bucket, "m/")) == 6
     fixed = vf("move", str(src), f"s3://{s3_bucket}/m", "--checksum")  # compared by content: sent again

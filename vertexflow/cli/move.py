@@ -23,7 +23,7 @@ from ..pipeline.stats import JobStats
 from .context import Ctx
 from .files import shown
 from .run import EXIT_OK, EXIT_PARTIAL, print_summary, reported, run_job
-from .transfer import cutoff_status, spec_from_options, transfer_options
+from .transfer import spec_from_options, transfer_options
 
 
 @click.command()
@@ -109,7 +109,13 @@ def _run(obj: Ctx, what: str, src: str, dst: str, *, rename: bool, delete_source
     async def work() -> None:
         outcome.append(await job.run(stats, stop, on_plan=on_plan, on_delete=on_delete))
 
-    code = cutoff_status(stats, run_job(work, stats, stop, show_progress))
+    def settle(code: int) -> int:
+        report = outcome[0] if outcome else None
+        if report is not None and report.kept and code == EXIT_OK:
+            return EXIT_PARTIAL  # a source object stayed: the move is not done
+        return code
+
+    code = run_job(work, stats, stop, show_progress, settle)
     report = outcome[0] if outcome else None
     extra: dict[str, Any] = {}
     if report is not None:
@@ -119,8 +125,6 @@ def _run(obj: Ctx, what: str, src: str, dst: str, *, rename: bool, delete_source
     print_summary(stats, as_json, f"{what} {src} -> {dst}" + (" (dry run)" if spec.dry_run else ""), extra=extra)
     if report is not None:
         _print_move(report, as_json)
-        if report.kept and code == EXIT_OK:
-            code = EXIT_PARTIAL
     sys.exit(code)
 
 
