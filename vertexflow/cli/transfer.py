@@ -114,6 +114,7 @@ def transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--cutoff-mode", type=click.Choice(CUTOFF_MODES), default="hard", show_default=True,
                      help="At --max-transfer/--max-duration: abort the transfers in flight (hard), let them "
                           "finish (soft), or start none that would pass --max-transfer (cautious)."),
+        *timeout_options,
         cluster_option,
         *filter_options,
         *stage_and_limit_options,
@@ -121,6 +122,16 @@ def transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn = opt(fn)
     return fn
 
+
+#: rclone's ``--timeout`` and ``--contimeout``, on every command that runs a job spec
+timeout_options = [
+    click.option("--timeout", metavar="DURATION", default=None,
+                 help="A network store's request that sends no byte for this long fails, and is retried "
+                      "(e.g. 30s, 5m) [S3: 60s; Yandex.Disk: the remote's request_timeout, 30s]."),
+    click.option("--contimeout", metavar="DURATION", default=None,
+                 help="A connection to a network store not made within this long fails, and is retried "
+                      "[S3: 5s; Yandex.Disk: its request_timeout, which --timeout sets]."),
+]
 
 stage_and_limit_options = [
     click.option("--hash", "hash_algorithms", metavar="LIST",
@@ -261,7 +272,8 @@ def spec_from_options(mode: str, src: str, dst: str, config_path: str | None, kw
                                 sse_kms_key_id=kw.pop("sse_kms_key_id", None), acl=kw.pop("acl", None),
                                 tags=tuple(kw.pop("tags", ())), max_transfer=kw.pop("max_transfer", None),
                                 max_duration=kw.pop("max_duration", None),
-                                cutoff_mode=kw.pop("cutoff_mode", None) or "hard")
+                                cutoff_mode=kw.pop("cutoff_mode", None) or "hard",
+                                timeout=kw.pop("timeout", None), contimeout=kw.pop("contimeout", None))
     return TransferSpec(mode=mode, source=src, dest=dst, config_path=config_path,  # type: ignore[arg-type]
                         delete=kw.pop("delete", False), max_delete=kw.pop("max_delete", None), compare=compare,
                         dry_run=kw.pop("dry_run"), order_by=kw.pop("order_by"), filter=filt, settings=settings,

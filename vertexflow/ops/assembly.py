@@ -99,7 +99,7 @@ def sync_options(spec: TransferSpec, *, local_only: bool) -> SyncOptions:
 def with_metadata_options(location: Location, settings: TransferSettings) -> Location:
     """``location`` whose backend is told the job's metadata options and write settings.
 
-    ``--no-metadata`` / ``--metadata-set``, and the settings every object is
+    ``--no-metadata`` / ``--metadata-set``, ``--timeout`` / ``--contimeout``, and the settings every object is
     written with (storage class, encryption, ACL, tags, Content-Type globs,
     metadata exclusions), reach the backends themselves because every way an
     object is written passes their ``put`` (routes and batches alike), and
@@ -109,8 +109,18 @@ def with_metadata_options(location: Location, settings: TransferSettings) -> Loc
     """
     from ..backends import backend_class
 
-    options = settings.backend_options(backend_class(location.kind).features)
+    cls = backend_class(location.kind)
+    options = {**settings.backend_options(cls.features), **settings.network_options(cls.features, _taker(cls))}
     return replace(location, kwargs={**location.kwargs, **options}) if options else location
+
+
+def _taker(cls: type) -> Callable[[str], bool]:
+    """Whether ``cls`` takes a keyword argument of a name: the timeouts reach each network backend as the
+    arguments it declares (Yandex.Disk has ``request_timeout`` for both, S3 a ``connect_timeout`` too)."""
+    import inspect
+
+    parameters = inspect.signature(cls).parameters
+    return lambda name: name in parameters
 
 
 def _remote_limit(location: Location, config: Any) -> str | None:

@@ -65,6 +65,8 @@ CUTOFF_MODES = ("hard", "soft", "cautious")
 #: (skip: leave it out with a warning; store: an object ``NAME.rclonelink`` holding the link's target,
 #: as rclone stores one; follow: copy what it points to)
 LINK_MODES = ("skip", "store", "follow")
+#: ``--timeout`` / ``--contimeout`` as rclone takes them (``30s``, ``5m``, ``1m30s``)
+_DURATION_EXAMPLE = "a duration with a unit, e.g. 30s, 5m or 1m30s"
 
 
 def _pairs(option: str, entries: tuple[str, ...], example: str) -> list[tuple[str, str]]:
@@ -147,11 +149,17 @@ class TransferSettings:
     max_duration: str | None = None
     #: what reaching one of those limits does to the transfers (one of CUTOFF_MODES); hard is rclone's default
     cutoff_mode: str = "hard"
+    #: a network store's request that sends no byte for this long fails (``--timeout``, rclone's IO idle
+    #: timeout) and one that cannot connect within ``contimeout`` (``--contimeout``), as durations such as
+    #: ``30s``; None: each backend's own (S3: 60 s idle, 5 s to connect; Yandex.Disk: its request_timeout)
+    timeout: str | None = None
+    contimeout: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("metadata_set", "metadata_exclude", "content_types", "tags"):
             object.__setattr__(self, name, tuple(getattr(self, name)))  # a JSON list, read back
         self.limits()
+        self.timeouts()
         self.metadata_overrides()
         self.excluded_metadata()
         self.content_type_rules()
@@ -188,6 +196,34 @@ class TransferSettings:
         if self.cutoff_mode not in CUTOFF_MODES:
             raise ConfigError(f"--cutoff-mode {self.cutoff_mode!r}: use {', '.join(CUTOFF_MODES)}")
         return size, seconds
+
+    def timeouts(self) -> tuple[float | None, float | None]:
+        """(``timeout``, ``contimeout``) in seconds, None where not given; raises ConfigError naming a bad one."""
+        from ..filters import parse_age
+
+        out: list[float | None] = []
+        for option, value in (("--timeout", self.timeout), ("--contimeout", self.contimeout)):
+            if value is None:
+                out.append(None)
+                continue
+            try:
+                seconds = parse_age(str(value)).total_seconds()
+            except ConfigError:
+                raise ConfigError(f"{option} {value!r}: not {_DURATION_EXAMPLE}") from None
+            if seconds <= 0:
+                raise ConfigError(f"{option} {value!r}: give a time above 0 ({_DURATION_EXAMPLE})")
+            out.append(seconds)
+        return out[0], out[1]
+
+    def network_options(self, features: Features, takes: Any) -> dict[str, float]:
+        """The keyword arguments that carry ``--timeout`` / ``--contimeout`` to a backend with ``features``:
+        a store reached over the network (not files on this machine), those of ``request_timeout`` (the
+        idle timeout) and ``connect_timeout`` that ``takes(name)`` says its class accepts."""
+        if features.local_path:
+            return {}
+        idle, connect = self.timeouts()
+        given = {"request_timeout": idle, "connect_timeout": connect}
+        return {name: value for name, value in given.items() if value is not None and takes(name)}
 
     def metadata_overrides(self) -> dict[str, str]:
         """``metadata_set`` as a mapping of lower-case names; raises ConfigError naming a bad entry."""
@@ -327,6 +363,7 @@ class TransferSettings:
                     if v is not None})
         if self.cutoff_mode != "hard":
             out["cutoff_mode"] = self.cutoff_mode
+        out.update({n: v for n, v in (("timeout", self.timeout), ("contimeout", self.contimeout)) if v is not None})
         out.update(self.metadata_identity())
         return out
 

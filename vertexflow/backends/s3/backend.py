@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import quote, urlencode
 
+import aiohttp
 import anyio
 import botocore.exceptions as bce
 
@@ -227,6 +228,8 @@ class S3Backend(Backend):
         tags: Mapping[str, str] | None = None,
         full_checksums: bool = True,
         provider: str = "s3",
+        request_timeout: float = READ_TIMEOUT,
+        connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         if provider not in PROVIDERS:
             raise ConfigError(f"S3 provider must be one of {', '.join(PROVIDERS)}, not {provider!r}")
@@ -240,6 +243,8 @@ class S3Backend(Backend):
             raise ConfigError(f"S3 addressing_style must be auto, path or virtual, not {addressing_style!r}")
         if min(max_concurrency, download_concurrency, upload_concurrency, multipart_threshold) < 1:
             raise ConfigError("S3 concurrency and multipart_threshold must be positive")
+        if not (request_timeout > 0 and connect_timeout > 0):
+            raise ConfigError("S3 request_timeout and connect_timeout must be above 0 seconds")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         if self.prefix:
@@ -260,6 +265,8 @@ class S3Backend(Backend):
         self._stream_limit = stream_limit
         self._verify_tls = verify_tls
         self._name = name
+        #: seconds without a byte of an answer (``--timeout``), and to connect (``--contimeout``)
+        self.request_timeout, self.connect_timeout = float(request_timeout), float(connect_timeout)
         self._metadata = metadata
         self._metadata_set = dict(metadata_set or {})
         #: what every object written is given besides its bytes (:mod:`.upload` writes with it too)
@@ -379,8 +386,8 @@ class S3Backend(Backend):
         except bce.ProfileNotFound as exc:  # the profile may come from AWS_PROFILE, not from us
             raise ConfigError(f"AWS profile {exc.kwargs.get('profile', self._profile)!r} not found") from exc
         config = AioConfig(
-            connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.request_timeout,
             retries={"mode": "standard", "total_max_attempts": REQUEST_ATTEMPTS},
             max_pool_connections=self._connections(),
             s3={"addressing_style": self._addressing_style},
@@ -426,7 +433,8 @@ class S3Backend(Backend):
     def _make_fast(self, target: Target, credentials: Any) -> FastS3:
         fast = FastS3(target, credentials, connections=self._connections(),
                       ssl_context=self._ssl_context(target.origin), on_request=self._count_request,
-                      checksum_mode=self.checksum_headers)
+                      checksum_mode=self.checksum_headers, connect_timeout=self.connect_timeout,
+                      read_timeout=self.request_timeout)
         self._stack.push_async_callback(fast.aclose)
         return fast
 
@@ -469,10 +477,24 @@ class S3Backend(Backend):
         except BackendError:
             raise
         except Exception as exc:
+            if timed_out := self._timed_out(exc):
+                cls, what = timed_out
+                raise cls(f"{op} failed: {what}", backend=self.describe(), key=key) from exc
             mapped = translate_error(exc, backend=self.describe(), endpoint=self.endpoint, key=key, op=op)
             if mapped is None:
                 raise
             raise mapped from exc
+
+    def _timed_out(self, exc: BaseException) -> tuple[type[TransientError], str] | None:
+        """(the error, what it waited for) when ``exc`` is a timeout of this backend's own (``--timeout``,
+        ``--contimeout``), else None."""
+        if isinstance(exc, (bce.ConnectTimeoutError, aiohttp.ConnectionTimeoutError)):
+            return ConnectionFailed, (f"could not connect to {self.endpoint} within {self.connect_timeout:g} s "
+                                      "(--contimeout)")
+        if isinstance(exc, (bce.ReadTimeoutError, aiohttp.SocketTimeoutError)):
+            return TransientError, (f"no answer from {self.endpoint} for {self.request_timeout:g} s "
+                                    "(the idle timeout, --timeout)")
+        return None
 
     def _fail(self, cls: type[BackendError], key: str) -> Callable[[str], BackendError]:
         return lambda message: cls(message, backend=self.describe(), key=key)

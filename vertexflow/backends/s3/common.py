@@ -35,9 +35,12 @@ COPY_PART_SIZE = 512 * MiB
 ABORT_TIMEOUT = 30.0
 #: Seconds check() waits in all before calling the endpoint unreachable.
 CHECK_TIMEOUT = 15.0
-#: Connect timeout: a dead endpoint fails fast, the engine retries.
+#: Connect timeout (``--contimeout``'s default): a dead endpoint fails fast and the engine retries,
+#: where rclone's minute would hold every object; a TCP handshake to a live store takes milliseconds
 CONNECT_TIMEOUT = 5.0
-#: Read timeout per socket read, not per request.
+#: Idle timeout per socket read, not per request (``--timeout``'s default): a store hashing a large
+#: part before it answers stays well inside a minute, and a dead connection is dropped sooner than
+#: by rclone's five
 READ_TIMEOUT = 60.0
 #: Attempts per request (1 try + 2 retries), as botocore's standard mode: the
 #: engine retries whole objects on top.

@@ -145,7 +145,8 @@ class FastS3:
 
     def __init__(self, target: Target, credentials: Any, *, connections: int,
                  ssl_context: ssl.SSLContext | bool, on_request: Callable[[], None],
-                 checksum_mode: bool = True) -> None:
+                 checksum_mode: bool = True, connect_timeout: float = CONNECT_TIMEOUT,
+                 read_timeout: float = READ_TIMEOUT) -> None:
         self.target = target
         #: reads ask for stored checksums (``x-amz-checksum-mode``); False where the store knows no such header
         self._checksum_mode = dict(CHECKSUM_MODE) if checksum_mode else {}
@@ -157,7 +158,7 @@ class FastS3:
         connector = aiohttp.TCPConnector(limit=connections, ssl=ssl_context, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout),
             # bodies are stored bytes: never let a server compress them in transit
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),

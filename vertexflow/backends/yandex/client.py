@@ -124,11 +124,18 @@ def make_error(status: int, body: Any, *, what: str, backend: str, key: str | No
 
 
 def connection_error(exc: BaseException, url: str | URL, *, what: str, backend: str,
-                     key: str | None = None) -> BackendError:
-    """A network failure as ConnectionFailed (endpoint unreachable) or TransientError."""
+                     key: str | None = None, client: YandexDiskClient | None = None) -> BackendError:
+    """A network failure as ConnectionFailed (endpoint unreachable) or TransientError; ``client``: the one
+    whose timeouts ran out, named with their seconds."""
     host = _host(url)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError) and client is not None:
+        return ConnectionFailed(f"{what} failed: could not connect to {host} within "
+                                f"{client.connect_timeout:g} s (--contimeout)", backend=backend, key=key)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return ConnectionFailed(f"{what} failed: cannot reach {host}", backend=backend, key=key)
+    if isinstance(exc, aiohttp.SocketTimeoutError) and client is not None:
+        return TransientError(f"{what} failed: no answer from {host} for {client.request_timeout:g} s "
+                              "(the idle timeout, --timeout)", backend=backend, key=key)
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return TransientError(f"{what} failed: {host} did not answer in time", backend=backend, key=key)
     return ConnectionFailed(f"{what} failed: connection to {host} broke ({type(exc).__name__})",
@@ -144,11 +151,14 @@ class YandexDiskClient:
     """Requests against one API base URL with one token."""
 
     def __init__(self, base_url: str, token: str, *, backend: str, request_timeout: float,
-                 pool_connections: int, pool_maxsize: int) -> None:
+                 pool_connections: int, pool_maxsize: int, connect_timeout: float | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
         self.backend = backend
+        #: seconds without a byte of an answer (``--timeout``), and to connect (``--contimeout``; None:
+        #: ``request_timeout`` too, the remote's one setting of both)
         self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout if connect_timeout is not None else request_timeout
         self._pool = (pool_connections, pool_maxsize)
         self._session: aiohttp.ClientSession | None = None
         #: HTTP requests sent (API calls, upload and download links)
@@ -158,8 +168,8 @@ class YandexDiskClient:
         return self.base_url == other.base_url and hmac.compare_digest(self._token.encode(), other._token.encode())
 
     def _timeout(self, read: float | None = None) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=None, connect=self.request_timeout,
-                                     sock_connect=self.request_timeout,
+        return aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
+                                     sock_connect=self.connect_timeout,
                                      sock_read=read if read is not None else self.request_timeout)
 
     @property
@@ -196,7 +206,8 @@ class YandexDiskClient:
                 raise make_error(resp.status, body, what=what, backend=self.backend, key=key,
                                  retry_after=parse_retry_after(resp.headers.get("Retry-After")))
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise connection_error(exc, self.base_url, what=what, backend=self.backend, key=key) from exc
+            raise connection_error(exc, self.base_url, what=what, backend=self.backend, key=key,
+                                   client=self) from exc
 
     async def operation(self, operation: str, *, key: str | None = None) -> api.Operation:
         """Status of an operation, from its id or link (only our own API's links are followed)."""
@@ -223,7 +234,8 @@ class YandexDiskClient:
                 raise make_error(resp.status, body, what="uploading", backend=self.backend, key=key,
                                  retry_after=parse_retry_after(resp.headers.get("Retry-After")))
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise connection_error(exc, href, what="uploading", backend=self.backend, key=key) from exc
+            raise connection_error(exc, href, what="uploading", backend=self.backend, key=key,
+                                   client=self) from exc
 
     @asynccontextmanager
     async def get_link(self, href: str, *, headers: Mapping[str, str],
@@ -238,7 +250,8 @@ class YandexDiskClient:
                                      retry_after=parse_retry_after(resp.headers.get("Retry-After")))
                 yield resp
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise connection_error(exc, href, what="downloading", backend=self.backend, key=key) from exc
+            raise connection_error(exc, href, what="downloading", backend=self.backend, key=key,
+                                   client=self) from exc
 
 
 async def _json(resp: aiohttp.ClientResponse) -> Any:
