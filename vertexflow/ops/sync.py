@@ -50,6 +50,7 @@ from .copy import CopyJob, CopyOptions
 from .cutoff import Cutoff
 from .keep import Keeper
 from .links import SourceTree
+from .orphans import abort_orphans
 from .report import TransferReport
 from .plan import CompareMode, Decision, Planner, dump_decision, load_decision
 from .spec import TransferSpec
@@ -229,8 +230,10 @@ class SyncJob:
                 else:
                     items = self._copies(recorder)
                 dest = self.dst.describe()
+                job_id = self.job.id if self.job is not None else None
                 await CopyJob(self.src, self.dst, self.options.copy, items=items, recorder=recorder, report=self.report,
-                              checkpoints=lambda info: JournalCheckpoint(self.journal, dest, info.key, info.version),
+                              checkpoints=lambda info: JournalCheckpoint(self.journal, dest, info.key, info.version,
+                                                                         job_id),
                               stats=self.stats, stop=self.stop, cutoff=self.cutoff).run()
                 await recorder.flush()
                 stopped = self.stop.stopping or (self.cutoff is not None and self.cutoff.reached is not None)
@@ -241,6 +244,9 @@ class SyncJob:
                 elif self.planned_deletes:
                     self.stats.planned_deletes = self.planned_deletes
                     self.stats.deletes_skipped = self.planned_deletes
+                if job_id is not None and not stopped:
+                    # every transfer is over: an upload of this job still in the journal is no run's
+                    await abort_orphans(self.journal, self.dst, job_id, self.stats)
             finally:
                 tg.cancel_scope.cancel()
                 await recorder.flush()

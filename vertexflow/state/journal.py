@@ -13,8 +13,10 @@ Tables (the schema below is the documentation):
   size/mtime/version it copied, and the SHA-256. A later sync compares the
   destination listing's ETag with this record instead of sending a HEAD per
   object.
-* ``uploads``: multipart uploads in progress (upload id and completed parts),
-  so a resumed job continues a large upload instead of starting again.
+* ``uploads``: multipart uploads in progress (upload id and completed parts,
+  and the job whose run began it), so a resumed job continues a large upload
+  instead of starting again, and a later run of the job aborts one it no
+  longer needs (:mod:`vertexflow.ops.orphans`).
 * ``daemon_runs`` and ``daemon_jobs``: what the daemon must remember across
   restarts, per job of its config: its last runs (outcome, counts, error),
   and its state (last start and success, failures in a row, a user's pause or
@@ -119,6 +121,8 @@ CREATE TABLE IF NOT EXISTS daemon_jobs (
 ) WITHOUT ROWID;
 """
 
+#: what a checkpoint's state (``extra``) names the job whose run began the upload by
+UPLOAD_JOB = "job_id"
 #: keys of an upload's saved state that have their own column; the rest goes to ``extra``
 _UPLOAD_COLUMNS = ("upload_id", "src_version", "part_size", "parts")
 
@@ -484,8 +488,24 @@ class Journal:
 
         await self._run(do)
 
-    async def drop_upload(self, dest: str, key: str) -> None:
-        await self._run(lambda: self.db.execute("DELETE FROM uploads WHERE dest = ? AND key = ?", (dest, key)))
+    async def drop_upload(self, dest: str, key: str, *, upload_id: str | None = None) -> None:
+        """Forget the upload of ``key`` at ``dest`` (only if it is still ``upload_id``, when given)."""
+        if upload_id is None:
+            await self._run(lambda: self.db.execute("DELETE FROM uploads WHERE dest = ? AND key = ?", (dest, key)))
+            return
+        await self._run(lambda: self.db.execute("DELETE FROM uploads WHERE dest = ? AND key = ? AND upload_id = ?",
+                                                (dest, key, upload_id)))
+
+    async def job_uploads(self, dest: str, job_id: int) -> list[tuple[str, str]]:
+        """(key, upload id) of the uploads at ``dest`` that a run of job ``job_id`` began and left
+        (its checkpoints record the job: :class:`JournalCheckpoint`)."""
+        def do() -> list[tuple[str, str]]:
+            rows = self.db.execute("SELECT key, upload_id, extra FROM uploads WHERE dest = ? ORDER BY key",
+                                   (dest,)).fetchall()
+            return [(key, upload_id) for key, upload_id, extra in rows
+                    if json.loads(extra or "{}").get(UPLOAD_JOB) == job_id]
+
+        return await self._run(do)
 
 
 
@@ -497,17 +517,24 @@ def _job(row: tuple[Any, ...]) -> JobRecord:
 
 
 class JournalCheckpoint:
-    """An :class:`~vertexflow.backends.base.UploadCheckpoint` kept in the journal's ``uploads`` table."""
+    """An :class:`~vertexflow.backends.base.UploadCheckpoint` kept in the journal's ``uploads`` table.
 
-    def __init__(self, journal: Journal, dest: str, key: str, src_version: str | None) -> None:
+    ``job_id``: the job whose run makes the upload, saved with it, so that a later run of that job
+    knows an upload left behind as its own (:meth:`Journal.job_uploads`) and may abort it.
+    """
+
+    def __init__(self, journal: Journal, dest: str, key: str, src_version: str | None,
+                 job_id: int | None = None) -> None:
         self.journal, self.dest, self.key, self.src_version = journal, dest, key, src_version
+        self.job_id = job_id
 
     async def load(self) -> Mapping[str, Any] | None:
         return await self.journal.get_upload(self.dest, self.key)
 
     async def save(self, state: Mapping[str, Any]) -> None:
         with anyio.CancelScope(shield=True):  # the upload exists on the server: never lose its id
-            await self.journal.save_upload(self.dest, self.key, {**state, "src_version": self.src_version})
+            job = {UPLOAD_JOB: self.job_id} if self.job_id is not None else {}
+            await self.journal.save_upload(self.dest, self.key, {**state, "src_version": self.src_version, **job})
 
     async def clear(self) -> None:
         with anyio.CancelScope(shield=True):

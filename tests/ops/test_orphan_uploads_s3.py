@@ -1,0 +1,88 @@
+"""A copy aborts the multipart upload an earlier, killed run of the same job left and no run resumes.
+
+Issue 22's scenario against the real SeaweedFS: a copy is killed (SIGKILL)
+mid-upload, a copy with ``--no-journal`` sends the object afresh, and the
+next normal run, which finds nothing to copy, aborts the first run's upload
+(its journal recorded it for this job), says so, and leaves an upload the
+journal does not know (another tool's) alone. Checked with boto3.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vertexflow.testing.seaweedfs import SeaweedFS
+
+from ..cli.helpers import vf
+
+pytestmark = [pytest.mark.s3]
+
+MiB = 1024 * 1024
+
+
+def saved_uploads(journal: Path) -> list[str]:
+    """Upload ids in the journal's ``uploads`` table (read-only, while another process writes it)."""
+    try:
+        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
+        try:
+            return [row[0] for row in db.execute("SELECT upload_id FROM uploads")]
+        finally:
+            db.close()
+    except sqlite3.Error:  # not created yet
+        return []
+
+
+def test_a_rerun_aborts_the_upload_its_killed_run_left(tmp_path: Path, s3_env: dict[str, str], s3_bucket: str,
+                                                       seaweed: SeaweedFS) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(24 * MiB))  # three 8 MiB parts
+    journal = tmp_path / "journal.db"
+    args = ["copy", str(src), f"s3://{s3_bucket}/x", "--journal", str(journal), "--json"]
+    # 4 MB/s: the upload takes ~6 s, killed once its CreateMultipartUpload is recorded
+    proc = subprocess.Popen([sys.executable, "-m", "vertexflow", *args, "--bwlimit", "4M"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not saved_uploads(journal):
+            assert proc.poll() is None, f"the copy ended before it could be killed: {proc.communicate()}"
+            assert time.monotonic() < deadline, "no upload recorded in the journal"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    raw = seaweed.boto3_client()
+    [first] = saved_uploads(journal)
+    left = raw.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+    assert [(u["Key"], u["UploadId"]) for u in left] == [("x/big.bin", first)]  # killed: nothing aborted it
+    # another tool's upload under the same prefix: the journal does not know it
+    foreign = raw.create_multipart_upload(Bucket=s3_bucket, Key="x/other-tool.bin")["UploadId"]
+
+    fresh = vf(*args[:-1], "--no-journal", timeout=300)
+    assert fresh.code == 0, fresh.err
+    assert raw.head_object(Bucket=s3_bucket, Key="x/big.bin")["ContentLength"] == 24 * MiB
+
+    again = vf(*args, timeout=300)
+    assert again.code == 0, again.err
+    summary = again.json()
+    assert summary["objects"] == 0  # nothing to copy: the upload is no run's to resume
+    assert summary["orphan_uploads"]["aborted"] == 1 and summary["orphan_uploads"]["keys"] == ["big.bin"]
+    assert "orphan upload aborted" in again.err
+    left = raw.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+    assert [(u["Key"], u["UploadId"]) for u in left] == [("x/other-tool.bin", foreign)]
+    assert saved_uploads(journal) == []
+    raw.abort_multipart_upload(Bucket=s3_bucket, Key="x/other-tool.bin", UploadId=foreign)
+
+    # once done, a run finds nothing to abort and says nothing of it
+    last = vf(*args, timeout=300)
+    assert last.code == 0, last.err
+    assert "orphan_uploads" not in last.json()
