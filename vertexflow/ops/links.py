@@ -9,6 +9,11 @@ it finds into the listing in key order (:meth:`SourceTree.listing`):
 * ``--links`` (rclone's ``--links``): a link ``NAME`` becomes an object
   ``NAME.rclonelink`` whose bytes are the link's target, as rclone stores
   one; its mtime is the link's own. Written by :meth:`SourceTree.store_link`.
+  The other way, to a local destination from a store without links, an
+  object ``NAME.rclonelink`` becomes the link ``NAME`` again, pointing where
+  its bytes say, with the object's mtime (as rclone's ``--links`` does); a
+  link already there with as many bytes of target and that mtime is left as
+  it is, as an unchanged object would be.
 * ``--copy-links`` (rclone's ``--copy-links``): a link is followed: a link
   to a file is that file's bytes under the link's name, a link to a folder
   is walked as a folder (a folder met twice, a loop, is walked once). A link
@@ -43,6 +48,9 @@ log = get_logger(__name__)
 
 #: the suffix rclone gives the object that stands for a symbolic link
 LINK_SUFFIX = ".rclonelink"
+#: the longest link target read back (Linux's PATH_MAX): a larger ``.rclonelink`` object is no link's,
+#: and is copied as the file it is
+LINK_TARGET_LIMIT = 4096
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -53,11 +61,16 @@ def _when(ns: int) -> datetime:
 class SourceTree:
     """One job's view of its source tree beyond the listing (see the module docstring)."""
 
-    def __init__(self, src: Backend, dst: Backend, filt: Filter, *, links: str, empty_dirs: bool) -> None:
+    def __init__(self, src: Backend, dst: Backend, filt: Filter, *, links: str, empty_dirs: bool,
+                 restore: bool = False) -> None:
         self.src, self.dst, self.filter = src, dst, filt
         self.links, self.empty_dirs = links, empty_dirs
+        #: ``--links`` to local disk: the source's ``NAME.rclonelink`` objects become links again
+        self.restore = restore
         #: ``--links``: stored key -> the link's target
         self.targets: dict[str, str] = {}
+        #: ``restore``: the source's keys ``NAME.rclonelink`` to make links of
+        self.restoring: set[str] = set()
         #: folders that hold an object the job listed (``--create-empty-src-dirs``)
         self.filled: set[str] = set()
         self.folders_made = 0
@@ -68,7 +81,9 @@ class SourceTree:
         if spec is None or (spec.links == "skip" and not spec.create_empty_src_dirs):
             return None
         links = spec.links if src.features.local_path else "skip"  # only local disk has links
-        return cls(src, dst, filt, links=links, empty_dirs=spec.create_empty_src_dirs)
+        # to local disk from a store without links, NAME.rclonelink objects become links again
+        restore = spec.links == "store" and not src.features.local_path and dst.features.local_path
+        return cls(src, dst, filt, links=links, empty_dirs=spec.create_empty_src_dirs, restore=restore)
 
     # -- the listing -------------------------------------------------------
     async def listing(self) -> AsyncIterator[ObjectInfo]:
@@ -81,6 +96,11 @@ class SourceTree:
             async for info in listed:
                 if self.empty_dirs:
                     self._fill(info.key)
+                if self.restore and _stands_for_link(info):
+                    if self._link_in_place(info):
+                        log.debug("link unchanged", key=info.key)
+                        continue
+                    self.restoring.add(info.key)
                 yield info
 
     async def _merged(self, listed: AsyncIterator[ObjectInfo], extra: list[ObjectInfo]) -> AsyncIterator[ObjectInfo]:
@@ -127,10 +147,28 @@ class SourceTree:
         return out
 
     def is_stored_link(self, key: str) -> bool:
-        return key in self.targets
+        """``key`` is written as a link's object (``--links`` from local disk) or as a link (to local disk)."""
+        return key in self.targets or key in self.restoring
+
+    def _link_path(self, key: str) -> str:
+        """The destination file of the link ``NAME.rclonelink`` stands for."""
+        return str(self.dst.local_path(key[:-len(LINK_SUFFIX)]))  # type: ignore[attr-defined]
+
+    def _link_in_place(self, info: ObjectInfo) -> bool:
+        """The destination has the link ``info`` stands for: a target of its size, with its mtime."""
+        try:
+            st = os.lstat(self._link_path(info.key))
+        except (OSError, ValueError):
+            return False
+        if not stat_mod.S_ISLNK(st.st_mode) or st.st_size != info.size or info.mtime is None:
+            return False
+        return abs(_when(st.st_mtime_ns) - info.mtime) < timedelta(seconds=1)
 
     async def store_link(self, info: ObjectInfo) -> ObjectInfo:
-        """Write the object that stands for the link ``info`` names; its SHA-256 checked."""
+        """Write the object that stands for the link ``info`` names, its SHA-256 checked; or, restoring,
+        the link a ``NAME.rclonelink`` object stands for."""
+        if info.key in self.restoring:
+            return await self._restore_link(info)
         data = os.fsencode(self.targets[info.key])
         result = await self.dst.put(info, body_from_bytes(data))
         sent = hashlib.sha256(data).hexdigest()
@@ -139,6 +177,18 @@ class SourceTree:
             raise IntegrityError("the link's object was stored with other bytes", backend=self.dst.describe(),
                                  key=info.key)
         return result
+
+    async def _restore_link(self, info: ObjectInfo) -> ObjectInfo:
+        """Make the link ``NAME`` that the source's object ``NAME.rclonelink`` stands for (its bytes: the target)."""
+        data = await self.src.read_whole(info.key, limit=LINK_TARGET_LIMIT, if_version=info.version)
+        if not data or b"\0" in data:
+            raise IntegrityError("an empty object, or one holding a NUL byte, is no link target: "
+                                 "not made into a link", backend=self.src.describe(), key=info.key)
+        path = self._link_path(info.key)
+        mtime_ns = None if info.mtime is None else int((info.mtime - _EPOCH).total_seconds() * 1e9)
+        await anyio.to_thread.run_sync(_make_link, path, os.fsdecode(data), mtime_ns)
+        return ObjectInfo(key=info.key, size=len(data), mtime=info.mtime, version=info.version,
+                          hashes={"sha256": hashlib.sha256(data).hexdigest()})
 
     # -- empty folders ---------------------------------------------------------
     async def make_empty_folders(self) -> None:
@@ -171,6 +221,28 @@ class SourceTree:
                     out.append(folder)
                     pending.append(folder)
         return sorted(out)
+
+
+def _stands_for_link(info: ObjectInfo) -> bool:
+    """``info`` is an object rclone's ``--links`` would make a link of: ``NAME.rclonelink``, small enough."""
+    name = info.key.rpartition("/")[2]
+    return (name.endswith(LINK_SUFFIX) and len(name) > len(LINK_SUFFIX)
+            and info.size is not None and info.size <= LINK_TARGET_LIMIT)
+
+
+def _make_link(path: str, target: str, mtime_ns: int | None) -> None:
+    """The link ``path`` -> ``target``, put in place in one rename (over a file or link of that name)."""
+    folder, name = os.path.split(path)
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{name}"[:255])
+    os.symlink(target, temporary)
+    try:
+        if mtime_ns is not None:
+            os.utime(temporary, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
 
 
 def _walk_links(root: str, start: str, follow: bool) -> list[tuple[str, os.stat_result, str]]:
