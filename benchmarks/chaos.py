@@ -54,6 +54,7 @@ from vertexflow.testing.killer import (  # noqa: E402
     local_tree,
     run_cli,
     run_rounds,
+    signal_of,
 )
 from vertexflow.testing.seaweedfs import SeaweedFS  # noqa: E402
 
@@ -74,7 +75,7 @@ def table(results: list[RoundResult]) -> str:
         checked = sum(r.objects_checked for r in rs)
         violations = sum(len(r.violations) for r in rs)
         if kind == "kill":
-            sig = op.rsplit("_", 1)[1]
+            sig = signal_of(op)
             sent = sum(1 for r in rs for run in r.runs if run.signal)
             lines.append(f"| {op} ({desc}) | {sig} | {rounds} | {sent} | {runs} | {checked} | {violations} |")
             continue

@@ -1,10 +1,12 @@
 """A short, fixed-seed chaos run: vertexflow's command line under network faults and signals loses nothing.
 
 One round of every operation of ``vertexflow.testing.killer.OPERATIONS``
-(copy and sync local <-> S3, S3 -> S3 and local -> the Yandex.Disk emulator
-through the fault proxy; a 24 MiB
-multipart copy killed with SIGKILL, SIGTERM and SIGINT, then rerun until it
-exits 0), against SeaweedFS servers of its own. A failure names the seed that
+(copy and sync local <-> S3, S3 -> S3 and local -> the Yandex.Disk emulator,
+move local -> S3, verify --fix both ways, backup create and restore, all
+through the fault proxy; a 24 MiB multipart copy killed with SIGKILL, SIGTERM
+and SIGINT, a move and a backup killed with SIGKILL, each rerun until it
+exits 0; the daemon running a sync job through the faults, SIGKILLed and
+restarted), against SeaweedFS servers of its own. A failure names the seed that
 replays it: ``python benchmarks/chaos.py --ops OP --seed SEED --rounds 1``.
 """
 
@@ -27,8 +29,13 @@ from vertexflow.testing.killer import (
     ChaosLab,
     Run,
     check_exit_status,
+    check_foreign,
+    check_moved,
     check_no_temp_files,
+    check_resend,
     check_whole,
+    local_snapshot,
+    reported_copies,
     run_cli,
 )
 
@@ -164,3 +171,33 @@ def test_exit_status_must_be_documented_and_agree_with_the_summary() -> None:
     assert check_exit_status(Run([], 130, ok, "", 1.0)) == ["exit 130 but the summary does not say interrupted"]
     assert check_exit_status(Run([], 0, ok, "Traceback (most recent call last):\n  boom", 1.0))
     assert check_exit_status(Run([], -9, "", "", 1.0, hung=True)) == ["hung: still running after 1 s"]
+
+
+def test_moved_catches_lost_changed_and_left_behind() -> None:
+    src = {"a": "1" * 64, "b": "2" * 64, "c": "3" * 64}
+    assert check_moved({"a": src["a"]}, {"b": src["b"], "c": src["c"]}, src, done=False) == []
+    assert check_moved({"a": src["a"]}, {"a": src["a"], "b": src["b"], "c": src["c"]}, src, done=False) == []
+    assert check_moved({}, dict(src), src, done=True) == []
+    problems = check_moved({"a": "f" * 64}, {"b": "e" * 64}, src, done=True)
+    assert [p.split(" ")[0] for p in problems] == ["lost", "lost", "lost", "source", "moved"]
+
+
+def test_foreign_objects_deleted_or_changed_are_seen(tmp_path: Path) -> None:
+    kept, changed, gone = tmp_path / "kept", tmp_path / "changed", tmp_path / "gone"
+    for p in (kept, changed, gone):
+        p.write_bytes(b"mine")
+    before = local_snapshot([kept, changed, gone])
+    changed.write_bytes(b"yours")
+    gone.unlink()
+    problems = check_foreign(before, local_snapshot([kept, changed, gone]))
+    assert [p.split("' ")[1].split(" ")[0] for p in problems] == ["changed:", "deleted"]
+    assert problems[0].startswith(f"foreign object {str(changed)!r}") and str(kept) not in "".join(problems)
+
+
+def test_resend_sees_an_object_sent_again(tmp_path: Path) -> None:
+    report = tmp_path / "report.jsonl"
+    report.write_text('{"key": "a", "action": "copied"}\n{"key": "b", "action": "skipped"}\n'
+                      '{"key": "c", "action": "copied"}\n{"key": "d", "act')  # a killed run's last line
+    assert reported_copies(report) == {"a", "c"}
+    assert check_resend({"a", "c"}, {"b"}) == []
+    assert check_resend({"a", "c"}, {"a", "b"}) == ["re-sent object 'a': it was whole at the destination before this run"]

@@ -241,9 +241,10 @@ def check_journal(path: Path) -> list[str]:
     return [] if rows == ["ok"] else [f"journal {path.name} fails its integrity check: {rows[:3]}"]
 
 
-def check_exit_status(run: Run, allowed: Iterable[int] = DOCUMENTED) -> list[str]:
+def check_exit_status(run: Run, allowed: Iterable[int] = DOCUMENTED, *, summary_kind: str = "transfer") -> list[str]:
     """The exit status is a documented one, allowed here, and agrees with the ``--json`` summary
-    (0: nothing failed; 1: failures named; 130: interrupted); no traceback on stderr."""
+    (``summary_kind`` "transfer": 0 nothing failed, 1 failures named, 130 interrupted; "verify": 0 exactly
+    when ``ok``; "none": not checked); no traceback on stderr."""
     problems = []
     allowed = set(allowed)
     if run.hung:
@@ -255,7 +256,11 @@ def check_exit_status(run: Run, allowed: Iterable[int] = DOCUMENTED) -> list[str
     if "Traceback (most recent call last)" in run.err:
         problems.append(f"traceback on stderr: {run.err.strip()[-400:]!r}")
     summary = run.summary()
-    if summary is not None and run.code in DOCUMENTED:
+    if summary is not None and summary_kind == "verify" and run.code in (EXIT_OK, EXIT_PARTIAL):
+        if (run.code == EXIT_OK) != bool(summary.get("ok")):
+            problems.append(f"exit {run.code} but the report says ok={summary.get('ok')!r}")
+        return problems
+    if summary is not None and summary_kind == "transfer" and run.code in DOCUMENTED:
         failed = summary.get("failed", 0)
         if run.code == EXIT_OK and (failed or summary.get("fatal_error") or summary.get("interrupted")):
             problems.append(f"exit 0 but the summary says failed={failed}, fatal_error={summary.get('fatal_error')!r}, "
@@ -265,6 +270,130 @@ def check_exit_status(run: Run, allowed: Iterable[int] = DOCUMENTED) -> list[str
         if run.code == EXIT_INTERRUPTED and not summary.get("interrupted"):
             problems.append("exit 130 but the summary does not say interrupted")
     return problems
+
+
+def check_moved(at_source: dict[str, str], at_dest: dict[str, str], expected: dict[str, str], *,
+                done: bool) -> list[str]:
+    """A move loses nothing: every object is whole at its source, at the destination, or both; the source
+    holds nothing changed; once the move is ``done``, everything is at the destination and nothing at
+    the source (README: a killed move loses nothing)."""
+    problems = []
+    for key, digest in sorted(expected.items()):
+        if at_source.get(key) != digest and at_dest.get(key) != digest:
+            problems.append(f"lost object {key!r}: neither whole at the source nor at the destination")
+    problems += [f"source object {key!r} changed: sha256 {digest[:12]}" for key, digest in sorted(at_source.items())
+                 if key in expected and digest != expected[key]]
+    if done:
+        problems += [f"moved object {key!r} still at the source" for key in sorted(at_source) if key in expected]
+    return problems
+
+
+def reported_copies(report: Path) -> set[str]:
+    """The keys a run's ``--report`` file says it copied (the lines written before it ended)."""
+    keys: set[str] = set()
+    if report.exists():
+        for line in report.read_text(errors="replace").splitlines():
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue  # the last line of a killed run may be cut short
+            if isinstance(item, dict) and item.get("action") == "copied":
+                keys.add(item["key"])
+    return keys
+
+
+def check_resend(copied: set[str], whole_before: set[str]) -> list[str]:
+    """A rerun sends again at most what was not whole at the destination when it started (the objects in
+    flight when the previous run ended, and those not begun): nothing already whole there is sent again."""
+    return [f"re-sent object {key!r}: it was whole at the destination before this run"
+            for key in sorted(copied & whole_before)]
+
+
+def s3_snapshot(client: Any, bucket: str, keys: Iterable[str]) -> dict[str, str]:
+    """What identifies each object now (SHA-256 of its bytes, ETag, last modified), read with boto3;
+    an absent one is left out."""
+    out = {}
+    for key in keys:
+        try:
+            got = client.get_object(Bucket=bucket, Key=key)
+        except client.exceptions.NoSuchKey:
+            continue
+        digest = hashlib.sha256(got["Body"].read()).hexdigest()
+        out[key] = f"{digest} {got['ETag']} {got['LastModified'].isoformat()}"
+    return out
+
+
+def local_snapshot(paths: Iterable[Path]) -> dict[str, str]:
+    """What identifies each file now (SHA-256, size, mtime in ns); an absent one is left out."""
+    out = {}
+    for path in paths:
+        if path.is_file():
+            st = path.stat()
+            out[str(path)] = f"{sha256_file(path)} {st.st_size} {st.st_mtime_ns}"
+    return out
+
+
+def check_foreign(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """Objects the operation did not own (beside its prefix or folder) are there and unchanged."""
+    problems = []
+    for key, ident in sorted(before.items()):
+        if key not in after:
+            problems.append(f"foreign object {key!r} deleted")
+        elif after[key] != ident:
+            problems.append(f"foreign object {key!r} changed: {ident[:12]} -> {after[key][:12]}")
+    return problems
+
+
+def read_backups(client: Any, bucket: str, prefix: str) -> dict[str, dict[str, str] | None]:
+    """Every backup folder under ``prefix/``, read back with boto3, tarfile and gzip/zstd only: id -> the
+    archived files (path -> SHA-256) for a folder with metadata.json (the parts checked against it),
+    None for one without (an incomplete backup). A complete-looking folder that does not read whole
+    raises ValueError naming what is wrong."""
+    import gzip
+    import io
+    import tarfile
+
+    start = f"{prefix.rstrip('/')}/"
+    folders: dict[str, set[str]] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=start):
+        for item in page.get("Contents", ()):
+            top, _, name = item["Key"][len(start):].partition("/")
+            folders.setdefault(top, set()).add(name)
+    out: dict[str, dict[str, str] | None] = {}
+    for bid, names in sorted(folders.items()):
+        if "metadata.json" not in names:
+            out[bid] = None
+            continue
+
+        def get(name: str) -> bytes:
+            return client.get_object(Bucket=bucket, Key=f"{start}{bid}/{name}")["Body"].read()
+
+        meta = json.loads(get("metadata.json"))
+        storage = meta.get("storage") or {}
+        stream = bytearray()
+        for part in storage.get("parts", []):
+            if part["name"] not in names:
+                raise ValueError(f"backup {bid} looks complete but part {part['name']} is missing")
+            data = get(part["name"])
+            if hashlib.sha256(data).hexdigest() != part["sha256"] or len(data) != part["size"]:
+                raise ValueError(f"backup {bid} looks complete but part {part['name']} differs from metadata.json")
+            stream += data
+        if hashlib.sha256(stream).hexdigest() != storage.get("stream", {}).get("sha256"):
+            raise ValueError(f"backup {bid}: the parts joined differ from storage.stream.sha256")
+        if storage.get("compression") == "zstd":
+            import zstandard
+
+            raw = zstandard.ZstdDecompressor().decompressobj().decompress(bytes(stream))
+        else:
+            raw = gzip.decompress(bytes(stream))
+        files = {}
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+            for member in tar:
+                if member.isfile():
+                    f = tar.extractfile(member)
+                    files[member.name] = hashlib.sha256(f.read() if f else b"").hexdigest()
+        out[bid] = files
+    return out
 
 
 # -- results ------------------------------------------------------------------
@@ -352,7 +481,26 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "kill_up_SIGTERM": ("copy local -> S3, 24 MiB, SIGTERM (twice at times)", "kill"),
     "kill_up_SIGINT": ("copy local -> S3, 24 MiB, SIGINT (twice at times)", "kill"),
     "kill_down_SIGKILL": ("copy S3 -> local, 24 MiB, SIGKILL", "kill"),
+    "move_up": ("move local -> S3", "faults"),
+    "kill_move_SIGKILL": ("move local -> S3, 24 MiB, SIGKILL", "kill"),
+    "fix_up": ("verify --fix --delete local -> S3: one object missing, one corrupted, one extra", "faults"),
+    "fix_down": ("verify --fix --delete S3 -> local: one object missing, one corrupted, one extra", "faults"),
+    "backup_create": ("backup create --type storage local -> S3", "faults"),
+    "backup_restore": ("backup restore S3 -> local", "faults"),
+    "kill_backup_SIGKILL": ("backup create local -> S3, 24 MiB, SIGKILL", "kill"),
+    "daemon_job": ("daemon sync --delete job local -> S3 through the faults, SIGKILL, restarted", "kill"),
 }
+
+
+def signal_of(operation: str) -> str:
+    """The signal a kill round sends (the daemon's round: SIGKILL)."""
+    last = operation.rsplit("_", 1)[-1]
+    return last if last.startswith("SIG") else "SIGKILL"
+
+#: the key a fix round's destination holds that its source does not (deleted by --fix --delete)
+EXTRA_KEY = "extra/junk.bin"
+#: seconds the daemon's round waits for a run to succeed after its last restart
+DAEMON_WAIT = 150.0
 
 #: runs of a command per round under faults before the round counts as never finishing
 MAX_RUNS = 6
@@ -475,8 +623,12 @@ class ChaosLab:
         round_dir.mkdir(parents=True)
         rng = random.Random(f"{operation}:{seed}")
         try:
-            if operation.startswith("kill_"):
+            if operation == "daemon_job":
+                self._daemon_round(result, round_dir, rng)
+            elif operation.startswith("kill_"):
                 self._kill_round(result, round_dir, rng, operation)
+            elif operation.startswith("backup_"):
+                self._backup_round(result, round_dir, rng, operation)
             else:
                 self._fault_round(result, round_dir, rng, operation)
         except Exception as exc:  # noqa: BLE001 - the harness itself failing is reported, not hidden
@@ -487,6 +639,28 @@ class ChaosLab:
             self._arm(seed, on=False)
         return result
 
+    def _foreign(self, round_dir: Path, prefix: str, rng: random.Random) -> Callable[[], dict[str, str]]:
+        """Put objects the round's operation does not own beside what it does (in every bucket the lab has:
+        a sibling prefix that starts with the round's, a key that does, one under another folder; local
+        files beside the round's folders); the function that reads them all back."""
+        keys = [f"{prefix}-foreign/keep.bin", f"{prefix}.bin", f"foreign/{prefix}/keep.bin"]
+        for client in self.clients.values():
+            for key in keys:
+                # 1 KiB and up: see put_tree about smaller bodies on a shared connection
+                client.put_object(Bucket="chaos", Key=key, Body=rng.randbytes(rng.randrange(1024, 20_000)))
+        paths = [round_dir / "src-foreign" / "keep.bin", round_dir / "dst.bin", round_dir / "srcx.bin"]
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(rng.randbytes(rng.randrange(1, 20_000)))
+
+        def snapshot() -> dict[str, str]:
+            out = local_snapshot(paths)
+            for name, client in self.clients.items():
+                out.update({f"{name}:{k}": v for k, v in s3_snapshot(client, "chaos", keys).items()})
+            return out
+
+        return snapshot
+
     def _fault_round(self, result: RoundResult, round_dir: Path, rng: random.Random, operation: str) -> None:
         src = round_dir / "src"
         tree = make_tree(src, rng)
@@ -496,7 +670,8 @@ class ChaosLab:
         extra_ok: set[str] = set()
         local_dst: Path | None = None
         dst_client, dst_prefix = a, prefix
-        if operation in ("copy_up", "sync_up"):
+        summary_kind = "transfer"
+        if operation in ("copy_up", "sync_up", "move_up"):
             args = [operation.split("_")[0], str(src), f"a:chaos/{prefix}"]
         elif operation in ("copy_down", "sync_down"):
             put_tree(self.servers["a"], "chaos", prefix, src, tree)
@@ -513,6 +688,34 @@ class ChaosLab:
             put_tree(self.servers["a"], "chaos", prefix, src, tree)
             dst_client = self.clients["b"]
             args = ["copy", f"a:chaos/{prefix}", f"b:chaos/{prefix}"]
+        elif operation in ("fix_up", "fix_down"):
+            # the destination starts as a copy of the source, then loses one object, has one corrupted
+            # (same size, one byte inverted) and gains one the source does not have
+            put_tree(self.servers["a"], "chaos", prefix, src, tree)
+            if operation == "fix_down":
+                import shutil
+
+                local_dst = round_dir / "dst"
+                shutil.copytree(src, local_dst)
+                args = ["verify", f"a:chaos/{prefix}", str(local_dst)]
+            else:
+                args = ["verify", str(src), f"a:chaos/{prefix}"]
+            keys = sorted(k for k in tree if (src / k).stat().st_size > 0)
+            missing, corrupted = rng.sample(keys, 2)
+            data = bytearray((src / corrupted).read_bytes())
+            data[rng.randrange(len(data))] ^= 0xFF
+            if local_dst is not None:
+                (local_dst / missing).unlink()
+                (local_dst / corrupted).write_bytes(bytes(data))
+                (local_dst / EXTRA_KEY).parent.mkdir(parents=True, exist_ok=True)
+                (local_dst / EXTRA_KEY).write_bytes(rng.randbytes(5000))
+            else:
+                a.delete_object(Bucket="chaos", Key=f"{prefix}/{missing}")
+                a.put_object(Bucket="chaos", Key=f"{prefix}/{corrupted}", Body=bytes(data))
+                a.put_object(Bucket="chaos", Key=f"{prefix}/{EXTRA_KEY}", Body=rng.randbytes(5000))
+            args += ["--fix", "--delete"]
+            stale, extra_ok = {corrupted}, {EXTRA_KEY}
+            summary_kind = "verify"
         else:
             raise ValueError(f"unknown operation {operation!r}")
         if operation.startswith("sync"):
@@ -528,8 +731,12 @@ class ChaosLab:
             args.append("--delete")
             stale = {changed}
             extra_ok = {"gone/old.bin"}  # until the run that deletes it
-        args += ["--json", "--no-progress", "--retries", str(self.retries)]
+        args += ["--json", "--no-progress"]
+        if summary_kind == "transfer":
+            args += ["--retries", str(self.retries)]
         env = self._environ(round_dir)
+        foreign = self._foreign(round_dir, prefix, rng)
+        foreign_before = foreign()
 
         def state() -> dict[str, str]:
             if operation == "copy_yadisk":
@@ -537,16 +744,24 @@ class ChaosLab:
             return local_tree(local_dst) if local_dst is not None else s3_tree(dst_client, "chaos", dst_prefix)
 
         self._arm(result.seed, on=True)
+        whole: set[str] = set()
         for attempt in range(MAX_RUNS):
-            run = run_cli(args, env)
+            report = round_dir / f"report-{attempt}.jsonl"
+            run = run_cli(args + (["--report", str(report)] if summary_kind == "transfer" else []), env)
             result.runs.append(run)
-            result.violate("exit status", check_exit_status(run, {EXIT_OK, EXIT_PARTIAL, EXIT_FATAL}))
+            result.violate("exit status", check_exit_status(run, {EXIT_OK, EXIT_PARTIAL, EXIT_FATAL},
+                                                            summary_kind=summary_kind))
+            result.violate("resent at most in flight", check_resend(reported_copies(report), whole))
             now = state()
             # between runs an object is its source's, or still the stale one a sync replaces
             seen = {k: v for k, v in now.items() if not (k in stale and v != tree[k])}
             temp = {k for k in seen if k.rsplit("/", 1)[-1].startswith(TMP_PREFIX)}
-            result.violate("whole objects", check_whole({k: v for k, v in seen.items() if k not in temp}, tree,
-                                                        complete=run.code == EXIT_OK, extra_ok=extra_ok))
+            seen = {k: v for k, v in seen.items() if k not in temp}
+            whole = {k for k, v in seen.items() if tree.get(k) == v}
+            result.violate("whole objects", check_whole(seen, tree, complete=run.code == EXIT_OK, extra_ok=extra_ok))
+            if operation == "move_up":
+                result.violate("nothing lost by a move", check_moved(local_tree(src), seen, tree,
+                                                                      done=run.code == EXIT_OK))
             if local_dst is not None and not run.hung:  # a run that ended by itself cleans up after itself
                 result.violate("no temporary files", check_no_temp_files(local_dst))
             if run.code == EXIT_OK or run.hung:
@@ -564,6 +779,97 @@ class ChaosLab:
         result.violate("whole objects", check_whole(final, tree, complete=True))  # exact: deletes done too
         if operation != "copy_yadisk":
             result.violate("no multipart uploads", check_no_multipart_uploads(dst_client, "chaos", dst_prefix))
+        result.violate("foreign objects", check_foreign(foreign_before, foreign()))
+
+    def _backup_round(self, result: RoundResult, round_dir: Path, rng: random.Random, operation: str) -> None:
+        """backup_create: ``backup create`` local -> S3 through the faults, rerun until it exits 0; after every
+        run each backup folder with metadata.json reads back whole (parts by their SHA-256, the archive's
+        files equal to the source), and ``backup list`` marks the others incomplete. backup_restore: a
+        backup made without faults, restored S3 -> local through them, rerun until it exits 0."""
+        src = round_dir / "src"
+        tree = make_tree(src, rng)
+        a = self.clients["a"]
+        prefix = f"{operation}-{result.seed}"
+        to = f"a:chaos/{prefix}"
+        # parts of at most 4 MiB: two or three per backup here, each its own upload
+        create = ["backup", "create", "--type", "storage", "--storage", str(src), "--to", to, "--chunk-size", "4M",
+                  "--json", "--no-progress"]
+        env = self._environ(round_dir)
+        foreign = self._foreign(round_dir, prefix, rng)
+        foreign_before = foreign()
+        local_dst = round_dir / "dst"
+        if operation == "backup_create":
+            args = create
+        else:
+            self._arm(result.seed, on=False)
+            made = run_cli(create, env)
+            if made.code != EXIT_OK or not made.summary():
+                raise RuntimeError(f"backup create without faults exited {made.code}: {made.err.strip()[-300:]!r}")
+            args = ["backup", "restore", f"{to}/{made.summary()['backup']}", "--target-storage", str(local_dst),
+                    "--json", "--no-progress"]
+        self._arm(result.seed, on=True)
+        for attempt in range(MAX_RUNS):
+            run = run_cli(args, env)
+            result.runs.append(run)
+            result.violate("exit status", check_exit_status(run, {EXIT_OK, EXIT_PARTIAL, EXIT_FATAL},
+                                                            summary_kind="none"))
+            if operation == "backup_create":
+                self._check_backups(result, prefix, tree, run)
+            else:
+                now = local_tree(local_dst)
+                temp = {k for k in now if k.rsplit("/", 1)[-1].startswith(TMP_PREFIX)}
+                result.violate("whole objects", check_whole({k: v for k, v in now.items() if k not in temp}, tree,
+                                                            complete=run.code == EXIT_OK))
+                if not run.hung:
+                    result.violate("no temporary files", check_no_temp_files(local_dst))
+            if run.code == EXIT_OK or run.hung:
+                break
+        else:
+            result.violate("finishes", [f"not done after {MAX_RUNS} runs under faults (last exit "
+                                        f"{result.runs[-1].code}: {result.runs[-1].err.strip()[-300:]!r})"])
+            return
+        if run.code != EXIT_OK:
+            return
+        result.faults = self._faults()
+        self._arm(result.seed, on=False)
+        if operation == "backup_create":
+            result.objects_checked += self._check_listed(result, prefix, to, env)
+        else:
+            final = local_tree(local_dst)
+            result.objects_checked += len(final)
+            result.violate("whole objects", check_whole(final, tree, complete=True))
+        result.violate("no multipart uploads", check_no_multipart_uploads(a, "chaos", prefix))
+        result.violate("foreign objects", check_foreign(foreign_before, foreign()))
+
+    def _check_backups(self, result: RoundResult, prefix: str, tree: dict[str, str], run: Run) -> None:
+        """After a run of ``backup create``: every backup with metadata.json reads back whole and equal to the
+        source; the one a run that exited 0 names is among them."""
+        try:
+            backups = read_backups(self.clients["a"], "chaos", prefix)
+        except ValueError as exc:
+            result.violate("no partial backup seen as complete", [str(exc)])
+            return
+        for bid, files in backups.items():
+            if files is not None:
+                result.violate("whole objects", [f"backup {bid}: {p}" for p in check_whole(files, tree, complete=True)])
+        if run.code == EXIT_OK:
+            bid = (run.summary() or {}).get("backup")
+            if backups.get(bid) is None:
+                result.violate("whole objects", [f"exit 0 but backup {bid!r} is not complete at the destination"])
+
+    def _check_listed(self, result: RoundResult, prefix: str, to: str, env: dict[str, str]) -> int:
+        """``backup list`` marks complete exactly the backups that read back whole; the files checked."""
+        listed = run_cli(["backup", "list", "--to", to, "--json"], env)
+        backups = read_backups(self.clients["a"], "chaos", prefix)
+        if listed.code != EXIT_OK:
+            result.violate("backup list", [f"backup list exited {listed.code}: {listed.err.strip()[-300:]!r}"])
+            return 0
+        marks = {e["id"]: e["complete"] for e in json.loads(listed.out)}
+        for bid, files in backups.items():
+            if marks.get(bid) != (files is not None):
+                result.violate("backup list", [f"backup {bid} listed complete={marks.get(bid)} but "
+                                               + ("it reads back whole" if files is not None else "it has no metadata.json")])
+        return sum(len(files) for files in backups.values() if files is not None)
 
     def _kill_round(self, result: RoundResult, round_dir: Path, rng: random.Random, operation: str) -> None:
         _, direction, sig_name = operation.split("_")
@@ -573,29 +879,44 @@ class ChaosLab:
         a = self.clients["a"]
         prefix = f"{operation}-{result.seed}"
         local_dst: Path | None = None
-        if direction == "up":
-            args = ["copy", str(src), f"a:chaos/{prefix}"]
+        summary_kind = "transfer"
+        if direction in ("up", "move"):
+            args = ["copy" if direction == "up" else "move", str(src), f"a:chaos/{prefix}"]
+        elif direction == "backup":
+            args = ["backup", "create", "--type", "storage", "--storage", str(src), "--to", f"a:chaos/{prefix}",
+                    "--chunk-size", "4M"]
+            summary_kind = "none"
         else:
             put_tree(self.servers["a"], "chaos", prefix, src, tree)
             local_dst = round_dir / "dst"
             local_dst.mkdir()
             args = ["copy", f"a:chaos/{prefix}", str(local_dst)]
-        # at 16 MB/s the copy takes about two seconds here: room for a signal to land mid-upload
-        args += ["--json", "--no-progress", "--transfers", "4", "--bwlimit", "16M"]
+        args += ["--json", "--no-progress"]
+        if direction != "backup":
+            # at 16 MB/s the copy takes about two seconds here: room for a signal to land mid-upload
+            args += ["--transfers", "4", "--bwlimit", "16M"]
         env = self._environ(round_dir)
+        foreign = self._foreign(round_dir, prefix, rng)
+        foreign_before = foreign()
 
         def state() -> dict[str, str]:
             return local_tree(local_dst) if local_dst is not None else s3_tree(a, "chaos", prefix)
 
         self._arm(result.seed, on=False)  # signals only: the proxy passes everything
         kills = rng.randrange(1, MAX_KILLS + 1)
+        whole: set[str] = set()
         for attempt in range(kills + 2):
             signalled = attempt < kills
             at = rng.uniform(*self.signal_window)
+            if direction == "backup":
+                # a backup of this tree takes 3-10 s here (compression), its first part written after 1-3 s
+                at *= 3
             twice = sig is not signal.SIGKILL and rng.random() < 0.5 and self.second_signal
             second_after = rng.uniform(0.05, 0.5) if twice else None
             every = self.signal_every if sig is not signal.SIGKILL else None
-            run = run_cli(args, env, sig=sig if signalled else None, at=at if signalled else None,
+            report = round_dir / f"report-{attempt}.jsonl"
+            run = run_cli(args + (["--report", str(report)] if direction != "backup" else []), env,
+                          sig=sig if signalled else None, at=at if signalled else None,
                           second_after=None if every else second_after, every=every)
             result.runs.append(run)
             if run.signal is None:
@@ -604,12 +925,20 @@ class ChaosLab:
                 allowed = {-signal.SIGKILL, EXIT_OK}
             else:
                 allowed = {EXIT_INTERRUPTED, EXIT_OK}
-            result.violate("exit status", check_exit_status(run, allowed))
-            now = state()
-            temp = {k for k in now if k.rsplit("/", 1)[-1].startswith(TMP_PREFIX)}
-            result.violate("whole objects", check_whole({k: v for k, v in now.items() if k not in temp}, tree,
-                                                        complete=run.code == EXIT_OK))
-            result.violate("journal", check_journal(round_dir / "journal.db"))
+            result.violate("exit status", check_exit_status(run, allowed, summary_kind=summary_kind))
+            if direction == "backup":
+                self._check_backups(result, prefix, tree, run)
+            else:
+                now = state()
+                temp = {k for k in now if k.rsplit("/", 1)[-1].startswith(TMP_PREFIX)}
+                now = {k: v for k, v in now.items() if k not in temp}
+                result.violate("whole objects", check_whole(now, tree, complete=run.code == EXIT_OK))
+                result.violate("resent at most in flight", check_resend(reported_copies(report), whole))
+                whole = {k for k, v in now.items() if tree.get(k) == v}
+                if direction == "move":
+                    result.violate("nothing lost by a move", check_moved(local_tree(src), now, tree,
+                                                                          done=run.code == EXIT_OK))
+                result.violate("journal", check_journal(round_dir / "journal.db"))
             if run.code == EXIT_INTERRUPTED:
                 # README: the first signal lets transfers finish, the second aborts them and removes
                 # temporary files and multipart uploads: an interrupted run leaves neither
@@ -623,13 +952,130 @@ class ChaosLab:
             result.violate("finishes", [f"not done after {kills} signals and 2 free runs (last exit "
                                         f"{result.runs[-1].code}: {result.runs[-1].err.strip()[-300:]!r})"])
             return
-        final = state()
-        result.objects_checked += len(final)
-        result.violate("whole objects", check_whole(final, tree, complete=True))
+        if direction == "backup":
+            result.objects_checked += self._check_listed(result, prefix, f"a:chaos/{prefix}", env)
+        else:
+            final = state()
+            result.objects_checked += len(final)
+            result.violate("whole objects", check_whole(final, tree, complete=True))
         if local_dst is not None:
             result.violate("no temporary files", check_no_temp_files(local_dst))
         else:
             result.violate("no multipart uploads", check_no_multipart_uploads(a, "chaos", prefix))
+        result.violate("foreign objects", check_foreign(foreign_before, foreign()))
+
+    def _daemon_round(self, result: RoundResult, round_dir: Path, rng: random.Random) -> None:
+        """The daemon running a ``sync --delete`` job local -> S3 through the faults: SIGKILLed 1-3 times at
+        drawn moments, restarted each time (an unfinished run continues at start); after each kill the
+        journal opens and every object at the destination is whole; after the last start the job's run
+        succeeds, the destination equals the source (the stale object deleted, foreign ones untouched),
+        no multipart upload is left, and SIGTERM stops the daemon with 0."""
+        import urllib.request
+
+        src = round_dir / "src"
+        tree = make_tree(src, rng, big=16 * MiB)
+        a = self.clients["a"]
+        prefix = f"daemon_job-{result.seed}"
+        a.put_object(Bucket="chaos", Key=f"{prefix}/gone/old.bin", Body=rng.randbytes(5000))
+        journal = round_dir / "journal.db"
+        cfg = round_dir / "daemon.toml"
+        cfg.write_text(
+            '[daemon]\nlisten = "127.0.0.1:0"\n'
+            f'journal = "{journal}"\n'
+            # a failed run (the faults) is retried soon, not after the default 5 s doubling to 10 min
+            'backoff_initial = "1s"\nbackoff_max = "2s"\ndrain_timeout = "10s"\n'
+            '[[jobs]]\nname = "chaos"\nkind = "sync"\n'
+            f'source = "{src}"\ndest = "a:chaos/{prefix}"\n'
+            # runs at start, then not again within the round; 16 MB/s: a kill lands mid-run
+            f'interval = "1h"\ndelete = true\nbwlimit = "16M"\ntransfers = 4\nretries = {self.retries}\n')
+        env = self._environ(round_dir)
+        foreign = self._foreign(round_dir, prefix, rng)
+        foreign_before = foreign()
+        command = [sys.executable, "-m", "vertexflow", "--log-level", "info", "--log-format", "json",
+                   "daemon", "--config", str(cfg)]
+        self._arm(result.seed, on=True)
+        kills = rng.randrange(1, MAX_KILLS + 1)
+        for attempt in range(kills + 1):
+            log = round_dir / f"daemon-{attempt}.log"
+            t0 = time.monotonic()
+            with open(log, "w") as err:
+                proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                        stdin=subprocess.DEVNULL)
+            try:
+                if attempt < kills:
+                    # the moment is drawn from the job's run start (the daemon's start-up takes 1-3 s here)
+                    at = rng.uniform(*self.signal_window)
+                    begun = time.monotonic() + 60
+                    while time.monotonic() < begun and proc.poll() is None and \
+                            '"job run started"' not in log.read_text():
+                        time.sleep(0.05)
+                    try:
+                        proc.wait(timeout=at)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                    proc.wait(timeout=60)
+                    at = time.monotonic() - t0
+                    run = Run(command, proc.returncode, "", log.read_text(), time.monotonic() - t0,
+                              "SIGKILL", at)
+                    result.runs.append(run)
+                    result.violate("exit status", check_exit_status(run, {-signal.SIGKILL}, summary_kind="none"))
+                else:
+                    outcome = self._daemon_wait(proc, log, urllib.request)
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                    run = Run(command, proc.returncode, "", log.read_text(), time.monotonic() - t0)
+                    result.runs.append(run)
+                    result.violate("exit status", check_exit_status(run, {EXIT_OK}, summary_kind="none"))
+                    if outcome != "success":
+                        result.violate("finishes", [f"the job's run after the last restart: {outcome}"])
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            now = s3_tree(a, "chaos", prefix)
+            result.violate("whole objects", check_whole(now, tree, complete=attempt == kills,
+                                                        extra_ok={"gone/old.bin"} if attempt < kills else ()))
+            result.violate("journal", check_journal(journal))
+        result.faults = self._faults()
+        self._arm(result.seed, on=False)
+        final = s3_tree(a, "chaos", prefix)
+        result.objects_checked += len(final)
+        result.violate("whole objects", check_whole(final, tree, complete=True))
+        result.violate("no multipart uploads", check_no_multipart_uploads(a, "chaos", prefix))
+        result.violate("foreign objects", check_foreign(foreign_before, foreign()))
+
+    @staticmethod
+    def _daemon_wait(proc: subprocess.Popen[bytes], log: Path, request: Any) -> str:
+        """Wait (at most :data:`DAEMON_WAIT` s) for the daemon's job to finish a run that started after this
+        start; its outcome ("success", "partial", ...), or why there was none."""
+        import re
+
+        deadline = time.monotonic() + DAEMON_WAIT
+        base = ""
+        started_at = time.time()
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return f"the daemon exited {proc.returncode}: {log.read_text()[-300:]!r}"
+            if not base:
+                m = re.search(r'"listen": "(?:https?://)?127\.0\.0\.1:(\d+)', log.read_text())
+                if m:
+                    base = f"http://127.0.0.1:{m.group(1)}"
+            if base:
+                try:
+                    with request.urlopen(f"{base}/api/jobs/chaos", timeout=10) as r:
+                        job = json.loads(r.read())
+                except OSError:
+                    job = {}
+                last = job.get("last_result")
+                # a run that failed under the faults is retried after the backoff: wait for a success
+                if last and last.get("started", 0) >= started_at - 1 and last.get("outcome") == "success":
+                    return "success"
+            time.sleep(0.25)
+        return f"no successful run within {DAEMON_WAIT:.0f} s"
 
 
 def run_rounds(lab: ChaosLab, operations: Iterable[str], rounds: int, seed: int,
