@@ -1,0 +1,48 @@
+"""Whether local writes are made to survive a power loss before they become visible (fsync).
+
+A file vertexflow writes on local disk (a copied or downloaded object, a backup part, a restored
+file) goes to a temporary name, is fsynced, renamed over its key, and its directory fsynced:
+after a crash the key holds the old file or the whole new one, never a renamed file whose bytes
+had not reached the disk (the rename may otherwise be written first, leaving it empty or short).
+The journal records an object as copied only after its put returned, so only once it is durable.
+
+``--no-fsync`` (``VERTEXFLOW_NO_FSYNC``) turns this off for the whole process, for speed where a
+power loss is not a concern (a scratch copy): the writes are still atomic against a killed
+process, and the journal's SQLite then runs with ``synchronous=OFF``. benchmarks/fsync_cost.py
+measures what it saves.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: fsync before a write is visible: what a copy must guarantee unless told otherwise
+_fsync = True
+
+
+def fsync_enabled() -> bool:
+    """The process's setting (``--no-fsync`` makes it False); a backend made later takes it as its default."""
+    return _fsync
+
+
+def set_fsync(enabled: bool) -> None:
+    global _fsync
+    _fsync = enabled
+
+
+def sync_directory(path: str) -> None:
+    """fsync the directory ``path``: the names created, renamed or removed in it are durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_file(path: str) -> None:
+    """fsync the file ``path`` (written by other code through another descriptor)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
