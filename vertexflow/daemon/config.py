@@ -97,26 +97,36 @@ class Filters(_Strict):
     max_age: str | None = None
     prefix: str = ""
     ext: tuple[str, ...] = ()
+    #: files of names and globs (``--files-from``, ``--include-from``, ``--exclude-from``), relative to the
+    #: config file's directory; read afresh at every run, as the command line reads them at its start
+    files_from: tuple[str, ...] = ()
+    include_from: tuple[str, ...] = ()
+    exclude_from: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _parse(self) -> Filters:
-        self.build()  # every value must parse now, not at the first run
-        return self
-
-    def build(self) -> Any:
-        """A fresh :class:`~vertexflow.filters.Filter` (ages count from now)."""
-        from ..filters import Filter, parse_age, parse_size
-
         try:
-            return Filter(include=self.include, exclude=self.exclude,
-                          min_size=parse_size(self.min_size) if self.min_size else None,
-                          max_size=parse_size(self.max_size) if self.max_size else None,
-                          min_age=parse_age(self.min_age) if self.min_age else None,
-                          max_age=parse_age(self.max_age) if self.max_age else None,
-                          prefix=self.prefix,
-                          extensions=tuple(e.strip().lower().lstrip(".") for e in self.ext if e.strip()))
+            self.build(read_files=False)  # every value must parse now, not at the first run (the files: once found)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+        return self
+
+    def build(self, *, read_files: bool = True) -> Any:
+        """A fresh :class:`~vertexflow.filters.Filter` (ages count from now, the files read now); ConfigError."""
+        from ..filters import Filter, files_from, parse_age, parse_size, read_list_file
+
+        include, exclude, files = list(self.include), list(self.exclude), None
+        if read_files:
+            include += [p for f in self.include_from for p in read_list_file(f, "filters.include_from")]
+            exclude += [p for f in self.exclude_from for p in read_list_file(f, "filters.exclude_from")]
+            files = files_from(self.files_from)
+        return Filter(include=tuple(include), exclude=tuple(exclude), files=files,
+                      min_size=parse_size(self.min_size) if self.min_size else None,
+                      max_size=parse_size(self.max_size) if self.max_size else None,
+                      min_age=parse_age(self.min_age) if self.min_age else None,
+                      max_age=parse_age(self.max_age) if self.max_age else None,
+                      prefix=self.prefix,
+                      extensions=tuple(e.strip().lower().lstrip(".") for e in self.ext if e.strip()))
 
 
 class DaemonSettings(_Strict):
@@ -284,6 +294,20 @@ class JobSpec(_Strict):
     compare: Literal["size_mtime", "checksum", "size_only"] = "size_mtime"
     verify: bool = True
     filters: Filters = Field(default_factory=Filters)
+    # the routine options of copy and sync, under their command-line names with "_" for "-" (sync jobs;
+    # docs/options.md): each becomes the field of the job spec of that name
+    ignore_existing: bool = False
+    update: bool = False
+    immutable: bool = False
+    max_transfer: str | None = None
+    max_duration: str | None = None
+    cutoff_mode: Literal["hard", "soft", "cautious"] = "hard"
+    backup_dir: str | None = None
+    create_empty_src_dirs: bool = False
+    links: bool = False
+    copy_links: bool = False
+    timeout: str | None = None
+    contimeout: str | None = None
     #: alert (error log, red on the dashboard) when no run has succeeded for this long;
     #: default: three times the interval (or the cron period, or the reconcile interval)
     expected_interval: float | None = None
@@ -317,11 +341,43 @@ class JobSpec(_Strict):
         Windows.parse(v)
         return v
 
+    @field_validator("max_transfer", "max_duration", "timeout", "contimeout", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v  # max_transfer = 1000
+
     @model_validator(mode="after")
     def _schedule(self) -> JobSpec:
         if self.interval is not None and self.cron is not None:
             raise ValueError("give interval or cron, not both")
+        if self.kind != "sync":
+            given = [name for name in TRANSFER_KEYS if getattr(self, name) != JobSpec.model_fields[name].default]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only sync jobs take {'it' if len(given) == 1 else 'them'}")
+        else:
+            try:
+                self.transfer_spec(read_files=False)  # a bad value stops the daemon at load, not at a run
+            except ConfigError as exc:
+                raise ValueError(_as_keys(str(exc))) from None
         return self
+
+    def transfer_spec(self, *, read_files: bool = True) -> Any:
+        """The job spec (:class:`~vertexflow.ops.spec.TransferSpec`) of a job of kind sync: what the
+        command line's ``sync`` builds from the same options. ConfigError naming a bad value."""
+        from ..ops.spec import TransferSettings, TransferSpec
+
+        if self.links and self.copy_links:
+            raise ConfigError("links and copy_links: store links as links, or follow them; choose one")
+        settings = TransferSettings(transfers=self.transfers, retries=self.retries, verify=self.verify,
+                                    bwlimit=self.bwlimit, max_transfer=self.max_transfer,
+                                    max_duration=self.max_duration, cutoff_mode=self.cutoff_mode,
+                                    timeout=self.timeout, contimeout=self.contimeout)
+        return TransferSpec(mode="sync", source=self.source, dest=self.dest, delete=self.delete,
+                            max_delete=self.max_delete, compare=self.compare,
+                            filter=self.filters.build(read_files=read_files), settings=settings,
+                            ignore_existing=self.ignore_existing, update=self.update, immutable=self.immutable,
+                            backup_dir=self.backup_dir, create_empty_src_dirs=self.create_empty_src_dirs,
+                            links="store" if self.links else "follow" if self.copy_links else "skip")
 
     def expected(self) -> float | None:
         """Seconds without a success after which the job is overdue (None: never)."""
@@ -338,6 +394,11 @@ class JobSpec(_Strict):
         if self.continuous:
             return 3 * self.reconcile_interval
         return None
+
+
+#: the keys of a ``[[jobs]]`` table that only a sync job takes (the job spec's routine options)
+TRANSFER_KEYS = ("ignore_existing", "update", "immutable", "max_transfer", "max_duration", "cutoff_mode",
+                 "backup_dir", "create_empty_src_dirs", "links", "copy_links", "timeout", "contimeout")
 
 
 class DaemonConfig(_Strict):
@@ -418,6 +479,8 @@ def _check(config: DaemonConfig, remotes: Config, environ: Mapping[str, str]) ->
                 continue
             for key in ("source", "dest"):
                 parse_location(getattr(job, key), remotes, environ)
+            if job.kind == "sync":
+                _check_transfer(job, remotes)
         except ConfigError as exc:
             raise ConfigError(f"{where}: jobs.{job.name}: {exc}") from None
         src = parse_location(job.source, remotes, environ)
@@ -430,6 +493,23 @@ def _check(config: DaemonConfig, remotes: Config, environ: Mapping[str, str]) ->
                               "would trigger another run")
 
 
+def _check_transfer(job: JobSpec, remotes: Config) -> None:
+    """What a sync job's spec needs beyond its values: its filter files read, its ``backup_dir`` apart."""
+    try:
+        spec = job.transfer_spec()
+        if spec.backup_dir is not None:
+            from ..ops.keep import backup_location
+
+            backup_location(spec, remotes)
+    except ConfigError as exc:
+        raise ConfigError(_as_keys(str(exc))) from None
+
+
+def _as_keys(message: str) -> str:
+    """A message of the job spec's, naming keys of a ``[[jobs]]`` table where it names options."""
+    return re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), message)
+
+
 def _resolve_paths(job: JobSpec, base: Path, file: Path) -> JobSpec:
     """The job with its relative local paths made absolute against the config file's directory, as its kind runs it."""
     from .runners import runner_class
@@ -440,7 +520,14 @@ def _resolve_paths(job: JobSpec, base: Path, file: Path) -> JobSpec:
                    for k, v in job.options.items()}
         job = job.model_copy(update={"options": options})
     else:
-        job = job.model_copy(update={"source": _absolute(job.source, base), "dest": _absolute(job.dest, base)})
+        update: dict[str, Any] = {"source": _absolute(job.source, base), "dest": _absolute(job.dest, base)}
+        if job.backup_dir is not None:
+            update["backup_dir"] = _absolute(job.backup_dir, base)
+        lists = {name: tuple(str(base / os.path.expanduser(f)) for f in getattr(job.filters, name))
+                 for name in ("files_from", "include_from", "exclude_from") if getattr(job.filters, name)}
+        if lists:
+            update["filters"] = job.filters.model_copy(update=lists)
+        job = job.model_copy(update=update)
     try:
         return runner.settle(job, base)
     except ConfigError as exc:

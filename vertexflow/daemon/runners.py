@@ -162,13 +162,8 @@ class SyncRunner(Runner):
 
     @staticmethod
     def transfer_spec(spec: JobSpec) -> Any:
-        """The job spec of a ``[[jobs]]`` entry of kind sync."""
-        from ..ops.spec import TransferSettings, TransferSpec
-
-        return TransferSpec(mode="sync", source=spec.source, dest=spec.dest, delete=spec.delete,
-                            max_delete=spec.max_delete, compare=spec.compare, filter=spec.filters.build(),
-                            settings=TransferSettings(transfers=spec.transfers, retries=spec.retries,
-                                                      verify=spec.verify, bwlimit=spec.bwlimit))
+        """The job spec of a ``[[jobs]]`` entry of kind sync (its filter files read now)."""
+        return spec.transfer_spec()
 
     @classmethod
     def check(cls, spec: JobSpec) -> None:
