@@ -32,6 +32,9 @@ from ..errors import ConfigError
 #: the top-level group's options that take a value, accepted after the command as well as before it
 GLOBAL_OPTIONS = ("--config", "--log-level", "--log-format")
 ENV_PREFIX = "VERTEXFLOW_"
+#: options of the commands that run a job spec (copy, sync, move...) taken before the command's name as
+#: well, as rclone's global flags are: ``vertexflow --timeout 1m copy SRC DST`` (:func:`lower_command_options`)
+LEADING_COMMAND_OPTIONS = ("--timeout", "--contimeout")
 
 
 def _options(command: click.Command) -> Iterator[click.Option]:
@@ -74,6 +77,25 @@ def hoist_global_options(command: click.Command | None, args: list[str]) -> tupl
     return moved, rest
 
 
+def lower_command_options(command: click.Command | None, args: list[str]) -> tuple[list[str], list[str]]:
+    """(``args``, what comes before the command's name, without the :data:`LEADING_COMMAND_OPTIONS` that
+    ``command`` declares; those options with their values), to put the second after the command's name."""
+    own = {name for option in _options(command) for name in option.opts} if command is not None else set()
+    kept: list[str] = []
+    lowered: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, _ = arg.partition("=")
+        if name in LEADING_COMMAND_OPTIONS and name in own:
+            lowered.extend([arg] if eq else args[i:i + 2])
+            i += 1 if eq else 2
+            continue
+        kept.append(arg)
+        i += 1
+    return kept, lowered
+
+
 def split_command(args: list[str]) -> int | None:
     """The index in ``args`` (the whole command line) of the command's name, after the group's own options."""
     i = 0
@@ -81,7 +103,7 @@ def split_command(args: list[str]) -> int | None:
         arg = args[i]
         if arg == "--":
             return i + 1 if i + 1 < len(args) else None
-        if arg in GLOBAL_OPTIONS:
+        if arg in GLOBAL_OPTIONS or arg in LEADING_COMMAND_OPTIONS:
             i += 2
         elif arg.startswith("-"):
             i += 1
