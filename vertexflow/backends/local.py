@@ -2,7 +2,8 @@
 
 Writes are atomic: bytes go to a temporary file in the destination directory
 (named ``.vertexflow-tmp-<host>-<pid>-<random>``, skipped by listings), which
-is renamed over the key only when complete. A process killed outright (kill
+is fsynced and renamed over the key only when complete, then the directory is
+fsynced (:mod:`vertexflow.durability`; ``--no-fsync`` leaves both out). A process killed outright (kill
 -9, power loss) leaves its temporary files behind; the next listing of that
 directory removes those whose process, on this host, is gone. Blocking file work runs in worker threads,
 and each thread call does as much as it can (a small file's whole
@@ -39,6 +40,7 @@ from ..errors import (
     SourceChanged,
     VertexflowError,
 )
+from ..durability import fsync_enabled, sync_directory
 from ..logs import get_logger
 from ..model import SHA256, BodyFactory, Features, ObjectInfo, Pace
 from .base import Backend, UploadCheckpoint, check_key
@@ -157,7 +159,8 @@ class LocalBackend(Backend):
                         preserves_mtime=True, sorted_listing=True)
 
     def __init__(self, root: str | os.PathLike[str], *, hash_files: bool = True,
-                 thread_limit: int = 4, name: str | None = None, prune_dirs: bool = True) -> None:
+                 thread_limit: int = 4, name: str | None = None, prune_dirs: bool = True,
+                 fsync: bool | None = None) -> None:
         self.root = Path(os.path.abspath(os.fspath(root)))
         self._root = str(self.root).rstrip("/")
         self._name = name
@@ -172,6 +175,9 @@ class LocalBackend(Backend):
         #: remove the directories a delete empties (a mirror's); off where folders are part of a layout
         #: (a platform's provisioned category folders outlive their last file)
         self.prune_dirs = prune_dirs
+        #: fsync each file before it is renamed into place, and its directory after (None: the
+        #: process's setting, :func:`vertexflow.durability.fsync_enabled`); kept by a worker process
+        self.fsync = fsync_enabled() if fsync is None else fsync
 
     def describe(self) -> str:
         return f"{self._name}:{self.root}" if self._name else str(self.root)
@@ -412,11 +418,19 @@ class LocalBackend(Backend):
         if directory in self._dirs:
             self._dirs.move_to_end(directory)
             return
+        made = []  # the directories this call creates, deepest first: their names must be durable too
+        if self.fsync:
+            missing = directory
+            while not os.path.isdir(missing) and missing != os.path.dirname(missing):
+                made.append(missing)
+                missing = os.path.dirname(missing)
         try:
             os.makedirs(directory, exist_ok=True)
         except FileExistsError as exc:
             raise Conflict("a parent of this key is a file", backend=self.describe(),
                            key=os.path.relpath(directory, self.root)) from exc
+        for created in made:
+            sync_directory(os.path.dirname(created))
         self._dirs[directory] = None
         if len(self._dirs) > DIR_CACHE_SIZE:
             self._dirs.popitem(last=False)
@@ -440,6 +454,8 @@ class LocalBackend(Backend):
         if mtime_ns is not None:
             os.utime(fd, ns=(mtime_ns, mtime_ns))
         final = os.fstat(fd).st_mtime_ns
+        if self.fsync:  # the bytes reach the disk before the name does (see sync_renamed)
+            os.fsync(fd)
         try:
             os.rename(tmp, path)
         except IsADirectoryError as exc:
@@ -450,6 +466,14 @@ class LocalBackend(Backend):
         except OSError:
             pass
         return final
+
+    def _sync_renamed(self, path: str, key: str) -> None:
+        """fsync the directory a file was just renamed into: the rename itself is durable."""
+        if self.fsync:
+            try:
+                sync_directory(os.path.dirname(path))
+            except OSError as exc:
+                raise self._error(exc, key, "syncing the directory") from exc
 
     def _guarded_write(self, path: str, key: str, mtime_ns: int | None, write) -> Written:  # type: ignore[no-untyped-def]
         """Open a temp file, let ``write(fd)`` fill it, rename it into place.
@@ -463,6 +487,7 @@ class LocalBackend(Backend):
             size, digest = write(fd)
             final_ns = self._finish(fd, tmp, path, key, mtime_ns)
             closed = True
+            self._sync_renamed(path, key)
             return Written(size, digest, final_ns)
         except BaseException as exc:
             _discard(None if closed else fd, tmp)
@@ -540,8 +565,12 @@ class LocalBackend(Backend):
                 await flush()
             digest = h.hexdigest() if h is not None else ""
             self._check_written(info, size, digest)
-            final_ns = await self._run(self._finish, fd, tmp, path, info.key, mtime_ns)
+            try:
+                final_ns = await self._run(self._finish, fd, tmp, path, info.key, mtime_ns)
+            except OSError as exc:
+                raise self._error(exc, info.key, "write") from exc
             done = True
+            await self._run(self._sync_renamed, path, info.key)
             return Written(size, digest, final_ns)
         finally:
             if not done:

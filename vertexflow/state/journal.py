@@ -40,6 +40,7 @@ harmless because every put replaces its key atomically.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -53,6 +54,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+
+from ..durability import fsync_enabled
+from ..errors import InsufficientStorage, JobAborted, ReadOnly
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -132,6 +136,14 @@ FETCH_BATCH = 2000
 #: done jobs whose done object rows are kept (the newest by finish time); see Retention
 KEEP_DONE_ROWS_OF = 10
 
+#: keys looked up in the destination index per statement (SQLite's default limit of host parameters
+#: was 999 before 3.32)
+DEST_LOOKUP = 512
+
+#: seconds a run waits for another process to release the journal's lock before it gives up: far
+#: longer than any one transaction of another run or the daemon holds it
+JOURNAL_WAIT = 30.0
+
 
 def default_journal_path(environ: Mapping[str, str] = os.environ) -> Path:
     if environ.get("VERTEXFLOW_JOURNAL"):
@@ -187,16 +199,26 @@ def fingerprint(kind: str, src: str, dst: str, options: Mapping[str, Any]) -> st
 class Journal:
     """The journal database. Create with :meth:`open`; every method is async and thread-safe."""
 
-    def __init__(self, path: Path, *, kept: bool = True) -> None:
+    def __init__(self, path: Path, *, kept: bool = True, wait: float = JOURNAL_WAIT,
+                 fsync: bool | None = None) -> None:
         self.path = path
         #: False for a throw-away journal (``--no-journal``): its job ids name nothing a user can find
         self.kept = kept
+        #: seconds to wait for another process's lock on the database
+        self.wait = wait
+        #: commits reach the disk (None: the process's setting, :mod:`vertexflow.durability`)
+        self.fsync = fsync_enabled() if fsync is None else fsync
         self._db: sqlite3.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
+        #: job id -> the open lock file that keeps a second process from running the same job (see start_job)
+        self._job_locks: dict[int, int] = {}
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str] | None = None) -> Journal:
-        journal = cls(Path(path) if path is not None else default_journal_path())
+    async def open(cls, path: str | os.PathLike[str] | None = None, *, wait: float = JOURNAL_WAIT,
+                   fsync: bool | None = None) -> Journal:
+        """The journal at ``path`` (None: the default place). ``wait``: seconds to wait for another
+        process's lock; ``fsync``: whether commits are synced (None: the process's setting)."""
+        journal = cls(Path(path) if path is not None else default_journal_path(), wait=wait, fsync=fsync)
         await journal._run(journal._connect)
         return journal
 
@@ -212,9 +234,19 @@ class Journal:
 
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=self.wait)
+        try:
+            self._setup(db)
+        except BaseException:
+            db.close()
+            raise
+
+    def _setup(self, db: sqlite3.Connection) -> None:
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, fast commits
+        # WAL + NORMAL: never corrupt, and a power loss can only undo the newest commits, which
+        # record objects already durable (every local write is fsynced before its put returns):
+        # they are copied again on resume. FULL would sync every small batch for nothing more.
+        db.execute("PRAGMA synchronous=NORMAL" if self.fsync else "PRAGMA synchronous=OFF")
         db.execute("PRAGMA foreign_keys=ON")
         db.executescript(SCHEMA)
         if "extra" not in {row[1] for row in db.execute("PRAGMA table_info(uploads)")}:
@@ -224,7 +256,34 @@ class Journal:
         self._db = db
 
     async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        return await anyio.to_thread.run_sync(self._guarded, fn, args, limiter=self._limiter)
+
+    def _guarded(self, fn, args):  # type: ignore[no-untyped-def]
+        """``fn(*args)``, a SQLite error raised as one of ours naming the journal; a transaction it
+        left open is rolled back, so the connection can go on (or close) cleanly."""
+        try:
+            return fn(*args)
+        except sqlite3.Error as exc:
+            if self._db is not None and self._db.in_transaction:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise self.failure(exc) from exc
+
+    def failure(self, exc: sqlite3.Error) -> Exception:
+        """What a SQLite error of this journal means, as an error of ours that names the journal."""
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        where = f"journal {self.path}"
+        if code == sqlite3.SQLITE_FULL:
+            return InsufficientStorage(f"writing the journal failed: no space left on the device ({exc})",
+                                       backend=where)
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return JobAborted(f"the journal {self.path} is locked by another process (waited {self.wait:g} s); "
+                              "run again once it is done, or give this run another --journal")
+        if code == sqlite3.SQLITE_READONLY:
+            return ReadOnly(f"the journal cannot be written ({exc})", backend=where)
+        return JobAborted(f"the journal {self.path} cannot be used: {exc}")
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -232,9 +291,41 @@ class Journal:
         return self._db
 
     async def aclose(self) -> None:
+        for job_id in list(self._job_locks):
+            self._release_job(job_id)
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
+
+    def _lock_job(self, fp: str) -> int:
+        """Blocking: an open file locked (flock) for the job of fingerprint ``fp``, beside the journal.
+
+        Two processes running the same job (same command, same journal) would both resume its rows
+        and write the same keys: the second is refused instead. The kernel drops the lock with its
+        process, so a killed run leaves none behind. A throw-away journal is this process's alone.
+        """
+        import fcntl
+
+        folder = self.path.parent / f"{self.path.name}.locks"
+        try:
+            folder.mkdir(exist_ok=True)
+            fd = os.open(folder / f"{fp[:32]}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            cls = InsufficientStorage if exc.errno in (errno.ENOSPC, errno.EDQUOT) else JobAborted
+            raise cls(f"cannot make the job's lock file in {folder}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JobAborted(f"another vertexflow process is running this job with the journal {self.path}; "
+                             "two runs at once would write the same objects: wait for it to end "
+                             "(or stop it), then run again to resume") from None
+        return fd
+
+    def _release_job(self, job_id: int) -> None:
+        fd = self._job_locks.pop(job_id, None)
+        if fd is not None:
+            os.close(fd)  # drops the flock
 
     async def __aenter__(self) -> Journal:
         return self
@@ -255,6 +346,18 @@ class Journal:
         stored = json.dumps({**options, **({"replay": dict(replay)} if replay else {})}, sort_keys=True, default=str)
 
         def do() -> tuple[int, bool]:
+            lock = self._lock_job(fp) if self.kept else None
+            try:
+                job_id, resumed = find_or_add()
+            except BaseException:
+                if lock is not None:
+                    os.close(lock)
+                raise
+            if lock is not None:
+                self._job_locks[job_id] = lock
+            return job_id, resumed
+
+        def find_or_add() -> tuple[int, bool]:
             now = time.time()
             if resume:
                 row = self.db.execute(
@@ -285,7 +388,10 @@ class Journal:
             if state == "done":
                 self._prune_done_rows()
 
-        await self._run(do)
+        try:
+            await self._run(do)
+        finally:
+            self._release_job(job_id)
 
     def _prune_done_rows(self) -> None:
         """Blocking: delete the done object rows of done jobs beyond the newest ``KEEP_DONE_ROWS_OF``."""
@@ -432,12 +538,16 @@ class Journal:
     async def dest_records(self, dest: str, keys: Sequence[str]) -> dict[str, DestRecord]:
         def do() -> dict[str, DestRecord]:
             out: dict[str, DestRecord] = {}
-            for i in range(0, len(keys), 500):
-                chunk = keys[i:i + 500]
-                marks = ",".join("?" * len(chunk))
+            for i in range(0, len(keys), DEST_LOOKUP):
+                chunk = keys[i:i + DEST_LOOKUP]
+                # the list is padded (NULL matches no key) to a power of two: every length of it is a
+                # statement of its own in the connection's cache (128 kept, up to ~90 KB each in SQLite's
+                # memory), and a long-running daemon looks up every count of keys sooner or later
+                padded = min(DEST_LOOKUP, 1 << (len(chunk) - 1).bit_length())
+                marks = ",".join("?" * padded)
                 for row in self.db.execute(
                         f"SELECT key, dst_version, size, src_mtime, src_version, sha256 FROM dest_index "
-                        f"WHERE dest = ? AND key IN ({marks})", (dest, *chunk)):
+                        f"WHERE dest = ? AND key IN ({marks})", (dest, *chunk, *[None] * (padded - len(chunk)))):
                     out[row[0]] = DestRecord(*row)
             return out
 

@@ -41,6 +41,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -246,47 +247,49 @@ async def write_storage(opened: Opened, sound: CheckedStorage, place: Place, onl
     empty = checked.empty
     # pass 1 checked every part's SHA-256; here each member is checked instead (the
     # put keeps it only if its bytes match MEMBERS.sha256), so the parts are not hashed again
-    events = archive_events(opened.folder, section, bid=opened.name, hash_parts=False)
-    async for event in events:
-        if not isinstance(event, Member):
-            continue  # only END_MEMBER of a data-less member can come here; data is taken below
-        key = safe_key(event)
-        if event.is_dir and key is not None:
-            if key not in checked.directories:  # the part changed after pass 1: nothing unchecked is done
-                raise CorruptData(f"backup {opened.name}: directory {key!r} was not in the archive when it was "
-                                  "checked", backend=opened.folder.describe())
-            if key in empty and included(key, only):
-                where = await place(key)
-                if where is not None:
-                    await make_folder(*where)
-                    result.directories += 1
-            continue
-        where = await place(key) if key is not None and event.is_file and included(key, only) else None
-        if where is None:
-            result.skipped += event.is_file
-            async for _ in data_of(events):
-                pass
-            continue
-        target, target_key = where
-        used = False
+    # closed here, not left to the garbage collector: a put that fails (a full disk) would otherwise have the
+    # archive's reading generators closed at shutdown, while one is still running, with a traceback
+    async with aclosing(archive_events(opened.folder, section, bid=opened.name, hash_parts=False)) as events:
+        async for event in events:
+            if not isinstance(event, Member):
+                continue  # only END_MEMBER of a data-less member can come here; data is taken below
+            key = safe_key(event)
+            if event.is_dir and key is not None:
+                if key not in checked.directories:  # the part changed after pass 1: nothing unchecked is done
+                    raise CorruptData(f"backup {opened.name}: directory {key!r} was not in the archive when it was "
+                                      "checked", backend=opened.folder.describe())
+                if key in empty and included(key, only):
+                    where = await place(key)
+                    if where is not None:
+                        await make_folder(*where)
+                        result.directories += 1
+                continue
+            where = await place(key) if key is not None and event.is_file and included(key, only) else None
+            if where is None:
+                result.skipped += event.is_file
+                async for _ in data_of(events):
+                    pass
+                continue
+            target, target_key = where
+            used = False
 
-        def body(member: Member = event) -> object:
-            nonlocal used
-            if used:
-                raise PartNotReplayable(f"member {member.name!r} was asked for twice; it streams once")
-            used = True
-            return data_of(events)
+            def body(member: Member = event) -> object:
+                nonlocal used
+                if used:
+                    raise PartNotReplayable(f"member {member.name!r} was asked for twice; it streams once")
+                used = True
+                return data_of(events)
 
-        expected = members.files.get(event.name)
-        if expected is None:  # the part changed after pass 1: nothing unchecked is written
-            raise CorruptData(f"backup {opened.name}: member {event.name!r} is not in MEMBERS.sha256",
-                              backend=opened.folder.describe())
-        stored = await target.put(restored_info(target_key, event, expected, descriptions), body)  # type: ignore[arg-type]
-        if stored.hashes.get("sha256", expected) != expected:
-            raise CorruptData(f"restored object differs from the backup (backup {opened.name})",
-                              backend=target.describe(), key=target_key)
-        result.files += 1
-        result.bytes += event.size
+            expected = members.files.get(event.name)
+            if expected is None:  # the part changed after pass 1: nothing unchecked is written
+                raise CorruptData(f"backup {opened.name}: member {event.name!r} is not in MEMBERS.sha256",
+                                  backend=opened.folder.describe())
+            stored = await target.put(restored_info(target_key, event, expected, descriptions), body)  # type: ignore[arg-type]
+            if stored.hashes.get("sha256", expected) != expected:
+                raise CorruptData(f"restored object differs from the backup (backup {opened.name})",
+                                  backend=target.describe(), key=target_key)
+            result.files += 1
+            result.bytes += event.size
 
 
 def restored_info(key: str, member: Member, sha256: str, descriptions: dict[str, Description] | None) -> ObjectInfo:
