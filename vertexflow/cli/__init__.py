@@ -76,8 +76,11 @@ class Commands(click.Group):
               envvar="VERTEXFLOW_LOG_FORMAT", help="Log lines as text (terminal) or JSON.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
               envvar="VERTEXFLOW_LOG_LEVEL")
+@click.option("--no-fsync", is_flag=True, envvar="VERTEXFLOW_NO_FSYNC",
+              help="Do not fsync local files (and the journal) before they become visible: faster, but a "
+                   "power loss may leave short files under their names.")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, log_format: str, log_level: str) -> None:
+def main(ctx: click.Context, config_path: str | None, log_format: str, log_level: str, no_fsync: bool) -> None:
     """Move objects between local disk, S3-compatible stores and Yandex.Disk.
 
     \b
@@ -107,7 +110,12 @@ def main(ctx: click.Context, config_path: str | None, log_format: str, log_level
         log_format = settings.global_value(options, "log-format", main, log_format)
     if ctx.get_parameter_source("log_level") is click.core.ParameterSource.DEFAULT:
         log_level = settings.global_value(options, "log-level", main, log_level)
+    if ctx.get_parameter_source("no_fsync") is click.core.ParameterSource.DEFAULT:
+        no_fsync = settings.global_flag(options, "no-fsync", no_fsync)
     logs.configure(log_format, log_level)
+    from ..durability import set_fsync
+
+    set_fsync(not no_fsync)
 
 
 def entry() -> None:  # pragma: no cover - console script shim

@@ -3,7 +3,7 @@
 For every option of every command, first match wins:
 
 1. the command line: ``--transfers 32``. The global options (``--config``,
-   ``--log-level``, ``--log-format``) may come before or after the command
+   ``--log-level``, ``--log-format``, ``--no-fsync``) may come before or after the command
    alike: ``vertexflow copy SRC DST --log-level debug`` is
    ``vertexflow --log-level debug copy SRC DST`` (:func:`hoist_global_options`);
 2. the environment: ``VERTEXFLOW_<OPTION>``, the option's long name in capitals
@@ -31,6 +31,8 @@ from ..errors import ConfigError
 
 #: the top-level group's options that take a value, accepted after the command as well as before it
 GLOBAL_OPTIONS = ("--config", "--log-level", "--log-format")
+#: the top-level group's flags, accepted after the command as well as before it
+GLOBAL_FLAGS = ("--no-fsync",)
 ENV_PREFIX = "VERTEXFLOW_"
 #: options of the commands that run a job spec (copy, sync, move...) taken before the command's name as
 #: well, as rclone's global flags are: ``vertexflow --timeout 1m copy SRC DST`` (:func:`lower_command_options`)
@@ -65,7 +67,9 @@ def hoist_global_options(command: click.Command | None, args: list[str]) -> tupl
             rest.extend(args[i:])
             break
         name, eq, _ = arg.partition("=")
-        if name in GLOBAL_OPTIONS and name not in own:
+        if arg in GLOBAL_FLAGS and arg not in own:
+            moved.append(arg)
+        elif name in GLOBAL_OPTIONS and name not in own:
             if eq:
                 moved.append(arg)
             else:
@@ -158,6 +162,16 @@ def check_option_names(options: Mapping[str, Any], commands: list[click.Command]
     unknown = sorted(k for k in options if _key(k) not in known)
     if unknown:
         raise ConfigError(f"config file {source}: options.{unknown[0]}: no command has an option --{_key(unknown[0])}")
+
+
+def global_flag(options: Mapping[str, Any], name: str, default: bool) -> bool:
+    """The config file's value of the group's flag ``--NAME`` (true or false), or ``default``."""
+    value = next((v for k, v in options.items() if _key(k) == name), None)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise click.BadParameter(f"{value!r} (the config file's options.{name}): use true or false")
+    return value
 
 
 def global_value(options: Mapping[str, Any], name: str, group: click.Command, default: str) -> str:
