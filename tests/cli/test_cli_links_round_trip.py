@@ -83,11 +83,13 @@ def test_an_object_that_is_no_link_target_fails_alone(tmp_path: Path, s3_env: di
     client = seaweed.boto3_client()
     client.put_object(Bucket=s3_bucket, Key="l/bad.rclonelink", Body=b"a\0b")
     client.put_object(Bucket=s3_bucket, Key="l/good.rclonelink", Body=b"elsewhere")
-    (tmp_path / "back").mkdir()
-    (tmp_path / "back" / "bad").mkdir()  # nor would a folder of that name be replaced
-    r = vf("copy", f"s3://{s3_bucket}/l", str(tmp_path / "back"), "--links")
+    client.put_object(Bucket=s3_bucket, Key="l/folder.rclonelink", Body=b"elsewhere")
+    (tmp_path / "back" / "folder").mkdir(parents=True)  # a folder of that name is not replaced
+    (tmp_path / "back" / "folder" / "kept.txt").write_text("kept")
+    r = vf("copy", f"s3://{s3_bucket}/l", str(tmp_path / "back"), "--links", "--json")
     assert r.code == 1, r.err
-    assert "bad.rclonelink" in r.err
+    assert "bad.rclonelink" in r.err and "folder.rclonelink" in r.err, r.err
+    assert r.json()["failed"] == 2
     assert os.readlink(tmp_path / "back" / "good") == "elsewhere"
-    assert (tmp_path / "back" / "bad").is_dir()
-    assert [p.name for p in (tmp_path / "back").iterdir() if p.name.startswith(".")] == []
+    assert (tmp_path / "back" / "folder" / "kept.txt").read_text() == "kept"
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == ["folder", "good"]  # no temporary left
