@@ -75,8 +75,10 @@ def _run(obj: Ctx, what: str, src: str, dst: str, *, rename: bool, delete_source
         if delete_source and (links := [f"--{n.replace('_', '-')}" for n in ("links", "copy_links") if kw.get(n)]):
             raise ConfigError(f"{what} does not take {', '.join(links)}: a symbolic link is no object it could "
                               "prove and delete; copy with it, then delete the source")
-        if cluster:
-            raise ConfigError(f"{what} does not run as shards on a cluster: leave out --cluster")
+        if cluster:  # refused rather than run: proving each copy before its source is deleted is not done by shards
+            raise ConfigError(f"{what} does not run as shards on a cluster: leave out --cluster"
+                              + (" (a move proves each copy before it deletes the source object, which is not "
+                                 "done across shards)" if delete_source else ""))
         spec = spec_from_options("copy", src, dst, obj.config_path, kw)
         config = obj.config
         src_loc, dst_loc = parse_location(src, config), parse_location(dst, config)
