@@ -117,6 +117,38 @@ def test_yandex_timeout_fails_a_stalled_api(tmp_path: Path, silent: SilentServer
     assert "127.0.0.1" in r.err, r.err
 
 
+@pytest.fixture
+def unreachable() -> Iterator[int]:
+    """A port on 127.0.0.1 whose accept queue is full and never drained: a new connection is never made."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        fillers = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        time.sleep(0.2)
+        try:
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+def test_s3_contimeout_fails_a_connection_never_made(tmp_path: Path, unreachable: int) -> None:
+    endpoint = f"http://127.0.0.1:{unreachable}"
+    env = {"AWS_ACCESS_KEY_ID": "silent", "AWS_SECRET_ACCESS_KEY": "silent-secret", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint}
+    start = time.monotonic()
+    r = vf("copy", "s3://stalled/p", str(tmp_path / "out"), "--no-journal", "--contimeout", "1s", "--retries", "1",
+           env=env, timeout=90)
+    assert r.code != 0 and time.monotonic() - start < 30
+    assert f"could not connect to {endpoint} within 1 s (--contimeout)" in r.err, r.err
+
+
 @pytest.mark.parametrize(("option", "value"), [("--timeout", "abc"), ("--timeout", "0s"),
                                                ("--contimeout", "5 minutes")])
 def test_bad_timeout_exits_2_before_anything(tmp_path: Path, silent: SilentServer, option: str, value: str) -> None:
