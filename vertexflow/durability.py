@@ -16,8 +16,13 @@ from __future__ import annotations
 
 import os
 
+#: ``--no-fsync``'s variable; read here at import, so that a worker process of this one (the small-file
+#: copiers of :mod:`vertexflow.backends.local_processes`, started afresh) follows the process's setting
+NO_FSYNC = "VERTEXFLOW_NO_FSYNC"
+#: the values click reads as true, for the variable to mean the same to the option and to a worker
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 #: fsync before a write is visible: what a copy must guarantee unless told otherwise
-_fsync = True
+_fsync = os.environ.get(NO_FSYNC, "").strip().lower() not in _TRUE
 
 
 def fsync_enabled() -> bool:
@@ -26,8 +31,13 @@ def fsync_enabled() -> bool:
 
 
 def set_fsync(enabled: bool) -> None:
+    """The process's setting, and that of the processes it starts from now on (through :data:`NO_FSYNC`)."""
     global _fsync
     _fsync = enabled
+    if enabled:
+        os.environ.pop(NO_FSYNC, None)
+    else:
+        os.environ[NO_FSYNC] = "true"
 
 
 def sync_directory(path: str) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -409,6 +411,34 @@ def test_local_writes_are_fsynced_before_they_are_visible_unless_no_fsync(tmp_pa
     # after the command, as global options may come
     r, file_syncs, dir_syncs = counted("copy", str(tmp_path / "src"), str(tmp_path / "c"), "--no-fsync")
     assert r.code == 0 and (file_syncs, dir_syncs) == (0, 0), r.err
+
+
+def strace_fsyncs(*args: str) -> tuple[Result, int]:
+    """The command run under strace, which follows its worker processes too; and its fsync calls."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed: the fsync calls of worker processes cannot be counted")
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as counts:
+        p = subprocess.run(["strace", "-f", "-qq", "-c", "-o", counts.name, "-e", "trace=fsync,fdatasync",
+                            sys.executable, "-m", "vertexflow", *args], capture_output=True, text=True, timeout=300)
+        if "PTRACE" in p.stderr or "Operation not permitted" in p.stderr:
+            pytest.skip(f"strace cannot trace here: {p.stderr.strip()[:200]}")
+        calls = sum(int(line.split()[3]) for line in counts.read().splitlines()
+                    if line.split()[-1:] in (["fsync"], ["fdatasync"]))
+    return Result(p.returncode, p.stdout, p.stderr), calls
+
+
+def test_worker_processes_follow_no_fsync(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(400):  # past the 256 small files after which batches go to worker processes
+        (src / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 4}" / f"f{i}").write_bytes(os.urandom(100))
+    made = files(src)
+    r, calls = strace_fsyncs("copy", str(src), str(tmp_path / "a"), "--no-journal", "--json")
+    assert r.code == 0, r.err
+    assert calls >= 400 and files(tmp_path / "a") == made
+    r, calls = strace_fsyncs("--no-fsync", "copy", str(src), str(tmp_path / "b"), "--no-journal", "--json")
+    assert r.code == 0, r.err
+    assert calls == 0 and files(tmp_path / "b") == made
 
 
 def test_backup_parts_and_restored_files_are_fsynced(tmp_path: Path) -> None:

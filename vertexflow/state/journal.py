@@ -227,7 +227,7 @@ class Journal:
     async def temporary(cls) -> AsyncIterator[Journal]:
         """A throw-away journal in a temporary directory, removed on exit (``kept`` is False)."""
         with tempfile.TemporaryDirectory(prefix="vertexflow-journal-") as tmp:
-            journal = cls(Path(tmp) / "journal.db", kept=False)
+            journal = cls(Path(tmp) / "journal.db", kept=False, fsync=False)  # gone after the run: nothing to keep
             await journal._run(journal._connect)
             async with journal:
                 yield journal
@@ -242,11 +242,12 @@ class Journal:
             raise
 
     def _setup(self, db: sqlite3.Connection) -> None:
-        db.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: never corrupt, and a power loss can only undo the newest commits, which
         # record objects already durable (every local write is fsynced before its put returns):
         # they are copied again on resume. FULL would sync every small batch for nothing more.
+        # Set first: the switch to WAL syncs by it.
         db.execute("PRAGMA synchronous=NORMAL" if self.fsync else "PRAGMA synchronous=OFF")
+        db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA foreign_keys=ON")
         db.executescript(SCHEMA)
         if "extra" not in {row[1] for row in db.execute("PRAGMA table_info(uploads)")}:
