@@ -232,9 +232,10 @@ def _stands_for_link(info: ObjectInfo) -> bool:
 
 def _make_link(path: str, target: str, mtime_ns: int | None) -> None:
     """The link ``path`` -> ``target``, put in place in one rename (over a file or link of that name)."""
-    folder, name = os.path.split(path)
+    folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{name}"[:255])
+    # hidden from listings by its prefix, as the local backend's temporary files are
+    temporary = os.path.join(folder, f"{TMP_PREFIX}link-{os.getpid()}-{os.urandom(6).hex()}")
     os.symlink(target, temporary)
     try:
         if mtime_ns is not None:
