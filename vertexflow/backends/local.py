@@ -339,14 +339,20 @@ class LocalBackend(Backend):
                 if exc.errno in (errno.EISDIR, errno.ENOTDIR):
                     raise NotFound("no such object", backend=self.describe(), key=key) from exc
                 raise self._error(exc, key, "open") from exc
-            if if_version is not None and _version(os.fstat(f.fileno())) != if_version:
+            opened = _version(os.fstat(f.fileno()))
+            if if_version is not None and opened != if_version:
                 f.close()
                 raise SourceChanged("file changed since it was listed", backend=self.describe(), key=key)
             if offset:
                 f.seek(offset)
-            return f
+            return f, opened
 
-        f = await self._run(do_open)
+        f, opened = await self._run(do_open)
+
+        def unchanged() -> None:
+            # written to (or truncated) while read: what was read may mix old and new bytes
+            if _version(os.fstat(f.fileno())) != opened:
+                raise SourceChanged("file changed while it was read", backend=self.describe(), key=key)
 
         async def chunks() -> AsyncIterator[bytes]:
             remaining = length
@@ -357,10 +363,11 @@ class LocalBackend(Backend):
                 except OSError as exc:
                     raise self._error(exc, key, "read") from exc
                 if not data:
-                    return
+                    break
                 if remaining is not None:
                     remaining -= len(data)
                 yield data
+            await self._run(unchanged)
 
         it = chunks()
         try:
@@ -497,7 +504,8 @@ class LocalBackend(Backend):
 
     def _check_written(self, info: ObjectInfo, size: int, digest: str) -> None:
         if info.size is not None and size != info.size:
-            raise SourceChanged(f"expected {info.size} bytes, got {size}", backend=self.describe(), key=info.key)
+            raise SourceChanged(f"got {size} bytes of the {info.size} listed: the source changed while it was read",
+                                backend=self.describe(), key=info.key)
         expected = info.hashes.get(SHA256)
         if expected is not None and digest and expected != digest:
             raise IntegrityError("SHA-256 of the written bytes differs from the expected one",
@@ -553,8 +561,8 @@ class LocalBackend(Backend):
                 async for chunk in chunks:
                     size += len(chunk)
                     if info.size is not None and size > info.size:
-                        raise SourceChanged(f"more than the expected {info.size} bytes",
-                                            backend=self.describe(), key=info.key)
+                        raise SourceChanged(f"more than the {info.size} bytes listed: the source changed while "
+                                            "it was read", backend=self.describe(), key=info.key)
                     # network bodies come in small pieces: gather them so that
                     # each thread hop hashes and writes (writev) a few megabytes
                     pending.append(chunk)
