@@ -23,6 +23,7 @@ import asyncio
 import itertools
 import math
 import random
+import re
 import socket
 import struct
 import threading
@@ -91,6 +92,9 @@ _S3_CODES = {429: "SlowDown", 500: "InternalError", 502: "BadGateway", 503: "Slo
 _PIECE = 64 * 1024
 #: query parameters that differ between two runs of the same work (left out of a request's identity)
 _UNSTABLE = ("uploadid=", "x-amz-", "signature=", "expires=", "awsaccesskeyid=")
+#: a backup's folder name holds the time it was made (vertexflow-<type>-<UTC time>[-n]): the same backup made
+#: again has the same identity
+_BACKUP_ID = re.compile(r"vertexflow-(full|database|storage|platform)-\d{8}T\d{6}Z(?:-\d+)?")
 #: the longest request or response head read (S3 heads are a few KiB)
 _HEAD_LIMIT = 1024 * 1024
 
@@ -402,11 +406,12 @@ class FaultProxy:
 
     def _occurrence(self, request: _Message) -> str:
         """What a request is, independent of timing: method, path, query without what changes from run to
-        run (upload ids, presigned signatures), and how many times the same was asked before."""
+        run (upload ids, presigned signatures, the time in a backup's name), and how many times the same was
+        asked before."""
         method, target = (request.first_line.split(" ") + ["", ""])[:2]
         path, _, query = target.partition("?")
         params = sorted(p for p in query.split("&") if p and not p.lower().startswith(_UNSTABLE))
-        what = f"{method} {path}?{'&'.join(params)}"
+        what = _BACKUP_ID.sub(r"vertexflow-\1-ID", f"{method} {path}?{'&'.join(params)}")
         n = self._seen[what]
         self._seen[what] += 1
         self.identities.append(f"{what}#{n}")

@@ -596,7 +596,9 @@ class ChaosLab:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
-    def _environ(self, round_dir: Path) -> dict[str, str]:
+    def environ(self, round_dir: Path) -> dict[str, str]:
+        """The command's environment for a round in ``round_dir``: the lab's remotes and credentials, the
+        journal and HOME there."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VERTEXFLOW_"))}
         env.update(self.env)
         env["VERTEXFLOW_JOURNAL"] = str(round_dir / "journal.db")
@@ -639,15 +641,17 @@ class ChaosLab:
             self._arm(seed, on=False)
         return result
 
-    def _foreign(self, round_dir: Path, prefix: str, rng: random.Random) -> Callable[[], dict[str, str]]:
+    def _foreign(self, round_dir: Path, prefix: str) -> Callable[[], dict[str, str]]:
         """Put objects the round's operation does not own beside what it does (in every bucket the lab has:
         a sibling prefix that starts with the round's, a key that does, one under another folder; local
-        files beside the round's folders); the function that reads them all back."""
+        files beside the round's folders); the function that reads them all back. Their bytes come from
+        a generator of their own: the round's draws do not depend on how many servers the lab has."""
+        rng = random.Random(f"foreign:{prefix}")
         keys = [f"{prefix}-foreign/keep.bin", f"{prefix}.bin", f"foreign/{prefix}/keep.bin"]
+        bodies = [rng.randbytes(rng.randrange(1024, 20_000)) for _ in keys]  # 1 KiB and up: see put_tree
         for client in self.clients.values():
-            for key in keys:
-                # 1 KiB and up: see put_tree about smaller bodies on a shared connection
-                client.put_object(Bucket="chaos", Key=key, Body=rng.randbytes(rng.randrange(1024, 20_000)))
+            for key, body in zip(keys, bodies):
+                client.put_object(Bucket="chaos", Key=key, Body=body)
         paths = [round_dir / "src-foreign" / "keep.bin", round_dir / "dst.bin", round_dir / "srcx.bin"]
         for path in paths:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -734,8 +738,8 @@ class ChaosLab:
         args += ["--json", "--no-progress"]
         if summary_kind == "transfer":
             args += ["--retries", str(self.retries)]
-        env = self._environ(round_dir)
-        foreign = self._foreign(round_dir, prefix, rng)
+        env = self.environ(round_dir)
+        foreign = self._foreign(round_dir, prefix)
         foreign_before = foreign()
 
         def state() -> dict[str, str]:
@@ -794,8 +798,8 @@ class ChaosLab:
         # parts of at most 4 MiB: two or three per backup here, each its own upload
         create = ["backup", "create", "--type", "storage", "--storage", str(src), "--to", to, "--chunk-size", "4M",
                   "--json", "--no-progress"]
-        env = self._environ(round_dir)
-        foreign = self._foreign(round_dir, prefix, rng)
+        env = self.environ(round_dir)
+        foreign = self._foreign(round_dir, prefix)
         foreign_before = foreign()
         local_dst = round_dir / "dst"
         if operation == "backup_create":
@@ -875,7 +879,8 @@ class ChaosLab:
         _, direction, sig_name = operation.split("_")
         sig = signal.Signals[sig_name]
         src = round_dir / "src"
-        tree = make_tree(src, rng, big=24 * MiB)
+        # a backup has no --bwlimit: its compression sets the pace (8 MiB more: 2-6 s a run here)
+        tree = make_tree(src, rng, big=(8 if direction == "backup" else 24) * MiB)
         a = self.clients["a"]
         prefix = f"{operation}-{result.seed}"
         local_dst: Path | None = None
@@ -895,8 +900,8 @@ class ChaosLab:
         if direction != "backup":
             # at 16 MB/s the copy takes about two seconds here: room for a signal to land mid-upload
             args += ["--transfers", "4", "--bwlimit", "16M"]
-        env = self._environ(round_dir)
-        foreign = self._foreign(round_dir, prefix, rng)
+        env = self.environ(round_dir)
+        foreign = self._foreign(round_dir, prefix)
         foreign_before = foreign()
 
         def state() -> dict[str, str]:
@@ -909,8 +914,8 @@ class ChaosLab:
             signalled = attempt < kills
             at = rng.uniform(*self.signal_window)
             if direction == "backup":
-                # a backup of this tree takes 3-10 s here (compression), its first part written after 1-3 s
-                at *= 3
+                # its first part is written 1-3 s in, the last 2-6 s: a kill lands before, between or after them
+                at *= 2
             twice = sig is not signal.SIGKILL and rng.random() < 0.5 and self.second_signal
             second_after = rng.uniform(0.05, 0.5) if twice else None
             every = self.signal_every if sig is not signal.SIGKILL else None
@@ -973,7 +978,7 @@ class ChaosLab:
         import urllib.request
 
         src = round_dir / "src"
-        tree = make_tree(src, rng, big=16 * MiB)
+        tree = make_tree(src, rng, big=8 * MiB)
         a = self.clients["a"]
         prefix = f"daemon_job-{result.seed}"
         a.put_object(Bucket="chaos", Key=f"{prefix}/gone/old.bin", Body=rng.randbytes(5000))
@@ -986,15 +991,15 @@ class ChaosLab:
             'backoff_initial = "1s"\nbackoff_max = "2s"\ndrain_timeout = "10s"\n'
             '[[jobs]]\nname = "chaos"\nkind = "sync"\n'
             f'source = "{src}"\ndest = "a:chaos/{prefix}"\n'
-            # runs at start, then not again within the round; 16 MB/s: a kill lands mid-run
-            f'interval = "1h"\ndelete = true\nbwlimit = "16M"\ntransfers = 4\nretries = {self.retries}\n')
-        env = self._environ(round_dir)
-        foreign = self._foreign(round_dir, prefix, rng)
+            # runs at start, then not again within the round; 8 MB/s: a kill lands mid-run
+            f'interval = "1h"\ndelete = true\nbwlimit = "8M"\ntransfers = 4\nretries = {self.retries}\n')
+        env = self.environ(round_dir)
+        foreign = self._foreign(round_dir, prefix)
         foreign_before = foreign()
         command = [sys.executable, "-m", "vertexflow", "--log-level", "info", "--log-format", "json",
                    "daemon", "--config", str(cfg)]
         self._arm(result.seed, on=True)
-        kills = rng.randrange(1, MAX_KILLS + 1)
+        kills = rng.randrange(1, MAX_KILLS)  # 1 or 2: each restart costs the daemon's start-up
         for attempt in range(kills + 1):
             log = round_dir / f"daemon-{attempt}.log"
             t0 = time.monotonic()
