@@ -203,6 +203,15 @@ class Features:
     folder_removal: ``remove_folder`` removes an empty folder of a store with
         folders (:class:`~vertexflow.backends.base.FolderRemoval`); a store of
         local files needs none (its folders are directories at ``local_path``).
+    batch_deletes: ``delete_many`` deletes many objects in a request per
+        thousand (S3 DeleteObjects), each key's failure its own
+        (:class:`~vertexflow.backends.base.BatchDeletes`); the delete commands
+        use it where declared, one ``delete`` per object elsewhere. A decorator
+        that changes keys (stages, a renamed destination) does not declare it.
+    buckets: the backend's root is in a bucket the store makes and removes on
+        request: ``make_bucket``/``remove_bucket``
+        (:class:`~vertexflow.backends.base.Buckets`, ``vertexflow mkdir``/``rmdir``
+        of ``s3://BUCKET``).
     """
 
     server_side_copy: bool = False
@@ -230,6 +239,8 @@ class Features:
     incomplete_uploads: bool = False
     common_prefixes: bool = False
     folder_removal: bool = False
+    batch_deletes: bool = False
+    buckets: bool = False
 
 
 @dataclass(frozen=True, slots=True)

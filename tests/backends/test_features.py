@@ -49,7 +49,8 @@ STACKS: dict[str, Callable[[], TransferSettings]] = {
     "stages": lambda: TransferSettings(adaptive=False, stages=StageSpec(compress="zstd:1")),
 }
 #: abilities that a decorator keeping keys and bytes forwards from what it wraps
-FORWARDED = ("local_path", "server_side_copy", "public_links", "folders", "resumable_uploads", "paced_writes")
+FORWARDED = ("local_path", "server_side_copy", "public_links", "folders", "resumable_uploads", "paced_writes",
+             "batch_deletes", "buckets")
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_every_ability_names_methods_the_contract_has() -> None:
 def test_a_bare_backend_declares_exactly_the_methods_it_overrides(kind: str) -> None:
     cls = {"local": LocalBackend, "s3": S3Backend, "yandex": YandexDiskBackend}[kind]
     for flag in ("local_path", "public_links", "folders", "server_side_copy", "whole_reads", "incomplete_uploads",
-                 "common_prefixes", "folder_removal"):
+                 "common_prefixes", "folder_removal", "batch_deletes", "buckets"):
         overridden = all(getattr(cls, m) is not getattr(Backend, m, None) for m in ABILITIES[flag])
         assert getattr(cls.features, flag) == overridden, (kind, flag)
     assert cls.features.direct_files == all(hasattr(cls, m) for m in ABILITIES["direct_files"])
@@ -243,7 +244,7 @@ WRAPPED_S3_NOT_FORWARDED: tuple[str, ...] = ()
 @pytest.mark.s3
 @pytest.mark.parametrize("stack", list(STACKS))
 @pytest.mark.parametrize("kind", ["local", "s3", "yandex"])
-async def test_uploads_prefixes_and_folder_removal_where_declared(kind: str, stack: str, tmp_path: Path,
+async def test_uploads_prefixes_folder_removal_and_deletes_where_declared(kind: str, stack: str, tmp_path: Path,
                                                                   seaweed: SeaweedFS, s3_bucket: str,
                                                                   yandex: YandexDiskEmulator,
                                                                   request: pytest.FixtureRequest) -> None:
@@ -284,6 +285,25 @@ async def test_uploads_prefixes_and_folder_removal_where_declared(kind: str, sta
         else:
             with pytest.raises(NotImplementedError):
                 b.list_prefixes("")
+
+        if f.batch_deletes:  # objects gone, an absent key no failure
+            assert await b.delete_many(["p/a/1", "p/b/2", "never/was"]) == {}
+            assert [i.key async for i in b.list("p/")] == ["p/c.txt"]
+            for key in ("p/a/1", "p/b/2"):
+                await b.put(ObjectInfo(key=key, size=1), body_from_bytes(b"1"))
+        else:
+            with pytest.raises(NotImplementedError):
+                await b.delete_many(["p/a/1"])
+        if f.buckets:
+            assert isinstance(bare, S3Backend)
+            assert not await b.make_bucket()  # it exists: nothing made
+            assert not await b.remove_bucket()  # it holds objects: stays
+            assert bare.bucket in [x["Name"] for x in seaweed.boto3_client().list_buckets()["Buckets"]]
+        else:
+            with pytest.raises(NotImplementedError):
+                await b.make_bucket()
+            with pytest.raises(NotImplementedError):
+                await b.remove_bucket()
 
         if f.folder_removal:
             await b.make_folder("e/f")

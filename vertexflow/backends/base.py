@@ -15,7 +15,8 @@ features instead of probing for methods or classes, and a method whose
 feature is off raises :class:`NotImplementedError`. Each ability that brings
 methods is a small protocol below (:class:`LocalFiles`, :class:`DirectFiles`,
 :class:`PublicLinks`, :class:`Folders`, :class:`DescriptionInPlace`,
-:class:`IncompleteUploads`, :class:`CommonPrefixes`, :class:`FolderRemoval`, server-side
+:class:`IncompleteUploads`, :class:`CommonPrefixes`, :class:`FolderRemoval`,
+:class:`BatchDeletes`, :class:`Buckets`, server-side
 copy, whole reads);
 :data:`ABILITIES` maps each feature flag to its methods, and
 ``tests/backends/test_features.py`` checks, for every backend and every
@@ -25,12 +26,12 @@ decorator stack the engine builds, that what is declared is what works.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ..errors import InvalidKey, SourceChanged
+from ..errors import BackendError, InvalidKey, SourceChanged
 from ..model import (
     MTIME_METADATA,
     BodyFactory,
@@ -166,6 +167,29 @@ class FolderRemoval(Protocol):
         """Remove folder ``path`` if it holds nothing; False when it holds something. Absent: True."""
 
 
+@runtime_checkable
+class BatchDeletes(Protocol):
+    """``features.batch_deletes``: many objects deleted in few requests (S3 DeleteObjects, a thousand a request)."""
+
+    async def delete_many(self, keys: Sequence[str]) -> dict[str, BackendError]:
+        """Delete ``keys``; the keys not deleted, each with its error (absent keys count as deleted).
+
+        An error of the whole request (the store unreachable, the credentials refused) raises, and
+        NotImplementedError says the store takes no batched deletes: delete one by one instead.
+        """
+
+
+@runtime_checkable
+class Buckets(Protocol):
+    """``features.buckets``: the store makes and removes the bucket the backend's root is in."""
+
+    async def make_bucket(self) -> bool:
+        """Make the bucket: True made, False it exists and is ours (Conflict: another account's name)."""
+
+    async def remove_bucket(self) -> bool:
+        """Remove the bucket if it holds nothing: True removed, False not empty (NotFound: no such bucket)."""
+
+
 #: the feature flags that stand for methods, and those methods (what "implemented" means)
 ABILITIES: Mapping[str, tuple[str, ...]] = {
     "server_side_copy": ("server_copy", "same_store"),
@@ -178,6 +202,8 @@ ABILITIES: Mapping[str, tuple[str, ...]] = {
     "incomplete_uploads": ("list_incomplete_uploads", "abort_incomplete_upload"),
     "common_prefixes": ("list_prefixes",),
     "folder_removal": ("remove_folder",),
+    "batch_deletes": ("delete_many",),
+    "buckets": ("make_bucket", "remove_bucket"),
 }
 
 
@@ -385,6 +411,18 @@ class Backend(abc.ABC):
     async def remove_folder(self, path: str) -> bool:
         """Remove an empty folder (``features.folder_removal``, :class:`FolderRemoval`)."""
         raise NotImplementedError(f"{self.describe()} cannot remove folders")
+
+    async def delete_many(self, keys: Sequence[str]) -> dict[str, BackendError]:
+        """Delete many objects in few requests (``features.batch_deletes``, :class:`BatchDeletes`)."""
+        raise NotImplementedError(f"{self.describe()} has no batched deletes")
+
+    async def make_bucket(self) -> bool:
+        """Make the bucket of the root (``features.buckets``, :class:`Buckets`)."""
+        raise NotImplementedError(f"{self.describe()} has no buckets to make")
+
+    async def remove_bucket(self) -> bool:
+        """Remove the bucket of the root if empty (``features.buckets``, :class:`Buckets`)."""
+        raise NotImplementedError(f"{self.describe()} has no buckets to remove")
 
     def same_store(self, other: Backend) -> bool:
         """True when ``self.server_copy`` can read objects of ``other``.

@@ -195,14 +195,33 @@ async def _remove_location_folder(loc: Location, dry_run: bool, emptied: bool) -
 @dry_run_option
 @click.pass_obj
 def rmdir(obj: Ctx, location: str, dry_run: bool) -> None:
-    """Remove the folder LOCATION if it is empty (no object, no folder in it)."""
+    """Remove the folder LOCATION if it is empty (no object, no folder in it); on S3 ``s3://BUCKET``, the empty
+    bucket."""
     from ..ops.files import is_store_root, remove_folder, removes_folders
 
     with reported():
         loc = _location(location, obj)
-        if is_store_root(loc):
-            raise ConfigError(f"rmdir {loc.spec}: that is the root of a store (a bucket, a remote's root), not a "
-                              "folder: rmdir removes folders only; nothing was done")
+        root = is_store_root(loc)
+
+    async def bucket() -> str:
+        async with loc.backend() as backend:
+            if not backend.features.buckets:
+                raise ConfigError(f"rmdir {loc.spec}: that is the root of a store (a remote's root), not a "
+                                  "folder: rmdir removes folders and buckets only; nothing was done")
+            await backend.check()  # no such bucket: NotFound, exit 2
+            if dry_run:
+                async for _ in backend.list():
+                    raise ConfigError(f"rmdir {loc.spec}: the bucket is not empty, it holds objects (purge "
+                                      "--force-root deletes them); nothing was done")
+                return f"would remove bucket {backend.describe()}"
+            if not await backend.remove_bucket():
+                raise ConfigError(f"rmdir {loc.spec}: the bucket is not empty, it holds objects (purge --force-root "
+                                  "deletes them); nothing was done")
+            return f"removed bucket {backend.describe()}"
+
+    if root:
+        click.echo(run_or_exit(bucket), err=True)
+        return
 
     async def run() -> str:
         backend = await _folder_backend(loc, "rmdir")
@@ -239,14 +258,19 @@ def rmdir(obj: Ctx, location: str, dry_run: bool) -> None:
 @dry_run_option
 @click.pass_obj
 def mkdir(obj: Ctx, location: str, dry_run: bool) -> None:
-    """Make the folder LOCATION (and its parents); one that exists is fine. S3 keeps no folders."""
+    """Make the folder LOCATION (and its parents); one that exists is fine. On S3, the bucket if it is missing
+    (S3 keeps no folders)."""
+    from ..ops.files import is_store_root
+
     with reported():
         loc = _location(location, obj)
 
     async def run() -> str:
         async with loc.backend() as backend:
+            if backend.features.buckets and is_store_root(loc):
+                return await made_bucket(backend)
             if not backend.features.folders:
-                await backend.check()  # the bucket must exist: vertexflow makes none
+                await backend.check()  # the bucket must exist: a folder in it makes none (mkdir s3://B does)
                 return f"nothing to make: {backend.describe()} keeps no folders (a key prefix needs none)"
             try:
                 await backend.check()
@@ -257,6 +281,20 @@ def mkdir(obj: Ctx, location: str, dry_run: bool) -> None:
                 return f"{backend.describe()} exists" if exists else f"would make {backend.describe()}"
             await backend.check(write=True)  # a file where the folder should be: Conflict, exit 2
             return f"{backend.describe()} exists" if exists else f"made {backend.describe()}"
+
+    async def made_bucket(backend: Any) -> str:
+        """The bucket made if missing (as rclone's mkdir of a bucket). A location inside a missing bucket is
+        an error, as before: a mistyped bucket name is not made by a mkdir of a folder in it."""
+        try:
+            await backend.check()
+            exists = True
+        except NotFound:
+            exists = False
+        if not exists and dry_run:
+            return f"would make bucket {backend.describe()}"
+        if exists or not await backend.make_bucket():
+            return f"bucket {backend.describe()} exists"
+        return f"made bucket {backend.describe()}"
 
     click.echo(run_or_exit(run), err=True)
 

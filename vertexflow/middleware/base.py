@@ -8,13 +8,13 @@ keys or bytes hides what no longer holds (:mod:`.stages`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from pathlib import Path
 
 from ..backends.base import Backend, UploadCheckpoint
-from ..errors import NotFound
+from ..errors import BackendError, NotFound
 from ..model import BodyFactory, IncompleteUpload, ObjectInfo, Pace
 
 
@@ -149,6 +149,21 @@ class BackendWrapper(Backend):
         if not self.features.folders:
             return await super().list_folders(path)
         return await self.inner.list_folders(path)
+
+    async def delete_many(self, keys: Sequence[str]) -> dict[str, BackendError]:
+        if not self.features.batch_deletes:
+            return await super().delete_many(keys)
+        return await self.inner.delete_many(keys)
+
+    async def make_bucket(self) -> bool:
+        if not self.features.buckets:
+            return await super().make_bucket()
+        return await self.inner.make_bucket()
+
+    async def remove_bucket(self) -> bool:
+        if not self.features.buckets:
+            return await super().remove_bucket()
+        return await self.inner.remove_bucket()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

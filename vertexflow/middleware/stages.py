@@ -139,7 +139,7 @@ class TransformedBackend(BackendWrapper):
         self.features = replace(self.features, server_side_copy=False, resumable_uploads=False, paced_writes=False,
                                 local_path=False, whole_reads=False, public_links=False, folders=False,
                                 hashes_in_stream=True, description_in_place=(), incomplete_uploads=False,
-                                common_prefixes=False, folder_removal=False,
+                                common_prefixes=False, folder_removal=False, batch_deletes=False, buckets=False,
                                 max_object_size=None if stages.chunk_size else self.features.max_object_size)
         self._chain = self._build_chain()
         self._reader = Reader(inner, self._compress_lane, self._hash_lane, describe=self.describe())

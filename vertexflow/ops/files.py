@@ -32,10 +32,11 @@ import anyio
 
 from ..backends.base import Backend, direct_files
 from ..backends.local import TMP_PREFIX
-from ..errors import AccessDenied, BackendError, ConfigError, Conflict, JobAborted, NotFound, VertexflowError
+from ..errors import AccessDenied, BackendError, ConfigError, Conflict, JobAborted, NotFound
 from ..filters import NO_FILTER, Filter
 from ..model import IncompleteUpload, ObjectInfo
 from ..pipeline.runner import StopSignal, run_pipeline
+from .deletes import Deleter, batch_size, batched
 
 #: what :func:`open_location` says when a location names nothing
 NOTHING_THERE = "nothing at this location"
@@ -186,25 +187,27 @@ async def delete_objects(backend: Backend, objects: AsyncIterator[ObjectInfo], *
                                      f"more than --max-delete {max_delete}: nothing was deleted")
         objects = _replay(first)
 
-    async def delete(info: ObjectInfo) -> None:
-        if not dry_run:
-            try:
-                await backend.delete(info.key)
-            except VertexflowError as exc:
-                if getattr(exc, "fatal", False):
-                    raise
+    deleter = Deleter(backend)
+
+    async def delete(batch: list[ObjectInfo]) -> None:
+        failed = {} if dry_run else await deleter.delete([info.key for info in batch])
+        for info in batch:
+            exc = failed.get(info.key)
+            if exc is not None:
                 if isinstance(exc, AccessDenied) and not report.deleted:
                     raise JobAborted(f"{exc}: the store refuses deletes (credentials that may only read, or a "
                                      "policy); stopped before trying the other objects") from exc
                 report.failure(info.key, exc)
-                return
-        report.deleted += 1
-        report.bytes += info.size or 0
-        if on_object is not None:
-            on_object(info)
+                continue
+            report.deleted += 1
+            report.bytes += info.size or 0
+            if on_object is not None:
+                on_object(info)
 
-    await run_pipeline(objects, delete, workers=1 if dry_run else workers, queue_size=256, stop=stop,
-                       name="to_delete")
+    # where the backend deletes in batches (S3 DeleteObjects), a batch at a time: one request each
+    size = 1 if dry_run else batch_size(backend)
+    await run_pipeline(batched(objects, size), delete, workers=1 if dry_run else workers, queue_size=256 // size or 1,
+                       stop=stop, name="to_delete")
     return report
 
 

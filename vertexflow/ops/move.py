@@ -74,7 +74,7 @@ class RenamedDestination(BackendWrapper):
         super().__init__(inner)
         self.original, self.name = original, name
         self.features = replace(self.features, folders=False, public_links=False, incomplete_uploads=False,
-                                common_prefixes=False, folder_removal=False)
+                                common_prefixes=False, folder_removal=False, batch_deletes=False, buckets=False)
 
     def _key(self, key: str) -> str:
         return self.name if key == self.original else key

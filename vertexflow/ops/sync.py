@@ -48,6 +48,7 @@ from ..pipeline.stats import JobStats
 from ..state.journal import DestRecord, Journal, JournalCheckpoint, JobRecord, ObjectRecord
 from .copy import CopyJob, CopyOptions
 from .cutoff import Cutoff
+from .deletes import Deleter, batch_size, batched
 from .keep import Keeper
 from .links import SourceTree
 from .orphans import abort_orphans
@@ -422,18 +423,28 @@ class SyncJob:
         if self.keeper is not None:
             keys = await self._kept_first(keys, recorder)
 
-        async def delete(record: ObjectRecord) -> None:
-            if self.cutoff is not None and self.cutoff.check() is not None:
-                self.stats.deletes_skipped += 1
-                return  # --max-duration reached: the next run deletes the rest
-            await self.dst.delete(record.key)
-            recorder.deleted(record.key)
-            self.stats.deleted_objects += 1
-            if self.report is not None:
-                self.report.deleted(record.key)
-            log.info("object deleted", key=record.key)
+        deleter = Deleter(self.dst)
 
-        await run_pipeline(keys, delete, workers=DELETE_WORKERS, queue_size=256, stop=self.stop, name="to_delete")
+        async def delete(batch: list[ObjectRecord]) -> None:
+            if self.cutoff is not None and self.cutoff.check() is not None:
+                self.stats.deletes_skipped += len(batch)
+                return  # --max-duration reached: the next run deletes the rest
+            failed = await deleter.delete([record.key for record in batch])
+            for record in batch:
+                if record.key in failed:
+                    continue
+                recorder.deleted(record.key)
+                self.stats.deleted_objects += 1
+                if self.report is not None:
+                    self.report.deleted(record.key)
+                log.info("object deleted", key=record.key)
+            if failed:  # as a single delete's failure: the run stops, the next one deletes what is left
+                raise next(iter(failed.values()))
+
+        # where the destination deletes in batches (S3 DeleteObjects), a batch at a time: one request each
+        size = batch_size(self.dst)
+        await run_pipeline(batched(keys, size), delete, workers=DELETE_WORKERS, queue_size=256 // size or 1,
+                           stop=self.stop, name="to_delete")
 
     async def _kept_first(self, records: AsyncIterator[ObjectRecord],
                           recorder: _JournalRecorder) -> AsyncIterator[ObjectRecord]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AsyncExitStack,
@@ -52,7 +52,7 @@ from ...model import (
 )
 from ...retry import RetryPolicy, retry_call
 from ..base import DESCRIPTION_PARTS, Backend, UploadCheckpoint, check_key, described_metadata
-from . import checksums, listing, prefixes, uploads_cleanup
+from . import buckets, checksums, deletes, listing, prefixes, uploads_cleanup
 from .common import (
     ABORT_TIMEOUT,
     CHECK_TIMEOUT,
@@ -191,6 +191,8 @@ class S3Backend(Backend):
         description_in_place=DESCRIPTION_PARTS,
         incomplete_uploads=True,
         common_prefixes=True,
+        batch_deletes=True,
+        buckets=True,
     )
     #: Largest object copied with one CopyObject; bigger ones use UploadPartCopy.
     single_copy_limit: int = MAX_SINGLE_COPY
@@ -295,8 +297,9 @@ class S3Backend(Backend):
         if provider == "gcs":
             self.writes = replace(self.writes, tagging=False)
             # a multipart or composite object's ETag is no MD5 and a listing cannot tell which it is
+            # the XML API has no multi-object delete (DeleteObjects): one DeleteObject per object
             self.features = replace(self.features, object_tags=False, native_hashes=(),
-                                    stat_hashes=(SHA256,))
+                                    stat_hashes=(SHA256,), batch_deletes=False)
             # the XML API copies any size with one request and has no UploadPartCopy
             self.single_copy_limit = MAX_OBJECT_SIZE
         self._uploads = Uploads(self)
@@ -1012,6 +1015,17 @@ class S3Backend(Backend):
 
     def list_prefixes(self, path: str) -> AsyncIterator[str]:
         return prefixes.list_prefixes(self, path)
+
+    # -- batched deletes, the bucket (:mod:`.deletes`, :mod:`.buckets`) ------------------
+
+    async def delete_many(self, keys: Sequence[str]) -> dict[str, BackendError]:
+        return await deletes.delete_many(self, keys)
+
+    async def make_bucket(self) -> bool:
+        return await buckets.make_bucket(self)
+
+    async def remove_bucket(self) -> bool:
+        return await buckets.remove_bucket(self)
 
     async def _copy_multipart(self, client: Any, source: S3Backend, src: ObjectInfo,
                               copy_source: dict[str, str], dst_key: str, dst_full: str) -> None:
