@@ -158,10 +158,13 @@ class BodyReader:
 
         Each part is joined once from the chunks it spans (views of them where
         a chunk straddles two parts); a chunk that is a whole part is not copied.
+        ``head`` is emptied: its chunks are let go as they are joined, not kept
+        by the caller's list for the whole upload.
         """
         pieces: list[bytes | memoryview] = []
         have = 0
         pending = deque(head)
+        head.clear()
         while True:
             chunk = pending.popleft() if pending else await self.chunk()
             if chunk is None:
@@ -178,8 +181,11 @@ class BodyReader:
                 else:
                     rest = []
                 only = pieces[0] if len(pieces) == 1 else None
-                yield only if type(only) is bytes else b"".join(pieces)
-                pieces, have = rest, over
+                part = only if type(only) is bytes else b"".join(pieces)
+                # while the part waits its turn, it alone is held: not also the chunks it was joined from
+                pieces, have, chunk, only, last = rest, over, None, None, None  # type: ignore[assignment]
+                yield part
+                del part
         if pieces:
             yield b"".join(pieces)
 
@@ -418,6 +424,9 @@ class Uploads:
         with first_error():
             async with anyio.create_task_group() as tg:
                 number = 0
+                # a part is read only once one of upload_concurrency slots is free: at most that many parts
+                # are held per upload, counting the one being read (docs/memory.md)
+                await in_flight.acquire()
                 async for part in parts:
                     number += 1
                     if number > MAX_PARTS:
@@ -434,10 +443,11 @@ class Uploads:
                                                 upload.spec.field: digests.crc}
                         upload.skipped += 1
                         continue
-                    await in_flight.acquire()
                     tg.start_soon(self._upload_part, info.key, full, upload, number, part,
                                   digests, in_flight, saver)
                     del part  # the task holds it now; keep memory to the parts in flight
+                    await in_flight.acquire()
+                in_flight.release()
 
     def _hash_part(self, upload: Upload, part: bytes) -> PartDigests:
         """A part's digests, and the whole object's SHA-256 and full-object checksum taken on; one
