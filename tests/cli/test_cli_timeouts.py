@@ -158,3 +158,12 @@ def test_bad_timeout_exits_2_before_anything(tmp_path: Path, silent: SilentServe
     assert r.code == 2, r.err
     assert f"{option} {value!r}" in r.err, r.err
     assert silent.accepted == 0  # nothing was asked of the store
+
+
+def test_timeout_before_the_commands_name(tmp_path: Path, silent: SilentServer) -> None:
+    # as rclone takes it: `vertexflow --timeout 1s copy ...` is the same command as with it after
+    start = time.monotonic()
+    r = vf("--timeout", "1s", "copy", "s3://stalled/p", str(tmp_path / "out"), "--no-journal", "--retries", "1",
+           env=_s3_env(silent), timeout=90)
+    assert r.code != 0 and time.monotonic() - start < 30
+    assert "for 1 s" in r.err and "--timeout" in r.err, r.err

@@ -60,11 +60,14 @@ class Commands(click.Group):
         return super().get_command(ctx, name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        """The global options are taken after the command's name too (``copy SRC DST --log-level debug``)."""
+        """The global options are taken after the command's name too (``copy SRC DST --log-level debug``),
+        and a command's timeouts before it (``--timeout 1m copy SRC DST``)."""
         at = settings.split_command(args)
         if at is not None:
-            moved, rest = settings.hoist_global_options(self.get_command(ctx, args[at]), args[at + 1:])
-            args = [*args[:at], *moved, args[at], *rest]
+            command = self.get_command(ctx, args[at])
+            before, lowered = settings.lower_command_options(command, args[:at])
+            moved, rest = settings.hoist_global_options(command, args[at + 1:])
+            args = [*before, *moved, args[at], *lowered, *rest]
         return super().parse_args(ctx, args)
 
 
