@@ -211,7 +211,7 @@ class LocalBackend(Backend):
         def probe() -> None:
             if write:
                 try:
-                    self.root.mkdir(parents=True, exist_ok=True)
+                    self._make_dirs(self._root)
                 except OSError as exc:
                     raise self._error(exc, None, "creating the destination directory") from exc
                 if not os.access(self.root, os.W_OK):
@@ -425,22 +425,26 @@ class LocalBackend(Backend):
         if directory in self._dirs:
             self._dirs.move_to_end(directory)
             return
-        made = []  # the directories this call creates, deepest first: their names must be durable too
+        try:
+            self._make_dirs(directory)
+        except FileExistsError as exc:
+            raise Conflict("a parent of this key is a file", backend=self.describe(),
+                           key=os.path.relpath(directory, self.root)) from exc
+        self._dirs[directory] = None
+        if len(self._dirs) > DIR_CACHE_SIZE:
+            self._dirs.popitem(last=False)
+
+    def _make_dirs(self, directory: str) -> None:
+        """``os.makedirs``; with ``fsync``, the parent of each directory made is synced: its name is durable."""
+        made = []  # deepest first
         if self.fsync:
             missing = directory
             while not os.path.isdir(missing) and missing != os.path.dirname(missing):
                 made.append(missing)
                 missing = os.path.dirname(missing)
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except FileExistsError as exc:
-            raise Conflict("a parent of this key is a file", backend=self.describe(),
-                           key=os.path.relpath(directory, self.root)) from exc
+        os.makedirs(directory, exist_ok=True)
         for created in made:
             sync_directory(os.path.dirname(created))
-        self._dirs[directory] = None
-        if len(self._dirs) > DIR_CACHE_SIZE:
-            self._dirs.popitem(last=False)
 
     def _open_tmp(self, path: str, key: str) -> tuple[int, str]:
         directory = os.path.dirname(path)
