@@ -113,7 +113,10 @@ def main() -> int:
         table[f"{name} cost"] = {"no_fsync_over_fsync_objects_per_s": off["objects_per_s"] / on["objects_per_s"],
                                  "fsync_extra_wall_s": on["wall_s"] - off["wall_s"]}
     if args.json:
-        print(json.dumps({"files": args.files, "big": args.big, "rounds": args.rounds, "results": table}, indent=2))
+        each = {f"{name} {variant}": [round(x["objects_per_s"], 1) for x in results]
+                for (name, variant), results in runs.items()}
+        print(json.dumps({"files": args.files, "big": args.big, "rounds": args.rounds, "results": table,
+                          "objects_per_s_by_round": each}, indent=2))
         return 0
     print(f"{args.files} files of 1-64 KiB, {args.big} x 64 MiB, {args.rounds} rounds, medians; work: {args.work}")
     print(f"{'data set, variant':<22} {'objects/s':>10} {'MB/s':>8} {'wall s':>8}")
