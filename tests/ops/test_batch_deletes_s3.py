@@ -92,3 +92,18 @@ async def test_a_key_the_store_refuses_is_a_failure_of_its_own(seaweed: SeaweedF
         assert report.deleted == 2 and report.failed == 0
         assert await admin.delete_many(["a", "never-was"]) == {}  # absent keys are deleted as asked
     assert keys_left(seaweed, s3_bucket) == []
+
+
+def test_move_deletes_its_proven_sources_in_batches(tmp_path: Path, s3_env: dict[str, str], s3_bucket: str,
+                                                    seaweed: SeaweedFS) -> None:
+    keys = [f"m/{n:04d}.txt" for n in range(1200)]
+    put_many(seaweed, s3_bucket, keys)
+    with fault_proxy(int(seaweed.endpoint.rsplit(":", 1)[1]), seed=1, rates={}) as proxy:
+        run = vf("move", f"s3://{s3_bucket}/m", str(tmp_path / "dst"), "--json",
+                 env={"AWS_ENDPOINT_URL": proxy.endpoint}, timeout=300)
+        assert run.code == 0, run.err
+        assert deletes_sent(proxy.identities) == 2
+        assert not any(i.startswith("DELETE ") for i in proxy.identities)
+    assert keys_left(seaweed, s3_bucket) == []
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == [k.split("/")[1] for k in keys]
+    assert (tmp_path / "dst" / "0007.txt").read_text() == "m/0007.txt"

@@ -3,7 +3,8 @@
 Two routes, tried in this order:
 
 * ``batch``: ``delete_many`` (``features.batch_deletes``; S3 DeleteObjects,
-  a thousand keys a request), each key's failure its own;
+  a thousand keys a request), each key's failure its own; a key that failed
+  with a transient error (the store busy) is tried again on the single route;
 * ``single``: one ``delete`` per object, :data:`SINGLE_WORKERS` at once;
   the route of a backend without batched deletes, and of one whose store
   says it has none (``delete_many`` raises NotImplementedError: the batch
@@ -22,7 +23,7 @@ from typing import TypeVar
 import anyio
 
 from ..backends.base import Backend
-from ..errors import VertexflowError
+from ..errors import TransientError, VertexflowError
 from ..logs import get_logger
 
 log = get_logger(__name__)
@@ -54,7 +55,7 @@ async def batched(items: AsyncIterator[T], size: int) -> AsyncIterator[list[T]]:
 
 
 class Deleter:
-    """Deletes keys of ``backend`` by the cheapest route it has; ``routes`` counts the objects each took."""
+    """Deletes keys of ``backend`` by the cheapest route it has; ``routes`` counts the objects each deleted."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -75,7 +76,13 @@ class Deleter:
                     raise
                 return dict.fromkeys(keys, exc)  # the request failed whole: so did each of its keys
             else:
-                self.routes["batch"] += len(keys)
+                self.routes["batch"] += len(keys) - len(failed)
+                # a key the store could not delete just now (SlowDown, InternalError) gets a request of its own
+                again = [key for key, exc in failed.items() if isinstance(exc, TransientError)]
+                if again:
+                    for key in again:
+                        del failed[key]
+                    failed.update(await self._singly(again))
                 return failed
         return await self._singly(keys)
 
@@ -91,6 +98,7 @@ class Deleter:
                     if getattr(exc, "fatal", False):
                         raise
                     failed[key] = exc
+                    return
             self.routes["single"] += 1
 
         if len(keys) == 1:

@@ -38,6 +38,7 @@ from ..middleware.base import BackendWrapper
 from ..model import BodyFactory, ObjectInfo, Pace
 from ..pipeline.runner import StopSignal, run_pipeline
 from .cutoff import MAX_DURATION
+from .deletes import Deleter, batch_size
 from .plan import DECIDE_BATCH, empty_if_missing, merge, object_sha256, ordered_listing
 from .verify import native_comparison
 
@@ -248,16 +249,34 @@ async def delete_proven_sources(src: Backend, dst: Backend, journal: Journal, *,
         if proof is None:
             report.keep(s.key, f"its copy differs: {why}")
             return
-        await src.delete(s.key)
-        report.proven_by[proof] += 1
-        report.deleted += 1
-        report.bytes += s.size or 0
-        log.info("source object deleted", key=s.key, proven_by=proof)
-        if on_delete is not None:
-            on_delete(s)
+        proven.append((s, proof))
+        if len(proven) >= size:
+            await delete_proven()
+
+    # proven objects are deleted a batch at a time where the source takes batches (S3 DeleteObjects)
+    deleter = Deleter(src)
+    size = batch_size(src)
+    proven: list[tuple[ObjectInfo, str]] = []
+
+    async def delete_proven() -> None:
+        batch, proven[:] = proven[:size], proven[size:]
+        failed = await deleter.delete([s.key for s, _ in batch])
+        for s, proof in batch:
+            if s.key in failed:
+                continue
+            report.proven_by[proof] += 1
+            report.deleted += 1
+            report.bytes += s.size or 0
+            log.info("source object deleted", key=s.key, proven_by=proof)
+            if on_delete is not None:
+                on_delete(s)
+        if failed:  # as a single delete's failure: the move stops, the next one deletes what is left
+            raise next(iter(failed.values()))
 
     await run_pipeline(items(), settle, workers=1 if dry_run else DELETE_WORKERS, queue_size=256, stop=stop,
                        name="to_delete_moved")
+    while proven:  # the last batch, and what was proven when a stop came
+        await delete_proven()
     return report
 
 
