@@ -36,6 +36,7 @@ from ..errors import first_error
 from ..logs import get_logger
 from ..pipeline.runner import StopSignal
 from ..pipeline.stats import JobStats
+from . import memory
 from .config import DaemonSettings, JobSpec
 from .jobs import (
     ALREADY_PAUSED,
@@ -251,6 +252,7 @@ class JobController:
         with anyio.CancelScope(shield=True):  # a run once finished is remembered, drain or not
             await self._remember(result)
             await self._prune_reports()
+        memory.trim()  # what the run freed goes back to the system, not stranded in the allocator's arenas
 
     # -- memory across restarts --------------------------------------------
     async def _recall(self) -> None:

@@ -40,6 +40,7 @@ from ..config import Config
 from ..errors import ConfigError
 from ..logs import get_logger
 from ..state.journal import Journal, default_journal_path
+from . import memory
 from .config import DaemonConfig, JobSpec, load_daemon_config, server_ssl_context
 from .controller import JobController
 from .http import make_app
@@ -98,6 +99,7 @@ class Daemon:
     async def serve(self) -> None:
         """Run until SIGTERM/SIGINT and a drain. Raises ConfigError for a journal or port problem."""
         settings = self.config.daemon
+        memory.limit_arenas()  # before the journal's and the runs' threads take arenas of their own
         path = settings.journal or str(default_journal_path(self.environ))
         try:
             self.journal = await Journal.open(path)
