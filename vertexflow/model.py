@@ -212,6 +212,9 @@ class Features:
         request: ``make_bucket``/``remove_bucket``
         (:class:`~vertexflow.backends.base.Buckets`, ``vertexflow mkdir``/``rmdir``
         of ``s3://BUCKET``).
+    timeouts: the network timeouts the backend class takes as keyword arguments
+        (``request_timeout``: seconds without a byte, ``--timeout``;
+        ``connect_timeout``: seconds to connect, ``--contimeout``).
     """
 
     server_side_copy: bool = False
@@ -241,6 +244,7 @@ class Features:
     folder_removal: bool = False
     batch_deletes: bool = False
     buckets: bool = False
+    timeouts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ used). Decorators that keep keys and bytes forward what they wrap.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import os
 from collections.abc import AsyncIterator, Callable
@@ -101,6 +102,10 @@ def test_a_bare_backend_declares_exactly_the_methods_it_overrides(kind: str) -> 
     assert cls.features.direct_files == all(hasattr(cls, m) for m in ABILITIES["direct_files"])
     assert bool(cls.features.description_in_place) == (cls.set_description is not Backend.set_description), kind
     assert set(cls.features.description_in_place) <= set(DESCRIPTION_PARTS), kind
+    # the timeouts declared are arguments the class takes, and every network backend takes both
+    parameters = inspect.signature(cls).parameters
+    assert all(name in parameters for name in cls.features.timeouts), kind
+    assert set(cls.features.timeouts) == (set() if cls.features.local_path else {"request_timeout", "connect_timeout"})
 
 
 @pytest.mark.s3

@@ -167,3 +167,13 @@ def test_timeout_before_the_commands_name(tmp_path: Path, silent: SilentServer) 
            env=_s3_env(silent), timeout=90)
     assert r.code != 0 and time.monotonic() - start < 30
     assert "for 1 s" in r.err and "--timeout" in r.err, r.err
+
+
+def test_yandex_contimeout_fails_a_connection_never_made(tmp_path: Path, unreachable: int) -> None:
+    env = {"YANDEX_DISK_TOKEN": "silent-token", "YANDEX_DISK_API_URL": f"http://127.0.0.1:{unreachable}"}
+    start = time.monotonic()
+    r = vf("copy", "yadisk:/photos", str(tmp_path / "out"), "--no-journal", "--contimeout", "1s", "--retries", "1",
+           env=env, timeout=120)
+    took = time.monotonic() - start
+    assert r.code != 0 and took < 30, (took, r.err)  # the remote's request_timeout (30 s) would still be waiting
+    assert "--contimeout" in r.err, r.err

@@ -110,17 +110,8 @@ def with_metadata_options(location: Location, settings: TransferSettings) -> Loc
     from ..backends import backend_class
 
     cls = backend_class(location.kind)
-    options = {**settings.backend_options(cls.features), **settings.network_options(cls.features, _taker(cls))}
+    options = {**settings.backend_options(cls.features), **settings.network_options(cls.features)}
     return replace(location, kwargs={**location.kwargs, **options}) if options else location
-
-
-def _taker(cls: type) -> Callable[[str], bool]:
-    """Whether ``cls`` takes a keyword argument of a name: the timeouts reach each network backend as the
-    arguments it declares (Yandex.Disk has ``request_timeout`` for both, S3 a ``connect_timeout`` too)."""
-    import inspect
-
-    parameters = inspect.signature(cls).parameters
-    return lambda name: name in parameters
 
 
 def _remote_limit(location: Location, config: Any) -> str | None:

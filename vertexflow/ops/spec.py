@@ -215,15 +215,13 @@ class TransferSettings:
             out.append(seconds)
         return out[0], out[1]
 
-    def network_options(self, features: Features, takes: Any) -> dict[str, float]:
+    def network_options(self, features: Features) -> dict[str, float]:
         """The keyword arguments that carry ``--timeout`` / ``--contimeout`` to a backend with ``features``:
-        a store reached over the network (not files on this machine), those of ``request_timeout`` (the
-        idle timeout) and ``connect_timeout`` that ``takes(name)`` says its class accepts."""
-        if features.local_path:
-            return {}
+        those of ``request_timeout`` (the idle timeout) and ``connect_timeout`` it declares it takes
+        (``features.timeouts``: a store reached over the network)."""
         idle, connect = self.timeouts()
         given = {"request_timeout": idle, "connect_timeout": connect}
-        return {name: value for name, value in given.items() if value is not None and takes(name)}
+        return {name: value for name, value in given.items() if value is not None and name in features.timeouts}
 
     def metadata_overrides(self) -> dict[str, str]:
         """``metadata_set`` as a mapping of lower-case names; raises ConfigError naming a bad entry."""

@@ -188,6 +188,7 @@ class S3Backend(Backend):
         stat_hashes=(SHA256, CRC64NVME, CRC32C, CRC32),
         object_tags=True,
         write_settings=SETTINGS,
+        timeouts=("request_timeout", "connect_timeout"),
         description_in_place=DESCRIPTION_PARTS,
         incomplete_uploads=True,
         common_prefixes=True,

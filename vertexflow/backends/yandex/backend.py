@@ -111,7 +111,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any], str]] = {
 }
 # Each setting's lowest value, and whether that value itself is allowed.
 _MINIMUM: dict[str, tuple[float, bool]] = {
-    "request_timeout": (0, False), "chunk_size": (0, False), "upload_concurrency": (1, True),
+    "request_timeout": (0, False), "connect_timeout": (0, False), "chunk_size": (0, False),
+    "upload_concurrency": (1, True),
     "dir_cache_ttl": (0, True), "dir_cache_size": (0, True), "pool_connections": (1, True),
     "pool_maxsize": (1, True),
 }
@@ -168,14 +169,15 @@ class YandexDiskBackend(Backend):
     scheme = "yadisk"
     features = Features(server_side_copy=True, native_hashes=(MD5, SHA256), sorted_listing=True,
                         public_links=True, folders=True, object_metadata=True,
-                        description_in_place=("metadata", "mtime"), folder_removal=True)
+                        description_in_place=("metadata", "mtime"), folder_removal=True,
+                        timeouts=("request_timeout", "connect_timeout"))
 
     def __init__(self, root: str = "/", *, token: str, base_url: str = DEFAULT_BASE_URL,
                  request_timeout: float = 30.0, chunk_size: int = 10 * MiB, upload_concurrency: int = 3,
                  dir_cache_ttl: float = 300.0, dir_cache_size: int = 1000, pool_connections: int = 10,
                  pool_maxsize: int = 20, name: str | None = None, trash: bool = False,
                  retry_policy: RetryPolicy | None = None, metadata: bool = True,
-                 metadata_set: Mapping[str, str] | None = None) -> None:
+                 metadata_set: Mapping[str, str] | None = None, connect_timeout: float | None = None) -> None:
         if not token:
             raise ConfigError("no Yandex.Disk OAuth token: set YANDEX_DISK_TOKEN or the remote's token")
         for setting, value in (("request_timeout", request_timeout), ("chunk_size", chunk_size),
@@ -183,6 +185,8 @@ class YandexDiskBackend(Backend):
                                ("dir_cache_size", dir_cache_size), ("pool_connections", pool_connections),
                                ("pool_maxsize", pool_maxsize)):
             _check_setting(setting, value, "Yandex.Disk backend")
+        if connect_timeout is not None:  # None: request_timeout for both, the remote's one setting
+            _check_setting("connect_timeout", connect_timeout, "Yandex.Disk backend")
         self._root = _root_parts(root)
         self._name = name
         self.chunk_size = chunk_size
@@ -193,7 +197,7 @@ class YandexDiskBackend(Backend):
                               if k != "content-type" and k not in STANDARD_HEADERS}
         self._retry_policy = retry_policy or REQUEST_RETRY
         self._client = YandexDiskClient(base_url, token, backend=self.describe(),
-                                        request_timeout=request_timeout,
+                                        request_timeout=request_timeout, connect_timeout=connect_timeout,
                                         pool_connections=pool_connections, pool_maxsize=pool_maxsize)
         self._dirs = DirCache(dir_cache_size, dir_cache_ttl)
         self._mkdirs: dict[str, anyio.Event] = {}
@@ -285,7 +289,7 @@ class YandexDiskBackend(Backend):
         try:
             disk = await self._disk_info()
         except ConnectionFailed as exc:
-            raise ConnectionFailed(f"cannot reach the Yandex.Disk API at {self.base_url}",
+            raise ConnectionFailed(f"cannot reach the Yandex.Disk API at {self.base_url} ({exc.message})",
                                    backend=self.describe()) from exc
         if disk.max_file_size:
             self.features = replace(type(self).features, max_object_size=disk.max_file_size)
