@@ -82,22 +82,30 @@ def _command(args: list[str]) -> list[str]:
 
 def run_cli(args: list[str], env: dict[str, str], *, timeout: float = RUN_TIMEOUT,
             sig: signal.Signals | None = None, at: float | None = None,
-            second_after: float | None = None, every: float | None = None) -> Run:
-    """Run the command; with ``sig``, send it ``at`` seconds after the start (and again ``second_after``
-    seconds later, if given and the process still runs; or, with ``every``, again every that many
-    seconds until it exits, at most :data:`MAX_REPEATS` times). A run past ``timeout`` is killed (``hung``)."""
+            second_after: float | None = None, every: float | None = None,
+            after: Callable[[], bool] | None = None) -> Run:
+    """Run the command; with ``sig``, send it ``at`` seconds after the start (or, with ``after``, after
+    ``after()`` first holds, asked every 50 ms) (and again ``second_after`` seconds later, if given and the
+    process still runs; or, with ``every``, again every that many seconds until it exits, at most
+    :data:`MAX_REPEATS` times). A run past ``timeout`` is killed (``hung``)."""
     t0 = time.monotonic()
     proc = subprocess.Popen(_command(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, text=True)
     sent: str | None = None
+    sent_at = 0.0
     hung = False
     try:
+        if sig is not None and at is not None and after is not None:
+            # stdout and stderr stay unread meanwhile: a --json command writes them at its end
+            while proc.poll() is None and time.monotonic() - t0 < timeout and not after():
+                time.sleep(0.05)
         if sig is not None and at is not None:
             try:
                 proc.wait(timeout=at)
             except subprocess.TimeoutExpired:
                 proc.send_signal(sig)
                 sent = sig.name
+                sent_at = time.monotonic() - t0
                 gaps = [second_after] if second_after is not None else [every] * MAX_REPEATS if every else []
                 for n, gap in enumerate(gaps, start=2):
                     try:
@@ -116,7 +124,8 @@ def run_cli(args: list[str], env: dict[str, str], *, timeout: float = RUN_TIMEOU
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return Run(args, proc.returncode, out, err, time.monotonic() - t0, sent, at if sent else None, hung)
+    signal_at = (sent_at if after is not None else at) if sent else None
+    return Run(args, proc.returncode, out, err, time.monotonic() - t0, sent, signal_at, hung)
 
 
 # -- the invariants -----------------------------------------------------------
@@ -139,6 +148,12 @@ def local_tree(root: Path) -> dict[str, str]:
             path = Path(dirpath) / name
             out[path.relative_to(root).as_posix()] = sha256_file(path)
     return out
+
+
+def s3_keys(client: Any, bucket: str, prefix: str) -> set[str]:
+    """The keys under ``prefix/``, listed with boto3."""
+    return {item["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+            for item in page.get("Contents", ())}
 
 
 def s3_tree(client: Any, bucket: str, prefix: str) -> dict[str, str]:
@@ -879,8 +894,8 @@ class ChaosLab:
         _, direction, sig_name = operation.split("_")
         sig = signal.Signals[sig_name]
         src = round_dir / "src"
-        # a backup has no --bwlimit: its compression sets the pace (8 MiB more: 2-6 s a run here)
-        tree = make_tree(src, rng, big=(8 if direction == "backup" else 24) * MiB)
+        # a backup has no --bwlimit: its compression sets the pace (16 MiB more: 2-6 s a run here)
+        tree = make_tree(src, rng, big=(16 if direction == "backup" else 24) * MiB)
         a = self.clients["a"]
         prefix = f"{operation}-{result.seed}"
         local_dst: Path | None = None
@@ -913,16 +928,23 @@ class ChaosLab:
         for attempt in range(kills + 2):
             signalled = attempt < kills
             at = rng.uniform(*self.signal_window)
-            if direction == "backup":
-                # its first part is written 1-3 s in, the last 2-6 s: a kill lands before, between or after them
-                at *= 2
             twice = sig is not signal.SIGKILL and rng.random() < 0.5 and self.second_signal
             second_after = rng.uniform(0.05, 0.5) if twice else None
             every = self.signal_every if sig is not signal.SIGKILL else None
             report = round_dir / f"report-{attempt}.jsonl"
+            after = None
+            if direction == "backup":
+                # the moment counts from this run's first part at the destination: a kill lands between
+                # parts, or after the last one, before metadata.json
+                before = {k for k in s3_keys(a, "chaos", prefix)}
+                at = rng.uniform(0.0, 1.5)
+
+                def after() -> bool:
+                    return any(k.rsplit("/", 1)[-1].startswith("storage.tar")
+                               for k in s3_keys(a, "chaos", prefix) - before)
             run = run_cli(args + (["--report", str(report)] if direction != "backup" else []), env,
                           sig=sig if signalled else None, at=at if signalled else None,
-                          second_after=None if every else second_after, every=every)
+                          second_after=None if every else second_after, every=every, after=after)
             result.runs.append(run)
             if run.signal is None:
                 allowed = {EXIT_OK}
