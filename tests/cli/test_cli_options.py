@@ -242,14 +242,16 @@ def test_links_are_skipped_stored_or_followed(tmp_path: Path) -> None:
 
     r = vf("copy", str(src), str(tmp_path / "stored"), "--links", "--json")
     assert r.code == 0, r.err
-    stored = tmp_path / "stored"
-    assert (stored / "to-file.rclonelink").read_bytes() == b"real.txt"
-    assert (stored / "to-folder.rclonelink").read_bytes() == b"folder"
-    assert (stored / "broken.rclonelink").read_bytes() == b"nowhere/at/all"
-    assert (stored / "folder" / "loop.rclonelink").read_bytes() == b".."
+    stored = tmp_path / "stored"  # local disk to local disk: each link made as the link it is, as rclone does
+    assert os.readlink(stored / "to-file") == "real.txt" and (stored / "to-file").read_bytes() == b"the real bytes"
+    assert os.readlink(stored / "to-folder") == "folder"
+    assert os.readlink(stored / "broken") == "nowhere/at/all"
+    assert os.readlink(stored / "folder" / "loop") == ".."
+    assert not list(stored.rglob("*.rclonelink"))
     assert summary(r)["objects"] == 6
+    assert (stored / "to-file").lstat().st_mtime_ns // 10**9 == (src / "to-file").lstat().st_mtime_ns // 10**9
     again = vf("copy", str(src), str(stored), "--links", "--json")
-    assert again.code == 0 and summary(again)["objects"] == 0 and summary(again)["skipped"] == 6
+    assert again.code == 0 and summary(again)["objects"] == 0, again.out  # links in place are left alone
 
     r = vf("copy", str(src), str(tmp_path / "followed"), "--copy-links", "--json")
     assert r.code == 0, r.err
@@ -257,6 +259,12 @@ def test_links_are_skipped_stored_or_followed(tmp_path: Path) -> None:
     assert followed["to-file"] == sha(b"the real bytes")
     assert followed["to-folder/inside.txt"] == sha(b"inside")
     assert "broken" not in followed and not any(k.startswith("folder/loop") for k in followed)
+
+    (src / "to-file").unlink()  # a link changed at the source is made again
+    (src / "to-file").symlink_to("folder/inside.txt")
+    changed = vf("copy", str(src), str(stored), "--links", "--json")
+    assert changed.code == 0 and summary(changed)["objects"] == 1, changed.out
+    assert os.readlink(stored / "to-file") == "folder/inside.txt"
 
 
 # -- where options come from ------------------------------------------------------------------

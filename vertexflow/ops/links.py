@@ -13,7 +13,8 @@ it finds into the listing in key order (:meth:`SourceTree.listing`):
   object ``NAME.rclonelink`` becomes the link ``NAME`` again, pointing where
   its bytes say, with the object's mtime (as rclone's ``--links`` does); a
   link already there with as many bytes of target and that mtime is left as
-  it is, as an unchanged object would be.
+  it is, as an unchanged object would be. From local disk to local disk a
+  link is made as a link at once (rclone's ``--links`` on both ends).
 * ``--copy-links`` (rclone's ``--copy-links``): a link is followed: a link
   to a file is that file's bytes under the link's name, a link to a folder
   is walked as a folder (a folder met twice, a loop, is walked once). A link
@@ -67,6 +68,8 @@ class SourceTree:
         self.links, self.empty_dirs = links, empty_dirs
         #: ``--links`` to local disk: the source's ``NAME.rclonelink`` objects become links again
         self.restore = restore
+        #: ``--links`` from local disk to local disk: a link is made as the link it is
+        self.relink = links == "store" and dst.features.local_path
         #: ``--links``: stored key -> the link's target
         self.targets: dict[str, str] = {}
         #: ``restore``: the source's keys ``NAME.rclonelink`` to make links of
@@ -96,11 +99,12 @@ class SourceTree:
             async for info in listed:
                 if self.empty_dirs:
                     self._fill(info.key)
-                if self.restore and _stands_for_link(info):
+                if (self.restore and _stands_for_link(info)) or (self.relink and info.key in self.targets):
                     if self._link_in_place(info):
                         log.debug("link unchanged", key=info.key)
                         continue
-                    self.restoring.add(info.key)
+                    if self.restore:
+                        self.restoring.add(info.key)
                 yield info
 
     async def _merged(self, listed: AsyncIterator[ObjectInfo], extra: list[ObjectInfo]) -> AsyncIterator[ObjectInfo]:
@@ -169,6 +173,8 @@ class SourceTree:
         the link a ``NAME.rclonelink`` object stands for."""
         if info.key in self.restoring:
             return await self._restore_link(info)
+        if self.relink:
+            return await self._relink(info)
         data = os.fsencode(self.targets[info.key])
         result = await self.dst.put(info, body_from_bytes(data))
         sent = hashlib.sha256(data).hexdigest()
@@ -187,6 +193,15 @@ class SourceTree:
         path = self._link_path(info.key)
         mtime_ns = None if info.mtime is None else int((info.mtime - _EPOCH).total_seconds() * 1e9)
         await anyio.to_thread.run_sync(_make_link, path, os.fsdecode(data), mtime_ns)
+        return ObjectInfo(key=info.key, size=len(data), mtime=info.mtime, version=info.version,
+                          hashes={"sha256": hashlib.sha256(data).hexdigest()})
+
+    async def _relink(self, info: ObjectInfo) -> ObjectInfo:
+        """Make the source's link that ``info`` (``NAME.rclonelink``) stands for as the link ``NAME``."""
+        target = self.targets[info.key]
+        mtime_ns = None if info.mtime is None else int((info.mtime - _EPOCH).total_seconds() * 1e9)
+        await anyio.to_thread.run_sync(_make_link, self._link_path(info.key), target, mtime_ns)
+        data = os.fsencode(target)
         return ObjectInfo(key=info.key, size=len(data), mtime=info.mtime, version=info.version,
                           hashes={"sha256": hashlib.sha256(data).hexdigest()})
 
