@@ -37,6 +37,8 @@ from vertexflow.testing.killer import (
     check_resend,
     check_whole,
     local_snapshot,
+    make_tree,
+    read_backups,
     reported_copies,
     run_cli,
 )
@@ -242,3 +244,29 @@ def test_sigkill_while_a_multipart_upload_is_created_leaves_none(lab: ChaosLab, 
     rerun = run_cli(args, env)
     assert rerun.code == 0, rerun.err
     assert check_no_multipart_uploads(lab.clients["a"], "chaos", prefix) == []
+
+
+def test_backups_read_back_catch_a_missing_part_and_mark_the_incomplete(lab: ChaosLab, tmp_path: Path) -> None:
+    """read_backups (boto3, gzip and tarfile only) reads a whole backup's files; a folder without metadata.json
+    is incomplete; one whose metadata names a part that is gone or differs is an error, not a backup."""
+    src = tmp_path / "src"
+    tree = make_tree(src, random.Random(5))
+    prefix = "read-backups"
+    lab.proxies["a"].rearm(0, {})
+    env = lab.environ(tmp_path)
+    made = run_cli(["backup", "create", "--type", "storage", "--storage", str(src), "--to", f"a:chaos/{prefix}",
+                    "--chunk-size", "4M", "--json"], env)
+    assert made.code == 0, made.err
+    bid = made.summary()["backup"]
+    client = lab.clients["a"]
+    assert read_backups(client, "chaos", prefix) == {bid: tree}
+    part = f"{prefix}/{bid}/storage.tar.gz.part0001"
+    body = client.get_object(Bucket="chaos", Key=part)["Body"].read()
+    client.put_object(Bucket="chaos", Key=part, Body=body[:-1] + bytes([body[-1] ^ 1]))
+    with pytest.raises(ValueError, match="part0001 differs"):
+        read_backups(client, "chaos", prefix)
+    client.delete_object(Bucket="chaos", Key=part)
+    with pytest.raises(ValueError, match="part0001 is missing"):
+        read_backups(client, "chaos", prefix)
+    client.delete_object(Bucket="chaos", Key=f"{prefix}/{bid}/metadata.json")
+    assert read_backups(client, "chaos", prefix) == {bid: None}
