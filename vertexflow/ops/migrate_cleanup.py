@@ -34,13 +34,11 @@ from ..errors import ConfigError, NotFound
 from ..tenancy.adapters import FOLDER_MARKER, StorageAdapter
 from ..tenancy.manager import StorageManager
 from ..tenancy.registry import ACTIVE_STATES, MigrationRecord, Placement
+from .deletes import Deleter, batch_size
 from .plan import empty_if_missing
 
 #: seconds a left-behind copy is kept after its migration ended (a week: a bad switch is usually seen by then)
 DEFAULT_GRACE = 7 * 86400.0
-#: deletes in flight at once (remote stores answer each in a round trip)
-CLEANUP_CONCURRENCY = 16
-
 
 @dataclass(slots=True)
 class CleanupLocation:
@@ -171,20 +169,14 @@ async def _clean(adapter: StorageAdapter, loc: CleanupLocation, dry_run: bool) -
         loc.bytes += info.size or 0
     if dry_run:
         return
-    limiter = anyio.CapacityLimiter(CLEANUP_CONCURRENCY)
-
-    async def delete(key: str) -> None:
-        async with limiter:
-            try:
-                await adapter.delete_file(key)
-            except NotFound:
-                pass
-            loc.deleted += 1
-
-    async with anyio.create_task_group() as tg:
-        for key in keys:
-            tg.start_soon(delete, key)
     backend = adapter.backend
+    deleter, size = Deleter(backend), batch_size(backend)  # S3: a thousand a request (DeleteObjects)
+    for start in range(0, len(keys), size):
+        batch = keys[start:start + size]
+        failed = {k: e for k, e in (await deleter.delete(batch)).items() if not isinstance(e, NotFound)}
+        loc.deleted += len(batch) - len(failed)
+        if failed:
+            raise next(iter(failed.values()))
     if backend.features.local_path:  # local disk: the emptied folders go too, the company's folder with them
         root = backend.local_path(FOLDER_MARKER).parent  # the root itself has no key; a key just below it has
         await anyio.to_thread.run_sync(_remove_empty_dirs, Path(root))
