@@ -204,7 +204,8 @@ def test_resend_sees_an_object_sent_again(tmp_path: Path) -> None:
                       '{"key": "c", "action": "copied"}\n{"key": "d", "act')  # a killed run's last line
     assert reported_copies(report) == {"a", "c"}
     assert check_resend({"a", "c"}, {"b"}) == []
-    assert check_resend({"a", "c"}, {"a", "b"}) == ["re-sent object 'a': it was whole at the destination before this run"]
+    assert check_resend({"a", "c"}, {"a", "b"}) == [
+        "re-sent object 'a': it was whole at the destination before this run"]
 
 
 @pytest.mark.xfail(strict=True, reason="daemon_job seed 100: a SIGKILL while CreateMultipartUpload is unanswered "

@@ -6,13 +6,19 @@
   checking invariants after every round (bounded in rounds and time);
 * the invariants, one function each, return a list of problems (empty: held):
   :func:`check_whole`, :func:`check_no_temp_files`,
-  :func:`check_no_multipart_uploads`, :func:`check_journal`, :func:`check_exit_status`;
+  :func:`check_no_multipart_uploads`, :func:`check_journal`, :func:`check_exit_status`,
+  :func:`check_moved` (a move loses nothing), :func:`check_foreign` (what the
+  operation does not own is untouched), :func:`check_resend` (a rerun sends
+  again only what was not whole at the destination); :func:`read_backups`
+  reads backups back with boto3, gzip and tarfile;
 * :class:`ChaosLab` owns one or two SeaweedFS servers, a :class:`FaultProxy`
   in front of each, a config file naming them as remotes ``a`` and ``b``
   (5 MiB parts), the Yandex.Disk emulator behind a proxy too (remote ``y``),
   and runs the operations (:data:`OPERATIONS`): copy and sync local -> S3 and
   S3 -> local through the faults, S3 -> S3 across two servers, local ->
-  Yandex.Disk, and the kill rounds of a multipart upload.
+  Yandex.Disk, move local -> S3, verify --fix both ways, backup create and
+  restore; the kill rounds of a multipart upload, a move and a backup; and
+  the daemon running a sync job, SIGKILLed and restarted.
 
 Everything is drawn from a round's seed (the data, the faults, the moments of
 the signals), so a violation names the seed that replays it:
@@ -886,8 +892,8 @@ class ChaosLab:
         marks = {e["id"]: e["complete"] for e in json.loads(listed.out)}
         for bid, files in backups.items():
             if marks.get(bid) != (files is not None):
-                result.violate("backup list", [f"backup {bid} listed complete={marks.get(bid)} but "
-                                               + ("it reads back whole" if files is not None else "it has no metadata.json")])
+                why = "it reads back whole" if files is not None else "it has no metadata.json"
+                result.violate("backup list", [f"backup {bid} listed complete={marks.get(bid)} but {why}"])
         return sum(len(files) for files in backups.values() if files is not None)
 
     def _kill_round(self, result: RoundResult, round_dir: Path, rng: random.Random, operation: str) -> None:
