@@ -309,16 +309,17 @@ def check_moved(at_source: dict[str, str], at_dest: dict[str, str], expected: di
     return problems
 
 
-def reported_copies(report: Path) -> set[str]:
-    """The keys a run's ``--report`` file says it copied (the lines written before it ended)."""
+def reported_copies(report: Path, actions: Iterable[str] = ("copied",)) -> set[str]:
+    """The keys a run's ``--report`` file names with one of ``actions`` (the lines written before it ended)."""
     keys: set[str] = set()
+    wanted = set(actions)
     if report.exists():
         for line in report.read_text(errors="replace").splitlines():
             try:
                 item = json.loads(line)
             except ValueError:
                 continue  # the last line of a killed run may be cut short
-            if isinstance(item, dict) and item.get("action") == "copied":
+            if isinstance(item, dict) and item.get("action") in wanted:
                 keys.add(item["key"])
     return keys
 
@@ -782,7 +783,11 @@ class ChaosLab:
             seen = {k: v for k, v in now.items() if not (k in stale and v != tree[k])}
             temp = {k for k in seen if k.rsplit("/", 1)[-1].startswith(TMP_PREFIX)}
             seen = {k: v for k, v in seen.items() if k not in temp}
-            whole = {k for k, v in seen.items() if tree.get(k) == v}
+            # what this run finished: whole at the destination and reported copied or unchanged (one that
+            # failed, e.g. its answer lost after the store had it, or that was in flight at a fatal error,
+            # was in flight: the next run may send it again)
+            done = reported_copies(report, ("copied", "skipped")) if summary_kind == "transfer" else set()
+            whole = {k for k, v in seen.items() if tree.get(k) == v and k in done}
             result.violate("whole objects", check_whole(seen, tree, complete=run.code == EXIT_OK, extra_ok=extra_ok))
             if operation == "move_up":
                 result.violate("nothing lost by a move", check_moved(local_tree(src), seen, tree,
