@@ -17,6 +17,11 @@ The RSS slope is the least-squares line through the samples after the
 warm-up, in MiB an hour: a leak shows as a slope that does not fall as the
 run gets longer (quote it from a run of 30 minutes or more).
 
+``--breakdown FILE`` runs the daemon under ``benchmarks/daemon_memory.py``,
+which writes every minute where its memory is (Python objects by type,
+SQLite's own memory, the C allocator's heap in use and free): what a growing
+RSS is made of.
+
 Verdict: the figures at the end (median of the last tenth of the samples)
 against the start (median of the first tenth after a warm-up): RSS may grow by
 at most 25% + 16 MiB, open fds by at most 8, and the largest lag stays under
@@ -169,6 +174,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=30.0, help="seconds before the baseline")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="write the samples and the verdict here")
+    ap.add_argument("--breakdown", type=Path, default=None,
+                    help="run the daemon under benchmarks/daemon_memory.py, which writes where its memory is "
+                         "(Python objects, SQLite, the C allocator) here every minute")
     args = ap.parse_args()
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="vertexflow-soak-"))
@@ -177,8 +185,15 @@ def main() -> int:
     (work / "daemon.toml").write_text(CONFIG.replace("{port}", str(port)))
     churn = Churn(work / "tree", args.files, args.changes)
     log = open(work / "daemon.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "vertexflow", "--log-format", "json", "daemon", "--config",
-                             str(work / "daemon.toml")], stdout=log, stderr=subprocess.STDOUT)
+    command, env = [sys.executable, "-m", "vertexflow"], None
+    if args.breakdown is not None:
+        here = Path(__file__).resolve().parent
+        command = [sys.executable, str(here / "daemon_memory.py")]
+        env = {**os.environ, "VF_MEMORY_OUT": str(args.breakdown.resolve()),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(here.parent), os.environ.get("PYTHONPATH")]))}
+        args.breakdown.unlink(missing_ok=True)
+    proc = subprocess.Popen([*command, "--log-format", "json", "daemon", "--config", str(work / "daemon.toml")],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
     samples: list[dict[str, float]] = []
     try:
         wait_ready(port, proc)
