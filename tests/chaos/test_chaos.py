@@ -16,10 +16,12 @@ import errno
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,7 @@ from vertexflow.testing.killer import (
     Run,
     check_exit_status,
     check_foreign,
+    check_journal_agrees,
     check_moved,
     check_no_multipart_uploads,
     check_no_temp_files,
@@ -271,3 +274,18 @@ def test_backups_read_back_catch_a_missing_part_and_mark_the_incomplete(lab: Cha
         read_backups(client, "chaos", prefix)
     client.delete_object(Bucket="chaos", Key=f"{prefix}/{bid}/metadata.json")
     assert read_backups(client, "chaos", prefix) == {bid: None}
+
+
+def test_journal_must_agree_with_the_destination(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE objects (key TEXT, action TEXT, state TEXT, sha256 TEXT)")
+        db.execute("CREATE TABLE dest_index (key TEXT, sha256 TEXT)")
+        db.executemany("INSERT INTO objects VALUES (?, ?, ?, ?)", [
+            ("a", "copy", "done", "1" * 64), ("b", "copy", "planned", "2" * 64), ("c", "delete", "done", None)])
+        db.execute("INSERT INTO dest_index VALUES ('a', ?)", ("1" * 64,))
+    assert check_journal_agrees(path, {"a": "1" * 64}) == []
+    assert check_journal_agrees(tmp_path / "none.db", {}) == []
+    problems = check_journal_agrees(path, {"a": "f" * 64})
+    assert len(problems) == 2 and all(p.startswith("the journal has 'a'") for p in problems)
+    assert check_journal_agrees(path, {})[0].endswith("has no such object")

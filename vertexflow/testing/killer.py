@@ -262,6 +262,27 @@ def check_journal(path: Path) -> list[str]:
     return [] if rows == ["ok"] else [f"journal {path.name} fails its integrity check: {rows[:3]}"]
 
 
+def check_journal_agrees(path: Path, actual: dict[str, str]) -> list[str]:
+    """What the journal (if the run made one) records as copied agrees with the destination: every object
+    it marks done with a SHA-256, and every entry of its destination index with one, is there with it."""
+    if not path.exists():
+        return []
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            rows = db.execute("SELECT key, sha256, 'done' FROM objects WHERE action = 'copy' AND state = 'done' "
+                              "AND sha256 IS NOT NULL UNION ALL "
+                              "SELECT key, sha256, 'indexed' FROM dest_index WHERE sha256 IS NOT NULL").fetchall()
+    except sqlite3.Error as exc:
+        return [f"journal {path.name} does not read: {exc}"]
+    problems = []
+    for key, digest, what in sorted(set(rows)):
+        if actual.get(key) != digest:
+            got = actual.get(key)
+            problems.append(f"the journal has {key!r} {what} with sha256 {digest[:12]}, the destination "
+                            + (f"{got[:12]}" if got else "has no such object"))
+    return problems
+
+
 def check_exit_status(run: Run, allowed: Iterable[int] = DOCUMENTED, *, summary_kind: str = "transfer") -> list[str]:
     """The exit status is a documented one, allowed here, and agrees with the ``--json`` summary
     (``summary_kind`` "transfer": 0 nothing failed, 1 failures named, 130 interrupted; "verify": 0 exactly
@@ -807,6 +828,7 @@ class ChaosLab:
         final = state()
         result.objects_checked += len(final)
         result.violate("whole objects", check_whole(final, tree, complete=True))  # exact: deletes done too
+        result.violate("journal agrees", check_journal_agrees(round_dir / "journal.db", final))
         if operation != "copy_yadisk":
             result.violate("no multipart uploads", check_no_multipart_uploads(dst_client, "chaos", dst_prefix))
         result.violate("foreign objects", check_foreign(foreign_before, foreign()))
@@ -977,6 +999,7 @@ class ChaosLab:
                     result.violate("nothing lost by a move", check_moved(local_tree(src), now, tree,
                                                                           done=run.code == EXIT_OK))
                 result.violate("journal", check_journal(round_dir / "journal.db"))
+                result.violate("journal agrees", check_journal_agrees(round_dir / "journal.db", now))
             if run.code == EXIT_INTERRUPTED:
                 # README: the first signal lets transfers finish, the second aborts them and removes
                 # temporary files and multipart uploads: an interrupted run leaves neither
@@ -1078,6 +1101,7 @@ class ChaosLab:
             result.violate("whole objects", check_whole(now, tree, complete=attempt == kills,
                                                         extra_ok={"gone/old.bin"} if attempt < kills else ()))
             result.violate("journal", check_journal(journal))
+            result.violate("journal agrees", check_journal_agrees(journal, now))
         result.faults = self._faults()
         self._arm(result.seed, on=False)
         final = s3_tree(a, "chaos", prefix)
