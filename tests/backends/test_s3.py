@@ -850,10 +850,13 @@ async def test_upload_saves_its_checkpoint_after_each_part(small_parts: S3Backen
     data = os.urandom(3 * PART + 10)
     checkpoint = MemoryCheckpoint()
     await small_parts.put(ObjectInfo(key="c", size=len(data)), body_from_bytes(data), checkpoint=checkpoint)
-    # one save once the upload exists, then one per part, each holding every part done so far
-    # (parts in flight can finish together: a save may already hold the next part too)
-    counts = [len(s["parts"]) for s in checkpoint.saves]
-    assert len(counts) == 5 and counts[0] == 0 and counts[-1] == 4
+    # one save before the upload is asked for (no id yet: when it was asked), one once it exists, then one
+    # per part, each holding every part done so far (parts in flight can finish together: a save may
+    # already hold the next part too)
+    creating, *saves = checkpoint.saves
+    assert creating["upload_id"] == "" and abs(creating["creating"] - time.time()) < 60
+    counts = [len(s["parts"]) for s in saves]
+    assert len(counts) == 5 and counts[0] == 0 and counts[-1] == 4 and saves[0]["upload_id"]
     assert counts == sorted(counts) and all(c >= i for i, c in enumerate(counts))
     last = checkpoint.saves[-1]
     assert last["part_size"] == PART and last["sha256"] is None

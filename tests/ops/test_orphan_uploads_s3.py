@@ -33,7 +33,8 @@ def saved_uploads(journal: Path) -> list[str]:
     try:
         db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
         try:
-            return [row[0] for row in db.execute("SELECT upload_id FROM uploads")]
+            # an empty id: an upload being created (its id not yet answered)
+            return [row[0] for row in db.execute("SELECT upload_id FROM uploads WHERE upload_id != ''")]
         finally:
             db.close()
     except sqlite3.Error:  # not created yet
@@ -86,3 +87,46 @@ def test_a_rerun_aborts_the_upload_its_killed_run_left(tmp_path: Path, s3_env: d
     last = vf(*args, timeout=300)
     assert last.code == 0, last.err
     assert "orphan_uploads" not in last.json()
+
+
+@pytest.mark.parametrize("rerun", ["sends the object", "finds nothing to send"])
+def test_an_upload_whose_creation_was_never_answered_is_aborted_by_the_next_run(
+        tmp_path: Path, s3_env: dict[str, str], s3_bucket: str, seaweed: SeaweedFS, rerun: str) -> None:
+    """SIGKILL while CreateMultipartUpload is unanswered: the server made the upload, no one learnt its id.
+    The journal noted when it was asked; the next run (resuming the object, or at its end) finds it by
+    its key and that time and aborts it."""
+    from vertexflow.testing.faults import fault_proxy
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(12 * MiB))
+    journal = tmp_path / "journal.db"
+    args = ["copy", str(src), f"s3://{s3_bucket}/c", "--journal", str(journal), "--json"]
+    raw = seaweed.boto3_client()
+    create = f"POST /{s3_bucket}/c/big.bin?uploads=#0"
+    with fault_proxy(int(seaweed.endpoint.rsplit(":", 1)[1]), seed=1, rates={}, delay_seconds=60,
+                     force={create: "delay"}) as proxy:  # the same endpoint for both runs: the same destination
+        env = {**s3_env, "AWS_ENDPOINT_URL": proxy.endpoint}
+        proc = subprocess.Popen([sys.executable, "-m", "vertexflow", *args], env={**os.environ, **env},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 120
+            while not raw.list_multipart_uploads(Bucket=s3_bucket).get("Uploads"):
+                assert proc.poll() is None, f"the copy ended: {proc.communicate()} {proxy.identities}"
+                assert time.monotonic() < deadline, f"no upload created: {proxy.identities}"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)  # its answer held back by the proxy: the id is nowhere but the store
+        finally:
+            proc.kill()
+            proc.wait()
+        assert create in proxy.identities
+        assert saved_uploads(journal) == []
+        [lost] = raw.list_multipart_uploads(Bucket=s3_bucket)["Uploads"]
+        if rerun == "finds nothing to send":  # another way put the object there meanwhile
+            raw.upload_file(str(src / "big.bin"), s3_bucket, "c/big.bin")
+        again = vf(*args, env=env, timeout=300)  # later requests pass straight through
+    assert again.code == 0, again.err
+    assert again.json()["objects"] == (1 if rerun == "sends the object" else 0)
+    assert raw.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == [], lost
+    assert raw.head_object(Bucket=s3_bucket, Key="c/big.bin")["ContentLength"] == 12 * MiB
+    assert sqlite3.connect(journal).execute("SELECT count(*) FROM uploads").fetchone()[0] == 0

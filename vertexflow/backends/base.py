@@ -44,6 +44,13 @@ from ..model import (
 )
 
 
+#: in an upload's saved state with no ``upload_id`` yet: when its creation was asked (:class:`UploadCheckpoint`)
+UPLOAD_CREATING = "creating"
+#: seconds of clock difference allowed between this machine and a store when an upload is found by the time
+#: it was begun: a store's clock may run this far behind ours
+CLOCK_SKEW = 300.0
+
+
 class UploadCheckpoint(Protocol):
     """Durable state of one large upload, so that a later run can continue it.
 
@@ -55,6 +62,12 @@ class UploadCheckpoint(Protocol):
     the backend hashes every byte, checks that the bytes of each recorded
     part still give that part's checksum (so a changed source is caught) and
     sends only the parts that are missing.
+
+    Before the request that creates the upload, the backend saves a state
+    with an empty ``upload_id`` and :data:`UPLOAD_CREATING` (when it was
+    asked, seconds since the epoch): a process killed before the answer came
+    leaves the upload on the store with no id anywhere, and a later run finds
+    it by its key and that time, and aborts it.
     """
 
     async def load(self) -> Mapping[str, Any] | None: ...

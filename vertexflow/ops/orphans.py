@@ -10,6 +10,10 @@ stopped, every upload the journal still holds for this job and this
 destination is one no run is resuming: it is aborted, its checkpoint
 dropped, each logged and counted (``orphan_uploads`` in the summary).
 
+A run killed while an upload was being created left no upload id, only the
+time it asked (``UPLOAD_CREATING``): the uploads of that key begun since then
+(less the clock skew allowed) are the ones it left.
+
 An upload the journal does not know (another tool's, another job's, one
 begun before checkpoints named their job) is never touched: ``vertexflow
 cleanup`` lists and aborts those on request.
@@ -20,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backends.base import Backend
+from ..backends.base import CLOCK_SKEW, UPLOAD_CREATING, Backend
 from ..errors import BackendError
 from ..logs import get_logger
 from ..model import IncompleteUpload
@@ -61,9 +65,13 @@ async def abort_orphans(journal: Journal, dst: Backend, job_id: int, stats: JobS
     if not left:
         return None
     report = OrphanUploads()
-    for key, upload_id in left:
+    for key, state in left:
+        upload_id = str(state["upload_id"])
         try:
-            await dst.abort_incomplete_upload(IncompleteUpload(key=key, upload_id=upload_id, initiated=None))
+            if upload_id:
+                await dst.abort_incomplete_upload(IncompleteUpload(key=key, upload_id=upload_id, initiated=None))
+            elif isinstance(creating := state.get(UPLOAD_CREATING), (int, float)):
+                await _abort_created_since(dst, key, float(creating))
         except BackendError as exc:
             if getattr(exc, "fatal", False):
                 raise
@@ -76,3 +84,13 @@ async def abort_orphans(journal: Journal, dst: Backend, job_id: int, stats: JobS
                  why="an earlier run of this job began it and no run resumes it")
     stats.reporters["orphan_uploads"] = report
     return report
+
+
+async def _abort_created_since(dst: Backend, key: str, since: float) -> None:
+    """Abort the uploads of ``key`` begun since ``since`` (less the clock skew): what a run killed while
+    creating one left, its id never learnt."""
+    async for upload in dst.list_incomplete_uploads(key):  # type: ignore[attr-defined]
+        if upload.key == key and upload.initiated is not None and upload.initiated.timestamp() >= since - CLOCK_SKEW:
+            log.warning("orphan upload aborted", key=key, upload_id=upload.upload_id,
+                        why="a run of this job was stopped while it was being created")
+            await dst.abort_incomplete_upload(upload)

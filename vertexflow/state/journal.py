@@ -607,14 +607,15 @@ class Journal:
         await self._run(lambda: self.db.execute("DELETE FROM uploads WHERE dest = ? AND key = ? AND upload_id = ?",
                                                 (dest, key, upload_id)))
 
-    async def job_uploads(self, dest: str, job_id: int) -> list[tuple[str, str]]:
-        """(key, upload id) of the uploads at ``dest`` that a run of job ``job_id`` began and left
-        (its checkpoints record the job: :class:`JournalCheckpoint`)."""
-        def do() -> list[tuple[str, str]]:
+    async def job_uploads(self, dest: str, job_id: int) -> list[tuple[str, dict[str, Any]]]:
+        """(key, saved state: its ``upload_id`` and the rest the backend saved) of the uploads at ``dest``
+        that a run of job ``job_id`` began and left (its checkpoints record the job: :class:`JournalCheckpoint`);
+        an empty ``upload_id``: a run stopped while the upload was being created."""
+        def do() -> list[tuple[str, dict[str, Any]]]:
             rows = self.db.execute("SELECT key, upload_id, extra FROM uploads WHERE dest = ? ORDER BY key",
                                    (dest,)).fetchall()
-            return [(key, upload_id) for key, upload_id, extra in rows
-                    if json.loads(extra or "{}").get(UPLOAD_JOB) == job_id]
+            states = [(key, {**json.loads(extra or "{}"), "upload_id": upload_id}) for key, upload_id, extra in rows]
+            return [(key, state) for key, state in states if state.get(UPLOAD_JOB) == job_id]
 
         return await self._run(do)
 

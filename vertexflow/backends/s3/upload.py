@@ -42,7 +42,7 @@ import botocore.exceptions as bce
 from ...errors import BackendError, IntegrityError, ObjectTooLarge, SourceDiffers, TransientError
 from ...logs import get_logger
 from ...model import SHA256, ObjectInfo, Pace
-from ..base import UploadCheckpoint
+from ..base import CLOCK_SKEW, UPLOAD_CREATING, UploadCheckpoint
 from . import checksums
 from .common import (
     ABORT_TIMEOUT,
@@ -74,8 +74,6 @@ log = get_logger(__name__)
 PART_CHECKSUM = "CRC32"
 #: what a checkpoint records of an upload made with the full-object checksum
 FULL_OBJECT = "FULL_OBJECT"
-#: how far the server's clock may be behind ours when we look for an upload whose answer was lost
-CLOCK_SKEW = 300.0
 
 
 def _strings(saved: Any) -> dict[str, str]:
@@ -365,6 +363,11 @@ class Uploads:
         A saved upload that is not continued is aborted.
         """
         upload_id = state.get("upload_id")
+        creating = state.get(UPLOAD_CREATING)
+        if not upload_id and isinstance(creating, (int, float)):
+            # a run killed while its upload was being created: the server may hold it, its id never learnt
+            await self._abort_lost_creates(key, full, since=float(creating))
+            return None
         if not isinstance(upload_id, str):
             return None
         try:
@@ -543,6 +546,8 @@ class Uploads:
         # id we never learnt and so could never abort.
         upload_id = None
         asked = time.time()
+        if checkpoint is not None:  # killed before the answer: the next run finds the upload by key and time
+            await checkpoint.save({"upload_id": "", "part_size": part_size, "parts": [], UPLOAD_CREATING: asked})
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
                 upload_id = await self.b.call("CreateMultipartUpload", key, lambda: self.b.writes.guarded(
