@@ -28,6 +28,7 @@ decide what to do from the class alone::
     │       ├── ConnectionFailed  the endpoint could not be reached
     │       └── WriteFenced    a live migration's write fence held a company's write too long
     ├── JobAborted             a fatal error stopped the whole job
+    ├── JobBusy                the journal is locked, or the same job runs in another process (exit 2)
     ├── ClusterError           --cluster: no scheduler, no Dask, or a shard failed on every try
     ├── BackupError            a backup that cannot be read, checked or restored
     │   ├── BadMetadata        metadata.json / SHA256SUMS malformed or disagreeing (names the field)
@@ -206,6 +207,13 @@ class JobAborted(VertexflowError):
     """A fatal error stopped the job; ``cause`` is the error that did it."""
 
     reason = "aborted"
+    fatal = True
+
+
+class JobBusy(VertexflowError):
+    """Another process holds what this run needs: the journal's lock, or the same job running (exit 2)."""
+
+    reason = "busy"
     fatal = True
 
 

@@ -56,7 +56,7 @@ from typing import Any
 import anyio
 
 from ..durability import fsync_enabled
-from ..errors import InsufficientStorage, JobAborted, ReadOnly
+from ..errors import InsufficientStorage, JobAborted, JobBusy, ReadOnly
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -280,7 +280,7 @@ class Journal:
             return InsufficientStorage(f"writing the journal failed: no space left on the device ({exc})",
                                        backend=where)
         if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            return JobAborted(f"the journal {self.path} is locked by another process (waited {self.wait:g} s); "
+            return JobBusy(f"the journal {self.path} is locked by another process (waited {self.wait:g} s); "
                               "run again once it is done, or give this run another --journal")
         if code == sqlite3.SQLITE_READONLY:
             return ReadOnly(f"the journal cannot be written ({exc})", backend=where)
@@ -318,7 +318,7 @@ class Journal:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise JobAborted(f"another vertexflow process is running this job with the journal {self.path}; "
+            raise JobBusy(f"another vertexflow process is running this job with the journal {self.path}; "
                              "two runs at once would write the same objects: wait for it to end "
                              "(or stop it), then run again to resume") from None
         return fd
