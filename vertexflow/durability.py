@@ -14,6 +14,7 @@ measures what it saves.
 
 from __future__ import annotations
 
+import functools
 import os
 
 #: ``--no-fsync``'s variable; read here at import, so that a worker process of this one (the small-file
@@ -47,6 +48,31 @@ def sync_directory(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_filesystem(path: str) -> None:
+    """Write every dirty page of the filesystem holding ``path`` to the disk (Linux ``syncfs``; elsewhere
+    ``sync``): a batch of files made durable in one go, where an fsync each costs a disk flush each."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc().syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _libc():  # type: ignore[no-untyped-def]
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def sync_file(path: str) -> None:

@@ -119,6 +119,29 @@ async def test_a_batch_copies_each_file_on_its_own_and_closes_every_source(tmp_p
     assert sorted(p.name for p in dst.root.rglob("*") if p.is_file()) == ["a", "e"]
 
 
+@pytest.mark.parametrize("fsync", [True, False])
+async def test_a_batch_made_durable_together_still_fails_a_file_alone(tmp_path: Path, fsync: bool) -> None:
+    """With fsync a batch's files are synced at once before any is renamed into place (one filesystem sync,
+    then one per folder): a file that cannot take its name (a folder stands there) fails alone, the others
+    land whole, and no temporary file is left."""
+    from vertexflow.errors import Conflict
+
+    src, dst = LocalBackend(tmp_path / "src"), LocalBackend(tmp_path / "dst", fsync=fsync)
+    await src.check(write=True)
+    await dst.check(write=True)
+    keys = ("a", "blocked", "d/e", "d/f")
+    for key in keys:
+        await put_bytes(src, key, key.encode() * 50)
+    (dst.root / "blocked").mkdir()
+    (dst.root / "blocked" / "inside").write_text("kept")
+    results = dst.copy_files(src, [(key, None, None) for key in keys])
+    assert [type(r).__name__ for r in results] == ["Written", "Conflict", "Written", "Written"]
+    assert isinstance(results[1], Conflict) and results[1].key == "blocked"
+    assert {p.relative_to(dst.root).as_posix(): p.read_bytes() for p in dst.root.rglob("*") if p.is_file()} == {
+        "a": b"a" * 50, "d/e": b"d/e" * 50, "d/f": b"d/f" * 50, "blocked/inside": b"kept"}
+    assert not [p for p in dst.root.rglob(f"{TMP_PREFIX}*")]
+
+
 async def test_a_file_where_a_folder_should_be_is_a_conflict_naming_it(tmp_path: Path) -> None:
     from vertexflow.errors import Conflict
 

@@ -19,6 +19,7 @@ import mimetypes
 import os
 import socket
 import stat as stat_mod
+import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing, asynccontextmanager
@@ -40,7 +41,7 @@ from ..errors import (
     SourceChanged,
     VertexflowError,
 )
-from ..durability import fsync_enabled, sync_directory
+from ..durability import fsync_enabled, sync_directory, sync_filesystem
 from ..logs import get_logger
 from ..model import SHA256, BodyFactory, Features, ObjectInfo, Pace
 from .base import Backend, UploadCheckpoint, check_key
@@ -178,6 +179,10 @@ class LocalBackend(Backend):
         #: fsync each file before it is renamed into place, and its directory after (None: the
         #: process's setting, :func:`vertexflow.durability.fsync_enabled`); kept by a worker process
         self.fsync = fsync_enabled() if fsync is None else fsync
+        #: per thread (batches run in several at once), during :meth:`copy_files` with ``fsync``: ``batch``,
+        #: the files written and not yet renamed into place (index in the batch, temporary name, path, key),
+        #: made durable together (:meth:`_land`), and ``index``, the batch's file being written
+        self._landing = threading.local()
 
     def describe(self) -> str:
         return f"{self._name}:{self.root}" if self._name else str(self.root)
@@ -465,6 +470,11 @@ class LocalBackend(Backend):
         if mtime_ns is not None:
             os.utime(fd, ns=(mtime_ns, mtime_ns))
         final = os.fstat(fd).st_mtime_ns
+        landing = getattr(self._landing, "batch", None)
+        if landing is not None:  # a batch: synced and renamed with the others (_land)
+            landing.append((self._landing.index, tmp, path, key))
+            os.close(fd)
+            return final
         if self.fsync:  # the bytes reach the disk before the name does (see sync_renamed)
             os.fsync(fd)
         try:
@@ -480,7 +490,7 @@ class LocalBackend(Backend):
 
     def _sync_renamed(self, path: str, key: str) -> None:
         """fsync the directory a file was just renamed into: the rename itself is durable."""
-        if self.fsync:
+        if self.fsync and getattr(self._landing, "batch", None) is None:
             try:
                 sync_directory(os.path.dirname(path))
             except OSError as exc:
@@ -660,9 +670,13 @@ class LocalBackend(Backend):
         """
         out: list[Written | Exception] = []
         ahead = [_open_ahead(src, key) for key, _, _ in jobs]
+        # with fsync, the batch's files are made durable together: one filesystem sync before any is renamed
+        # into place (instead of an fsync per file), then one fsync per directory after
+        self._landing.batch = [] if self.fsync and len(jobs) > 1 else None
         try:
             for i, (key, version, mtime_ns) in enumerate(jobs):
                 fd, ahead[i] = ahead[i], None  # copy_file closes it (None: copy_file opens and names the error)
+                self._landing.index = i
                 try:
                     out.append(self.copy_file(src.path_of(key), key, src_key=key, version=version,
                                               mtime_ns=mtime_ns, fd_in=fd))
@@ -674,7 +688,38 @@ class LocalBackend(Backend):
             for fd in ahead:  # left open only when the loop was cut short
                 if fd is not None:
                     os.close(fd)
+            landing, self._landing.batch = self._landing.batch, None
+            if landing:
+                self._land(landing, out)
         return out
+
+    def _land(self, landing: list[tuple[int, str, str, str]], out: list[Written | Exception]) -> None:
+        """Blocking: make a batch's written files durable and rename them into place; a file that cannot
+        be has its result in ``out`` replaced by the error, its temporary file removed."""
+        try:
+            sync_filesystem(self._root)  # every file's bytes reach the disk before any name does
+        except OSError as exc:
+            for i, tmp, _path, key in landing:
+                _discard(None, tmp)
+                out[i] = self._error(exc, key, "syncing the written files")
+            return
+        directories: dict[str, list[tuple[int, str]]] = {}
+        for i, tmp, path, key in landing:
+            try:
+                os.rename(tmp, path)
+            except OSError as exc:
+                _discard(None, tmp)
+                out[i] = (Conflict("a directory stands where the object should go", backend=self.describe(),
+                                   key=key) if isinstance(exc, IsADirectoryError)
+                          else self._error(exc, key, "rename into place"))
+                continue
+            directories.setdefault(os.path.dirname(path), []).append((i, key))
+        for directory, renamed in directories.items():
+            try:
+                sync_directory(directory)
+            except OSError as exc:
+                for i, key in renamed:
+                    out[i] = self._error(exc, key, "syncing the directory")
 
     @staticmethod
     def written_info(key: str, written: Written) -> ObjectInfo:
