@@ -530,7 +530,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "fix_down": ("verify --fix --delete S3 -> local: one object missing, one corrupted, one extra", "faults"),
     "backup_create": ("backup create --type storage local -> S3", "faults"),
     "backup_restore": ("backup restore S3 -> local", "faults"),
-    "kill_backup_SIGKILL": ("backup create local -> S3, 24 MiB, SIGKILL", "kill"),
+    "kill_backup_SIGKILL": ("backup create local -> S3, 8 MiB, SIGKILL", "kill"),
     "daemon_job": ("daemon sync --delete job local -> S3 through the faults, SIGKILL, restarted", "kill"),
 }
 
