@@ -563,8 +563,9 @@ class Uploads:
         upload = Upload(upload_id=upload_id, part_size=part_size, metadata_sha256=sha256, metadata=meta,
                         described=dict(described or {}), algorithm=(whole[0] or PART_CHECKSUM).upper(),
                         full=whole[0])
-        await _Saver(checkpoint, upload).save()
         try:
+            # cancelled here (its save may wait its turn, unshielded), the upload is ours to abort
+            await _Saver(checkpoint, upload).save()
             await anyio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
             if await self.abort(key, full, upload.upload_id):
