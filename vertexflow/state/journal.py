@@ -281,7 +281,7 @@ class Journal:
                                        backend=where)
         if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             return JobBusy(f"the journal {self.path} is locked by another process (waited {self.wait:g} s); "
-                              "run again once it is done, or give this run another --journal")
+                           "run again once it is done, or give this run another --journal")
         if code == sqlite3.SQLITE_READONLY:
             return ReadOnly(f"the journal cannot be written ({exc})", backend=where)
         return JobAborted(f"the journal {self.path} cannot be used: {exc}")
@@ -319,8 +319,8 @@ class Journal:
         except BlockingIOError:
             os.close(fd)
             raise JobBusy(f"another vertexflow process is running this job with the journal {self.path}; "
-                             "two runs at once would write the same objects: wait for it to end "
-                             "(or stop it), then run again to resume") from None
+                          "two runs at once would write the same objects: wait for it to end "
+                          "(or stop it), then run again to resume") from None
         return fd
 
     def _release_job(self, job_id: int) -> None:
