@@ -135,7 +135,8 @@ def build_scenarios(args: argparse.Namespace, ds: dict[str, datasets.Dataset]) -
                    Target("vertexflow", "cp -r", metric, need[1])]
         if "local" in args.groups:
             out.append(LocalScenario(f"local-{label}", f"{label} local -> local", ds[label],
-                                     [tools.VF, tools.VF_NOVERIFY, tools.RCLONE_LOCAL, tools.CP], targets))
+                                     [tools.VF, tools.VF_NOFSYNC, tools.VF_NOVERIFY, tools.RCLONE_LOCAL, tools.CP],
+                                     targets))
         if "local-cold" in args.groups:
             out.append(ColdLocalScenario(f"cold-{label}", f"{label} local -> local, cold cache", ds[label],
                                          [tools.VF, tools.RCLONE_LOCAL, tools.CP], targets))
@@ -317,7 +318,8 @@ def write_report(args: argparse.Namespace, argv: list[str] | None, results: list
         "the source; a run that does not is reported failed) and deleted."),
         ("Page cache warm: the source is read once before the timed runs (S3 sources: downloaded once with "
         "s5cmd, untimed); the cold-cache rows instead unmount and mount the benchmark filesystem before every "
-        "timed run. Destination writes stay in the page cache (not fsynced by any tool)."),
+        "timed run. Destination writes stay in the page cache for the peers and `vertexflow --no-fsync`; "
+        "vertexflow syncs them by default (a file before its rename, a batch of small files at once)."),
         f"Filesystem: {scratch.description if scratch else '?'}.",
         "Wall time includes process start-up (vertexflow's Python interpreter and imports too).",
         "Peak RSS: `/usr/bin/time -f %M` (the kernel's ru_maxrss of the tool's largest process)."

@@ -146,6 +146,10 @@ def rclone_env(s3: S3Access | None, config_file: Path) -> dict[str, str]:
 VF = Contender("vertexflow", "vertexflow", True, "copy --no-progress (SHA-256 verification on, 8 transfers)")
 VF_NOVERIFY = Contender("vertexflow --no-verify", "vertexflow", True,
                         "copy --no-progress --no-verify (copy_file_range, 8 transfers)", extra=("--no-verify",))
+# durability apart from the engine: neither rclone nor cp syncs what it writes, vertexflow does by default
+VF_NOFSYNC = Contender("vertexflow --no-fsync", "vertexflow", True,
+                       "copy --no-progress --no-fsync (SHA-256 verification on, nothing synced to the disk)",
+                       extra=("--no-fsync",))
 RCLONE_LOCAL = Contender("rclone --checksum", "rclone", False,
                          f"copy --checksum --transfers {LOCAL_TRANSFERS} --checkers {CHECKERS}")
 CP = Contender("cp -r", "cp", False, "cp -r")
