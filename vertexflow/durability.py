@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 
 #: ``--no-fsync``'s variable; read here at import, so that a worker process of this one (the small-file
 #: copiers of :mod:`vertexflow.backends.local_processes`, started afresh) follows the process's setting
@@ -69,7 +70,7 @@ def sync_filesystem(path: str) -> None:
 
 
 @functools.cache
-def _libc():  # type: ignore[no-untyped-def]
+def _libc() -> Any:
     import ctypes
 
     return ctypes.CDLL(None, use_errno=True)

@@ -53,11 +53,16 @@ def _long_names(option: click.Option) -> list[str]:
     return [o for o in option.opts if o.startswith("--")]
 
 
+def _declared(command: click.Command | None) -> set[str]:
+    """Every option name ``command`` (and the commands under it) declares."""
+    return {name for option in _options(command) for name in option.opts} if command is not None else set()
+
+
 def hoist_global_options(command: click.Command | None, args: list[str]) -> tuple[list[str], list[str]]:
     """(the global options among ``args``, what follows the command's name, with their values; the rest),
     to put the first in front of the command. An option the command declares (``daemon run --config``)
     stays its own."""
-    own = {name for option in _options(command) for name in option.opts} if command is not None else set()
+    own = _declared(command)
     moved: list[str] = []
     rest: list[str] = []
     i = 0
@@ -84,7 +89,7 @@ def hoist_global_options(command: click.Command | None, args: list[str]) -> tupl
 def lower_command_options(command: click.Command | None, args: list[str]) -> tuple[list[str], list[str]]:
     """(``args``, what comes before the command's name, without the :data:`LEADING_COMMAND_OPTIONS` that
     ``command`` declares; those options with their values), to put the second after the command's name."""
-    own = {name for option in _options(command) for name in option.opts} if command is not None else set()
+    own = _declared(command)
     kept: list[str] = []
     lowered: list[str] = []
     i = 0

@@ -190,15 +190,14 @@ class SourceTree:
         if not data or b"\0" in data:
             raise IntegrityError("an empty object, or one holding a NUL byte, is no link target: "
                                  "not made into a link", backend=self.src.describe(), key=info.key)
-        path = self._link_path(info.key)
-        mtime_ns = None if info.mtime is None else int((info.mtime - _EPOCH).total_seconds() * 1e9)
-        await anyio.to_thread.run_sync(_make_link, path, os.fsdecode(data), mtime_ns)
-        return ObjectInfo(key=info.key, size=len(data), mtime=info.mtime, version=info.version,
-                          hashes={"sha256": hashlib.sha256(data).hexdigest()})
+        return await self._make(info, os.fsdecode(data))
 
     async def _relink(self, info: ObjectInfo) -> ObjectInfo:
         """Make the source's link that ``info`` (``NAME.rclonelink``) stands for as the link ``NAME``."""
-        target = self.targets[info.key]
+        return await self._make(info, self.targets[info.key])
+
+    async def _make(self, info: ObjectInfo, target: str) -> ObjectInfo:
+        """The link ``NAME`` -> ``target`` for ``info`` (``NAME.rclonelink``), with its mtime; what it stored."""
         mtime_ns = None if info.mtime is None else int((info.mtime - _EPOCH).total_seconds() * 1e9)
         await anyio.to_thread.run_sync(_make_link, self._link_path(info.key), target, mtime_ns)
         data = os.fsencode(target)

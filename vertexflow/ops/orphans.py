@@ -89,7 +89,7 @@ async def abort_orphans(journal: Journal, dst: Backend, job_id: int, stats: JobS
 async def _abort_created_since(dst: Backend, key: str, since: float) -> None:
     """Abort the uploads of ``key`` begun since ``since`` (less the clock skew): what a run killed while
     creating one left, its id never learnt."""
-    async for upload in dst.list_incomplete_uploads(key):  # type: ignore[attr-defined]
+    async for upload in dst.list_incomplete_uploads(key):
         if upload.key == key and upload.initiated is not None and upload.initiated.timestamp() >= since - CLOCK_SKEW:
             log.warning("orphan upload aborted", key=key, upload_id=upload.upload_id,
                         why="a run of this job was stopped while it was being created")

@@ -176,12 +176,13 @@ class BodyReader:
                     cut = len(last) - over
                     pieces[-1] = last[:cut]
                     rest: list[bytes | memoryview] = [last[cut:]]
+                    del last
                 else:
                     rest = []
                 only = pieces[0] if len(pieces) == 1 else None
                 part = only if type(only) is bytes else b"".join(pieces)
                 # while the part waits its turn, it alone is held: not also the chunks it was joined from
-                pieces, have, chunk, only, last = rest, over, None, None, None  # type: ignore[assignment]
+                pieces, have, chunk, only = rest, over, None, None
                 yield part
                 del part
         if pieces:
