@@ -551,6 +551,12 @@ MAX_RUNS = 6
 MAX_KILLS = 3
 
 
+
+def _last_exit(result: RoundResult) -> str:
+    """The last run's exit status and the end of its stderr, for a round that never finished."""
+    last = result.runs[-1]
+    return f"last exit {last.code}: {last.err.strip()[-300:]!r}"
+
 class ChaosLab:
     """``with ChaosLab(workdir) as lab: lab.round("copy_up", seed)``.
 
@@ -818,8 +824,7 @@ class ChaosLab:
             if run.code == EXIT_OK or run.hung:
                 break
         else:
-            result.violate("finishes", [f"not done after {MAX_RUNS} runs under faults (last exit "
-                                        f"{result.runs[-1].code}: {result.runs[-1].err.strip()[-300:]!r})"])
+            result.violate("finishes", [f"not done after {MAX_RUNS} runs under faults ({_last_exit(result)})"])
             return
         if run.code != EXIT_OK:
             return
@@ -877,8 +882,7 @@ class ChaosLab:
             if run.code == EXIT_OK or run.hung:
                 break
         else:
-            result.violate("finishes", [f"not done after {MAX_RUNS} runs under faults (last exit "
-                                        f"{result.runs[-1].code}: {result.runs[-1].err.strip()[-300:]!r})"])
+            result.violate("finishes", [f"not done after {MAX_RUNS} runs under faults ({_last_exit(result)})"])
             return
         if run.code != EXIT_OK:
             return
@@ -1010,8 +1014,7 @@ class ChaosLab:
             if run.code == EXIT_OK:
                 break
         else:
-            result.violate("finishes", [f"not done after {kills} signals and 2 free runs (last exit "
-                                        f"{result.runs[-1].code}: {result.runs[-1].err.strip()[-300:]!r})"])
+            result.violate("finishes", [f"not done after {kills} signals and 2 free runs ({_last_exit(result)})"])
             return
         if direction == "backup":
             result.objects_checked += self._check_listed(result, prefix, f"a:chaos/{prefix}", env)
