@@ -18,6 +18,8 @@ from .tools import Contender
 
 #: RSS(200k objects) - RSS(20k objects) may be at most this many MB
 RSS_GROWTH_LIMIT_MB = 50.0
+LIMIT_NOTE = ("; against `limit`, the fraction of what the server delivers to or accepts from a trivial client "
+              "(benchmarks/limit.py), as in the column \"of limit\" below.")
 
 
 @dataclass(slots=True)
@@ -62,6 +64,21 @@ def row_stats(result: ScenarioResult) -> list[RowStats]:
             load1=statistics.median(s.load1 for s in mine) if mine else None,
             problems=[f"round {s.rep}: {s.problem}" for s in mine if not s.ok]))
     return rows
+
+
+def of_limit(result: ScenarioResult) -> dict[str, float | None]:
+    """Each row's rate as a fraction of the limit row's (the scenario's metric); empty without a limit row."""
+    rows = row_stats(result)
+    limit = next((r for r in rows if r.contender.tool == "limit"), None)
+    if limit is None:
+        return {}
+    metric = "MB/s" if result.scenario.dataset.label == "A" else "objects/s"
+    ceiling = limit.rate(metric)
+    out: dict[str, float | None] = {}
+    for row in rows:
+        rate = row.rate(metric)
+        out[row.contender.name] = rate / ceiling if rate and ceiling else None
+    return out
 
 
 @dataclass(slots=True)
@@ -137,22 +154,26 @@ def markdown(results: list[ScenarioResult], meta: dict[str, Any]) -> str:
         cold_count = (f" Cold-cache rows (page cache dropped before every run, counted apart): "
                       f"{sum(bool(v.met) for v in cold)} of {len(cold)}." if cold else "")
         lines += ["", (f"Targets met: {sum(bool(v.met) for v in targeted)} of {len(targeted)}.{cold_count} "
-                  "Ratio = vertexflow rate / peer rate (median of the rounds; > 1: vertexflow faster). "
+                  "Ratio = vertexflow rate / peer rate (median of the rounds; > 1: vertexflow faster)"
+                  f"{LIMIT_NOTE if any(v.peer == 'limit' for v in all_verdicts) else '.'} "
                   "Machine load during the runs is in the last column below: compare with care."), ""]
 
     lines += ["## Measurements", "",
-              "| scenario | tool | wall s, median (min-max) | MB/s | objects/s | peak RSS MB | ok runs | load |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
+              "| scenario | tool | wall s, median (min-max) | MB/s | objects/s | of limit | peak RSS MB | ok runs "
+              "| load |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         if r.error is not None:
-            lines.append(f"| {r.scenario.title} | (scenario failed: {r.error}) | | | | | | |")
+            lines.append(f"| {r.scenario.title} | (scenario failed: {r.error}) | | | | | | | |")
             continue
+        fractions = of_limit(r)
         for row in row_stats(r):
+            frac = _f(fractions[row.contender.name], ".2f") if fractions else "-"
             wall = (f"{row.wall_median:.2f} ({row.wall_min:.2f}-{row.wall_max:.2f})"
                     if row.wall_median is not None else "failed")
             obj_fmt = ",.2f" if row.obj_s is not None and row.obj_s < 10 else ",.0f"
             lines.append(f"| {r.scenario.title} | {row.contender.name} | {wall} | {_f(row.mb_s, ',.1f')} | "
-                         f"{_f(row.obj_s, obj_fmt)} | {_f(row.rss_mb, ',.0f')} | {row.ok_runs}/{row.runs} | "
+                         f"{_f(row.obj_s, obj_fmt)} | {frac} | {_f(row.rss_mb, ',.0f')} | {row.ok_runs}/{row.runs} | "
                          f"{_f(row.load1, '.1f')} |")
     lines.append("")
 
@@ -202,7 +223,8 @@ def as_json(results: list[ScenarioResult], meta: dict[str, Any]) -> dict[str, An
             "samples": [sample(s) for s in r.samples],
             "rows": [{"contender": row.contender.name, "files": row.files, "bytes": row.bytes,
                       "ok_runs": row.ok_runs, "runs": row.runs, "wall_median_s": row.wall_median,
-                      "mb_per_s": row.mb_s, "objects_per_s": row.obj_s, "peak_rss_mb": row.rss_mb}
+                      "mb_per_s": row.mb_s, "objects_per_s": row.obj_s, "peak_rss_mb": row.rss_mb,
+                      "of_limit": of_limit(r).get(row.contender.name)}
                      for row in row_stats(r)] if r.error is None else [],
             "verdicts": [asdict(v) for v in verdicts(r)] if r.error is None else [],
         } for r in results],
@@ -221,4 +243,4 @@ def write(results: list[ScenarioResult], meta: dict[str, Any], out_dir: Path, st
     return out_dir / f"{stem}.md", text
 
 
-__all__ = ["Target", "as_json", "markdown", "row_stats", "verdicts", "write"]
+__all__ = ["Target", "as_json", "markdown", "of_limit", "row_stats", "verdicts", "write"]

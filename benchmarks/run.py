@@ -49,6 +49,8 @@ GROUPS = ("local", "local-cold", "s3-up", "s3-down", "rss", "plan", "sync", "yan
 EXTRA = {"plan": "plan_rss.py", "sync": "sync_nochange.py", "yandex": "yandex_rows.py", "stages": "stages.py",
          "backup": "backup_rows.py", "cluster": "cluster_rows.py", "metadata": "metadata_rows.py"}
 ALIASES = {"s3": ("s3-up", "s3-down"), "all": GROUPS}
+#: issue 23: verified downloads and uploads at least this fraction of what the server delivers to a trivial client
+LIMIT_TARGET = 0.85
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -146,10 +148,13 @@ def build_scenarios(args: argparse.Namespace, ds: dict[str, datasets.Dataset]) -
                 metric = "MB/s" if label == "A" else "objects/s"
                 # downloads: a --no-verify row too, for what the SHA-256 of every byte costs against s5cmd
                 ours = [tools.VF_S3, tools.VF_S3_NOVERIFY] if group == "s3-down" else [tools.VF_S3]
+                # the limit row: the server with a client that only moves bytes (benchmarks/limit.py)
+                limit = tools.limit_contender("get" if group == "s3-down" else "put")
                 out.append(cls(f"{group}-{label}", f"{label} {arrow}", ds[label],
-                               [*ours, tools.S5CMD, tools.RCLONE_S3],
+                               [*ours, tools.S5CMD, tools.RCLONE_S3, limit],
                                [Target("vertexflow", "s5cmd", metric, 1.0),
-                                Target("vertexflow", "rclone", metric, 1.0)]))
+                                Target("vertexflow", "rclone", metric, 1.0),
+                                Target("vertexflow", limit.name, metric, LIMIT_TARGET)]))
     if "rss" in args.groups:
         c = ds["C"]
         per_part = c.files // c.spec.parts

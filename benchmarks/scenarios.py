@@ -12,6 +12,7 @@ removed.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -179,7 +180,7 @@ def _bucket_totals(ctx: Context, bucket: str, prefix: str) -> tuple[int, int]:
 
 
 #: the prefix each tool writes under, so a stray key is easy to attribute
-PREFIX = {"vertexflow": "x", "s5cmd": "y", "rclone": "z"}
+PREFIX = {"vertexflow": "x", "s5cmd": "y", "rclone": "z", "limit": "w"}
 
 
 class UploadScenario(Scenario):
@@ -258,6 +259,13 @@ class DownloadScenario(Scenario):
         return tools.download(c, self.bucket, self.prefix, handle, ctx.s3, ctx.rclone_config)
 
     def check(self, ctx: Context, c: Contender, handle: Path) -> str | None:
+        if c.tool == "limit":  # it reads into nothing: its own count of the bytes it received
+            try:
+                counts = json.loads(handle.read_text())
+                got = (int(counts["objects"]), int(counts["bytes"]))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                return f"no counts from limit.py in {handle}: {exc}"
+            return _expect(got, self.moved(c), f"limit.py's counts ({handle})")
         return _expect(count_tree(handle), self.moved(c), str(handle))
 
     def clear(self, ctx: Context, handle: Path) -> None:

@@ -164,6 +164,47 @@ RCLONE_S3 = Contender("rclone", "rclone", False,
                       f"copy --transfers {REMOTE_TRANSFERS} --checkers {CHECKERS} "
                       "(defaults otherwise: MD5 checked, 4 parts per file, 5 MiB chunks)")
 
+#: the limit rows' client (benchmarks/limit.py), run by the interpreter running the harness
+LIMIT_SCRIPT = Path(__file__).resolve().parent / "limit.py"
+
+
+def s3_defaults() -> dict[str, int]:
+    """vertexflow's S3 request shape, read from S3Backend's own defaults so the limit rows follow them."""
+    import inspect
+
+    from vertexflow.backends.s3.backend import S3Backend
+
+    params = inspect.signature(S3Backend.__init__).parameters
+    return {name: int(params[name].default) for name in (
+        "max_concurrency", "part_size", "multipart_threshold", "download_concurrency", "upload_concurrency",
+        "stream_limit")}
+
+
+def limit_flags(direction: str) -> list[str]:
+    """limit.py's flags for ``get`` or ``put``: vertexflow's objects in flight, pool, parts and sizes."""
+    d = s3_defaults()
+    parts = d["download_concurrency"] if direction == "get" else d["upload_concurrency"]
+    return ["--transfers", str(REMOTE_TRANSFERS),
+            # vertexflow's pool: its concurrent requests plus the parts of one large object
+            "--connections", str(d["max_concurrency"] + max(d["download_concurrency"], d["upload_concurrency"])),
+            "--part-size", str(d["part_size"]), "--part-concurrency", str(parts),
+            "--stream-limit", str(d["stream_limit"]), "--multipart-threshold", str(d["multipart_threshold"])]
+
+
+def limit_contender(direction: str) -> Contender:
+    d = s3_defaults()
+    mib = 1024 * 1024
+    if direction == "get":
+        how = (f"list, then one streamed GET per object up to {d['stream_limit'] // mib} MiB (larger: ranged "
+               f"GETs of {d['part_size'] // mib} MiB, {d['download_concurrency']} per object), read into nothing")
+    else:
+        how = (f"PutObject per file up to {d['multipart_threshold'] // mib} MiB, larger: multipart upload of "
+               f"{d['part_size'] // mib} MiB parts, {d['upload_concurrency']} per file; payload unsigned")
+    return Contender("limit", "limit", False,
+                     f"benchmarks/limit.py {direction}: {how}; {REMOTE_TRANSFERS} objects in flight "
+                     f"(vertexflow's defaults)")
+
+
 VF_RSS = Contender("vertexflow", "vertexflow", True, "copy --no-progress (SHA-256 verification on, 8 transfers)")
 
 
@@ -181,6 +222,9 @@ def local_to_local(c: Contender, src: Path, dst: Path, rclone_config: Path) -> I
 
 def upload(c: Contender, src: Path, s3: S3Access, bucket: str, prefix: str,
            rclone_config: Path) -> Invocation:
+    if c.tool == "limit":
+        return Invocation([sys.executable, str(LIMIT_SCRIPT), "put", "--bucket", bucket, "--prefix", prefix,
+                           "--src", str(src), *limit_flags("put")], vertexflow_env(s3))
     if c.tool == "vertexflow":
         return Invocation([find("vertexflow"), "copy", str(src), f"s3://{bucket}/{prefix}", "--no-progress",
                            *c.extra], vertexflow_env(s3))
@@ -195,6 +239,10 @@ def upload(c: Contender, src: Path, s3: S3Access, bucket: str, prefix: str,
 
 def download(c: Contender, bucket: str, prefix: str, dst: Path, s3: S3Access,
              rclone_config: Path) -> Invocation:
+    """``dst`` is the folder written, or for the limit row (which writes nothing) the file of its counts."""
+    if c.tool == "limit":
+        return Invocation([sys.executable, str(LIMIT_SCRIPT), "get", "--bucket", bucket, "--prefix", prefix,
+                           "--report", str(dst), *limit_flags("get")], vertexflow_env(s3))
     if c.tool == "vertexflow":
         return Invocation([find("vertexflow"), "copy", f"s3://{bucket}/{prefix}", str(dst), "--no-progress",
                            *c.extra], vertexflow_env(s3))
