@@ -17,8 +17,10 @@ harness (benchmarks/tools.py reads them from vertexflow's own defaults):
 - connections: ``--connections`` (vertexflow's pool: 16 requests + 4 parts);
 - get: an object of up to ``--stream-limit`` bytes in one streamed GET, a
   larger one in ranged GETs of ``--part-size``, ``--part-concurrency`` at a
-  time (vertexflow: first ``multipart_threshold`` bytes, then one streamed GET
-  of the rest below 256 MiB, ranges of 8 MiB, 4 in flight, above);
+  time (the harness gives vertexflow's ``multipart_threshold``, 8 MiB, as the
+  stream limit: vertexflow itself reads an object of up to 256 MiB in two
+  streamed GETs, but parallel ranges were as fast or faster, so the limit
+  takes them);
 - put: a file of up to ``--multipart-threshold`` bytes in one PutObject, a
   larger one as a multipart upload of ``--part-size`` parts,
   ``--part-concurrency`` in flight.

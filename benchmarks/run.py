@@ -335,6 +335,12 @@ def write_report(args: argparse.Namespace, argv: list[str] | None, results: list
         f"{'/'.join(f'{x:.2f}' for x in results[-1].load_after)} (2 cores: above 2 means processes waited "
         "for a CPU); other processes may share this machine."),
     ]
+    if any(r.scenario.group in ("s3-up", "s3-down") for r in results):
+        notes.append("Limit rows (`limit`): benchmarks/limit.py, a trivial aiohttp client with vertexflow's "
+                     "default objects in flight, part size, parts per object and connections (flags below), run "
+                     "and timed like the other rows (Python start-up included); downloads are read into "
+                     "nothing (its own byte count is checked), uploads checked by listing the bucket. "
+                     f"Targets: vertexflow >= {LIMIT_TARGET:g}x limit (column \"of limit\").")
     if scratch is not None and scratch.warning:
         notes.insert(0, f"WARNING: {scratch.warning}.")
     if interrupted:

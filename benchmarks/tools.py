@@ -176,8 +176,7 @@ def s3_defaults() -> dict[str, int]:
 
     params = inspect.signature(S3Backend.__init__).parameters
     return {name: int(params[name].default) for name in (
-        "max_concurrency", "part_size", "multipart_threshold", "download_concurrency", "upload_concurrency",
-        "stream_limit")}
+        "max_concurrency", "part_size", "multipart_threshold", "download_concurrency", "upload_concurrency")}
 
 
 def limit_flags(direction: str) -> list[str]:
@@ -188,15 +187,17 @@ def limit_flags(direction: str) -> list[str]:
             # vertexflow's pool: its concurrent requests plus the parts of one large object
             "--connections", str(d["max_concurrency"] + max(d["download_concurrency"], d["upload_concurrency"])),
             "--part-size", str(d["part_size"]), "--part-concurrency", str(parts),
-            "--stream-limit", str(d["stream_limit"]), "--multipart-threshold", str(d["multipart_threshold"])]
+            # reads: ranged GETs beyond one part, not vertexflow's stream_limit (two streamed GETs up to
+            # 256 MiB): parallel ranges were as fast or faster here, so the limit is the higher of the two
+            "--stream-limit", str(d["multipart_threshold"]), "--multipart-threshold", str(d["multipart_threshold"])]
 
 
 def limit_contender(direction: str) -> Contender:
     d = s3_defaults()
     mib = 1024 * 1024
     if direction == "get":
-        how = (f"list, then one streamed GET per object up to {d['stream_limit'] // mib} MiB (larger: ranged "
-               f"GETs of {d['part_size'] // mib} MiB, {d['download_concurrency']} per object), read into nothing")
+        how = (f"list, then one GET per object up to {d['multipart_threshold'] // mib} MiB, larger: ranged "
+               f"GETs of {d['part_size'] // mib} MiB, {d['download_concurrency']} per object; read into nothing")
     else:
         how = (f"PutObject per file up to {d['multipart_threshold'] // mib} MiB, larger: multipart upload of "
                f"{d['part_size'] // mib} MiB parts, {d['upload_concurrency']} per file; payload unsigned")
