@@ -1,16 +1,36 @@
-"""Opening an existing backup: its metadata (checked against SHA256SUMS), member list and database copy."""
+"""Opening an existing backup: its metadata (checked against SHA256SUMS), member list and database copy.
+
+A read whose check fails (the store's digest of the answer, a parse, a
+recorded size or SHA-256) is made once more before the backup is called
+damaged (:func:`reread`): a byte changed on the way reads right the second
+time, bytes damaged in the store fail both times and are refused with the
+same message.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 
 from ...backends.base import Backend
-from ...errors import BackupError, BadMetadata, CorruptData, CorruptInput, NotFound
+from ...errors import (
+    BackupError,
+    BadMetadata,
+    CorruptArchive,
+    CorruptData,
+    CorruptInput,
+    IntegrityError,
+    NotFound,
+    UnsafeArchive,
+    first_error,
+)
+from ...logs import get_logger
 from ...transforms.compression import decoder
 from .database import integrity_problem
 from .metadata import (
@@ -27,6 +47,35 @@ from .metadata import (
     parse_sha256sums,
 )
 from .parts import THREAD_MIN, read_object
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+
+#: reads of a backup's document or pass in all before it is called damaged: a byte changed in transit
+#: reads right the second time, damage in the store fails every time (a third read would only cost time)
+READS = 2
+#: what a read that went wrong on the way looks like, as damage in the store does (the store's digest of
+#: the answer, a parse, a recorded SHA-256, the archive's decoding and members)
+REREAD: tuple[type[Exception], ...] = (IntegrityError, BadMetadata, CorruptArchive, UnsafeArchive)
+
+
+async def reread(what: str, read: Callable[[], Awaitable[T]]) -> T:
+    """``read()``, made again (up to :data:`READS` times in all) while it fails a check; the last failure raised.
+
+    ``read`` starts afresh each time: it fetches again whatever it checks.
+    """
+    for attempt in range(1, READS + 1):
+        try:
+            return await read()
+        except Exception as exc:  # noqa: BLE001 - only a failed check is made again, the rest re-raised
+            # a read in a task group (the S3 download) fails with its error in a group
+            err = first_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+            if attempt == READS or not isinstance(err, REREAD):
+                raise
+            log.warning("backup read failed its check; reading it again", what=what,
+                        error=getattr(err, "message", str(err)))
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +95,13 @@ async def load_metadata(folder: Backend, name: str) -> Metadata:
 
     Raises :class:`BackupError` if there is no metadata.json (an incomplete
     backup, or not a backup) and :class:`BadMetadata` if it is malformed, does
-    not belong to this folder, or disagrees with SHA256SUMS.
+    not belong to this folder, or disagrees with SHA256SUMS. Both are read
+    again once when they fail a check (:func:`reread`).
     """
+    return await reread(f"backup {name}: {METADATA} and {SHA256SUMS}", lambda: _load_metadata(folder, name))
+
+
+async def _load_metadata(folder: Backend, name: str) -> Metadata:
     where = f"backup {name}"
     try:
         raw = await read_object(folder, f"{name}/{METADATA}")
@@ -74,7 +128,12 @@ class Members:
 
 
 async def load_members(folder: Backend, section: StorageSection, *, bid: str) -> Members:
-    """MEMBERS.sha256, checked against its recorded size and SHA-256 and the metadata's counts."""
+    """MEMBERS.sha256, checked against its recorded size and SHA-256 and the metadata's counts (read again
+    once when it fails: :func:`reread`)."""
+    return await reread(f"backup {bid}: {section.members.name}", lambda: _load_members(folder, section, bid=bid))
+
+
+async def _load_members(folder: Backend, section: StorageSection, *, bid: str) -> Members:
     m = section.members
     try:
         data = await read_object(folder, f"{bid}/{m.name}")
@@ -130,11 +189,19 @@ async def load_descriptions(folder: Backend, section: StorageSection, members: M
                             bid: str) -> dict[str, Description] | None:
     """MEMBERS.jsonl as ``{path: Description}``: checked against its size and SHA-256, one line per listed file.
 
-    None for a backup written before what describes the files was kept.
+    None for a backup written before what describes the files was kept. Read again once when it fails a
+    check (:func:`reread`).
     """
     d = section.descriptions
     if d is None:
         return None
+    return await reread(f"backup {bid}: {d.name}", lambda: _load_descriptions(folder, section, members, bid=bid))
+
+
+async def _load_descriptions(folder: Backend, section: StorageSection, members: Members, *,
+                             bid: str) -> dict[str, Description]:
+    d = section.descriptions
+    assert d is not None
     try:
         data = await read_object(folder, f"{bid}/{d.name}")
     except NotFound:
@@ -159,8 +226,14 @@ async def load_descriptions(folder: Backend, section: StorageSection, members: M
 async def fetch_database(opened: Opened, path: str) -> None:
     """Download and decompress the database copy to ``path``; check stored and plain SHA-256 and integrity.
 
-    Raises :class:`CorruptData` naming the object; ``path`` is removed on failure.
+    Raises :class:`CorruptData` naming the object; ``path`` is removed on failure. Downloaded again once
+    when a check fails (:func:`reread`).
     """
+    assert opened.meta.database is not None
+    await reread(f"backup {opened.name}: {opened.meta.database.stored.name}", lambda: _fetch_database(opened, path))
+
+
+async def _fetch_database(opened: Opened, path: str) -> None:
     db = opened.meta.database
     assert db is not None
     name, where = db.stored.name, f"backup {opened.name}"

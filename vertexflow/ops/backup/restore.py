@@ -26,6 +26,12 @@ Nothing is written until the whole backup has been checked:
    the folder marker object ``<path>/.keep``); the others come with their files;
 4. **put the database in place** from the checked copy (:func:`.database.restore_into`).
 
+A pass that fails a check is made once more before the backup is called
+damaged (:func:`.reading.reread`): a byte changed on the way reads right
+the second time. Pass 1 starts again from the first part (it wrote
+nothing); pass 3 reads the parts again and puts only what the failed read
+had not put.
+
 Pass 1 hashes each part in one worker thread while another decodes it and
 checks the members (no thread hop per tar event). The price is reading (and
 decompressing) the parts twice; in exchange a bad or malicious backup is
@@ -40,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -54,7 +61,7 @@ from ...tenancy.adapters import FOLDER_MARKER
 from .database import restore_into
 from .parts import archive_events, data_of, scan_archive
 from .metadata import DESCRIPTIONS, Description
-from .reading import Members, Opened, fetch_database, load_descriptions, load_members
+from .reading import Members, Opened, fetch_database, load_descriptions, load_members, reread
 from .tarstream import END_MEMBER, Member, safe_key
 
 #: SQLite's side files of a database file (rollback journal, write-ahead log, its index)
@@ -172,7 +179,13 @@ async def check_storage(opened: Opened, result: RestoreResult) -> CheckedStorage
     if descriptions is not None:
         result.checked.append(DESCRIPTIONS)
     checked = _Checked()
-    result.checked_files = await _check_pass(opened, members, checked)
+
+    async def check() -> int:
+        nonlocal checked
+        checked = _Checked()  # a pass made again starts from nothing
+        return await _check_pass(opened, members, checked)
+
+    result.checked_files = await reread(f"backup {opened.name}: the parts and the archive", check)
     parts = len(meta.storage.parts)
     result.checked.append(f"{parts} part{'s' if parts != 1 else ''} and the archive to its end "
                           f"({result.checked_files} files, {len(checked.directories)} directories)")
@@ -239,7 +252,25 @@ async def _check_pass(opened: Opened, members: Members, checked: _Checked) -> in
 
 async def write_storage(opened: Opened, sound: CheckedStorage, place: Place, only: str | None,
                         result: RestoreResult) -> None:
-    """Pass 2: every checked member under ``only`` put where ``place`` says, each checked against its SHA-256."""
+    """Pass 2: every checked member under ``only`` put where ``place`` says, each checked against its SHA-256.
+
+    A read that fails a check (a member's bytes, the archive's decoding) is made once more; the members
+    and folders the failed read had done are not done again (:func:`.reading.reread`).
+    """
+    done: set[tuple[str, int]] = set()
+
+    async def write() -> None:
+        await _write_pass(opened, sound, place, only, result, frozenset(done), done)
+
+    await reread(f"backup {opened.name}: the parts, written to the target", write)
+
+
+async def _write_pass(opened: Opened, sound: CheckedStorage, place: Place, only: str | None, result: RestoreResult,
+                      earlier: frozenset[tuple[str, int]], done: set[tuple[str, int]]) -> None:
+    """One read of the archive for :func:`write_storage`. ``earlier``: the members an earlier read handled (put,
+    made or skipped), passed over here; ``done`` gets each this read handles. A member is its name and which
+    time the name comes in the archive (a tar may hold a name twice, the later one the one that stays)."""
+    times: Counter[str] = Counter()
     section = opened.meta.storage
     assert section is not None
     result.phase = "writing storage"
@@ -254,6 +285,12 @@ async def write_storage(opened: Opened, sound: CheckedStorage, place: Place, onl
             if not isinstance(event, Member):
                 continue  # only END_MEMBER of a data-less member can come here; data is taken below
             key = safe_key(event)
+            times[event.name] += 1
+            nth = (event.name, times[event.name])
+            if nth in earlier:
+                async for _ in data_of(events):
+                    pass
+                continue
             if event.is_dir and key is not None:
                 if key not in checked.directories:  # the part changed after pass 1: nothing unchecked is done
                     raise CorruptData(f"backup {opened.name}: directory {key!r} was not in the archive when it was "
@@ -263,12 +300,14 @@ async def write_storage(opened: Opened, sound: CheckedStorage, place: Place, onl
                     if where is not None:
                         await make_folder(*where)
                         result.directories += 1
+                done.add(nth)
                 continue
             where = await place(key) if key is not None and event.is_file and included(key, only) else None
             if where is None:
-                result.skipped += event.is_file
                 async for _ in data_of(events):
                     pass
+                result.skipped += event.is_file
+                done.add(nth)
                 continue
             target, target_key = where
             used = False
@@ -290,6 +329,7 @@ async def write_storage(opened: Opened, sound: CheckedStorage, place: Place, onl
                                   backend=target.describe(), key=target_key)
             result.files += 1
             result.bytes += event.size
+            done.add(nth)
 
 
 def restored_info(key: str, member: Member, sha256: str, descriptions: dict[str, Description] | None) -> ObjectInfo:
