@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -41,8 +42,6 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def test_limit_puts_and_gets_every_byte(seaweed: SeaweedFS, s3_bucket: str, s3_env: dict[str, str],
                                         tmp_path: Path) -> None:
-    import os
-
     env = {**os.environ, **s3_env}
     files = _tree(tmp_path)
     total = sum(len(d) for d in files.values())
@@ -74,9 +73,7 @@ def test_limit_puts_and_gets_every_byte(seaweed: SeaweedFS, s3_bucket: str, s3_e
     assert (whole["objects"], whole["bytes"], whole["requests"]) == (len(files), total, 1 + len(files))
 
 
-def test_limit_fails_on_a_missing_bucket(s3_env: dict[str, str], tmp_path: Path) -> None:
-    import os
-
+def test_limit_fails_on_a_missing_bucket(s3_env: dict[str, str]) -> None:
     out = subprocess.run([sys.executable, str(LIMIT), "get", "--bucket", "no-such-bucket-here"],
                          env={**os.environ, **s3_env}, capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 1
