@@ -59,14 +59,16 @@ def _env(server: SeaweedFS, endpoint: str, tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _restore(server: SeaweedFS, tmp_path: Path, to: str, bid: str, force: dict[str, str],
-             ) -> tuple[Run, dict[str, int], list[str]]:
-    """``backup restore`` through a proxy forcing ``force``: the run, the faults injected, the requests asked."""
+def _restore(server: SeaweedFS, tmp_path: Path, to: str, bid: str, force: dict[str, str], *,
+             command: str = "restore") -> tuple[Run, dict[str, int], list[str]]:
+    """``backup restore`` (or ``verify``) through a proxy forcing ``force``: the run, the faults injected, the
+    requests asked."""
     port = int(server.endpoint.rsplit(":", 1)[1])
+    target = ["--target-storage", str(tmp_path / "dst")] if command == "restore" else []
     with ThreadedFaultProxy(port, seed=0, rates={}, force=force, stall_seconds=1.0, delay_seconds=0.5,
                             retry_after=0) as tp:
-        run = run_cli(["backup", "restore", f"{to}/{bid}", "--target-storage", str(tmp_path / "dst"),
-                       "--json", "--no-progress"], _env(server, tp.proxy.endpoint, tmp_path), timeout=120)
+        run = run_cli(["backup", command, f"{to}/{bid}", *target, "--json", "--no-progress"],
+                      _env(server, tp.proxy.endpoint, tmp_path), timeout=120)
         return run, dict(tp.proxy.counts), list(tp.proxy.identities)
 
 
@@ -175,18 +177,50 @@ def test_metadata_damaged_in_the_store_is_refused_after_one_more_read(
     assert not (tmp_path / "dst").exists()
 
 
+def _damage_part(server: SeaweedFS, bucket: str, bid: str) -> str:
+    """One byte of the backup's second part changed in the store (boto3); the part's name."""
+    client = server.boto3_client()
+    part = _parts(server, bucket, bid)[1]
+    key = f"bk/{bid}/{part}"
+    body = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(body))
+    return part
+
+
 def test_part_damaged_in_the_store_is_refused_after_one_more_read(
         seaweed: SeaweedFS, s3_bucket: str, tmp_path: Path, backup: tuple[str, str, dict[str, str]]) -> None:
     to, bid, _ = backup
-    client = seaweed.boto3_client()
-    part = _parts(seaweed, s3_bucket, bid)[1]
-    key = f"bk/{bid}/{part}"
-    body = bytearray(client.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
-    body[len(body) // 2] ^= 0xFF
-    client.put_object(Bucket=s3_bucket, Key=key, Body=bytes(body))
+    part = _damage_part(seaweed, s3_bucket, bid)
     run, faults, asked = _restore(seaweed, tmp_path, to, bid, {})
     assert check_exit_status(run, {1}, summary_kind="none") == [], run.err
     assert "restore an older one" in run.err and "nothing was written" in run.err
     assert _gets(asked, part) == 2  # pass 1, made twice; never written
     assert not (tmp_path / "dst").exists() or local_tree(tmp_path / "dst") == {}
 
+
+
+# backup verify reads the parts once: a flip on the way was reported as a damaged part (exit 1, ok false)
+def test_verify_reads_a_part_flipped_on_the_way_again(seaweed: SeaweedFS, s3_bucket: str, tmp_path: Path,
+                                                      backup: tuple[str, str, dict[str, str]]) -> None:
+    to, bid, tree = backup
+    part = _parts(seaweed, s3_bucket, bid)[0]
+    run, faults, asked = _restore(seaweed, tmp_path, to, bid, {_get(s3_bucket, part, 0): "flip"}, command="verify")
+    assert faults == {"flip": 1}, asked
+    assert check_exit_status(run, {0}, summary_kind="verify") == [], run.err
+    report = run.summary()
+    assert report is not None and report["ok"] and report["files"] == len(tree), report
+    assert _gets(asked, part) == 2
+
+
+def test_verify_reports_a_part_damaged_in_the_store_after_one_more_read(
+        seaweed: SeaweedFS, s3_bucket: str, tmp_path: Path, backup: tuple[str, str, dict[str, str]]) -> None:
+    to, bid, _ = backup
+    part = _damage_part(seaweed, s3_bucket, bid)
+    run, faults, asked = _restore(seaweed, tmp_path, to, bid, {}, command="verify")
+    assert check_exit_status(run, {1}, summary_kind="verify") == [], run.err
+    report = run.summary()
+    assert report is not None and not report["ok"]
+    where = [p["where"] for p in report["problems"]]
+    assert part in where and len(where) == len(set(where)), report["problems"]  # the second read's, once each
+    assert _gets(asked, part) == 2

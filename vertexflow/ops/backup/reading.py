@@ -60,6 +60,19 @@ READS = 2
 REREAD: tuple[type[Exception], ...] = (IntegrityError, BadMetadata, CorruptArchive, UnsafeArchive)
 
 
+def failed_check(exc: Exception) -> Exception | None:
+    """The failed check ``exc`` is (or holds first, when a task group wrapped it in a group), or None when it
+    is another error."""
+    err = first_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+    return err if isinstance(err, REREAD) else None
+
+
+def reading_again(what: str, problem: object) -> None:
+    """Say (a warning) that ``what`` is read again after ``problem``."""
+    log.warning("backup read failed its check; reading it again", what=what,
+                error=getattr(problem, "message", str(problem)))
+
+
 async def reread(what: str, read: Callable[[], Awaitable[T]]) -> T:
     """``read()``, made again (up to :data:`READS` times in all) while it fails a check; the last failure raised.
 
@@ -69,12 +82,10 @@ async def reread(what: str, read: Callable[[], Awaitable[T]]) -> T:
         try:
             return await read()
         except Exception as exc:  # noqa: BLE001 - only a failed check is made again, the rest re-raised
-            # a read in a task group (the S3 download) fails with its error in a group
-            err = first_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
-            if attempt == READS or not isinstance(err, REREAD):
+            err = failed_check(exc)
+            if attempt == READS or err is None:
                 raise
-            log.warning("backup read failed its check; reading it again", what=what,
-                        error=getattr(err, "message", str(err)))
+            reading_again(what, err)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 

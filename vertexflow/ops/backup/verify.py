@@ -7,6 +7,11 @@ Problems are collected, not raised, each named by the part, object or
 member it concerns, so one run reports everything it can see: after a
 broken part the remaining parts are still hashed, but the archive is not
 read further (what follows cannot be trusted).
+
+Like a restore, a read that fails a check is made once more before it is
+reported (:func:`.reading.reread`): the member lists and the database copy
+each, the archive as a whole pass; a byte changed on the way reads right
+the second time, damage in the store is reported by the second read.
 """
 
 from __future__ import annotations
@@ -18,7 +23,17 @@ from dataclasses import dataclass, field
 
 from ...errors import BackupError, IntegrityError, UnsafeArchive
 from .parts import Problem, scan_archive
-from .reading import Members, Opened, fetch_database, load_descriptions, load_members, platform_problems
+from .reading import (
+    READS,
+    Members,
+    Opened,
+    failed_check,
+    fetch_database,
+    load_descriptions,
+    load_members,
+    platform_problems,
+    reading_again,
+)
 from .tarstream import END_MEMBER, Member, safe_key
 
 
@@ -103,7 +118,25 @@ async def _verify_storage(opened: Opened, report: VerifyReport) -> None:
         else:
             h.update(event)  # type: ignore[arg-type]
 
-    await scan_archive(opened.folder, section, handle, bid=opened.name, problems=report.problems)
+    what = f"backup {opened.name}: the parts and the archive"
+    for attempt in range(1, READS + 1):
+        # each read of the archive starts from nothing: what an earlier read found is not kept
+        del report.problems[before:]
+        report.files = report.bytes = report.directories = 0
+        seen.clear()
+        seen_dirs.clear()
+        try:
+            await scan_archive(opened.folder, section, handle, bid=opened.name, problems=report.problems)
+        except Exception as exc:  # noqa: BLE001 - a part whose answer fails the store's digest: a problem of the read
+            err = failed_check(exc)
+            if attempt == READS or err is None:
+                raise
+            reading_again(what, err)
+            continue
+        if len(report.problems) == before:
+            break
+        if attempt < READS:
+            reading_again(what, report.problems[before])
     if len(report.problems) > before:
         return  # the archive was not read through: counts would only repeat the problem
     if report.files != section.files or report.bytes != section.bytes:
