@@ -51,10 +51,10 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -73,6 +73,7 @@ from ..tenancy.manager import BUILTIN_TYPES, DEFAULT_SUBFOLDERS, StorageManager,
 from ..tenancy.registry import LEASE_HEARTBEAT, Company, Placement, Registry, this_host
 from ..tenancy.storage_config import connection_storage_type
 from ..pipeline.stats import JobStats
+from ..retry import RetryPolicy, is_retryable
 from .assembly import run_between
 from .plan import empty_if_missing
 from .refs import refuse_dangling
@@ -233,6 +234,33 @@ def _check_max_delete(plans: list[ContentPlan], company: Company, target_name: s
                       f"{extras}")
 
 
+T = TypeVar("T")
+#: one file's reconcile, delete or comparison is asked again on a passing failure (a 5xx the client's own
+#: tries did not ride out, a reset, a corrupted read), as the copy's engine asks again for a whole object:
+#: one such failure under load must not fail the whole migration
+FILE_RETRY = RetryPolicy(attempts=5, base_delay=0.2, max_delay=5.0, deadline=60.0)
+
+
+async def _again(fn: Callable[[], Awaitable[T]]) -> T:
+    """``fn()``, asked again while it fails with a retryable error; SourceChanged is raised at once (a write
+    landed meanwhile: what that means is the caller's)."""
+    start = time.monotonic()
+    attempt = 1
+    while True:
+        try:
+            return await fn()
+        except SourceChanged:
+            raise
+        except Exception as exc:
+            delay = FILE_RETRY.delay(attempt, getattr(exc, "retry_after", None))
+            if (not is_retryable(exc) or attempt >= FILE_RETRY.attempts
+                    or time.monotonic() + delay - start > FILE_RETRY.deadline):
+                raise
+            log.info("retrying", error=str(exc), attempt=attempt, delay_s=round(delay, 3))
+            await anyio.sleep(delay)
+            attempt += 1
+
+
 async def _delete_extras(plans: list[ContentPlan], olds: dict[str, StorageAdapter],
                          news: dict[str, StorageAdapter], live_run: _LiveRun | None) -> int:
     """Delete on the target the files the company no longer has; a key it has again (a live write) is kept.
@@ -249,12 +277,12 @@ async def _delete_extras(plans: list[ContentPlan], olds: dict[str, StorageAdapte
             if is_dirty is not None and is_dirty(key):
                 continue
             try:
-                await olds[ct].stat(key)
+                await _again(lambda: olds[ct].stat(key))
                 continue  # the company has it again: the copy brings it
             except NotFound:
                 pass
             try:
-                await news[ct].delete_file(key)
+                await _again(lambda: news[ct].delete_file(key))
             except NotFound:
                 pass
             plan.deleted += 1
@@ -656,7 +684,7 @@ class _LiveRun:
                                           "rolled back (too many files changed at the end: retry)",
                                           migration_id=self.migration_id)
                 try:
-                    outcome = await reconcile_key(self.olds[ct], self.news[ct], key)
+                    outcome = await _again(lambda: reconcile_key(self.olds[ct], self.news[ct], key))
                 except (SourceChanged, NotFound):
                     if deadline is not None:
                         raise  # nothing writes under the fence: a real failure
@@ -685,7 +713,7 @@ class _LiveRun:
         await self._pass(deadline)
         for ct, ks in keys.items():
             for key in ks:
-                if not await _same(self.olds[ct], self.news[ct], key):
+                if not await _again(lambda: _same(self.olds[ct], self.news[ct], key)):
                     raise MigrationFailed(f"verification of {key} failed after its final sync",
                                           migration_id=self.migration_id)
         if self.state.dirty_count(self.migration_id):
