@@ -4,7 +4,7 @@
     python benchmarks/chaos.py --ops copy_down --seed 7 --rounds 1      # replay one round
     python benchmarks/chaos.py --rounds 5 --seed 1 --json results/chaos.json
 
-Starts its own SeaweedFS servers (two, for copy_s3_s3) in a temporary
+Starts its own SeaweedFS servers (two, for copy_s3_s3 and the migrations) in a temporary
 directory, with a fault-injecting proxy in front of each
 (vertexflow.testing.faults.FaultProxy, default rates), and runs every
 operation of vertexflow.testing.killer.OPERATIONS for N rounds; round i uses
@@ -48,6 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from vertexflow.testing.faults import DEFAULT_RATES, KINDS, ThreadedFaultProxy  # noqa: E402
 from vertexflow.testing.killer import (  # noqa: E402
     OPERATIONS,
+    TWO_SERVERS,
+    YANDEX,
     ChaosLab,
     MiB,
     RoundResult,
@@ -171,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
               f"checked {r.objects_checked}; violations {len(r.violations)}", file=sys.stderr, flush=True)
 
     try:
-        with ChaosLab(work, rates=rates, two_servers="copy_s3_s3" in ops, yandex="copy_yadisk" in ops) as lab:
+        with ChaosLab(work, rates=rates, two_servers=bool(TWO_SERVERS & set(ops)),
+                      yandex=bool(YANDEX & set(ops))) as lab:
             results = run_rounds(lab, ops, a.rounds, a.seed, on_round=progress,
                                  deadline=t0 + a.minutes * 60)
     finally:

@@ -439,6 +439,52 @@ def read_backups(client: Any, bucket: str, prefix: str) -> dict[str, dict[str, s
     return out
 
 
+def check_migration_exit(run: Run, done: str, allowed: Iterable[int]) -> list[str]:
+    """A ``migrate company`` / ``migrate rollback`` run: the exit status is documented and allowed here, and
+    agrees with its ``--json`` result (docs/migration.md): 0 when it reached ``done`` ("switched",
+    "rolled_back") and its smoke check passed; 1 when it failed (and rolled back), or reached ``done`` with a
+    failed smoke check; 2 when it did not reach ``done``."""
+    problems = check_exit_status(run, allowed, summary_kind="none")
+    if run.hung or run.code not in (EXIT_OK, EXIT_PARTIAL, EXIT_FATAL):
+        return problems
+    summary = run.summary()
+    if summary is None:
+        return problems + [f"exit {run.code} without a --json result; stdout {run.out.strip()[-200:]!r}"]
+    state = summary.get("state")
+    smoke_ok = bool((summary.get("smoke") or {"ok": True}).get("ok"))
+    if run.code == EXIT_OK and (state != done or not smoke_ok):
+        problems.append(f"exit 0 but the result says state={state!r}, smoke ok={smoke_ok}")
+    if run.code == EXIT_PARTIAL and state == done and smoke_ok:
+        problems.append(f"exit 1 but the result says {done} with its smoke check passed")
+    if run.code == EXIT_FATAL and state == done:
+        problems.append(f"exit 2 but the result says {done}: {summary.get('message')!r}")
+    return problems
+
+
+def company_route(db: Path, slug: str) -> tuple[str | None, str | None]:
+    """Where a company is (the name of its storage connection, None without one) and the state of its live
+    migration (None without one), read from the platform database with sqlite3."""
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as db_:
+        row = db_.execute("SELECT c.id, s.name FROM companies c LEFT JOIN storage_connections s "
+                          "ON s.id = c.storage_connection_id WHERE c.slug = ?", (slug,)).fetchone()
+        if row is None:
+            raise ValueError(f"no company {slug!r} in {db}")
+        live = db_.execute("SELECT state FROM vertexflow_routing WHERE company_id = ?", (row[0],)).fetchone()
+    return row[1], live[0] if live else None
+
+
+def check_live_state_gone(db: Path) -> list[str]:
+    """Once every migration ended and the writers stopped, the platform database holds no live state: no
+    company routed through a migration, no write in flight, no dirty key."""
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as db_:
+        routed = db_.execute("SELECT company_id, state FROM vertexflow_routing WHERE state IS NOT NULL").fetchall()
+        inflight = db_.execute("SELECT COUNT(*) FROM vertexflow_inflight").fetchone()[0]
+        dirty = db_.execute("SELECT COUNT(*) FROM vertexflow_migration_dirty").fetchone()[0]
+    return ([f"company {cid} still routed through a migration (state {state!r})" for cid, state in routed]
+            + ([f"{inflight} writes still registered in flight"] if inflight else [])
+            + ([f"{dirty} dirty keys left"] if dirty else []))
+
+
 # -- results ------------------------------------------------------------------
 
 @dataclass(slots=True)
@@ -532,7 +578,16 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "backup_restore": ("backup restore S3 -> local", "faults"),
     "kill_backup_SIGKILL": ("backup create local -> S3, 8 MiB, SIGKILL", "kill"),
     "daemon_job": ("daemon sync --delete job local -> S3 through the faults, SIGKILL, restarted", "kill"),
+    "copy_yadisk_down": ("copy Yandex.Disk emulator -> local", "faults"),
+    "migrate_live": ("migrate company --live S3 -> S3, two servers, a platform writer meanwhile", "faults"),
+    "migrate_rollback": ("migrate rollback S3 -> S3 after a live migration, a platform writer meanwhile", "faults"),
+    "kill_migrate_SIGKILL": ("migrate company --live S3 -> S3, a platform writer meanwhile, SIGKILL", "kill"),
 }
+#: the operations that migrate a company (:meth:`ChaosLab._migrate_round`)
+MIGRATIONS = ("migrate_live", "migrate_rollback", "kill_migrate_SIGKILL")
+#: the operations that need server B, and those that need the Yandex.Disk emulator (a lab starts them on demand)
+TWO_SERVERS = frozenset({"copy_s3_s3", *MIGRATIONS})
+YANDEX = frozenset({"copy_yadisk", "copy_yadisk_down"})
 
 
 def signal_of(operation: str) -> str:
@@ -547,6 +602,19 @@ DAEMON_WAIT = 150.0
 
 #: runs of a command per round under faults before the round counts as never finishing
 MAX_RUNS = 6
+#: a migration round's company, and the two other companies it must leave alone (name -> connection)
+MIGRATED, OTHERS = "acme", {"beta": "src", "gamma": "dst"}
+#: the categories the platform writer works in, and the one of the originals it never changes
+WRITER_CATEGORIES, ARCHIVE = ("c0", "c1"), "archive"
+#: a migration's copy (about 10 MiB) takes a few seconds at this rate: the writer's operations overlap it
+MIGRATE_BWLIMIT = "4M"
+#: the platform writer's operations after a migration round's last run (on the company's route then)
+WRITES_AFTER = 10
+#: the platform writer's pause between operations: some 10 a second, a busy company (a faster one makes the
+#: migration copy thousands of small files, and a round minutes long)
+WRITER_INTERVAL = 0.1
+#: the platform writer stops by itself after this many seconds or operations (the round stops it much earlier)
+WRITER_SECONDS, WRITER_OPS = 1800.0, 100_000
 #: signals per kill round before the command is left to finish
 MAX_KILLS = 3
 
@@ -676,6 +744,8 @@ class ChaosLab:
         try:
             if operation == "daemon_job":
                 self._daemon_round(result, round_dir, rng)
+            elif operation in MIGRATIONS:
+                self._migrate_round(result, round_dir, rng, operation)
             elif operation.startswith("kill_"):
                 self._kill_round(result, round_dir, rng, operation)
             elif operation.startswith("backup_"):
@@ -735,6 +805,17 @@ class ChaosLab:
             if not self.yandex_api:
                 raise RuntimeError("copy_yadisk needs the Yandex.Disk emulator")
             args = ["copy", str(src), f"y:/{prefix}"]
+        elif operation == "copy_yadisk_down":
+            if not self.yandex_api:
+                raise RuntimeError("copy_yadisk_down needs the Yandex.Disk emulator")
+            # the source is put there by vertexflow without faults (a journal of its own), then read back
+            seed_env = {**self.environ(round_dir), "VERTEXFLOW_JOURNAL": str(round_dir / "seed-journal.db")}
+            seeded = run_cli(["copy", str(src), f"y:/{prefix}", "--json", "--no-progress"], seed_env)
+            if seeded.code != EXIT_OK or yadisk_tree(self.yandex_api, f"/{prefix}") != tree:
+                raise RuntimeError(f"seeding the emulator exited {seeded.code}: {seeded.err.strip()[-300:]!r}")
+            local_dst = round_dir / "dst"
+            local_dst.mkdir()
+            args = ["copy", f"y:/{prefix}", str(local_dst)]
         elif operation == "copy_s3_s3":
             if "b" not in self.clients:
                 raise RuntimeError("copy_s3_s3 needs two servers")
@@ -1142,6 +1223,173 @@ class ChaosLab:
             time.sleep(0.25)
         return f"no successful run within {DAEMON_WAIT:.0f} s"
 
+    # -- company migrations ---------------------------------------------
+
+    def platform_config(self, round_dir: Path, bucket: str, *, through_proxies: bool) -> Path:
+        """A storage config with content type ``portraits`` and connections ``src`` (server A) and ``dst``
+        (server B), both in ``bucket`` with 5 MiB parts: straight to the servers (the platform writer's), or
+        through the fault proxies (the migrator's). The connections are named in the storage config only,
+        so each process reaches them the way its own file says."""
+        conns = {}
+        for conn, name in (("src", "a"), ("dst", "b")):
+            server = self.servers[name]
+            conns[conn] = {"type": "s3", "endpoint": self.proxies[name].endpoint if through_proxies else server.endpoint,
+                           "bucket": bucket, "region": server.region, "access_key_id": server.access_key,
+                           "secret_access_key": server.secret_key, "addressing_style": "path", "part_size": 5 * MiB}
+        path = round_dir / ("migrator.json" if through_proxies else "platform.json")
+        path.write_text(json.dumps({"portraits": {"storage_type": "local"},
+                                    "local": {"base_path": str(round_dir / "files")}, "connections": conns}))
+        return path
+
+    def _migrate_round(self, result: RoundResult, round_dir: Path, rng: random.Random, operation: str) -> None:
+        """A company on server A (connection ``src``): originals the platform leaves alone (a 6 MiB one among
+        them: two parts) and small files a platform writer (:class:`~.platform_writer.Writer`, its own
+        process and StorageManager, straight to the servers) creates, overwrites and deletes all round; two
+        other companies, one on each server. ``migrate_live``: ``migrate company --live`` to server B
+        (connection ``dst``) through the faults, run again until it exits 0. ``migrate_rollback``: that
+        migration without faults, the 6 MiB original replaced on B, then ``migrate rollback`` through the
+        faults until it exits 0. ``kill_migrate_SIGKILL``: the live migration SIGKILLed 1-3 times at moments
+        drawn from its first object on B, run again until it switched. After every run the exit status
+        agrees with the ``--json`` result and the company is where that result says; at the end, read with
+        boto3 where the database says the company is: every original whole, every acknowledged write at its
+        last content, nothing the writer deleted back; the other companies untouched; no incomplete
+        multipart upload on either server; no live state left."""
+        from ..tenancy.adapters import FOLDER_MARKER
+        from .platform_writer import SUBFOLDERS, Writer
+
+        if "b" not in self.clients:
+            raise RuntimeError(f"{operation} needs two servers")
+        bucket = f"{operation}-{result.seed}".replace("_", "-").lower()
+        for server in self.servers.values():
+            server.create_bucket(bucket)
+        clients = {"src": self.clients["a"], "dst": self.clients["b"]}
+        db = round_dir / "platform.db"
+        platform_cfg = self.platform_config(round_dir, bucket, through_proxies=False)
+        env = {**self.environ(round_dir), "VERTEXFLOW_DB": str(db),
+               "VERTEXFLOW_STORAGE_CONFIG": str(self.platform_config(round_dir, bucket, through_proxies=True))}
+
+        # the company: originals in archive/ (the writer's categories are others), the writer's first files
+        src = round_dir / "src"
+        originals = {f"{ARCHIVE}/Image/{k}": v for k, v in make_tree(src / ARCHIVE / "Image", rng).items()}
+        initial = {f"{c}/{s}/f0.txt": f"initial {c}/{s} ".ljust(rng.randrange(50, 3000), "i")
+                   for c in WRITER_CATEGORIES for s in SUBFOLDERS}
+        for key, text in initial.items():
+            (src / key).parent.mkdir(parents=True, exist_ok=True)
+            (src / key).write_text(text)
+        put_tree(self.servers["a"], bucket, f"portraits/{MIGRATED}", src,
+                 {**originals, **{k: "" for k in initial}})
+        for slug, conn in OTHERS.items():
+            other = random.Random(f"{slug}:{bucket}")
+            for i in range(3):  # 1 KiB and up: see put_tree
+                clients[conn].put_object(Bucket=bucket, Key=f"portraits/{slug}/c0/Image/f{i}.bin",
+                                         Body=other.randbytes(other.randrange(1024, 50_000)))
+        for slug, conn in {MIGRATED: "src", **OTHERS}.items():
+            added = run_cli(["company", "add", slug, "--connection", conn], env)
+            if added.code != EXIT_OK:
+                raise RuntimeError(f"company add {slug} exited {added.code}: {added.err.strip()[-300:]!r}")
+
+        def others() -> dict[str, str]:
+            out = {}
+            for slug in OTHERS:
+                for conn, client in clients.items():
+                    keys = s3_keys(client, bucket, f"portraits/{slug}")
+                    out.update({f"{conn}:{k}": v for k, v in s3_snapshot(client, bucket, keys).items()})
+            return out
+
+        others_before = others()
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as db_:
+            company_id = db_.execute("SELECT id FROM companies WHERE slug = ?", (MIGRATED,)).fetchone()[0]
+
+        migrate = ["migrate", "company", MIGRATED, "--to", "dst", "--live", "--json", "--no-progress",
+                   "--bwlimit", MIGRATE_BWLIMIT]
+        if operation == "migrate_rollback":
+            args, done, source, target = ["migrate", "rollback", MIGRATED, "--json", "--bwlimit", MIGRATE_BWLIMIT], \
+                "rolled_back", "dst", "src"
+        else:
+            args, done, source, target = migrate, "switched", "src", "dst"
+        writer = Writer(round_dir / "writer", config=platform_cfg, db=db, company_id=company_id,
+                        content_types=["portraits"], categories=list(WRITER_CATEGORIES), seed=result.seed,
+                        initial={"portraits": dict(initial)}, interval=WRITER_INTERVAL, max_seconds=WRITER_SECONDS,
+                        max_ops=WRITER_OPS, env=self.environ(round_dir))
+        stopped = False
+        try:
+            writer.wait_ready(60)
+            if operation == "migrate_rollback":
+                # the migration it rolls back, without faults; then the company changes on B: a 6 MiB original
+                # replaced there (the sync back has two parts to send), the writer going on meanwhile
+                first = run_cli(migrate, env)
+                if first.code != EXIT_OK:
+                    raise RuntimeError(f"the migration to roll back exited {first.code}: {first.err.strip()[-300:]!r}")
+                big = f"{ARCHIVE}/Image/multi/six.bin"
+                body = rng.randbytes(6 * MiB + rng.randrange(0, 64 * 1024))
+                clients["dst"].put_object(Bucket=bucket, Key=f"portraits/{MIGRATED}/{big}", Body=body)
+                originals[big] = hashlib.sha256(body).hexdigest()
+                writer.wait_ops(WRITES_AFTER, timeout=60)
+            killing = operation.startswith("kill_")
+            self._arm(result.seed, on=not killing)
+            kills = rng.randrange(1, MAX_KILLS + 1) if killing else 0
+            for attempt in range(max(MAX_RUNS, kills + 2)):
+                signalled = attempt < kills
+                after = None
+                if signalled:
+                    def after() -> bool:
+                        return bool(s3_keys(clients["dst"], bucket, f"portraits/{MIGRATED}"))
+                run = run_cli(args, env, sig=signal.SIGKILL if signalled else None,
+                              at=rng.uniform(0.0, 2.5) if signalled else None, after=after)
+                result.runs.append(run)
+                (round_dir / f"run-{attempt}.out").write_text(f"{' '.join(args)}\nexit {run.code} signal {run.signal}"
+                                                            f" at {run.signal_at}\n{run.out}\n---- stderr\n{run.err}")
+                if run.signal:
+                    result.violate("exit status", check_exit_status(run, {-signal.SIGKILL, EXIT_OK},
+                                                                    summary_kind="none"))
+                else:
+                    allowed = {EXIT_OK} if killing else {EXIT_OK, EXIT_PARTIAL, EXIT_FATAL}
+                    result.violate("exit status", check_migration_exit(run, done, allowed))
+                where, live = company_route(db, MIGRATED)
+                state = (run.summary() or {}).get("state")
+                if run.signal is None or run.code != -signal.SIGKILL:
+                    # a run that ended by itself leaves the company where its result says, and no live state
+                    want = target if state == done else source
+                    if where != want:
+                        result.violate("company where its result says",
+                                       [f"run {attempt} ended {state!r} (exit {run.code}), the company is on "
+                                        f"{where!r}, not {want!r}"])
+                    if live is not None:
+                        result.violate("no live state after a run", [f"run {attempt} ended {state!r} (exit "
+                                                                      f"{run.code}), live state {live!r} left"])
+                elif where not in (source, target):
+                    result.violate("company where its result says", [f"killed, the company is on {where!r}"])
+                if where == target and (state == done or run.signal):
+                    break
+                if run.hung:
+                    break
+            else:
+                result.violate("finishes", [f"not done after {len(result.runs)} runs ({_last_exit(result)})"])
+            result.faults = self._faults()
+            self._arm(result.seed, on=False)
+            writer.wait_ops(WRITES_AFTER, timeout=60)  # on the company's route after the last run
+            stopped = True
+            wrote = writer.stop()
+        finally:
+            if not stopped:
+                writer.kill()
+        result.violate("acknowledged writes", [f"a platform write failed: {e.strip()[-300:]}" for e in wrote.errors])
+        result.violate("platform reads", wrote.read_errors)
+        where, _ = company_route(db, MIGRATED)
+        if where != target:
+            result.violate("finishes", [f"the company is on {where!r} at the end, not {target!r}"])
+        uncertain = {u.split(":", 1)[1] for u in wrote.uncertain}
+        expected = {**originals, **{k: hashlib.sha256(v.encode()).hexdigest()
+                                    for k, v in wrote.expected()["portraits"].items() if k not in uncertain}}
+        if where in clients:
+            final = {k: v for k, v in s3_tree(clients[where], bucket, f"portraits/{MIGRATED}").items()
+                     if k.rsplit("/", 1)[-1] != FOLDER_MARKER}
+            result.objects_checked += len(final)
+            result.violate("whole objects", check_whole(final, expected, complete=True, extra_ok=uncertain))
+        for conn, client in clients.items():
+            result.violate("no multipart uploads", [f"{conn}: {p}" for p in check_no_multipart_uploads(client, bucket)])
+        result.violate("other companies untouched", check_foreign(others_before, others()))
+        result.violate("no live state left", check_live_state_gone(db))
 
 def run_rounds(lab: ChaosLab, operations: Iterable[str], rounds: int, seed: int,
                on_round: Callable[[RoundResult], None] | None = None,

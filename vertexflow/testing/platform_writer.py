@@ -174,7 +174,7 @@ class Writer:
     def __init__(self, work: Path, *, config: Path, db: Path, company_id: int, content_types: list[str],
                  categories: list[str], seed: int, initial: dict[str, dict[str, str | None]] | None = None,
                  frozen: tuple[str, ...] = (), interval: float = 0.005, max_seconds: float | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 max_ops: int | None = None, env: dict[str, str] | None = None) -> None:
         self.work = work
         work.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", MODULE, "--config", str(config), "--db", str(db), "--company", str(company_id),
@@ -187,6 +187,8 @@ class Writer:
             args += ["--frozen", prefix]
         if max_seconds is not None:
             args += ["--max-seconds", str(max_seconds)]
+        if max_ops is not None:
+            args += ["--max-ops", str(max_ops)]
         if initial is not None:
             (work / "initial.json").write_text(json.dumps(initial))
             args += ["--initial", str(work / "initial.json")]
