@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -303,3 +306,54 @@ async def test_full_checksums_off_writes_composite_crc32_parts(seaweed: SeaweedF
     answer = head(raw, s3_bucket, "ck/m")
     assert "ChecksumCRC64NVME" not in answer and answer["ChecksumCRC32"].endswith("-3")
     assert CRC64NVME not in stored.hashes and CRC32 not in stored.hashes
+
+
+# -- downloads checked by the cheapest trustworthy digest ---------------------------------------------
+
+
+@pytest.mark.parametrize("changed", [False, True])
+async def test_a_download_to_disk_is_checked_by_the_stored_crc64nvme_not_a_sha256(
+        seaweed: SeaweedFS, raw: Any, s3_bucket: str, tmp_path: Path, changed: bool) -> None:
+    # written by vertexflow: the SHA-256 metadata and the store's CRC64NVME; the download takes the
+    # CRC64NVME (memory speed) as the digest of the file it writes, and checks it
+    data = os.urandom(PART + 300_000)
+    async with make(seaweed, s3_bucket, prefix="in") as dst:
+        await dst.put(ObjectInfo(key="clip.mp4", size=len(data), hashes={SHA256: hashlib.sha256(data).hexdigest()}),
+                      body_from_bytes(data))
+    stored = head(raw, s3_bucket, "in/clip.mp4")
+    assert stored["Metadata"].get("sha256") == hashlib.sha256(data).hexdigest()
+    outcomes = Outcomes()
+    rewrite = flip_a_byte_of_gets if changed else (lambda answer: None)
+    async with proxied(seaweed, s3_bucket, rewrite, prefix="in") as (src, _):
+        job = CopyJob(src, LocalBackend(tmp_path / "out"), CopyOptions(retry=NO_RETRY), recorder=outcomes)
+        await job.run()
+    if changed:
+        assert set(outcomes.failures) == {"clip.mp4"}
+        assert isinstance(outcomes.failures["clip.mp4"], IntegrityError)
+        assert "crc64nvme" in str(outcomes.failures["clip.mp4"])
+        assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []  # nothing, no temp file
+    else:
+        assert outcomes.failures == {}
+        assert (tmp_path / "out" / "clip.mp4").read_bytes() == data
+        assert outcomes.results["clip.mp4"].hashes == {CRC64NVME: b64_hex(stored["ChecksumCRC64NVME"])}
+
+
+def test_sync_checksum_after_a_download_checked_by_crc64nvme_copies_nothing(
+        seaweed: SeaweedFS, raw: Any, s3_bucket: str, s3_env: dict[str, str], tmp_path: Path) -> None:
+    # the journal records no SHA-256 for such a copy: the next sync --checksum compares by content
+    data = os.urandom(PART + 300_000)
+    put_full_object(raw, s3_bucket, "in/clip.mp4", data)
+    report = tmp_path / "report.jsonl"
+    journal = tmp_path / "journal.db"
+    args = [sys.executable, "-m", "vertexflow", "sync", f"s3://{s3_bucket}/in", str(tmp_path / "out"), "--checksum",
+            "--journal", str(journal), "--no-progress"]
+    first = subprocess.run([*args, "--report", str(report)], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    line = json.loads(report.read_text().splitlines()[0])
+    assert (line["key"], line["sha256"]) == ("clip.mp4", None)
+    assert line["crc64nvme"] == b64_hex(head(raw, s3_bucket, "in/clip.mp4")["ChecksumCRC64NVME"])
+    again = subprocess.run([*args, "--report", str(report)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    lines = [json.loads(x) for x in report.read_text().splitlines()]
+    assert [(x.get("key"), x.get("action")) for x in lines[:-1]] == [("clip.mp4", "skipped")]
+    assert (tmp_path / "out" / "clip.mp4").read_bytes() == data

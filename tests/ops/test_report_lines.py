@@ -27,9 +27,10 @@ def test_every_line_is_the_json_of_its_object() -> None:
     for line in lines[:-1]:
         data = json.loads(line)
         assert json.dumps(data, ensure_ascii=False) == line
-        assert list(data) == ["key", "action", "size", "route", "sha256", "seconds", "reason", "message"]
+        assert list(data) == ["key", "action", "size", "route", "sha256", "crc64nvme", "seconds", "reason",
+                              "message"]
     first = json.loads(lines[0])
     assert first == {"key": KEYS[0], "action": "copied", "size": 12, "route": "streamed", "sha256": "ab" * 32,
-                     "seconds": 0.0123, "reason": None, "message": None}
+                     "crc64nvme": None, "seconds": 0.0123, "reason": None, "message": None}
     assert [json.loads(line)["key"] for line in lines[:-2:4]] == KEYS
     assert json.loads(lines[2])["reason"] == "OSError" and json.loads(lines[-2])["size"] == 10 ** 15

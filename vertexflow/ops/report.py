@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from ..errors import ConfigError
-from ..model import SHA256, ObjectInfo
+from ..model import CRC64NVME, SHA256, ObjectInfo
 
 #: bytes buffered before a write: a line is ~200 bytes, so ~300 objects per system call
 BUFFER = 64 * 1024
@@ -65,19 +65,21 @@ class TransferReport:
             raise ConfigError(f"--report {path}: {exc.strerror}") from exc
 
     def _line(self, key: str, action: str, *, size: int | None = None, route: str | None = None,
-              sha256: str | None = None, seconds: float | None = None, reason: str | None = None,
-              message: str | None = None) -> None:
+              sha256: str | None = None, crc64nvme: str | None = None, seconds: float | None = None,
+              reason: str | None = None, message: str | None = None) -> None:
         # formatted here as json.dumps(ensure_ascii=False) writes it, without the encoder json.dumps builds
         # for every call: a line is written per object (its cost: benchmarks/README.md, report_cost.py)
         self._out.write(f'{{"key": {_text(key)}, "action": "{action}", "size": {_number(size)}, '
-                        f'"route": {_text(route)}, "sha256": {_text(sha256)}, '
+                        f'"route": {_text(route)}, "sha256": {_text(sha256)}, "crc64nvme": {_text(crc64nvme)}, '
                         f'"seconds": {_number(round(seconds, 4) if seconds is not None else None)}, '
                         f'"reason": {_text(reason)}, "message": {_text(message)}}}\n')
         self.lines += 1
 
     def copied(self, src: ObjectInfo, result: ObjectInfo, route: str, seconds: float | None) -> None:
+        # the digest the copy was checked with: a CRC64NVME where the source store keeps one and the
+        # destination took it instead of a SHA-256 (vertexflow.backends.local.stream_digest)
         self._line(src.key, "copied", size=result.size, route=route, sha256=result.hashes.get(SHA256),
-                   seconds=seconds)
+                   crc64nvme=result.hashes.get(CRC64NVME), seconds=seconds)
 
     def skipped(self, info: ObjectInfo, why: str) -> None:
         self._line(info.key, "skipped", size=info.size, sha256=info.hashes.get(SHA256), message=why)
