@@ -147,7 +147,8 @@ def build_scenarios(args: argparse.Namespace, ds: dict[str, datasets.Dataset]) -
             for label in labels:
                 metric = "MB/s" if label == "A" else "objects/s"
                 # downloads: a --no-verify row too, for what the SHA-256 of every byte costs against s5cmd
-                ours = [tools.VF_S3, tools.VF_S3_NOVERIFY] if group == "s3-down" else [tools.VF_S3]
+                ours = ([tools.VF_S3, tools.VF_S3_NOFSYNC, tools.VF_S3_NOVERIFY] if group == "s3-down"
+                        else [tools.VF_S3])
                 # the limit row: the server with a client that only moves bytes (benchmarks/limit.py)
                 limit = tools.limit_contender("get" if group == "s3-down" else "put")
                 out.append(cls(f"{group}-{label}", f"{label} {arrow}", ds[label],
@@ -155,6 +156,16 @@ def build_scenarios(args: argparse.Namespace, ds: dict[str, datasets.Dataset]) -
                                [Target("vertexflow", "s5cmd", metric, 1.0),
                                 Target("vertexflow", "rclone", metric, 1.0),
                                 Target("vertexflow", limit.name, metric, LIMIT_TARGET)]))
+                if group == "s3-down" and label == "A":
+                    # the same objects as written by vertexflow (or any AWS client since December 2024):
+                    # each keeps a CRC64NVME, which checks a download at memory speed instead of a SHA-256
+                    out.append(DownloadScenario(f"{group}-{label}-crc", f"{label} {arrow}, stored CRC64NVME",
+                                                ds[label], [tools.VF_S3, tools.VF_S3_NOFSYNC, tools.S5CMD, tools.RCLONE_S3,
+                                                            limit],
+                                                [Target("vertexflow", "s5cmd", metric, 1.0),
+                                                 Target("vertexflow", "rclone", metric, 1.0),
+                                                 Target("vertexflow", limit.name, metric, LIMIT_TARGET)],
+                                                seeded_by="vertexflow"))
     if "rss" in args.groups:
         c = ds["C"]
         per_part = c.files // c.spec.parts

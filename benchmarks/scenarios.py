@@ -220,13 +220,19 @@ class DownloadScenario(Scenario):
     group = "s3-down"
 
     def __init__(self, key: str, title: str, dataset: Dataset, contenders: list[Contender],
-                 targets: list[Target]) -> None:
+                 targets: list[Target], *, seeded_by: str = "s5cmd") -> None:
         self.key, self.title = key, title
         self.dataset, self.contenders, self.targets = dataset, contenders, targets
         self.bucket: str | None = None
         self.prefix = "data"
+        #: "s5cmd": objects that carry no digest of their bytes; "vertexflow": objects with a stored
+        #: CRC64NVME (as AWS keeps for every object since December 2024) and the sha256 metadata
+        self.seeded_by = seeded_by
 
     def describe_setup(self) -> str:
+        if self.seeded_by == "vertexflow":
+            return ("source bucket filled once by vertexflow (a stored full-object CRC64NVME and the sha256 "
+                    "metadata on every object), then downloaded once untimed (warm-up)")
         return ("source bucket filled once by s5cmd (no vertexflow metadata), then downloaded once "
                 "untimed (warm-up)")
 
@@ -235,8 +241,12 @@ class DownloadScenario(Scenario):
         self.bucket = ctx.fresh_name("src", self.dataset.label)
         ctx.server.create_bucket(self.bucket)
         timeout = ctx.timeout_for(self.dataset.files, self.dataset.bytes)
-        helper(tools.seed_upload(self.dataset.root, ctx.s3, self.bucket, self.prefix),
-               timeout=timeout, env=tools.s5cmd_env(ctx.s3))
+        if self.seeded_by == "vertexflow":
+            helper([tools.find("vertexflow"), "copy", str(self.dataset.root), f"s3://{self.bucket}/{self.prefix}",
+                    "--no-progress", "--no-journal"], timeout=timeout, env=tools.vertexflow_env(ctx.s3))
+        else:
+            helper(tools.seed_upload(self.dataset.root, ctx.s3, self.bucket, self.prefix),
+                   timeout=timeout, env=tools.s5cmd_env(ctx.s3))
         problem = _expect(_bucket_totals(ctx, self.bucket, self.prefix),
                           (self.dataset.files, self.dataset.bytes), f"seeded bucket {self.bucket}")
         if problem:

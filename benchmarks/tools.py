@@ -158,6 +158,10 @@ VF_S3 = Contender("vertexflow", "vertexflow", True, "copy --no-progress (SHA-256
 VF_S3_NOVERIFY = Contender("vertexflow --no-verify", "vertexflow", True,
                            "copy --no-progress --no-verify (no SHA-256 of what is written; small objects are "
                            "still checked against their MD5 ETag; 16 transfers)", extra=("--no-verify",))
+# downloads write local files: durability apart from the engine, as for the local rows
+VF_S3_NOFSYNC = Contender("vertexflow --no-fsync", "vertexflow", True,
+                          "copy --no-progress --no-fsync (verification on, nothing synced to the disk; 16 transfers)",
+                          extra=("--no-fsync",))
 S5CMD = Contender("s5cmd", "s5cmd", False,
                   f"--numworkers {REMOTE_TRANSFERS} cp (default --concurrency 5 parts per file, 50 MB parts)")
 RCLONE_S3 = Contender("rclone", "rclone", False,
