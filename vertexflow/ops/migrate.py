@@ -241,9 +241,10 @@ T = TypeVar("T")
 FILE_RETRY = RetryPolicy(attempts=5, base_delay=0.2, max_delay=5.0, deadline=60.0)
 
 
-async def _again(fn: Callable[[], Awaitable[T]]) -> T:
-    """``fn()``, asked again while it fails with a retryable error; SourceChanged is raised at once (a write
-    landed meanwhile: what that means is the caller's)."""
+async def _again(fn: Callable[[], Awaitable[T]], until: float | None = None) -> T:
+    """``fn()``, asked again while it fails with a retryable error, not past ``until`` (a ``time.monotonic()``
+    value: the write fence's budget); SourceChanged is raised at once (a write landed meanwhile: what that
+    means is the caller's)."""
     start = time.monotonic()
     attempt = 1
     while True:
@@ -254,7 +255,8 @@ async def _again(fn: Callable[[], Awaitable[T]]) -> T:
         except Exception as exc:
             delay = FILE_RETRY.delay(attempt, getattr(exc, "retry_after", None))
             if (not is_retryable(exc) or attempt >= FILE_RETRY.attempts
-                    or time.monotonic() + delay - start > FILE_RETRY.deadline):
+                    or time.monotonic() + delay - start > FILE_RETRY.deadline
+                    or (until is not None and time.monotonic() + delay >= until)):
                 raise
             log.info("retrying", error=str(exc), attempt=attempt, delay_s=round(delay, 3))
             await anyio.sleep(delay)
@@ -684,7 +686,7 @@ class _LiveRun:
                                           "rolled back (too many files changed at the end: retry)",
                                           migration_id=self.migration_id)
                 try:
-                    outcome = await _again(lambda: reconcile_key(self.olds[ct], self.news[ct], key))
+                    outcome = await _again(lambda: reconcile_key(self.olds[ct], self.news[ct], key), deadline)
                 except (SourceChanged, NotFound):
                     if deadline is not None:
                         raise  # nothing writes under the fence: a real failure
@@ -713,7 +715,7 @@ class _LiveRun:
         await self._pass(deadline)
         for ct, ks in keys.items():
             for key in ks:
-                if not await _again(lambda: _same(self.olds[ct], self.news[ct], key)):
+                if not await _again(lambda: _same(self.olds[ct], self.news[ct], key), deadline):
                     raise MigrationFailed(f"verification of {key} failed after its final sync",
                                           migration_id=self.migration_id)
         if self.state.dirty_count(self.migration_id):
