@@ -7,6 +7,7 @@
 * the invariants, one function each, return a list of problems (empty: held):
   :func:`check_whole`, :func:`check_no_temp_files`,
   :func:`check_no_multipart_uploads`, :func:`check_journal`, :func:`check_exit_status`,
+  :func:`check_migration_exit`, :func:`check_live_state_gone`,
   :func:`check_moved` (a move loses nothing), :func:`check_foreign` (what the
   operation does not own is untouched), :func:`check_resend` (a rerun sends
   again only what was not whole at the destination); :func:`read_backups`
@@ -17,8 +18,11 @@
   and runs the operations (:data:`OPERATIONS`): copy and sync local -> S3 and
   S3 -> local through the faults, S3 -> S3 across two servers, local ->
   Yandex.Disk, move local -> S3, verify --fix both ways, backup create and
-  restore; the kill rounds of a multipart upload, a move and a backup; and
-  the daemon running a sync job, SIGKILLed and restarted.
+  restore; the kill rounds of a multipart upload, a move and a backup; the
+  daemon running a sync job, SIGKILLed and restarted; Yandex.Disk -> local;
+  and a company migrated between the two servers (live, rolled back, its
+  migrator SIGKILLed) while a platform writer (:mod:`.platform_writer`)
+  creates, overwrites and deletes its files.
 
 Everything is drawn from a round's seed (the data, the faults, the moments of
 the signals), so a violation names the seed that replays it:
