@@ -21,6 +21,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -445,6 +446,47 @@ def test_worker_processes_follow_no_fsync(tmp_path: Path) -> None:
     r, calls = strace_fsyncs("--no-fsync", "copy", str(src), str(tmp_path / "b"), "--no-journal", "--json")
     assert r.code == 0, r.err
     assert calls == 0 and files(tmp_path / "b") == made
+
+
+def strace_writebacks(*args: str) -> tuple[Result, dict[int, int]]:
+    """The command under strace: bytes handed to sync_file_range per file descriptor number."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed: the writeback requests cannot be counted")
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as trace:
+        p = subprocess.run(["strace", "-f", "-qq", "-o", trace.name, "-e", "trace=sync_file_range",
+                            sys.executable, "-m", "vertexflow", *args], capture_output=True, text=True, timeout=300)
+        if "PTRACE" in p.stderr or "Operation not permitted" in p.stderr:
+            pytest.skip(f"strace cannot trace here: {p.stderr.strip()[:200]}")
+        handed: dict[int, int] = {}
+        for line in trace.read().splitlines():
+            if "sync_file_range(" in line and "= 0" in line:
+                fd, _offset, length = line.split("sync_file_range(", 1)[1].split(",")[:3]
+                handed[int(fd)] = handed.get(int(fd), 0) + int(length)
+    return Result(p.returncode, p.stdout, p.stderr), handed
+
+
+def test_a_large_file_goes_to_the_disk_as_it_is_written_not_all_at_its_fsync(tmp_path: Path) -> None:
+    # with fsync the file's writeback is started every 8 MiB, so the fsync before the rename waits for the
+    # last piece only; --no-fsync asks nothing of the disk
+    (tmp_path / "src").mkdir()
+    data = os.urandom(40 << 20)
+    (tmp_path / "src" / "big.bin").write_bytes(data)
+    r, handed = strace_writebacks("copy", str(tmp_path / "src"), str(tmp_path / "a"), "--no-journal")
+    assert r.code == 0, r.err
+    assert (tmp_path / "a" / "big.bin").read_bytes() == data
+    assert handed and max(handed.values()) >= 32 << 20, handed
+    r, handed = strace_writebacks("--no-fsync", "copy", str(tmp_path / "src"), str(tmp_path / "b"), "--no-journal")
+    assert r.code == 0 and handed == {}, (r.err, handed)
+
+
+def test_a_large_download_goes_to_the_disk_as_it_arrives(tmp_path: Path, seaweed: Any, s3_bucket: str,
+                                                         s3_env: dict[str, str]) -> None:
+    data = os.urandom(40 << 20)
+    seaweed.boto3_client().put_object(Bucket=s3_bucket, Key="in/big.bin", Body=data)
+    r, handed = strace_writebacks("copy", f"s3://{s3_bucket}/in", str(tmp_path / "a"), "--no-journal")
+    assert r.code == 0, r.err
+    assert (tmp_path / "a" / "big.bin").read_bytes() == data
+    assert handed and max(handed.values()) >= 32 << 20, handed
 
 
 def test_backup_parts_and_restored_files_are_fsynced(tmp_path: Path) -> None:

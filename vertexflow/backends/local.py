@@ -41,7 +41,7 @@ from ..errors import (
     SourceChanged,
     VertexflowError,
 )
-from ..durability import fsync_enabled, sync_directory, sync_filesystem
+from ..durability import WRITEBACK_EVERY, fsync_enabled, start_writeback, sync_directory, sync_filesystem
 from ..logs import get_logger
 from ..model import CRC64NVME, SHA256, BodyFactory, Features, ObjectInfo, Pace
 from .base import Backend, UploadCheckpoint, check_key
@@ -563,6 +563,8 @@ class LocalBackend(Backend):
         h = Running(algorithm) if self.hash_files else None
         size = 0
         done = False
+        # bytes written and not yet handed to the disk's writeback (with fsync: start_writeback)
+        unsynced = [0, 0]  # first byte, count
 
         def write_chunks(chunks: list[bytes]) -> None:
             # hashed and written half a megabyte at a time: the bytes are still in the CPU's cache
@@ -575,9 +577,14 @@ class LocalBackend(Backend):
                 group_size += len(chunk)
                 if group_size >= WRITE_GROUP:
                     _writev_all(fd, group)
+                    unsynced[1] += group_size
                     group, group_size = [], 0
             if group:
                 _writev_all(fd, group)
+                unsynced[1] += group_size
+            if self.fsync and unsynced[1] >= WRITEBACK_EVERY:
+                start_writeback(fd, *unsynced)
+                unsynced[0], unsynced[1] = unsynced[0] + unsynced[1], 0
 
         pending: list[bytes] = []
         pending_size = 0
@@ -666,7 +673,7 @@ class LocalBackend(Backend):
 
             def write(fd: int) -> tuple[int, str]:
                 if self.hash_files:
-                    copied, digest = _copy_hashing(fd_in, fd, size)
+                    copied, digest = _copy_hashing(fd_in, fd, size, writeback=self.fsync)
                 else:
                     copied, digest = _copy_kernel(fd_in, fd, size), ""
                 if copied != size or _version(os.fstat(fd_in)) != listed:
@@ -908,8 +915,9 @@ def _open_ahead(src: LocalBackend, key: str) -> int | None:
 _FADVISE = getattr(os, "posix_fadvise", None)
 
 
-def _copy_hashing(fd_in: int, fd_out: int, size_hint: int) -> tuple[int, str]:
-    """Copy ``fd_in`` to ``fd_out`` (opened read-write); returns the size and SHA-256 of what was written."""
+def _copy_hashing(fd_in: int, fd_out: int, size_hint: int, *, writeback: bool = False) -> tuple[int, str]:
+    """Copy ``fd_in`` to ``fd_out`` (opened read-write); returns the size and SHA-256 of what was written.
+    ``writeback``: the written bytes are handed to the disk as they go (the file is fsynced before its rename)."""
     if size_hint <= SMALL_FILE:
         # one read of one byte more than listed: a file that grew shows as a size mismatch
         data = os.read(fd_in, size_hint + 1)
@@ -945,6 +953,8 @@ def _copy_hashing(fd_in: int, fd_out: int, size_hint: int) -> tuple[int, str]:
             break
         h.update(view[:n])
         total += n
+        if writeback and total % WRITEBACK_EVERY < n:
+            start_writeback(fd_out, max(0, total - WRITEBACK_EVERY), WRITEBACK_EVERY)
     return total, h.hexdigest()
 
 
