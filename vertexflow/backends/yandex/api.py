@@ -91,6 +91,8 @@ class Resource:
     embedded: ResourceList | None = None
     #: free-form properties (``PATCH /resources``); only string values are kept
     custom_properties: Mapping[str, str] | None = None
+    #: a file's download link (the ``href`` ``GET /resources/download`` would give)
+    file: str | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -107,7 +109,7 @@ class Resource:
             resource_id=_str(data, "resource_id"), revision=_int(data, "revision"),
             public_url=_str(data, "public_url"),
             embedded=ResourceList.from_json(embedded) if isinstance(embedded, dict) else None,
-            custom_properties=_strings(data.get("custom_properties")))
+            custom_properties=_strings(data.get("custom_properties")), file=_str(data, "file"))
 
 
 @dataclass(frozen=True, slots=True)

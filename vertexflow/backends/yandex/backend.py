@@ -11,13 +11,15 @@ below it. How each operation maps onto the service:
   racing creator counts as success) and remembered in an LRU with a TTL;
   then ``GET /resources/upload`` for a link and one streamed, chunked PUT
   of the body to it, hashed on the way. A 202 (or a slow server) is
-  followed up on the upload's operation. Afterwards the server's SHA-256 is
-  compared with ours. The service only creates the file after a complete
+  followed up on the upload's operation. The service only creates the file after a complete
   PUT, and a wrong size or expected hash aborts the PUT before its last
-  chunk, so a failed put leaves nothing. Every attempt asks for a fresh
+  chunk, so a failed put leaves nothing. The server's SHA-256 comes from
+  the answer of the ``PATCH`` that sets the file's properties (a stat when
+  there are none) and is compared with ours. Every attempt asks for a fresh
   link (a link is good for one PUT); the engine retries whole puts.
-* ``open``: a stat (for the version and the size), ``GET
-  /resources/download`` for a link, then a streamed GET with Range.
+* ``open``: a stat (for the version and the size) whose ``file`` field is
+  the download link (``GET /resources/download`` only when it has none),
+  then a streamed GET with Range.
 * ``delete``: the file alone (never a folder), permanently unless
   ``trash=True``; ``server_copy``: ``POST /resources/copy``.
 
@@ -96,6 +98,8 @@ CLEANUP_TIMEOUT = 30.0
 
 _ITEM_FIELDS = ("name", "type", "size", "md5", "sha256", "modified", "mime_type", "revision", "custom_properties")
 STAT_FIELDS = ",".join(_ITEM_FIELDS)
+#: a stat that also brings the file's download link
+OPEN_FIELDS = STAT_FIELDS + ",file"
 LIST_FIELDS = ",".join(["type", "_embedded.total", "_embedded.limit", "_embedded.offset"]
                        + [f"_embedded.items.{f}" for f in _ITEM_FIELDS])
 
@@ -372,7 +376,12 @@ class YandexDiskBackend(Backend):
     @asynccontextmanager
     async def open(self, key: str, *, offset: int = 0, length: int | None = None,
                    if_version: str | None = None) -> AsyncIterator[AsyncIterator[bytes]]:
-        info = await self.stat(key)
+        check_key(key, backend=self.describe())
+        # the stat's "file" is the download link: no GET /resources/download unless it is missing
+        r = await self._resource(self._path(key), fields=OPEN_FIELDS, key=key, what="reading file info", limit=0)
+        if r.is_dir:
+            raise NotFound("a folder, not a file", backend=self.describe(), key=key)
+        info = self._info(key, r)
         if if_version is not None and info.version != if_version:
             raise SourceChanged("file changed since it was listed", backend=self.describe(), key=key)
         size = info.size or 0
@@ -384,10 +393,12 @@ class YandexDiskBackend(Backend):
             finally:
                 await it.aclose()
             return
-        _, body = await self._retry(lambda: self._client.call(
-            "GET", "/resources/download", {"path": self._path(key), "fields": "href"},
-            what="asking for a download link", key=key))
-        href = api.Link.from_json(body).href
+        href = r.file
+        if href is None:
+            _, body = await self._retry(lambda: self._client.call(
+                "GET", "/resources/download", {"path": self._path(key), "fields": "href"},
+                what="asking for a download link", key=key))
+            href = api.Link.from_json(body).href
         ranged = offset > 0 or end < size
         headers = {"Range": f"bytes={offset}-{end - 1}"} if ranged else {}
         async with self._client.get_link(href, headers=headers, key=key) as resp:
@@ -430,15 +441,14 @@ class YandexDiskBackend(Backend):
         parent = tuple(key.split("/")[:-1])
         await self._ensure_folders(self._root + parent)
         sent = await self._upload(info, body, parent)
-        stored = await self.stat(key)
+        metadata = self._properties(info)  # read now: digests taken while the body streamed are in
+        # the PATCH answers with the stored file as a stat would: one call fewer per file
+        stored = await self._set_properties(key, metadata) if metadata else await self.stat(key)
         server_sha = stored.hashes.get(SHA256)
         if server_sha is not None and server_sha != sent.sha256:
             await self._discard(key)
             raise IntegrityError("the server's SHA-256 of the upload differs from the bytes sent",
                                  backend=self.describe(), key=key)
-        metadata = self._properties(info)  # read now: digests taken while the body streamed are in
-        if metadata:
-            stored = await self._set_properties(key, metadata)
         hashes = {SHA256: sent.sha256, **({MD5: stored.hashes[MD5]} if MD5 in stored.hashes else {})}
         return ObjectInfo(key=key, size=sent.size, mtime=stored.mtime, hashes=hashes, etag=stored.etag,
                           version=stored.version or sent.sha256, metadata=stored.metadata)

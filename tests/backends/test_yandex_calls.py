@@ -1,0 +1,109 @@
+"""Yandex.Disk: the API calls a put and an open make per file, counted by the emulator.
+
+Each call costs a round trip to a distant service, so a file takes no call
+the protocol and vertexflow's checks do not need: a put is the upload link,
+the PUT, and one PATCH for its properties whose answer carries the server's
+SHA-256 (the check of what was stored); an open is one stat whose answer
+carries the download link, and the GET of that link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections import Counter
+from datetime import datetime, timezone
+
+import pytest
+import yadisk
+
+from vertexflow.backends.yandex import YandexDiskBackend
+from vertexflow.errors import IntegrityError
+from vertexflow.model import ObjectInfo, body_from_bytes, read_all
+from vertexflow.retry import RetryPolicy
+from vertexflow.testing.yandex_disk import YandexDiskEmulator, running_emulator
+
+TOKEN = "calls-token"
+FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, deadline=10)
+FILES = 12
+WHEN = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+
+
+def payload(i: int) -> bytes:
+    return f"file {i} ".encode() * (100 + i)
+
+
+def independent(emu: YandexDiskEmulator, monkeypatch: pytest.MonkeyPatch) -> yadisk.AsyncClient:
+    """yadisk, pointed at the emulator: checks what vertexflow wrote by its own requests."""
+    monkeypatch.setattr(yadisk.settings, "BASE_API_URL", emu.origin)
+    return yadisk.AsyncClient(token=TOKEN, session="aiohttp")
+
+
+def since(emu: YandexDiskEmulator, before: Counter[str]) -> Counter[str]:
+    return Counter(emu.request_counts) - before
+
+
+async def test_put_is_link_put_and_one_patch_that_verifies(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running_emulator(token=TOKEN) as emu:
+        async with YandexDiskBackend("/calls", token=TOKEN, base_url=emu.base_url, retry_policy=FAST) as b:
+            await b.check(write=True)
+            await b.make_folder("d")  # the folder once, so only per-file calls are counted below
+            before = Counter(emu.request_counts)
+            for i in range(FILES):
+                data = payload(i)
+                info = await b.put(ObjectInfo(key=f"d/f{i}", size=len(data), mtime=WHEN), body_from_bytes(data))
+                assert info.hashes["sha256"] == hashlib.sha256(data).hexdigest()
+                assert info.mtime == WHEN
+            calls = since(emu, before)
+        assert calls == Counter({"GET /v1/disk/resources/upload": FILES, "PUT /upload-target/{token}": FILES,
+                                 "PATCH /v1/disk/resources": FILES})
+        # what was stored, read back by another client: the bytes and the mtime property
+        async with independent(emu, monkeypatch) as y:
+            for i in range(FILES):
+                meta = await y.get_meta(f"disk:/calls/d/f{i}")
+                assert meta.sha256 == hashlib.sha256(payload(i)).hexdigest()
+                assert meta.custom_properties and "mtime" in meta.custom_properties
+
+
+async def test_put_without_properties_still_checks_the_stored_hash() -> None:
+    async with running_emulator(token=TOKEN) as emu:
+        async with YandexDiskBackend("/calls", token=TOKEN, base_url=emu.base_url, retry_policy=FAST,
+                                     metadata=False) as b:
+            await b.check(write=True)
+            before = Counter(emu.request_counts)
+            await b.put(ObjectInfo(key="f", size=5), body_from_bytes(b"hello"))
+            calls = since(emu, before)
+        # nothing to PATCH: one stat reads the server's SHA-256 instead
+        assert calls == Counter({"GET /v1/disk/resources/upload": 1, "PUT /upload-target/{token}": 1,
+                                 "GET /v1/disk/resources": 1})
+
+
+@pytest.mark.parametrize("metadata", [True, False])
+async def test_a_corrupted_upload_is_still_caught_and_removed(metadata: bool,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running_emulator(token=TOKEN, corrupt_rate=1.0) as emu:
+        async with YandexDiskBackend("/calls", token=TOKEN, base_url=emu.base_url, retry_policy=FAST,
+                                     metadata=metadata) as b:
+            await b.check(write=True)
+            with pytest.raises(IntegrityError):
+                await b.put(ObjectInfo(key="bad", size=7, mtime=WHEN), body_from_bytes(b"payload"))
+        async with independent(emu, monkeypatch) as y:
+            assert not await y.exists("disk:/calls/bad")
+
+
+async def test_open_is_one_stat_and_the_get_of_its_link(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running_emulator(token=TOKEN) as emu:
+        async with independent(emu, monkeypatch) as y:  # files written by another client
+            await y.mkdir("disk:/calls")
+            for i in range(FILES):
+                await y.upload(io.BytesIO(payload(i)), f"disk:/calls/f{i}")
+        async with YandexDiskBackend("/calls", token=TOKEN, base_url=emu.base_url, retry_policy=FAST) as b:
+            before = Counter(emu.request_counts)
+            for i in range(FILES):
+                info = await b.stat(f"f{i}")
+                async with b.open(f"f{i}", if_version=info.version) as body:
+                    assert await read_all(body) == payload(i)
+                async with b.open(f"f{i}", offset=3, length=5) as body:  # ranged reads too
+                    assert await read_all(body) == payload(i)[3:8]
+            calls = since(emu, before)
+        assert calls == Counter({"GET /v1/disk/resources": 3 * FILES, "GET /download-target/{token}": 2 * FILES})
