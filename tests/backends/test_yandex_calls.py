@@ -13,7 +13,9 @@ import hashlib
 import io
 from collections import Counter
 from datetime import datetime, timezone
+from pathlib import Path
 
+import anyio
 import pytest
 import yadisk
 
@@ -107,3 +109,29 @@ async def test_open_is_one_stat_and_the_get_of_its_link(monkeypatch: pytest.Monk
                     assert await read_all(body) == payload(i)[3:8]
             calls = since(emu, before)
         assert calls == Counter({"GET /v1/disk/resources": 3 * FILES, "GET /download-target/{token}": 2 * FILES})
+
+
+async def test_the_engines_default_transfers_all_reach_the_server_at_once(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    # The emulator counts a request as it arrives and answers it LATENCY later: within that
+    # window every one of the engine's 16 default transfers (REMOTE_TRANSFERS) is on the wire,
+    # none waiting for a pooled connection.
+    latency, transfers = 3.0, 16
+    async with running_emulator(token=TOKEN, data_dir=tmp_path) as fast:
+        async with independent(fast, monkeypatch) as y:
+            await y.mkdir("disk:/calls")
+            for i in range(transfers):
+                await y.upload(io.BytesIO(payload(i)), f"disk:/calls/f{i}")
+    async with running_emulator(token=TOKEN, data_dir=tmp_path, latency=latency) as emu:  # the same files, slowly
+        async with YandexDiskBackend("/calls", token=TOKEN, base_url=emu.base_url, retry_policy=FAST) as b:
+            route = "GET /v1/disk/resources"
+            arrived = 0
+            with anyio.move_on_after(latency * 0.8):
+                async with anyio.create_task_group() as tg:
+                    for i in range(transfers):
+                        tg.start_soon(b.stat, f"f{i}")
+                    while arrived < transfers:
+                        await anyio.sleep(0.02)
+                        arrived = emu.request_counts[route]
+                    tg.cancel_scope.cancel()
+        assert arrived == transfers, f"{arrived} of {transfers} requests reached the server at once"

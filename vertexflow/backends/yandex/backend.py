@@ -86,6 +86,10 @@ LIST_PAGE = 1000
 LIST_LOOKAHEAD = 8
 #: Pages of one large folder fetched at once.
 PAGE_CONCURRENCY = 4
+#: Connections per host: the engine's 16 default transfers and the folders the listing reads
+#: ahead (LIST_LOOKAHEAD) at once, so the engine, not the pool, bounds the requests in flight;
+#: twice that in all, for the API host and the links' host.
+POOL_PER_HOST = 32
 #: Chunks smaller than this are hashed on the event loop (a thread hop costs more).
 INLINE_HASH = 256 * KiB
 #: Idempotent single requests: 5 tries over ~10 s rides out 429 bursts and restarts.
@@ -153,8 +157,9 @@ class YandexDiskBackend(Backend):
     hashing. ``chunk_size`` (10 MiB): read size of downloads.
     ``upload_concurrency`` (3): uploads in flight at once; the service
     throttles accounts that push harder. ``dir_cache_ttl``/``dir_cache_size``
-    (300 s / 1000): the folder-exists cache. ``pool_connections`` (10): open
-    connections per host; ``pool_maxsize`` (20): in all. ``trash``: delete
+    (300 s / 1000): the folder-exists cache. ``pool_connections`` (32): open
+    connections per host, a request beyond them waits for one; ``pool_maxsize``
+    (64): in all. ``trash``: delete
     into the trash instead of permanently. ``retry_policy``: for the
     idempotent single requests (default :data:`REQUEST_RETRY`).
 
@@ -178,8 +183,9 @@ class YandexDiskBackend(Backend):
 
     def __init__(self, root: str = "/", *, token: str, base_url: str = DEFAULT_BASE_URL,
                  request_timeout: float = 30.0, chunk_size: int = 10 * MiB, upload_concurrency: int = 3,
-                 dir_cache_ttl: float = 300.0, dir_cache_size: int = 1000, pool_connections: int = 10,
-                 pool_maxsize: int = 20, name: str | None = None, trash: bool = False,
+                 dir_cache_ttl: float = 300.0, dir_cache_size: int = 1000,
+                 pool_connections: int = POOL_PER_HOST, pool_maxsize: int = 2 * POOL_PER_HOST,
+                 name: str | None = None, trash: bool = False,
                  retry_policy: RetryPolicy | None = None, metadata: bool = True,
                  metadata_set: Mapping[str, str] | None = None, connect_timeout: float | None = None) -> None:
         if not token:
