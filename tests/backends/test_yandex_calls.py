@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import Counter
+from contextlib import aclosing
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import pytest
 import yadisk
 
 from vertexflow.backends.yandex import YandexDiskBackend
+from vertexflow.backends.yandex.api import Resource
+from vertexflow.backends.yandex.listing import sort_entries, walk
 from vertexflow.errors import IntegrityError
 from vertexflow.model import ObjectInfo, body_from_bytes, read_all
 from vertexflow.retry import RetryPolicy
@@ -135,3 +138,38 @@ async def test_the_engines_default_transfers_all_reach_the_server_at_once(monkey
                         arrived = emu.request_counts[route]
                     tg.cancel_scope.cancel()
         assert arrived == transfers, f"{arrived} of {transfers} requests reached the server at once"
+
+
+async def test_the_walk_lists_the_folders_it_enters_next_together() -> None:
+    # 12 folders of 7 sub-folders of 3 files (as the benchmark's tree B is laid out): the walk
+    # should fetch a folder's sub-folders together, not one round trip each.
+    tops, subs, files, lookahead = 12, 7, 3, 8
+    tree: dict[str, list[Resource]] = {"": [Resource(name=f"d{t}", path="", type="dir") for t in range(tops)]}
+    for t in range(tops):
+        tree[f"d{t}"] = [Resource(name=f"s{s}", path="", type="dir") for s in range(subs)]
+        for s in range(subs):
+            tree[f"d{t}/s{s}"] = [Resource(name=f"f{f}", path="", type="file") for f in range(files)]
+    in_flight, rounds, held_most = 0, 0, 0
+    fetched: set[str] = set()
+    visited: set[str] = set()
+
+    async def fetch(folder: str) -> list[Resource]:
+        nonlocal in_flight, rounds
+        if in_flight == 0:
+            rounds += 1  # a new round trip: nothing else was on the wire
+        in_flight += 1
+        await anyio.sleep(0.001)
+        in_flight -= 1
+        fetched.add(folder)
+        return sort_entries(tree[folder])
+
+    keys = []
+    async with aclosing(walk(fetch, "", await fetch(""), "", lookahead=lookahead)) as items:
+        async for key, _ in items:
+            keys.append(key)
+            parts = key.split("/")[:-1]
+            visited.update("/".join(parts[:i]) for i in range(len(parts) + 1))  # the folders entered
+            held_most = max(held_most, len(fetched - visited))
+    assert keys == sorted(f"d{t}/s{s}/f{f}" for t in range(tops) for s in range(subs) for f in range(files))
+    assert rounds <= 2 + tops  # the root, its folders, then each folder's sub-folders at once
+    assert held_most <= 2 * lookahead  # still bounded: about lookahead per level

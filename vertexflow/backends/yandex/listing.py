@@ -5,8 +5,10 @@ ascending code-point order the walk sorts each folder's entries itself (a
 folder ``d`` sorts as ``d/``, so ``a.txt`` comes before ``a/b``), which
 needs one folder's entries in memory at a time. To hide latency it fetches
 the folders it will enter next (siblings in walk order) together, a few at
-a time, inside a task group that never spans a ``yield``; at most
-``lookahead`` fetched-but-unvisited folders are held.
+a time, inside a task group that never spans a ``yield``: the next
+``lookahead`` folders in walk order. Folders fetched for a shallower level
+stay held while a deeper one is walked, so about ``lookahead`` per level of
+the walk are held at most.
 """
 
 from __future__ import annotations
@@ -52,14 +54,19 @@ async def walk(fetch: FetchDir, prefix: str, first: list[Resource], start: str, 
         return lv
 
     async def fetch_ahead(needed: str, stack: list[_Level]) -> None:
-        # ``needed`` is visited at once; the others wait in ``fetched``
-        size = 1 + max(0, lookahead - len(fetched))
+        # ``needed`` is visited at once; the others wait in ``fetched``. The next ``lookahead``
+        # folders in walk order are wanted, those held already counting: folders held for a
+        # shallower level never keep a folder's own sub-folders waiting one round trip each.
         batch = [needed]
+        window = 1
         candidates = (d for lv in reversed(stack) for d in lv.dirs)  # walk order: deepest level first
         for d in candidates:
-            if len(batch) >= size:
+            if window >= lookahead:
                 break
-            if d not in fetched and d != needed:
+            if d == needed:
+                continue
+            window += 1
+            if d not in fetched:
                 batch.append(d)
 
         async def one(d: str) -> None:
