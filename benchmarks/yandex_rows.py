@@ -13,9 +13,12 @@ with ``--transfers 16``). There is no peer to compare with here (rclone's
 Yandex backend cannot be pointed at another API URL); instead the same
 emulator, on the same files, is driven by a trivial aiohttp client making
 only the calls the protocol needs (``benchmarks/yandex_limit.py``) at
-concurrency 16: the emulator's own limit. The concurrency-16 rows are given
-as a fraction of it (target >= 0.90), and the calls each makes per file are
-counted by an in-process emulator on a tree like B.
+concurrency 16: the emulator's own limit. The concurrency-16 rows and the
+limit rows run ``--repeat`` times, alternating, and each vertexflow row is
+given as a fraction of the limit row run just after it (target >= 0.90):
+the median and the range, since other jobs on a shared machine move both.
+The calls each makes per file are counted by an in-process emulator on a
+tree like B.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -64,14 +69,22 @@ def fraction(row: dict[str, float], limit: dict[str, float]) -> float:
     return round(row["objects"] / row["wall_s"] / (limit["objects"] / limit["wall_s"]), 3)
 
 
+def _pair_fractions(row: dict[str, dict[str, float]], lim: dict[str, dict[str, float]]) -> dict[str, tuple[float, float]]:
+    """Per direction: (wall fraction, engine fraction) of a vertexflow row against a limit row."""
+    return {way: (fraction(row[way], lim[way]), fraction(dict(row[way], wall_s=row[way]["engine_s"]), lim[way]))
+            for way in ("up", "down")}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="concurrency-16 and limit rows run this many times, alternating (default 3: a shared "
+                        "machine's noise is reported as a range)")
     p.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = p.parse_args()
     small_files, big_files = (200, 1) if args.quick else (2000, 2)
     rows = []
-    limits = {}
     with tempfile.TemporaryDirectory(prefix="vf-yandex-bench-") as tmp:
         data = Path(tmp) / "data"
         make_tree(data / "small", files=small_files, min_size=1024, max_size=64 * 1024)
@@ -84,47 +97,58 @@ def main() -> None:
         flags = ["--data-dir", str(Path(tmp) / "state"), "--latency", str(LATENCY),
                  "--total-space", "100G", "--max-file-size", "50G"]
         with emulator_process(*flags) as api_url:
-            for concurrency in (3, 16):
-                env = {**os.environ, "YANDEX_DISK_TOKEN": yandex_limit.TOKEN,
-                       "YANDEX_DISK_API_URL": api_url,
+
+            def vertexflow_row(label: str, sub: str, concurrency: int, run: int) -> dict[str, Any]:
+                env = {**os.environ, "YANDEX_DISK_TOKEN": yandex_limit.TOKEN, "YANDEX_DISK_API_URL": api_url,
                        "YANDEX_UPLOAD_CONCURRENCY": str(concurrency)}
-                for label, sub in datasets:
-                    remote = f"yadisk:/bench-c{concurrency}/{sub}"
-                    up = copy(str(data / sub), remote, env, concurrency)
-                    back = Path(tmp) / f"back-{concurrency}-{sub}"
-                    down = copy(remote, str(back), env, concurrency)
-                    shutil.rmtree(back)
-                    rows.append({"dataset": label, "concurrency": concurrency, "up": up, "down": down})
-            for label, sub in datasets:
-                remote = f"/bench-limit/{sub}"
+                remote = f"yadisk:/bench-c{concurrency}-r{run}/{sub}"
+                up = copy(str(data / sub), remote, env, concurrency)
+                back = Path(tmp) / f"back-{concurrency}-{sub}"
+                down = copy(remote, str(back), env, concurrency)
+                shutil.rmtree(back)
+                return {"dataset": label, "client": "vertexflow", "concurrency": concurrency, "run": run,
+                        "up": up, "down": down}
+
+            def limit_row(label: str, sub: str, run: int) -> dict[str, Any]:
+                remote = f"/bench-limit-r{run}/{sub}"
                 up = asyncio.run(yandex_limit.upload(api_url, data / sub, remote, LIMIT_CONCURRENCY))
                 back = Path(tmp) / f"back-limit-{sub}"
                 keys = yandex_limit.files_below(data / sub)
                 down = asyncio.run(yandex_limit.download(api_url, remote, keys, back, LIMIT_CONCURRENCY))
                 shutil.rmtree(back)
-                limits[label] = {"up": up, "down": down}
+                return {"dataset": label, "client": "limit client", "concurrency": LIMIT_CONCURRENCY, "run": run,
+                        "up": up, "down": down}
+
+            for label, sub in datasets:
+                rows.append(vertexflow_row(label, sub, 3, 1))
+            for run in range(1, args.repeat + 1):
+                for label, sub in datasets:
+                    rows.append(vertexflow_row(label, sub, LIMIT_CONCURRENCY, run))
+                    rows.append(limit_row(label, sub, run))
     calls = asyncio.run(yandex_limit.count_calls(small_files, LIMIT_CONCURRENCY))
-    print(json.dumps({"rows": rows, "limits": limits, "calls_per_file": calls}, indent=2))
-    lines = ["| dataset | client | concurrency | local -> Yandex objects/s | MB/s | Yandex -> local objects/s | MB/s |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    print(json.dumps({"rows": rows, "calls_per_file": calls}, indent=2))
+    lines = ["| dataset | client | concurrency | run | local -> Yandex objects/s | MB/s "
+             "| Yandex -> local objects/s | MB/s |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['dataset']} | vertexflow | {r['concurrency']} | {r['up']['objects_per_s']} "
-                     f"| {r['up']['mb_per_s']} | {r['down']['objects_per_s']} | {r['down']['mb_per_s']} |")
-    for label, lim in limits.items():
-        lines.append(f"| {label} | limit client | {LIMIT_CONCURRENCY} | {lim['up']['objects_per_s']} "
-                     f"| {lim['up']['mb_per_s']} | {lim['down']['objects_per_s']} | {lim['down']['mb_per_s']} |")
-    lines += ["", f"vertexflow at concurrency {LIMIT_CONCURRENCY} as a fraction of the limit (target >= {TARGET:.2f}; "
-              "wall time, vertexflow's including its Python start; in brackets its engine time):", "",
+        lines.append(f"| {r['dataset']} | {r['client']} | {r['concurrency']} | {r['run']} "
+                     f"| {r['up']['objects_per_s']} | {r['up']['mb_per_s']} "
+                     f"| {r['down']['objects_per_s']} | {r['down']['mb_per_s']} |")
+    lines += ["", f"vertexflow at concurrency {LIMIT_CONCURRENCY} as a fraction of the limit run just after it "
+              f"(target >= {TARGET:.2f}): median of {args.repeat} runs, [lowest-highest]; wall time, "
+              "vertexflow's including its Python start; in brackets the median by its engine time:", "",
               "| dataset | local -> Yandex | Yandex -> local |", "|---|---:|---:|"]
-    for r in rows:
-        if r["concurrency"] != LIMIT_CONCURRENCY:
-            continue
-        lim = limits[r["dataset"]]
+    for label, _ in datasets:
+        vf = [r for r in rows if r["dataset"] == label and r["client"] == "vertexflow"
+              and r["concurrency"] == LIMIT_CONCURRENCY]
+        lim = {r["run"]: r for r in rows if r["dataset"] == label and r["client"] == "limit client"}
+        pairs = [_pair_fractions(r, lim[r["run"]]) for r in vf]
         cells = []
         for way in ("up", "down"):
-            engine = dict(r[way], wall_s=r[way]["engine_s"])
-            cells.append(f"{fraction(r[way], lim[way]):.2f} ({fraction(engine, lim[way]):.2f})")
-        lines.append(f"| {r['dataset']} | {cells[0]} | {cells[1]} |")
+            walls = [pf[way][0] for pf in pairs]
+            engines = [pf[way][1] for pf in pairs]
+            cells.append(f"{statistics.median(walls):.2f} [{min(walls):.2f}-{max(walls):.2f}] "
+                         f"({statistics.median(engines):.2f})")
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
     lines += ["", f"API calls per file, counted by an in-process emulator ({small_files} files laid out as B; "
               "folder creation and listing included, amortized):", "",
               "| client, direction | per file: route -> calls | total |", "|---|---|---:|"]
@@ -135,7 +159,8 @@ def main() -> None:
     text = "\n".join(lines)
     print("\n" + text)
     if args.markdown is not None:
-        command = "python benchmarks/yandex_rows.py" + (" --quick" if args.quick else "")
+        command = "python benchmarks/yandex_rows.py" + (" --quick" if args.quick else "") + (
+            f" --repeat {args.repeat}" if args.repeat != 3 else "")
         args.markdown.write_text(f"# Yandex.Disk rows and the emulator's limit\n\n`{command}`\n\n{text}\n")
 
 
