@@ -51,7 +51,7 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -59,7 +59,7 @@ from typing import Any, TypeVar
 import anyio
 
 from ..backends.base import Backend
-from ..errors import ConfigError, InsufficientStorage, MigrationFailed, NotFound, SourceChanged
+from ..errors import ConfigError, InsufficientStorage, MigrationFailed, NotFound, SourceChanged, first_error
 from ..filters import NO_FILTER, Filter
 from ..logs import get_logger
 from ..middleware.base import BackendWrapper
@@ -261,6 +261,29 @@ async def _again(fn: Callable[[], Awaitable[T]], until: float | None = None) -> 
             log.info("retrying", error=str(exc), attempt=attempt, delay_s=round(delay, 3))
             await anyio.sleep(delay)
             attempt += 1
+
+
+#: dirty keys reconciled or compared at once: each is a few requests in sequence (a stat of each side, a
+#: copy or a delete), so one at a time a pass over a few hundred keys through a slow or flaky link
+#: outlasts the writers it chases, and the write fence's budget with it
+RECONCILE_CONCURRENCY = 16
+
+
+async def each_at_once(items: Iterable[T], fn: Callable[[T], Awaitable[None]],
+                concurrency: int = RECONCILE_CONCURRENCY) -> None:
+    """``fn(item)`` for every item, ``concurrency`` at once; the first error stops the others and is raised."""
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:  # shared: each item goes to one worker
+            await fn(item)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(concurrency):
+                tg.start_soon(worker)
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
 
 
 async def _delete_extras(plans: list[ContentPlan], olds: dict[str, StorageAdapter],
@@ -679,22 +702,26 @@ class _LiveRun:
     async def _pass(self, deadline: float | None = None) -> None:
         counts = self.result.reconciled
         plans = {p.content_type: p for p in self.result.plan}
-        for ct in self.olds:
-            for key, generation in self.state.dirty(self.migration_id, ct):
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise MigrationFailed(f"the write fence was held for more than {self.fence_budget:g} s; "
-                                          "rolled back (too many files changed at the end: retry)",
-                                          migration_id=self.migration_id)
-                try:
-                    outcome = await _again(lambda: reconcile_key(self.olds[ct], self.news[ct], key), deadline)
-                except (SourceChanged, NotFound):
-                    if deadline is not None:
-                        raise  # nothing writes under the fence: a real failure
-                    continue  # a write landed meanwhile: the key stays dirty
-                if self.state.clean(self.migration_id, ct, key, generation):
-                    counts[outcome] = counts.get(outcome, 0) + 1
-                    if ct in plans:
-                        plans[ct].reconciled += 1
+
+        async def reconcile(item: tuple[str, str, int]) -> None:
+            ct, key, generation = item
+            if deadline is not None and time.monotonic() >= deadline:
+                raise MigrationFailed(f"the write fence was held for more than {self.fence_budget:g} s; "
+                                      "rolled back (too many files changed at the end: retry)",
+                                      migration_id=self.migration_id)
+            try:
+                outcome = await _again(lambda: reconcile_key(self.olds[ct], self.news[ct], key), deadline)
+            except (SourceChanged, NotFound):
+                if deadline is not None:
+                    raise  # nothing writes under the fence: a real failure
+                return  # a write landed meanwhile: the key stays dirty
+            if self.state.clean(self.migration_id, ct, key, generation):
+                counts[outcome] = counts.get(outcome, 0) + 1
+                if ct in plans:
+                    plans[ct].reconciled += 1
+
+        await each_at_once(((ct, key, generation) for ct in self.olds
+                     for key, generation in self.state.dirty(self.migration_id, ct)), reconcile)
 
     async def reconcile_passes(self) -> None:
         """Reconcile dirty keys while writes go on, until few are left."""
@@ -713,11 +740,18 @@ class _LiveRun:
         deadline = started + self.fence_budget
         keys = {ct: [k for k, _ in self.state.dirty(self.migration_id, ct)] for ct in self.olds}
         await self._pass(deadline)
-        for ct, ks in keys.items():
-            for key in ks:
-                if not await _again(lambda: _same(self.olds[ct], self.news[ct], key), deadline):
-                    raise MigrationFailed(f"verification of {key} failed after its final sync",
-                                          migration_id=self.migration_id)
+
+        async def compare(item: tuple[str, str]) -> None:
+            ct, key = item
+            if time.monotonic() >= deadline:  # writers wait at the fence only so long (fence_wait)
+                raise MigrationFailed(f"the write fence was held for more than {self.fence_budget:g} s; "
+                                      "rolled back (too many files changed at the end: retry)",
+                                      migration_id=self.migration_id)
+            if not await _again(lambda: _same(self.olds[ct], self.news[ct], key), deadline):
+                raise MigrationFailed(f"verification of {key} failed after its final sync",
+                                      migration_id=self.migration_id)
+
+        await each_at_once(((ct, key) for ct, ks in keys.items() for key in ks), compare)
         if self.state.dirty_count(self.migration_id):
             raise MigrationFailed("keys were written under the write fence", migration_id=self.migration_id)
         log.info("write fence ready to lift", migration=self.migration_id, keys=sum(map(len, keys.values())),
