@@ -3,6 +3,7 @@
 
     python benchmarks/scale_rows.py --objects 100000
     python benchmarks/scale_rows.py --objects 1000000 --tools vertexflow --deadline 21:40 --remove-data
+    python benchmarks/scale_rows.py --render benchmarks/results/scale-1000000.json --skip-reason "..."
 
 Generates N files of 1 KiB from a fixed seed under ``--data-dir`` (default
 benchmarks/data/scale-N; reused when a finished one is there), in nested
@@ -253,7 +254,7 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], base: dict[tuple[
                    f"{fmt(per)} | {by} | {fmt(r.get('peak_rss_mb'))} | {fmt(r.get('load_before'))} | "
                    f"{fmt(r.get('proxy_cpu_s'))} | {'; '.join(notes)} |")
     out += ["", "Commands (endpoint and bucket as run; every tool reads its credentials from the environment):", ""]
-    out += [f"- {r['tool']} {r['op']}: `{r['command']}`" for r in rows]
+    out += [f"- {r['tool']} {r['op']}: `{r['command']}`" for r in rows if "command" in r]
     if base is not None:
         out += ["", f"Peak RSS against the 100,000-object run (scale-100000.json); flat means within {FLAT_MB} MB:",
                 "", "| tool | run | peak RSS here (MB) | at 100,000 (MB) | difference (MB) | flat? |",
@@ -289,7 +290,14 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, default=None, help="[benchmarks/data/scale-N]")
     p.add_argument("--out", type=Path, default=None, help="[benchmarks/results/scale-N.md]")
     p.add_argument("--remove-data", action="store_true", help="delete the generated files at the end")
+    p.add_argument("--skip-reason", default="not in --tools",
+                   help="why the tools left out of --tools did not run, for their rows")
+    p.add_argument("--render", type=Path, default=None, metavar="JSON",
+                   help="only write the markdown again from a run's JSON (with --skip-reason, --out)")
     args = p.parse_args()
+    if args.render is not None:
+        render(args)
+        return
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     bad = [t for t in args.tools if t not in ALL_TOOLS]
     if bad or args.objects < 1:
@@ -324,12 +332,30 @@ def main() -> None:
             src.with_name(src.name + ".complete").unlink(missing_ok=True)
     meta["ended"] = f"{now_utc():%H:%M:%S}"
     meta["load_after"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    base = baseline(out.parent) if args.objects != 100_000 else None
+    write(out, meta, with_skipped(rows, args.objects, args.skip_reason))
+
+
+def with_skipped(rows: list[dict[str, Any]], objects: int, reason: str) -> list[dict[str, Any]]:
+    """The rows, and a row saying so for each tool and run that is not among them."""
+    have = {(r["tool"], r["op"]) for r in rows}
+    return rows + [{"tool": t, "op": op, "objects": objects, "note": f"not run: {reason}"}
+                   for t in ALL_TOOLS for op in ("copy", "no-change sync") if (t, op) not in have]
+
+
+def write(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    base = baseline(out.parent) if meta["objects"] != 100_000 else None
     text = markdown(meta, rows, base)
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+
+
+def render(args: argparse.Namespace) -> None:
+    data = json.loads(args.render.read_text())
+    out = args.out or args.render.with_suffix(".md")
+    ran = [r for r in data["rows"] if "command" in r]  # a tool left out has no command line: its reason is new
+    write(out, data["meta"], with_skipped(ran, data["meta"]["objects"], args.skip_reason))
 
 
 if __name__ == "__main__":
