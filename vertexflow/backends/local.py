@@ -59,6 +59,9 @@ INLINE_WRITE = 128 << 10
 #: Buffer for streaming large files; big enough to amortise syscalls and
 #: thread hops, small enough to keep memory flat with many workers.
 STREAM_BUFFER = 4 << 20
+#: small writes with their fsync in flight at once: concurrent fsyncs share the filesystem journal's
+#: commits (ext4, xfs), where one after another each waits for a disk flush of its own
+SYNC_THREADS = 32
 #: ...of which this much is hashed and then written at once (half a core's 1 MiB L2 cache here)
 WRITE_GROUP = 512 << 10
 #: Buffer of the read-hash-write loops (local copies, hashing a file). Small
@@ -190,6 +193,8 @@ class LocalBackend(Backend):
         self._limiter = anyio.CapacityLimiter(thread_limit)
         #: small writes of bytes already in memory: on the loop while they stay quick
         self.short_calls = ShortCalls(self._limiter)
+        #: threads for small writes that end in an fsync: they wait on the disk, not the CPU
+        self._sync_limiter = anyio.CapacityLimiter(SYNC_THREADS)
         #: take the SHA-256 of every byte written (and check it against an
         #: expected one); off only for ``copy --no-verify``: writes then report no digest
         self.hash_files = hash_files
@@ -408,7 +413,12 @@ class LocalBackend(Backend):
         if info.size is not None and info.size <= SMALL_FILE:
             # small: gather in memory, then one call does everything (the smallest on the loop)
             chunks = [c async for c in body()]
-            if info.size <= INLINE_WRITE:
+            if self.fsync:
+                # a disk flush per file: many at once in threads of their own, so the filesystem's
+                # journal commits them together instead of one flush after another
+                written = await anyio.to_thread.run_sync(self._write_small, path, info, chunks, mtime_ns,
+                                                         limiter=self._sync_limiter)
+            elif info.size <= INLINE_WRITE:
                 written = await self.short_calls.run(self._write_small, path, info, chunks, mtime_ns)
             else:
                 written = await self._run(self._write_small, path, info, chunks, mtime_ns)
