@@ -52,6 +52,11 @@ from xml.etree import ElementTree
 import aiohttp
 from yarl import URL
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.datasets import walk_files  # noqa: E402 - the standard library only
+
 MiB = 1024 * 1024
 #: a read of an answer's body asks for at most this much at once
 READ_CHUNK = 1 * MiB
@@ -178,16 +183,8 @@ async def run_get(client: Client, args: argparse.Namespace) -> tuple[int, int]:
 
 def walk(root: Path) -> Iterator[tuple[str, Path, int]]:
     """(key below the prefix, path, size) of every regular file under ``root``."""
-    stack = [root]
-    while stack:
-        top = stack.pop()
-        with os.scandir(top) as it:
-            for entry in it:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    rel = os.path.relpath(entry.path, root).replace(os.sep, "/")
-                    yield rel, Path(entry.path), entry.stat(follow_symlinks=False).st_size
+    for rel, size in walk_files(root):
+        yield rel.replace(os.sep, "/"), root / rel, size
 
 
 def _read(path: Path, offset: int, length: int) -> bytes:

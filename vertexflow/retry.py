@@ -75,11 +75,13 @@ async def retry_call(
     policy: RetryPolicy,
     *,
     on_retry: Callable[[BaseException, int, float], None] | None = None,
+    at_once: tuple[type[BaseException], ...] = (),
 ) -> T:
     """Await ``fn()`` until it succeeds, fails permanently, or the policy runs out.
 
     ``on_retry(exc, attempt, delay)`` is called before each wait (for stats and
-    logs). The last error is raised unchanged.
+    logs). ``at_once``: errors raised without a retry though retryable (what
+    they mean is the caller's). The last error is raised unchanged.
     """
     # time.monotonic, not anyio.current_time: this runs twice per object, and
     # anyio looks up the running event loop's library on every call
@@ -89,7 +91,7 @@ async def retry_call(
         try:
             return await fn()
         except Exception as exc:
-            if not is_retryable(exc) or attempt >= policy.attempts:
+            if not is_retryable(exc) or isinstance(exc, at_once) or attempt >= policy.attempts:
                 raise
             delay = policy.delay(attempt, getattr(exc, "retry_after", None))
             if time.monotonic() + delay - start > policy.deadline:

@@ -73,7 +73,7 @@ from ..tenancy.manager import BUILTIN_TYPES, DEFAULT_SUBFOLDERS, StorageManager,
 from ..tenancy.registry import LEASE_HEARTBEAT, Company, Placement, Registry, this_host
 from ..tenancy.storage_config import connection_storage_type
 from ..pipeline.stats import JobStats
-from ..retry import RetryPolicy, is_retryable
+from ..retry import RetryPolicy, retry_call
 from .assembly import run_between
 from .plan import empty_if_missing
 from .refs import refuse_dangling
@@ -245,22 +245,13 @@ async def _again(fn: Callable[[], Awaitable[T]], until: float | None = None) -> 
     """``fn()``, asked again while it fails with a retryable error, not past ``until`` (a ``time.monotonic()``
     value: the write fence's budget); SourceChanged is raised at once (a write landed meanwhile: what that
     means is the caller's)."""
-    start = time.monotonic()
-    attempt = 1
-    while True:
-        try:
-            return await fn()
-        except SourceChanged:
-            raise
-        except Exception as exc:
-            delay = FILE_RETRY.delay(attempt, getattr(exc, "retry_after", None))
-            if (not is_retryable(exc) or attempt >= FILE_RETRY.attempts
-                    or time.monotonic() + delay - start > FILE_RETRY.deadline
-                    or (until is not None and time.monotonic() + delay >= until)):
-                raise
-            log.info("retrying", error=str(exc), attempt=attempt, delay_s=round(delay, 3))
-            await anyio.sleep(delay)
-            attempt += 1
+    policy = FILE_RETRY if until is None else dataclasses.replace(
+        FILE_RETRY, deadline=min(FILE_RETRY.deadline, until - time.monotonic()))
+    return await retry_call(fn, policy, on_retry=_log_retry, at_once=(SourceChanged,))
+
+
+def _log_retry(exc: BaseException, attempt: int, delay: float) -> None:
+    log.info("retrying", error=str(exc), attempt=attempt, delay_s=round(delay, 3))
 
 
 #: dirty keys reconciled or compared at once: each is a few requests in sequence (a stat of each side, a
