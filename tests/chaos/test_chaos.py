@@ -48,6 +48,7 @@ from vertexflow.testing.killer import (
     read_backups,
     reported_copies,
     run_cli,
+    run_rounds,
 )
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
@@ -184,6 +185,23 @@ def test_whole_objects_catches_torn_missing_and_unexpected() -> None:
     assert [p.split(" ")[0] for p in problems] == ["torn", "unexpected", "missing"]
     assert check_whole({"a": src["a"]}, src, complete=False) == []
     assert check_whole({"a": src["a"], "old": "0" * 64}, src, complete=False, extra_ok={"old"}) == []
+
+
+def test_rounds_cut_short_have_tried_every_operation() -> None:
+    class Lab:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, int]] = []
+
+        def round(self, op: str, seed: int) -> RoundResult:
+            self.calls.append((op, seed))
+            return RoundResult(op, seed)
+
+    lab = Lab()
+    ran = run_rounds(lab, ["a", "b"], 3, 10)  # type: ignore[arg-type]
+    assert lab.calls == [("a", 10), ("b", 10), ("a", 11), ("b", 11), ("a", 12), ("b", 12)]
+    assert [(r.operation, r.seed) for r in ran] == lab.calls
+    cut = Lab()
+    assert run_rounds(cut, ["a", "b"], 3, 10, deadline=time.monotonic() - 1) == []  # type: ignore[arg-type]
 
 
 def test_temporary_files_are_seen(tmp_path: Path) -> None:

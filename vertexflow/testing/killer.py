@@ -1399,10 +1399,12 @@ def run_rounds(lab: ChaosLab, operations: Iterable[str], rounds: int, seed: int,
                on_round: Callable[[RoundResult], None] | None = None,
                deadline: float | None = None) -> list[RoundResult]:
     """``rounds`` rounds of each operation, round ``i`` with seed ``seed + i``; stops early past ``deadline``
-    (a ``time.monotonic()`` value)."""
+    (a ``time.monotonic()`` value). Round ``i`` of every operation runs before round ``i + 1`` of any, so
+    a run cut short by its deadline has tried each operation about as often."""
     results = []
-    for op in operations:
-        for i in range(rounds):
+    operations = list(operations)
+    for i in range(rounds):
+        for op in operations:
             if deadline is not None and time.monotonic() > deadline:
                 return results
             r = lab.round(op, seed + i)
