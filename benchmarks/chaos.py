@@ -3,6 +3,7 @@
     python benchmarks/chaos.py --rounds 20 --seed 1
     python benchmarks/chaos.py --ops copy_down --seed 7 --rounds 1      # replay one round
     python benchmarks/chaos.py --rounds 5 --seed 1 --json results/chaos.json
+    python benchmarks/chaos.py --merge a.json b.json   # one table from runs made side by side
 
 Starts its own SeaweedFS servers (two, for copy_s3_s3 and the migrations) in a temporary
 directory, with a fault-injecting proxy in front of each
@@ -16,7 +17,9 @@ incomplete multipart upload after success; the documented exit status).
 
 Prints a table per operation and fault kind: rounds, faults injected, objects
 checked, violations, then every violation with the command that replays it.
-Exits 1 if there was any violation.
+Exits 1 if there was any violation. Runs made side by side (each with its
+own servers: disjoint --ops or seed ranges, each with --json) are summed by
+--merge, which refuses a round (operation and seed) present twice.
 
     python benchmarks/chaos.py --resume-download --rounds 3 --seed 1
 
@@ -53,6 +56,7 @@ from vertexflow.testing.killer import (  # noqa: E402
     ChaosLab,
     MiB,
     RoundResult,
+    Run,
     local_tree,
     run_cli,
     run_rounds,
@@ -91,6 +95,72 @@ def table(results: list[RoundResult]) -> str:
         lines.append(f"| **{op}** ({desc}) | all | {rounds} | {sum(faults.values())} | {runs} | {checked} | "
                      f"{violations} |")
     return "\n".join(lines)
+
+
+def totals(results: list[RoundResult]) -> str:
+    """One line: rounds, faults, signals, objects checked and violations over every operation."""
+    faults = sum(sum(r.faults.values()) for r in results)
+    signals = sum(1 for r in results for run in r.runs if run.signal)
+    checked = sum(r.objects_checked for r in results)
+    violations = sum(len(r.violations) for r in results)
+    return (f"all: {len(results)} rounds, {faults} faults injected, {signals} signals, "
+            f"{checked} objects checked, {violations} violation{'' if violations == 1 else 's'}")
+
+
+def coverage(results: list[RoundResult]) -> str:
+    """Per operation, the seeds its rounds ran with, as ranges (``1-120, 151-200``)."""
+    seeds: dict[str, list[int]] = defaultdict(list)
+    for r in results:
+        seeds[r.operation].append(r.seed)
+    lines = []
+    for op, got in seeds.items():
+        got.sort()
+        spans, start = [], got[0]
+        for a, b in zip(got, got[1:] + [None]):
+            if b != a + 1:
+                spans.append(f"{start}" if start == a else f"{start}-{a}")
+                start = b
+        lines.append(f"- {op}: {len(got)} rounds, seeds {', '.join(spans)}")
+    return "\n".join(lines)
+
+
+def from_json(path: Path) -> tuple[dict, list[RoundResult]]:
+    """A --json file's run (its figures besides the rounds) and its rounds, as results again."""
+    doc = json.loads(path.read_text())
+    results = []
+    for row in doc["results"]:
+        r = RoundResult(row["operation"], row["seed"], faults=Counter(row["faults"]),
+                        objects_checked=row["objects_checked"])
+        r.runs = [Run([], code, "", "", 0.0, signal=sig) for code, sig in zip(row["exits"], row["signals"])]
+        r.violations = list(row["violations"])  # their text, as printed
+        results.append(r)
+    return {k: v for k, v in doc.items() if k != "results"}, results
+
+
+def merge(paths: list[Path]) -> int:
+    """--merge: one table from several --json files; exit 1 on a violation, 2 on a round present twice."""
+    results: list[RoundResult] = []
+    seen: dict[tuple[str, int], Path] = {}
+    runs = []
+    for path in paths:
+        head, rs = from_json(path)
+        for r in rs:
+            if (r.operation, r.seed) in seen:
+                print(f"{path}: {r.operation} seed {r.seed} is also in {seen[r.operation, r.seed]}", file=sys.stderr)
+                return 2
+            seen[r.operation, r.seed] = path
+        results.extend(rs)
+        runs.append(f"{path.name} ({len(rs)} rounds, {head.get('seconds', 0):.0f} s)")
+    order = list(OPERATIONS)
+    results.sort(key=lambda r: (order.index(r.operation) if r.operation in order else len(order), r.seed))
+    print(f"# Chaos: {len(paths)} runs side by side merged: {'; '.join(runs)}\n")
+    print(table(results))
+    print(f"\n{totals(results)}\n")
+    print(coverage(results))
+    violations = [v for r in results for v in r.violations]
+    for v in violations:
+        print(f"* {v}")
+    return 1 if violations else 0
 
 
 def resume_download(work: Path, rounds: int, seed: int) -> tuple[str, bool]:
@@ -141,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-work", action="store_true", help="keep the temporary directory (printed)")
     p.add_argument("--resume-download", action="store_true",
                    help="measure resuming within an object instead (see above)")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                   help="print one table from these --json files instead of running rounds")
     a = p.parse_args(argv)
+    if a.merge:
+        return merge(a.merge)
     ops = [o for o in a.ops.split(",") if o]
     unknown = [o for o in ops if o not in OPERATIONS]
     if unknown or a.rounds < 1:
@@ -190,13 +264,15 @@ def main(argv: list[str] | None = None) -> int:
           + (f" --rate-scale {a.rate_scale}" if a.rate_scale != 1.0 else "") + f"` ({seconds:.0f} s)\n")
     print(table(results))
     violations = [v for r in results for v in r.violations]
+    print(f"\n{totals(results)}\n")
+    print(coverage(results))
     print(f"\n{len(violations)} violation(s) in {len(results)} rounds")
     for v in violations:
         print(f"* {v}")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({
-            "rounds": a.rounds, "seed": a.seed, "seconds": round(seconds, 1), "rates": rates,
+            "rounds": a.rounds, "seed": a.seed, "ops": ops, "seconds": round(seconds, 1), "rates": rates,
             "results": [{"operation": r.operation, "seed": r.seed, "faults": dict(r.faults),
                          "exits": [run.code for run in r.runs], "signals": [run.signal for run in r.runs],
                          "objects_checked": r.objects_checked,
