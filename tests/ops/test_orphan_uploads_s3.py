@@ -130,3 +130,41 @@ def test_an_upload_whose_creation_was_never_answered_is_aborted_by_the_next_run(
     assert raw.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == [], lost
     assert raw.head_object(Bucket=s3_bucket, Key="c/big.bin")["ContentLength"] == 12 * MiB
     assert sqlite3.connect(journal).execute("SELECT count(*) FROM uploads").fetchone()[0] == 0
+
+
+def test_copyto_aborts_the_upload_its_killed_run_left(tmp_path: Path, s3_env: dict[str, str], s3_bucket: str,
+                                                      seaweed: SeaweedFS) -> None:
+    """The same for ``copyto``, whose destination is the object under its new name: the orphan is found by
+    that name, aborted by the run that finds the object already there, and the new name is all that is left."""
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(24 * MiB))
+    journal = tmp_path / "journal.db"
+    args = ["copyto", str(src), f"s3://{s3_bucket}/renamed/new.bin", "--journal", str(journal), "--json"]
+    proc = subprocess.Popen([sys.executable, "-m", "vertexflow", *args, "--bwlimit", "4M"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not saved_uploads(journal):
+            assert proc.poll() is None, f"the copy ended before it could be killed: {proc.communicate()}"
+            assert time.monotonic() < deadline, "no upload recorded in the journal"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    raw = seaweed.boto3_client()
+    [first] = saved_uploads(journal)
+    left = raw.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+    assert [(u["Key"], u["UploadId"]) for u in left] == [("renamed/new.bin", first)]
+
+    fresh = vf(*args[:-1], "--no-journal", timeout=300)
+    assert fresh.code == 0, fresh.err
+    again = vf(*args, timeout=300)
+    assert again.code == 0, again.err
+    summary = again.json()
+    assert summary["objects"] == 0
+    assert summary["orphan_uploads"]["aborted"] == 1 and summary["orphan_uploads"]["keys"] == ["big.bin"]
+    assert raw.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    assert saved_uploads(journal) == []
+    listed = raw.list_objects_v2(Bucket=s3_bucket, Prefix="renamed/")["Contents"]
+    assert [(o["Key"], o["Size"]) for o in listed] == [("renamed/new.bin", 24 * MiB)]

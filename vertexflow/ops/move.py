@@ -35,7 +35,7 @@ from ..errors import NotFound, VertexflowError
 from ..filters import NO_FILTER, Filter
 from ..logs import get_logger
 from ..middleware.base import BackendWrapper
-from ..model import BodyFactory, ObjectInfo, Pace
+from ..model import BodyFactory, IncompleteUpload, ObjectInfo, Pace
 from ..pipeline.runner import StopSignal, run_pipeline
 from .cutoff import MAX_DURATION
 from .deletes import Deleter, batch_size
@@ -74,7 +74,7 @@ class RenamedDestination(BackendWrapper):
     def __init__(self, inner: Backend, original: str, name: str) -> None:
         super().__init__(inner)
         self.original, self.name = original, name
-        self.features = replace(self.features, folders=False, public_links=False, incomplete_uploads=False,
+        self.features = replace(self.features, folders=False, public_links=False,
                                 common_prefixes=False, folder_removal=False, batch_deletes=False, buckets=False)
 
     def _key(self, key: str) -> str:
@@ -123,6 +123,21 @@ class RenamedDestination(BackendWrapper):
 
     async def delete(self, key: str) -> None:
         await self.inner.delete(self._key(key))
+
+    def list_incomplete_uploads(self, prefix: str = "") -> AsyncIterator[IncompleteUpload]:
+        return self._incomplete_uploads(prefix)
+
+    async def _incomplete_uploads(self, prefix: str) -> AsyncIterator[IncompleteUpload]:
+        # only the renamed object's: a killed run's upload to the new name is this destination's to abort
+        if not self.original.startswith(prefix):
+            return
+        async with aclosing(self.inner.list_incomplete_uploads(self.name)) as uploads:
+            async for upload in uploads:
+                if upload.key == self.name:
+                    yield replace(upload, key=self.original)
+
+    async def abort_incomplete_upload(self, upload: IncompleteUpload) -> None:
+        await self.inner.abort_incomplete_upload(replace(upload, key=self._key(upload.key)))
 
     async def server_copy(self, source: Backend, src: ObjectInfo, dst_key: str) -> ObjectInfo:
         return self._back(await super().server_copy(source, src, self._key(dst_key)))
