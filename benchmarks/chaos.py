@@ -3,6 +3,7 @@
     python benchmarks/chaos.py --rounds 20 --seed 1
     python benchmarks/chaos.py --ops copy_down --seed 7 --rounds 1      # replay one round
     python benchmarks/chaos.py --rounds 5 --seed 1 --json results/chaos.json
+    python benchmarks/chaos.py --rounds 200 --seed 1 --jobs 4   # four runs at once, 50 seeds each
     python benchmarks/chaos.py --merge a.json b.json   # one table from runs made side by side
 
 Starts its own SeaweedFS servers (two, for copy_s3_s3 and the migrations) in a temporary
@@ -19,7 +20,8 @@ Prints a table per operation and fault kind: rounds, faults injected, objects
 checked, violations, then every violation with the command that replays it.
 Exits 1 if there was any violation. Runs made side by side (each with its
 own servers: disjoint --ops or seed ranges, each with --json) are summed by
---merge, which refuses a round (operation and seed) present twice.
+--merge, which refuses a round (operation and seed) present twice; --jobs N
+makes N such runs itself, each with every operation and a share of the seeds.
 
     python benchmarks/chaos.py --resume-download --rounds 3 --seed 1
 
@@ -40,6 +42,7 @@ import hashlib
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -137,9 +140,11 @@ def from_json(path: Path) -> tuple[dict, list[RoundResult]]:
     return {k: v for k, v in doc.items() if k != "results"}, results
 
 
-def merge(paths: list[Path]) -> int:
-    """--merge: one table from several --json files; exit 1 on a violation, 2 on a round present twice."""
+def merge(paths: list[Path], title: str | None = None, out: Path | None = None) -> int:
+    """--merge: one table from several --json files (and, with ``out``, one such file of them all);
+    exit 1 on a violation, 2 on a round present twice."""
     results: list[RoundResult] = []
+    rows: list[dict] = []
     seen: dict[tuple[str, int], Path] = {}
     runs = []
     for path in paths:
@@ -150,17 +155,46 @@ def merge(paths: list[Path]) -> int:
                 return 2
             seen[r.operation, r.seed] = path
         results.extend(rs)
+        rows.extend(json.loads(path.read_text())["results"])
         runs.append(f"{path.name} ({len(rs)} rounds, {head.get('seconds', 0):.0f} s)")
     order = list(OPERATIONS)
     results.sort(key=lambda r: (order.index(r.operation) if r.operation in order else len(order), r.seed))
-    print(f"# Chaos: {len(paths)} runs side by side merged: {'; '.join(runs)}\n")
+    print(title or f"# Chaos: {len(paths)} runs side by side merged: {'; '.join(runs)}\n")
     print(table(results))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"merged": [str(p) for p in paths], "results": rows}, indent=2))
     print(f"\n{totals(results)}\n")
     print(coverage(results))
     violations = [v for r in results for v in r.violations]
     for v in violations:
         print(f"* {v}")
     return 1 if violations else 0
+
+
+def side_by_side(a: argparse.Namespace, work: Path) -> int:
+    """--jobs N: N runs of this script at once, each with servers of its own, every operation and a
+    contiguous share of the seeds; their rounds merged into one table."""
+    shares = [a.rounds // a.jobs + (1 if k < a.rounds % a.jobs else 0) for k in range(a.jobs)]
+    children, paths, seed = [], [], a.seed
+    for k, rounds in enumerate(shares):
+        if not rounds:
+            continue
+        path = work / f"job-{k}.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--rounds", str(rounds), "--seed", str(seed),
+               "--ops", a.ops, "--minutes", str(a.minutes), "--rate-scale", str(a.rate_scale), "--json", str(path)]
+        children.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))  # each one's progress: our stderr
+        paths.append(path)
+        seed += rounds
+    codes = [c.wait() for c in children]
+    missing = [str(p) for p, code in zip(paths, codes) if not p.exists()]
+    if missing:
+        print(f"runs ended without their figures ({', '.join(missing)}): exits {codes}", file=sys.stderr)
+        return 2
+    title = (f"# Chaos: `python benchmarks/chaos.py --rounds {a.rounds} --seed {a.seed} --jobs {a.jobs}"
+             + (f" --ops {a.ops}" if a.ops != ",".join(OPERATIONS) else "")
+             + (f" --rate-scale {a.rate_scale}" if a.rate_scale != 1.0 else "") + "`\n")
+    return merge(paths, title, a.json)
 
 
 def resume_download(work: Path, rounds: int, seed: int) -> tuple[str, bool]:
@@ -213,9 +247,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="measure resuming within an object instead (see above)")
     p.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                    help="print one table from these --json files instead of running rounds")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once, each with its own servers and a share of the seeds (default 1)")
     a = p.parse_args(argv)
     if a.merge:
-        return merge(a.merge)
+        return merge(a.merge, out=a.json)
     ops = [o for o in a.ops.split(",") if o]
     unknown = [o for o in ops if o not in OPERATIONS]
     if unknown or a.rounds < 1:
@@ -224,9 +260,18 @@ def main(argv: list[str] | None = None) -> int:
     if sum(rates.values()) > 1:
         p.error("--rate-scale makes the rates sum above 1")
 
+    if a.jobs < 1:
+        p.error("--jobs must be at least 1")
+
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="vf-chaos-"))
     results: list[RoundResult] = []
+    if a.jobs > 1 and not a.resume_download:
+        try:
+            return side_by_side(a, work)
+        finally:
+            import shutil
+            shutil.rmtree(work, ignore_errors=True)
     if a.resume_download:
         try:
             text, ok = resume_download(work, a.rounds, a.seed)

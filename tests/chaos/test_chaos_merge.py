@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "chaos.py"
 
 
@@ -49,3 +51,20 @@ def test_merge_reports_violations_and_refuses_a_round_twice(tmp_path: Path) -> N
     twice = _merge(a, b)
     assert twice.returncode == 2
     assert "copy_down seed 7 is also in" in twice.stderr
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_jobs_run_side_by_side_and_share_the_seeds(tmp_path: Path) -> None:
+    """``--jobs 2``: two runs at once, each with servers of its own and half the seeds, in one table."""
+    out = tmp_path / "all.json"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--rounds", "2", "--seed", "5", "--jobs", "2",
+                           "--ops", "copy_up", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "--jobs 2 --ops copy_up`" in done.stdout
+    assert "- copy_up: 2 rounds, seeds 5-6" in done.stdout
+    rows = json.loads(out.read_text())["results"]
+    assert sorted(r["seed"] for r in rows) == [5, 6]
+    assert all(r["objects_checked"] > 0 and r["violations"] == [] for r in rows)
+    # the seeds were shared: each run's progress names its one seed
+    assert done.stderr.count("copy_up seed=5:") == 1 and done.stderr.count("copy_up seed=6:") == 1
