@@ -111,10 +111,14 @@ def totals(results: list[RoundResult]) -> str:
 
 
 def coverage(results: list[RoundResult]) -> str:
-    """Per operation, the seeds its rounds ran with, as ranges (``1-120, 151-200``)."""
+    """Per operation, the seeds its rounds ran with, as ranges (``1-120, 151-200``), and the mean time of
+    a round where it was recorded (what planning a longer run needs)."""
     seeds: dict[str, list[int]] = defaultdict(list)
+    times: dict[str, list[float]] = defaultdict(list)
     for r in results:
         seeds[r.operation].append(r.seed)
+        if r.seconds:
+            times[r.operation].append(r.seconds)
     lines = []
     for op, got in seeds.items():
         got.sort()
@@ -123,7 +127,8 @@ def coverage(results: list[RoundResult]) -> str:
             if b != a + 1:
                 spans.append(f"{start}" if start == a else f"{start}-{a}")
                 start = b
-        lines.append(f"- {op}: {len(got)} rounds, seeds {', '.join(spans)}")
+        took = f", {sum(times[op]) / len(times[op]):.1f} s a round" if times[op] else ""
+        lines.append(f"- {op}: {len(got)} rounds, seeds {', '.join(spans)}{took}")
     return "\n".join(lines)
 
 
@@ -133,7 +138,7 @@ def from_json(path: Path) -> tuple[dict, list[RoundResult]]:
     results = []
     for row in doc["results"]:
         r = RoundResult(row["operation"], row["seed"], faults=Counter(row["faults"]),
-                        objects_checked=row["objects_checked"])
+                        objects_checked=row["objects_checked"], seconds=row.get("seconds", 0.0))
         r.runs = [Run([], code, "", "", 0.0, signal=sig) for code, sig in zip(row["exits"], row["signals"])]
         r.violations = list(row["violations"])  # their text, as printed
         results.append(r)
@@ -289,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     def progress(r: RoundResult) -> None:
         codes = ",".join(str(run.code) for run in r.runs)
         print(f"  {r.operation} seed={r.seed}: runs exit {codes}; faults {sum(r.faults.values())}; "
-              f"checked {r.objects_checked}; violations {len(r.violations)}", file=sys.stderr, flush=True)
+              f"checked {r.objects_checked}; violations {len(r.violations)}; {r.seconds:.1f} s",
+              file=sys.stderr, flush=True)
 
     try:
         with ChaosLab(work, rates=rates, two_servers=bool(TWO_SERVERS & set(ops)),
@@ -320,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": a.rounds, "seed": a.seed, "ops": ops, "seconds": round(seconds, 1), "rates": rates,
             "results": [{"operation": r.operation, "seed": r.seed, "faults": dict(r.faults),
                          "exits": [run.code for run in r.runs], "signals": [run.signal for run in r.runs],
-                         "objects_checked": r.objects_checked,
+                         "objects_checked": r.objects_checked, "seconds": round(r.seconds, 1),
                          "violations": [str(v) for v in r.violations]} for r in results],
         }, indent=2))
     return 1 if violations else 0

@@ -16,7 +16,7 @@ def _row(op: str, seed: int, *, faults: dict[str, int] | None = None, signals: l
          checked: int = 3, violations: list[str] | None = None) -> dict:
     signals = signals or [None]
     return {"operation": op, "seed": seed, "faults": faults or {}, "exits": [0] * len(signals),
-            "signals": signals, "objects_checked": checked, "violations": violations or []}
+            "signals": signals, "objects_checked": checked, "violations": violations or [], "seconds": 4.0 + seed}
 
 
 def _write(path: Path, rows: list[dict]) -> Path:
@@ -37,8 +37,8 @@ def test_merge_sums_every_run_and_names_the_seeds(tmp_path: Path) -> None:
     done = _merge(a, b)
     assert done.returncode == 0, done.stderr
     assert "all: 5 rounds, 4 faults injected, 2 signals, 19 objects checked, 0 violations" in done.stdout
-    assert "- copy_up: 3 rounds, seeds 1-2, 4" in done.stdout
-    assert "- kill_up_SIGKILL: 2 rounds, seeds 1-2" in done.stdout
+    assert "- copy_up: 3 rounds, seeds 1-2, 4, 6.3 s a round" in done.stdout
+    assert "- kill_up_SIGKILL: 2 rounds, seeds 1-2, 5.5 s a round" in done.stdout
     assert "| **copy_up** (copy local -> S3) | all | 3 | 4 | 3 | 9 | 0 |" in done.stdout
 
 
@@ -62,7 +62,7 @@ def test_jobs_run_side_by_side_and_share_the_seeds(tmp_path: Path) -> None:
                            "--ops", "copy_up", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "--jobs 2 --ops copy_up`" in done.stdout
-    assert "- copy_up: 2 rounds, seeds 5-6" in done.stdout
+    assert "- copy_up: 2 rounds, seeds 5-6, " in done.stdout and " s a round" in done.stdout
     rows = json.loads(out.read_text())["results"]
     assert sorted(r["seed"] for r in rows) == [5, 6]
     assert all(r["objects_checked"] > 0 and r["violations"] == [] for r in rows)

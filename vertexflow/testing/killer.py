@@ -513,6 +513,8 @@ class RoundResult:
     faults: Counter[str] = field(default_factory=Counter)
     objects_checked: int = 0
     violations: list[Violation] = field(default_factory=list)
+    #: wall time of the round, its checks included
+    seconds: float = 0.0
 
     def violate(self, invariant: str, problems: list[str]) -> None:
         """Record problems (one seen again after a later run of the round is recorded once)."""
@@ -742,6 +744,7 @@ class ChaosLab:
     def round(self, operation: str, seed: int) -> RoundResult:
         """One round of ``operation`` with everything drawn from ``seed``; its violations."""
         result = RoundResult(operation, seed)
+        started = time.monotonic()
         round_dir = self.workdir / f"{operation}-{seed}"
         round_dir.mkdir(parents=True)
         rng = random.Random(f"{operation}:{seed}")
@@ -762,6 +765,7 @@ class ChaosLab:
             if not result.faults:
                 result.faults = self._faults()
             self._arm(seed, on=False)
+            result.seconds = time.monotonic() - started
         return result
 
     def _foreign(self, round_dir: Path, prefix: str) -> Callable[[], dict[str, str]]:
