@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from ..errors import first_error
 from ..tenancy.manager import DEFAULT_SUBFOLDERS, StorageManager
 from .platform import TenancyCtx, echo_data, platform_options, run_with_manager
 from .run import EXIT_PARTIAL, progress_json_option, reported, run_job
@@ -226,7 +227,7 @@ def migrate_company_cmd(obj: TenancyCtx, company_ref: str, to: str, live: bool, 
                     raise
         except BaseException as exc:
             out.setdefault("data", {"migration_id": None, "company": company_ref, "state": "error",
-                                    "message": str(exc)})
+                                    "message": str(first_error(exc))})
             raise
 
     show_progress = (sys.stderr.isatty() if progress is None else progress) and not dry_run and not as_json
@@ -261,11 +262,11 @@ def _failed_migration(m: StorageManager, company_id: int, before: int, exc: Base
     """What a migration that raised recorded (its report), or the error alone when it recorded nothing."""
     records = [r for r in m.require_registry().migrations(company_id) if r.id > before]
     if not records:
-        return {"migration_id": None, "company_id": company_id, "state": "error", "message": str(exc)}
+        return {"migration_id": None, "company_id": company_id, "state": "error", "message": str(first_error(exc))}
     rec = records[-1]
     data = dict(rec.report or {"migration_id": rec.id, "company_id": company_id})
     data["state"] = data.get("state") if data.get("state") not in (None, "planned") else rec.state
-    data["message"] = data.get("message") or rec.message or str(exc)
+    data["message"] = data.get("message") or rec.message or str(first_error(exc))
     return data
 
 
@@ -333,9 +334,10 @@ def migrate_rollback(obj: TenancyCtx, company_ref: str, no_sync_back: bool, tran
                 return (await rollback_company(m, company_ref, sync_back=not no_sync_back, journal=journal,
                                                settings=settings, smoke=smoke)).as_dict()
         except BaseException as exc:
-            failure.update({"migration_id": getattr(exc, "migration_id", None), "company": company_ref,
-                            "state": "failed" if getattr(exc, "migration_id", None) else "error",
-                            "message": str(exc)})
+            err = first_error(exc)  # a task group's: the error inside it
+            failure.update({"migration_id": getattr(err, "migration_id", None), "company": company_ref,
+                            "state": "failed" if getattr(err, "migration_id", None) else "error",
+                            "message": str(err)})
             raise
 
     try:

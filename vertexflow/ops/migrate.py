@@ -504,7 +504,8 @@ async def migrate_company(manager: StorageManager, company_ref: int | str, to: s
                         _interrupted(result, company, phase[0])
                         progress.interrupted = True
                     else:
-                        result.state, result.message = "failed", f"{type(exc).__name__}: {exc}"
+                        err = first_error(exc)  # a task group's: the error inside it
+                        result.state, result.message = "failed", f"{type(err).__name__}: {err}"
                     await _abandon(manager, company, record.id, result, live)
                     raise
             if scope.cancelled_caught:  # a hard stop: recorded above
@@ -804,7 +805,7 @@ async def _differences(old: StorageAdapter, new: StorageAdapter, filt: Filter,
     for p in report.problems:
         if is_dirty is not None and is_dirty(p.key):
             continue
-        if await _same(old, new, p.key, described=p.kind == "metadata"):
+        if await _again(lambda: _same(old, new, p.key, described=p.kind == "metadata")):
             continue
         if is_dirty is not None and is_dirty(p.key):  # dirtied while being compared
             continue
@@ -830,11 +831,11 @@ async def _verify(old: StorageAdapter, new: StorageAdapter, filt: Filter,
         still = []
         for p in problems:
             try:
-                await reconcile_key(old, new, p.key)
+                await _again(lambda: reconcile_key(old, new, p.key))
             except (SourceChanged, NotFound):  # written or deleted while sent: a live write dirtied it
                 pass
-            if (is_dirty is not None and is_dirty(p.key)) or await _same(old, new, p.key,
-                                                                          described=p.kind == "metadata"):
+            if (is_dirty is not None and is_dirty(p.key)) or await _again(
+                    lambda: _same(old, new, p.key, described=p.kind == "metadata")):
                 matched += 1
             else:
                 still.append(p)
@@ -1014,8 +1015,9 @@ async def rollback_company(manager: StorageManager, company_ref: int | str, *, s
                     await _verify(nows[ct], backs[ct], NO_FILTER, live_run.is_dirty(ct), back_t.label())
                 await live_run.close()  # the write fence: it stays up until the switch below
             except BaseException as exc:
-                why = ("interrupted" if isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt)
-                       else str(exc) or type(exc).__name__)
+                err = first_error(exc)  # a task group's: the error inside it
+                why = ("interrupted" if isinstance(err, anyio.get_cancelled_exc_class() | KeyboardInterrupt)
+                       else str(err) or type(err).__name__)
                 LiveState(registry).clear(company.id, rec.id)
                 manager.clear_company_cache(company.id)
                 registry.end_rollback(rec.id, f"rollback failed ({why}); the company stays on "

@@ -61,6 +61,7 @@ from ..logs import get_logger
 from ..model import MD5, MTIME_METADATA, SHA256, STANDARD_HEADERS, ObjectInfo, own_metadata, parse_mtime_text
 from ..pipeline.runner import StopSignal, run_pipeline
 from ..pipeline.stats import JobStats
+from ..retry import RetryPolicy, retry_call
 from .plan import MTIME_TOLERANCE, cheap_comparison, empty_if_missing, merge, object_sha256, ordered_listing
 
 log = get_logger(__name__)
@@ -222,6 +223,11 @@ class Descriptions:
                           mtime=ms if ms is not None else kept_mtime(self.dst, d))
 
 
+#: a file's read for its comparison is asked again on a passing failure (a byte corrupted in transit, a reset
+#: or 5xx its request's own tries did not ride out), as the copy's engine asks again for a whole object
+READ_RETRY = RetryPolicy(attempts=4, base_delay=0.2, max_delay=5.0, deadline=60.0)
+
+
 class VerifyJob:
     """Compare ``dst`` with ``src``; ``metadata``: their descriptions too (see the module's text)."""
 
@@ -306,18 +312,23 @@ class VerifyJob:
                 self.report.add(Difference(s.key, "different", f"{algo} differs"))
             return same
         self.report.hashed += 1
-        try:
-            src_sum = await _counted_sha256(self.src, s, reads)
-        except NotFound:  # deleted since it was listed: the source no longer has it
-            self.report.add(Difference(s.key, "extra", "deleted at source while verifying"))
-            return False
-        try:
-            dst_sum = await _counted_sha256(self.dst, d, reads)
-        except NotFound:
-            self.report.add(Difference(s.key, "missing", "deleted at destination while verifying"))
-            return False
-        if src_sum == dst_sum:
-            return True
+        for confirming in (False, True):
+            try:
+                src_sum = await retry_call(lambda: _counted_sha256(self.src, s, reads), READ_RETRY)
+            except NotFound:  # deleted since it was listed: the source no longer has it
+                self.report.add(Difference(s.key, "extra", "deleted at source while verifying"))
+                return False
+            try:
+                dst_sum = await retry_call(lambda: _counted_sha256(self.dst, d, reads), READ_RETRY)
+            except NotFound:
+                self.report.add(Difference(s.key, "missing", "deleted at destination while verifying"))
+                return False
+            if src_sum == dst_sum:
+                return True
+            if confirming or not _streamed(self.src, s) and not _streamed(self.dst, d):
+                break
+            # a read no digest of the store could check (a multipart object without a checksum) may have
+            # been corrupted in transit: a difference is read once more before it is reported
         self.report.add(Difference(s.key, "different", f"sha256 {src_sum[:12]}… at source, "
                                                         f"{dst_sum[:12]}… at destination"))
         return False
@@ -392,6 +403,11 @@ class _HalfCount:
             half = self.read // 2
             self.stats.moved_bytes += half - self.counted
             self.counted = half
+
+
+def _streamed(backend: Backend, info: ObjectInfo) -> bool:
+    """Whether :func:`_counted_sha256` reads ``info`` over the network (not a stored digest, not a local file)."""
+    return not info.hashes.get(SHA256) and not backend.features.local_path
 
 
 async def _counted_sha256(backend: Backend, info: ObjectInfo, reads: _HalfCount) -> str:
