@@ -79,7 +79,8 @@ MIGRATIONS_WAIT = 600
 
 
 @pytest.fixture(scope="module")
-def migrations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[RoundResult]]]:
+def migrations(
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ChaosLab, dict[str, Future[RoundResult]]]]:
     """The migration rounds, started with the first test that needs a lab and run one after another in a
     thread of their own, against servers of their own: a round waits mostly on its platform writer and its
     bandwidth limit, so it costs the other rounds little, and the file's time is not the sum of both.
@@ -90,14 +91,15 @@ def migrations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, F
         lab.rates = {kind: rate / 4 for kind, rate in lab.rates.items()}
         futures = {op: pool.submit(lab.round, op, SEED) for op in MIGRATIONS}
         try:
-            yield futures
+            yield lab, futures
         finally:
             for future in futures.values():
                 future.cancel()  # those not begun; the one running ends by itself (its runs are bounded)
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory, migrations: dict[str, Future[RoundResult]]) -> Iterator[ChaosLab]:
+def lab(tmp_path_factory: pytest.TempPathFactory,
+        migrations: tuple[ChaosLab, dict[str, Future[RoundResult]]]) -> Iterator[ChaosLab]:
     with ChaosLab(tmp_path_factory.mktemp("chaos"), **LAB_SETTINGS) as lab:
         yield lab
 
@@ -119,11 +121,17 @@ def test_nothing_is_lost(lab: ChaosLab, operation: str) -> None:
 
 
 @pytest.mark.parametrize("operation", MIGRATIONS)
-def test_a_migrated_company_loses_nothing(migrations: dict[str, Future[RoundResult]], operation: str) -> None:
+def test_a_migrated_company_loses_nothing(migrations: tuple[ChaosLab, dict[str, Future[RoundResult]]],
+                                         operation: str) -> None:
     """A company migrated between the two servers (live, rolled back, its migrator SIGKILLed) while a platform
-    writer changes its files: every acknowledged write and original whole where it lives at the end."""
-    result = migrations[operation].result(timeout=MIGRATIONS_WAIT)
+    writer changes its files: every acknowledged write and original whole where it lives at the end. The
+    round's bucket is then gone from both servers (a long run would exhaust their volumes)."""
+    lab, futures = migrations
+    result = futures[operation].result(timeout=MIGRATIONS_WAIT)
     assert_proved(result, operation)
+    bucket = f"{operation}-{SEED}".replace("_", "-").lower()
+    for client in lab.clients.values():
+        assert bucket not in [b["Name"] for b in client.list_buckets()["Buckets"]]
 
 
 @pytest.mark.parametrize(("operation", "seed"), KNOWN)
