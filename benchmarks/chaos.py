@@ -100,6 +100,20 @@ def table(results: list[RoundResult]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: list[RoundResult]) -> str:
+    """One row per operation (the README's table): rounds, faults, signals, objects checked, violations."""
+    by_op: dict[str, list[RoundResult]] = defaultdict(list)
+    for r in results:
+        by_op[r.operation].append(r)
+    lines = ["| operation | rounds | faults injected | signals | objects checked | violations |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for op, rs in by_op.items():
+        lines.append(f"| {op} | {len(rs)} | {sum(sum(r.faults.values()) for r in rs):,} | "
+                     f"{sum(1 for r in rs for run in r.runs if run.signal):,} | "
+                     f"{sum(r.objects_checked for r in rs):,} | {sum(len(r.violations) for r in rs)} |")
+    return "\n".join(lines)
+
+
 def totals(results: list[RoundResult]) -> str:
     """One line: rounds, faults, signals, objects checked and violations over every operation."""
     faults = sum(sum(r.faults.values()) for r in results)
@@ -169,7 +183,7 @@ def merge(paths: list[Path], title: str | None = None, out: Path | None = None) 
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"merged": [str(p) for p in paths], "results": rows}, indent=2))
-    print(f"\n{totals(results)}\n")
+    print(f"\n{summary(results)}\n\n{totals(results)}\n")
     print(coverage(results))
     violations = [v for r in results for v in r.violations]
     for v in violations:
@@ -315,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
           + (f" --rate-scale {a.rate_scale}" if a.rate_scale != 1.0 else "") + f"` ({seconds:.0f} s)\n")
     print(table(results))
     violations = [v for r in results for v in r.violations]
-    print(f"\n{totals(results)}\n")
+    print(f"\n{summary(results)}\n\n{totals(results)}\n")
     print(coverage(results))
     print(f"\n{len(violations)} violation(s) in {len(results)} rounds")
     for v in violations:

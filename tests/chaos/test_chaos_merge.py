@@ -40,6 +40,7 @@ def test_merge_sums_every_run_and_names_the_seeds(tmp_path: Path) -> None:
     assert "- copy_up: 3 rounds, seeds 1-2, 4, 6.3 s a round" in done.stdout
     assert "- kill_up_SIGKILL: 2 rounds, seeds 1-2, 5.5 s a round" in done.stdout
     assert "| **copy_up** (copy local -> S3) | all | 3 | 4 | 3 | 9 | 0 |" in done.stdout
+    assert "| copy_up | 3 | 4 | 0 | 9 | 0 |" in done.stdout and "| kill_up_SIGKILL | 2 | 0 | 2 | 10 | 0 |" in done.stdout
 
 
 def test_merge_reports_violations_and_refuses_a_round_twice(tmp_path: Path) -> None:
