@@ -229,3 +229,25 @@ def test_verify_reads_again_a_read_that_failed_in_transit(server: SeaweedFS, tmp
     assert run.code == 0, run.out + run.err
     report = __import__("json").loads(run.out)
     assert report["matched"] == 1 and report["different"] == 0, report
+
+
+# migrate_rollback seed 6 (at full rates, on a loaded machine): a listing page that failed four times in a row
+# (500s, a body cut short) ended the run; a listing page is now asked six times, as often as any idempotent
+# request, within the same minute
+def test_a_listing_page_is_asked_six_times(server: SeaweedFS, tmp_path: Path) -> None:
+    raw = server.boto3_client()
+    raw.put_object(Bucket=BUCKET, Key="lst/one.txt", Body=b"one")
+    with _proxy(server) as tp:  # no faults: what the copy asks to list its source
+        first = run_cli(["copy", f"s3://{BUCKET}/lst", str(tmp_path / "first"), "--json"],
+                        _env(server, tp.proxy.endpoint, tmp_path))
+        page = next(i for i in tp.proxy.identities if "list-type=2" in i and "prefix=lst" in i)
+    assert first.code == 0, first.err
+    base = page.rsplit("#", 1)[0]
+    force = {f"{base}#{n}": kind for n, kind in enumerate(["error", "truncate", "error", "reset_response", "error"])}
+    with _proxy(server, statuses=(500,), retry_after=0, force=force) as tp:
+        run = run_cli(["copy", f"s3://{BUCKET}/lst", str(tmp_path / "dst"), "--json"],
+                      _env(server, tp.proxy.endpoint, tmp_path / "second"))
+        asked = [i for i in tp.proxy.identities if i.startswith(base)]
+    assert run.code == 0, run.err
+    assert asked[:6] == [f"{base}#{n}" for n in range(6)], asked  # five faults, then the answer
+    assert (tmp_path / "dst" / "one.txt").read_bytes() == b"one"

@@ -93,13 +93,14 @@ from .writing import SETTINGS, WriteSettings, tag_reader
 
 log = get_logger(__name__)
 
-#: Idempotent single requests (a listing page, a stat, a small PutObject, a
-#: ranged part) are retried here: the fast path has no retries of its own,
-#: and botocore does not retry a body cut mid-read.
 #: what ``provider`` may name: any S3-compatible store, or Google Cloud Storage's XML API
 PROVIDERS = ("s3", "gcs")
 
-REQUEST_RETRY = RetryPolicy(attempts=4, base_delay=0.2, max_delay=5.0, deadline=60.0)
+#: Idempotent single requests (a listing page, a stat, a small PutObject, a
+#: ranged part) are retried here: the fast path has no retries of its own,
+#: and botocore does not retry a body cut mid-read. Six tries: a listing page
+#: that fails ends the whole job, and four in a row did on a flaky link.
+REQUEST_RETRY = RetryPolicy(attempts=6, base_delay=0.2, max_delay=5.0, deadline=60.0)
 
 
 class _Final(Exception):
