@@ -298,6 +298,19 @@ class ManifestError(ValueError):
     """A chunk manifest that cannot be read (not JSON, wrong format or version, missing fields)."""
 
 
+def retryable_reasons() -> frozenset[str]:
+    """The ``reason`` of every error class another attempt may get past (``retryable``): what a failure
+    recorded by its reason alone (a job's per-object failures) says about trying again."""
+    found: set[str] = set()
+    pending: list[type[VertexflowError]] = [VertexflowError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.retryable:
+            found.add(cls.reason)
+    return frozenset(found)
+
+
 def first_error(exc: BaseException) -> BaseException:
     """The error to report out of a (possibly nested) exception group.
 

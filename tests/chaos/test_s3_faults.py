@@ -204,7 +204,12 @@ async def test_download_resumed_unchanged_is_whole(server: SeaweedFS, tmp_path: 
 # migrate_rollback seed 6 (at full rates, on a loaded machine): one byte flipped in the answer to a GET of a
 # file the migration's verification read ended the whole run ("downloaded bytes have sha256 …, the server
 # says …", exit 2), where the copy's engine asks again for a whole object on the same error
-@pytest.mark.parametrize(("fault", "side"), [("flip", "a"), ("reset_response", "a"), ("error", "a"), ("flip", "b")])
+@pytest.mark.parametrize(("fault", "side"), [
+    pytest.param("flip", "a", id="migrate_rollback-seed6-flip-checked"),
+    pytest.param("reset_response", "a", id="reset"),
+    pytest.param("error", "a", id="error"),
+    pytest.param("flip", "b", id="migrate_rollback-seed6-flip-unchecked"),
+])
 def test_verify_reads_again_a_read_that_failed_in_transit(server: SeaweedFS, tmp_path: Path, fault: str,
                                                           side: str) -> None:
     """Side a's read is checked by its plain-MD5 ETag (a flip fails it); side b's, two parts without a
@@ -234,7 +239,7 @@ def test_verify_reads_again_a_read_that_failed_in_transit(server: SeaweedFS, tmp
 # migrate_rollback seed 6 (at full rates, on a loaded machine): a listing page that failed four times in a row
 # (500s, a body cut short) ended the run; a listing page is now asked six times, as often as any idempotent
 # request, within the same minute
-def test_a_listing_page_is_asked_six_times(server: SeaweedFS, tmp_path: Path) -> None:
+def test_migrate_rollback_seed6_a_listing_page_is_asked_six_times(server: SeaweedFS, tmp_path: Path) -> None:
     raw = server.boto3_client()
     raw.put_object(Bucket=BUCKET, Key="lst/one.txt", Body=b"one")
     with _proxy(server) as tp:  # no faults: what the copy asks to list its source

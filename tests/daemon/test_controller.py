@@ -249,3 +249,33 @@ async def test_drain_lets_the_object_in_flight_finish(tmp_path: Path, journal: J
     result = c.results[-1]
     assert result.outcome == INTERRUPTED and result.interrupted_by == "drain"
     assert result.objects == 1 and list(assert_whole(src, dst)) == ["f00.bin"]  # finished, nothing started
+
+
+@pytest.mark.s3
+async def test_daemon_job_seed25_a_run_whose_failures_may_pass_is_tried_again_after_the_backoff(
+        tmp_path: Path, journal: Journal, seaweed: Any, s3_bucket: str, s3_env: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """daemon_job seed 25: one object failed for good in a run (503s and resets beyond every retry), the run
+    ended partial, and the job waited for its schedule (an hour) with the object missing. A run whose
+    failures are all of the kinds that may pass is tried again after the backoff, as a failed run is."""
+    from vertexflow.daemon.jobs import PARTIAL
+    from vertexflow.testing.faults import ThreadedFaultProxy
+
+    make_files(tmp_path / "src", 2, 1000)
+    put = f"PUT /{s3_bucket}/p/f01.bin?#"
+    with ThreadedFaultProxy(int(seaweed.endpoint.rsplit(":", 1)[1]), seed=0, rates={}, statuses=(503,),
+                            retry_after=0, force={f"{put}{n}": "error" for n in range(40)}) as tp:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", tp.proxy.endpoint)
+        job = controller(journal, name="flaky", source=str(tmp_path / "src"), dest=f"s3://{s3_bucket}/p",
+                         interval=3600, retries=1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(job.run)
+            await eventually(lambda: job.results and job.results[-1].outcome == SUCCESS, 30, "a successful run")
+            job.drain()
+        asked = [i for i in tp.proxy.identities if i.startswith(put)]
+    outcomes = [(r.outcome, r.trigger) for r in job.results]
+    assert outcomes[0] == (PARTIAL, "schedule") and outcomes[-1] == (SUCCESS, "retry"), outcomes
+    assert len(asked) > 40, asked  # every forced error was met before the object went through
+    assert job.failures == 0
+    body = seaweed.boto3_client().get_object(Bucket=s3_bucket, Key="p/f01.bin")["Body"].read()
+    assert body == (tmp_path / "src" / "f01.bin").read_bytes()

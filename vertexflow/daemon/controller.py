@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..errors import first_error
+from ..errors import first_error, retryable_reasons
 from ..logs import get_logger
 from ..pipeline.runner import StopSignal
 from ..pipeline.stats import JobStats
@@ -336,8 +336,16 @@ class JobController:
             outcome = PARTIAL
             for f in stats.failures[:OBJECT_ERRORS_LOGGED]:
                 self.errors.add(spec.name, "object", f"{f.key}: [{f.reason}] {f.message}")
+            retry_in = None
+            if set(stats.failures_by_reason) <= retryable_reasons():
+                # every failure may pass (5xx, resets, throttling, a corrupted transfer): tried again after
+                # the backoff, as a failed run is, not left until the schedule's next run (an hour away, say)
+                self.failures += 1
+                retry_in = min(self.settings.backoff_max, self.settings.backoff_initial * 2 ** (self.failures - 1))
+                self.retry_at = self.clock() + timedelta(seconds=retry_in)
             log.error("job run finished with failures", job=spec.name, failed=stats.failed_objects,
-                      reasons=dict(stats.failures_by_reason))
+                      reasons=dict(stats.failures_by_reason),
+                      retry_in_s=None if retry_in is None else round(retry_in, 1))
         else:
             outcome = SUCCESS
             self.failures = 0
