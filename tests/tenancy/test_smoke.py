@@ -211,3 +211,54 @@ def test_cli_local_prints_each_step_and_exits_0(tmp_path: Path) -> None:
         bad = CliRunner().invoke(company, ["--db", env["VERTEXFLOW_DB"], "--storage-config", str(cfg), "smoke",
                                            *args])
         assert bad.exit_code == 2 and message in bad.stderr, bad.stderr
+
+
+@pytest.fixture
+async def flaky_server(tmp_path: Path) -> AsyncIterator[tuple[str, list[str]]]:
+    """A web server in front of local disk whose next answers are spoilt as the list says ("502", "503":
+    that status; "flip": the file with its first byte inverted), then right."""
+    root = tmp_path / "files"
+    spoil: list[str] = []
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        path = root / request.match_info["path"]
+        how = spoil.pop(0) if spoil else None
+        if how is not None and how.isdigit():
+            return web.Response(status=int(how), text="busy")
+        body = path.read_bytes()
+        if how == "flip":
+            body = bytes([body[0] ^ 0xFF]) + body[1:]
+        return web.Response(body=body, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/{path:.*}", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", spoil
+    finally:
+        await runner.cleanup()
+
+
+async def test_migrate_rollback_seed4_a_public_url_that_fails_in_passing_is_asked_again(
+        tmp_path: Path, flaky_server: tuple[str, list[str]]) -> None:
+    """migrate_rollback seeds 4, 8 and 9: a rollback that had switched back exited 1 because the smoke check's
+    one GET of the public URL met a 502 or a body corrupted on the way. Such a GET is asked again (three
+    tries); what will not pass by itself (a 404, a wrong Content-Type) still fails at once."""
+    base, spoil = flaky_server
+    raw = {"portraits": {"storage_type": "local", "public_base_url": f"{base}/portraits/acme"},
+           "local": {"base_path": str(tmp_path / "files")}}
+    async with make_manager(tmp_path, raw) as m:
+        m.registry.add_company("acme")
+        spoil.extend(["502", "flip"])
+        ok = await smoke_company(m, "acme")
+        assert ok.ok, ok.message()
+        step = _by_step(ok, "portraits")["public_url"]
+        assert "(try 3; before: HTTP 502; " in step.detail and "bytes that differ from the test file)" in step.detail
+        spoil.extend(["503", "503", "503"])
+        bad = await smoke_company(m, "acme")
+    assert not bad.ok and spoil == []
+    failed = bad.failures[0]
+    assert failed.step == "public_url" and failed.detail.endswith("3 tries failed: HTTP 503; HTTP 503; HTTP 503")

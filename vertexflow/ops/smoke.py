@@ -49,6 +49,14 @@ HTTP_TIMEOUT = 30.0
 EXISTING_READ = 64 * 1024
 #: bytes of a public URL's answer read at most (the test file is far smaller; an error page may not be)
 HTTP_READ_LIMIT = 1024 * 1024
+#: GETs of the public URL before it is called broken, when what failed may pass (a 5xx or 429, a connection
+#: cut, a body short or corrupted on the way): the check says whether the route serves, not whether one
+#: request met a bad moment
+HTTP_TRIES = 3
+#: seconds before the second GET, doubled before each later one
+HTTP_RETRY_DELAY = 0.5
+#: answers worth asking again
+_PASSING_STATUSES = frozenset({429, 500, 502, 503, 504})
 STEPS = ("upload", "read", "public_url", "read_existing", "delete")
 #: what a step found: passed (True), failed (False) or skipped (None), and what it says
 Outcome = tuple[bool | None, str]
@@ -176,14 +184,28 @@ async def _smoke_one(manager: StorageManager, company_id: int, ct: str, report: 
             return None, f"skipped: {scheme}: URLs are not fetched ({url})"
         shown = url.split("?", 1)[0]  # a presigned URL's query is a credential: not printed
         expected = _media((await adapter.stat(key)).content_type) or _media(mimetypes.guess_type(key)[0])
-        status, served, body = await _fetch(url, http_timeout)
-        if status != 200:
-            return False, f"GET {shown}: HTTP {status}"
-        if _media(served) != expected:
-            return False, f"GET {shown}: Content-Type {served!r}, expected {expected!r}"
-        if body != data:
-            return False, f"GET {shown}: {len(body)} bytes that differ from the test file"
-        return True, f"GET {shown}: 200, {served}, {len(body)} bytes, equal"
+        failed: list[str] = []
+        for attempt in range(HTTP_TRIES):
+            if attempt:
+                await anyio.sleep(HTTP_RETRY_DELAY * 2 ** (attempt - 1))
+            try:
+                status, served, body = await _fetch(url, http_timeout)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                failed.append(f"{type(exc).__name__}: {exc}")
+                continue
+            if status in _PASSING_STATUSES:
+                failed.append(f"HTTP {status}")
+                continue
+            if status != 200:
+                return False, f"GET {shown}: HTTP {status}"
+            if _media(served) != expected:
+                return False, f"GET {shown}: Content-Type {served!r}, expected {expected!r}"
+            if body != data:
+                failed.append(f"{len(body)} bytes that differ from the test file")
+                continue
+            tries = f" (try {attempt + 1}; before: {'; '.join(failed)})" if failed else ""
+            return True, f"GET {shown}: 200, {served}, {len(body)} bytes, equal{tries}"
+        return False, f"GET {shown}: {HTTP_TRIES} tries failed: {'; '.join(failed)}"
 
     async def read_existing() -> Outcome:
         found = None
