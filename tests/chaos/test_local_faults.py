@@ -167,6 +167,37 @@ def test_backup_restore_onto_a_full_disk_stops_once_and_the_rerun_completes(tmp_
     assert files(target) == made and temp_files(tiny.path) == []
 
 
+def test_kill_restore_sigkill_seed2_a_restore_killed_mid_file_leaves_no_temporary_file_after_its_rerun(
+        tmp_path: Path) -> None:
+    """kill_restore_SIGKILL seeds 2 and 3: a restore SIGKILLed while it wrote a file left that file's temporary
+    copy, and the rerun (which lists nothing at the target) never removed it. The rerun now sweeps, once per
+    folder it writes into, the temporary files of dead runs of this host."""
+    made = make_source(tmp_path / "data" / "sub", 3, 12 * 1024 * 1024)
+    r = vf("backup", "create", "--type", "storage", "--storage", str(tmp_path / "data"),
+           "--to", str(tmp_path / "backups"), "--json")
+    assert r.code == 0, r.err
+    meta = next((tmp_path / "backups").rglob("metadata.json"))
+    target = tmp_path / "restored"
+    proc = subprocess.Popen([sys.executable, "-m", "vertexflow", "backup", "restore", str(meta),
+                             "--target-storage", str(target)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not temp_files(target):
+            assert proc.poll() is None, f"the restore ended before a temporary file was seen: {proc.stderr.read()!r}"
+            assert time.monotonic() < deadline, "no temporary file seen"
+            time.sleep(0.005)
+        proc.kill()
+    finally:
+        proc.kill()
+        proc.wait()
+    left = temp_files(target)
+    assert left, "killed: its temporary file stays until a run of this host meets it"
+    r = vf("backup", "restore", str(meta), "--target-storage", str(target))
+    assert r.code == 0, r.err
+    assert files(target) == {f"sub/{k}": v for k, v in made.items()}
+    assert temp_files(target) == [], "the rerun left the killed run's temporary file"
+
+
 def test_a_journal_on_a_full_disk_stops_the_job_with_one_message_and_still_opens(tmp_path: Path, tiny: Tmpfs) -> None:
     src = tmp_path / "src"
     for i in range(2000):

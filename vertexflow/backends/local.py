@@ -460,11 +460,16 @@ class LocalBackend(Backend):
         if directory in self._dirs:
             self._dirs.move_to_end(directory)
             return
+        existed = os.path.isdir(directory)
         try:
             self._make_dirs(directory)
         except FileExistsError as exc:
             raise Conflict("a parent of this key is a file", backend=self.describe(),
                            key=os.path.relpath(directory, self.root)) from exc
+        if existed:
+            # a killed run's temporary files are swept by the next listing of their folder, and a writer that
+            # lists nothing first (a restore) would never meet them: once per folder it writes into
+            _sweep_folder(directory)
         self._dirs[directory] = None
         if len(self._dirs) > DIR_CACHE_SIZE:
             self._dirs.popitem(last=False)
@@ -860,6 +865,17 @@ _HOST_TAG = hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdig
 #: unlike os.urandom for each file, no system call (1.5 % of a small download's loop time)
 _TMP_SEQUENCE = itertools.count(int.from_bytes(os.urandom(6), "big"))
 _TMP_MASK = (1 << 48) - 1
+
+
+def _sweep_folder(directory: str) -> None:
+    """:func:`_sweep_if_orphaned` for each temporary file directly in ``directory``."""
+    try:
+        with os.scandir(directory) as it:
+            for e in it:
+                if e.name.startswith(TMP_PREFIX):
+                    _sweep_if_orphaned(e)
+    except OSError:
+        pass  # a sweep is a courtesy: the write goes on
 
 
 def _sweep_if_orphaned(entry: os.DirEntry[str]) -> None:

@@ -349,6 +349,11 @@ def reported_copies(report: Path, actions: Iterable[str] = ("copied",)) -> set[s
     return keys
 
 
+def _files_under(root: Path) -> set[str]:
+    """Every file's path under ``root`` (temporary ones too), relative; nothing if it does not exist."""
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
 def check_resend(copied: set[str], whole_before: set[str]) -> list[str]:
     """A rerun sends again at most what was not whole at the destination when it started (the objects in
     flight when the previous run ended, and those not begun): nothing already whole there is sent again."""
@@ -583,6 +588,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "backup_create": ("backup create --type storage local -> S3", "faults"),
     "backup_restore": ("backup restore S3 -> local", "faults"),
     "kill_backup_SIGKILL": ("backup create local -> S3, 8 MiB, SIGKILL", "kill"),
+    "kill_restore_SIGKILL": ("backup restore S3 -> local, 24 MiB, SIGKILL", "kill"),
     "daemon_job": ("daemon sync --delete job local -> S3 through the faults, SIGKILL, restarted", "kill"),
     "copy_yadisk_down": ("copy Yandex.Disk emulator -> local", "faults"),
     "migrate_live": ("migrate company --live S3 -> S3, two servers, a platform writer meanwhile", "faults"),
@@ -1032,13 +1038,26 @@ class ChaosLab:
             args = ["backup", "create", "--type", "storage", "--storage", str(src), "--to", f"a:chaos/{prefix}",
                     "--chunk-size", "4M", "--compress", "gzip:1"]
             summary_kind = "none"
+        elif direction == "restore":
+            # the backup it restores, made without faults or signals; parts of 4 MiB, so a kill lands between
+            # two or within one
+            self._arm(result.seed, on=False)
+            made = run_cli(["backup", "create", "--type", "storage", "--storage", str(src), "--to",
+                            f"a:chaos/{prefix}", "--chunk-size", "4M", "--json", "--no-progress"],
+                           self.environ(round_dir))
+            if made.code != EXIT_OK or not made.summary():
+                raise RuntimeError(f"backup create exited {made.code}: {made.err.strip()[-300:]!r}")
+            local_dst = round_dir / "dst"
+            args = ["backup", "restore", f"a:chaos/{prefix}/{made.summary()['backup']}",
+                    "--target-storage", str(local_dst)]
+            summary_kind = "none"
         else:
             put_tree(self.servers["a"], "chaos", prefix, src, tree)
             local_dst = round_dir / "dst"
             local_dst.mkdir()
             args = ["copy", f"a:chaos/{prefix}", str(local_dst)]
         args += ["--json", "--no-progress"]
-        if direction != "backup":
+        if direction not in ("backup", "restore"):
             # at 16 MB/s the copy takes about two seconds here: room for a signal to land mid-upload
             args += ["--transfers", "4", "--bwlimit", "16M"]
         env = self.environ(round_dir)
@@ -1068,7 +1087,16 @@ class ChaosLab:
                 def after() -> bool:
                     return any(k.rsplit("/", 1)[-1].startswith("storage.tar")
                                for k in s3_keys(a, "chaos", prefix) - before)
-            run = run_cli(args + (["--report", str(report)] if direction != "backup" else []), env,
+            elif direction == "restore":
+                # the moment counts from this run's first new file (or temporary file) at the destination: a
+                # restore of a few MiB is over within a second of its start
+                assert local_dst is not None
+                present = _files_under(local_dst)
+                at = rng.uniform(0.0, 0.6)
+
+                def after() -> bool:
+                    return bool(_files_under(local_dst) - present)
+            run = run_cli(args + (["--report", str(report)] if direction not in ("backup", "restore") else []), env,
                           sig=sig if signalled else None, at=at if signalled else None,
                           second_after=None if every else second_after, every=every, after=after)
             result.runs.append(run)
