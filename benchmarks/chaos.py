@@ -314,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with ChaosLab(work, rates=rates, two_servers=bool(TWO_SERVERS & set(ops)),
                       yandex=bool(YANDEX & set(ops))) as lab:
+            lab.forget_clean_rounds = not a.keep_work
             results = run_rounds(lab, ops, a.rounds, a.seed, on_round=progress,
                                  deadline=t0 + a.minutes * 60)
     finally:

@@ -118,6 +118,13 @@ def assert_proved(result: RoundResult, operation: str) -> None:
 def test_nothing_is_lost(lab: ChaosLab, operation: str) -> None:
     result = lab.round(operation, SEED)
     assert_proved(result, operation)
+    # a clean round leaves nothing behind: a long run's disk use is that of a few rounds
+    prefix = f"{operation}-{SEED}"
+    assert not (lab.workdir / prefix).exists()
+    for client in lab.clients.values():
+        left = client.list_objects_v2(Bucket="chaos", Prefix=prefix).get("Contents", [])
+        left += client.list_objects_v2(Bucket="chaos", Prefix=f"foreign/{prefix}/").get("Contents", [])
+        assert left == [], [o["Key"] for o in left]
 
 
 @pytest.mark.parametrize("operation", MIGRATIONS)

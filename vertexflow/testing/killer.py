@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -667,6 +668,9 @@ class ChaosLab:
         #: SIGTERM/SIGINT: instead, every signal is sent again every that many seconds until the run ends
         #: (a second signal at every moment of the shutdown, not at one drawn moment)
         self.signal_every = signal_every
+        #: a round that broke nothing leaves nothing behind (its folder, its objects): a long run's disk use
+        #: stays that of a few rounds; False keeps them all (--keep-work)
+        self.forget_clean_rounds = True
         self.servers: dict[str, SeaweedFS] = {}
         self.proxies: dict[str, FaultProxy] = {}
         self.clients: dict[str, Any] = {}
@@ -772,7 +776,21 @@ class ChaosLab:
                 result.faults = self._faults()
             self._arm(seed, on=False)
             result.seconds = time.monotonic() - started
+        if self.forget_clean_rounds and not result.violations:
+            self._forget(f"{operation}-{seed}", round_dir)
         return result
+
+    def _forget(self, prefix: str, round_dir: Path) -> None:
+        """Remove what a round left: its folder, and its objects (and the foreign ones put beside them) in the
+        lab's ``chaos`` buckets (SeaweedFS reclaims the space of deleted objects by itself)."""
+        shutil.rmtree(round_dir, ignore_errors=True)
+        for client in self.clients.values():
+            keys = [item["Key"] for p in (f"{prefix}/", f"{prefix}-foreign/", f"foreign/{prefix}/", f"{prefix}.bin")
+                    for page in client.get_paginator("list_objects_v2").paginate(Bucket="chaos", Prefix=p)
+                    for item in page.get("Contents", ())]
+            for i in range(0, len(keys), 1000):
+                client.delete_objects(Bucket="chaos", Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]],
+                                                              "Quiet": True})
 
     def _foreign(self, round_dir: Path, prefix: str) -> Callable[[], dict[str, str]]:
         """Put objects the round's operation does not own beside what it does (in every bucket the lab has:
