@@ -256,3 +256,4 @@ def test_migrate_rollback_seed6_a_listing_page_is_asked_six_times(server: Seawee
     assert run.code == 0, run.err
     assert asked[:6] == [f"{base}#{n}" for n in range(6)], asked  # five faults, then the answer
     assert (tmp_path / "dst" / "one.txt").read_bytes() == b"one"
+

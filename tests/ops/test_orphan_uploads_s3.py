@@ -168,3 +168,41 @@ def test_copyto_aborts_the_upload_its_killed_run_left(tmp_path: Path, s3_env: di
     assert saved_uploads(journal) == []
     listed = raw.list_objects_v2(Bucket=s3_bucket, Prefix="renamed/")["Contents"]
     assert [(o["Key"], o["Size"]) for o in listed] == [("renamed/new.bin", 24 * MiB)]
+
+
+def test_daemon_job_seed255_the_abort_of_a_killed_runs_lost_upload_is_asked_again(
+        tmp_path: Path, s3_env: dict[str, str], s3_bucket: str, seaweed: SeaweedFS) -> None:
+    """daemon_job seed 255: as above, but the rerun's one AbortMultipartUpload of the lost upload met a 500;
+    the rerun sent the object and nothing recorded the upload any more, so it stayed. The abort is now asked
+    again like any idempotent request."""
+    from vertexflow.testing.faults import fault_proxy
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(12 * MiB))
+    journal = tmp_path / "journal.db"
+    args = ["copy", str(src), f"s3://{s3_bucket}/c", "--journal", str(journal), "--json"]
+    raw = seaweed.boto3_client()
+    create = f"POST /{s3_bucket}/c/big.bin?uploads=#0"
+    abort = f"DELETE /{s3_bucket}/c/big.bin?#0"
+    with fault_proxy(int(seaweed.endpoint.rsplit(":", 1)[1]), seed=1, rates={}, delay_seconds=60, statuses=(500,),
+                     retry_after=0, force={create: "delay", abort: "error"}) as proxy:
+        env = {**s3_env, "AWS_ENDPOINT_URL": proxy.endpoint}
+        proc = subprocess.Popen([sys.executable, "-m", "vertexflow", *args], env={**os.environ, **env},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 120
+            while not raw.list_multipart_uploads(Bucket=s3_bucket).get("Uploads"):
+                assert proc.poll() is None, f"the copy ended: {proc.communicate()} {proxy.identities}"
+                assert time.monotonic() < deadline, f"no upload created: {proxy.identities}"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+        again = vf(*args, env=env, timeout=300)
+        asked = list(proxy.identities)
+    assert again.code == 0, again.err
+    assert abort in asked and f"{abort[:-1]}1" in asked, asked  # failed once, asked again
+    assert raw.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    assert raw.head_object(Bucket=s3_bucket, Key="c/big.bin")["ContentLength"] == 12 * MiB

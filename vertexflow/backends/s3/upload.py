@@ -677,7 +677,9 @@ class Uploads:
                         raise
 
             try:
-                await self.b.call("AbortMultipartUpload", key, abort)
+                # idempotent (an upload already gone is what we want): asked again on a passing failure, since
+                # an upload left here is often one that nothing else records (a lost create's)
+                await self.b.call("AbortMultipartUpload", key, abort, retry=True)
             except BackendError as exc:
                 log.warning("s3.abort_failed", backend=self.b.describe(), key=key,
                             upload_id=upload_id, error=str(exc))
