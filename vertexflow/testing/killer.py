@@ -612,6 +612,8 @@ def signal_of(operation: str) -> str:
 EXTRA_KEY = "extra/junk.bin"
 #: seconds the daemon's round waits for a run to succeed after its last restart
 DAEMON_WAIT = 150.0
+#: seconds a restarted daemon whose job had already succeeded must stay idle to count as done
+SETTLED = 5.0
 
 #: runs of a command per round under faults before the round counts as never finishing
 MAX_RUNS = 6
@@ -1257,6 +1259,7 @@ class ChaosLab:
         deadline = time.monotonic() + DAEMON_WAIT
         base = ""
         started_at = time.time()
+        settled: float | None = None
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 return f"the daemon exited {proc.returncode}: {log.read_text()[-300:]!r}"
@@ -1273,6 +1276,16 @@ class ChaosLab:
                 last = job.get("last_result")
                 # a run that failed under the faults is retried after the backoff: wait for a success
                 if last and last.get("started", 0) >= started_at - 1 and last.get("outcome") == "success":
+                    return "success"
+                # the kill came after the run had succeeded: the restarted daemon remembers it and has nothing
+                # to run before its schedule (right); seen so for SETTLED seconds, past a resume at its start
+                idle = (last and last.get("outcome") == "success" and job.get("state") == "scheduled"
+                        and not job.get("pending") and not job.get("failures_in_a_row"))
+                if not idle:
+                    settled = None
+                elif settled is None:
+                    settled = time.monotonic()
+                elif time.monotonic() - settled >= SETTLED:
                     return "success"
             time.sleep(0.25)
         return f"no successful run within {DAEMON_WAIT:.0f} s"
