@@ -274,6 +274,9 @@ def check_journal_agrees(path: Path, actual: dict[str, str]) -> list[str]:
         return []
     try:
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not {"objects", "dest_index"} <= tables:
+                return []  # killed while it was being made: it records nothing yet (the next run makes it)
             rows = db.execute("SELECT key, sha256, 'done' FROM objects WHERE action = 'copy' AND state = 'done' "
                               "AND sha256 IS NOT NULL UNION ALL "
                               "SELECT key, sha256, 'indexed' FROM dest_index WHERE sha256 IS NOT NULL").fetchall()
