@@ -25,12 +25,17 @@ import os
 import random
 import shutil
 import statistics
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from vertexflow.durability import sync_directory  # noqa: E402
+
 #: LocalBackend's threads for small writes that end in an fsync (SYNC_THREADS)
 THREADS = 32
 #: folders the files are spread over
@@ -69,14 +74,6 @@ class GroupSync:
                 self.cond.notify_all()
 
 
-def sync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_all(root: Path, datas: list[bytes], way: str) -> tuple[float, int]:
     group = GroupSync(root)
 
@@ -95,7 +92,7 @@ def write_all(root: Path, datas: list[bytes], way: str) -> tuple[float, int]:
             os.close(fd)
         os.rename(tmp, folder / f"f{i}")
         if way == "fsync":
-            sync_dir(str(folder))
+            sync_directory(str(folder))
         elif way == "group":
             group.wait()
 
